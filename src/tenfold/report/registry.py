@@ -1,0 +1,89 @@
+"""The experiment registry: each paper package registers its reproductions with ``@experiment``.
+
+An experiment is a function ``fn(run: Run) -> dict`` returning ``ours`` (measured numbers),
+``verdict`` ('reproduced' | 'partly' | 'not reproduced') and ``why`` (one line); it records
+its settings in ``run.settings`` and its plots with ``run.save_plot``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tenfold.errors import TenfoldError
+from tenfold.report.papers import BY_KEY
+
+PROFILES = ("smoke", "quick", "full")
+VERDICTS = ("reproduced", "partly", "not reproduced")
+# Modules whose import registers experiments; each paper package adds its own here.
+EXPERIMENT_MODULES: list[str] = []
+
+
+@dataclass
+class Experiment:
+    name: str
+    paper: str
+    claim: str
+    paper_numbers: dict
+    fn: Callable
+    order: int = 0
+
+
+@dataclass
+class Run:
+    """What an experiment gets: its profile, where to write, and places to record settings/plots."""
+
+    profile: str
+    out_dir: str
+    name: str
+    settings: dict = field(default_factory=dict)
+    plots: list = field(default_factory=list)
+    progress: Callable[[str], None] = lambda message: None
+
+    def save_plot(self, fig, stem: str) -> str:
+        """Save a matplotlib figure as ``DIR/results/<experiment>-<stem>.png`` and close it."""
+        import os
+
+        import matplotlib.pyplot as plt
+
+        fname = f"{self.name}-{stem}.png"
+        fig.savefig(os.path.join(self.out_dir, "results", fname), dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self.plots.append(fname)
+        return fname
+
+    def pick(self, smoke, quick, full):
+        """The value for this run's profile."""
+        return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def experiment(name: str, paper: str, claim: str, paper_numbers: dict):
+    """Register ``fn`` as experiment ``name`` reproducing ``claim`` of paper key ``paper``."""
+    if paper not in BY_KEY:
+        raise ValueError(f"unknown paper key {paper!r}")
+
+    def wrap(fn):
+        REGISTRY[name] = Experiment(name, paper, claim, paper_numbers, fn, order=len(REGISTRY))
+        return fn
+
+    return wrap
+
+
+def load_all() -> dict[str, Experiment]:
+    """Import every experiment module (registering its experiments) and return the registry."""
+    for module in EXPERIMENT_MODULES:
+        importlib.import_module(module)
+    return REGISTRY
+
+
+def select(names: list[str] | None) -> list[Experiment]:
+    registry = load_all()
+    if not names:
+        return sorted(registry.values(), key=lambda e: e.order)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise TenfoldError(f"unknown experiment {unknown[0]!r}; known: {', '.join(sorted(registry)) or 'none'}")
+    return [registry[n] for n in names]

@@ -1,0 +1,49 @@
+import json
+
+from tenfold.report import PAPERS, REGISTRY, build_report, experiment, run_experiments
+
+
+def _register():
+    @experiment("tiny-demo", paper="streamingllm", claim="a line goes up",
+                paper_numbers={"slope": 1.0})
+    def tiny(run):
+        import matplotlib.pyplot as plt
+
+        run.settings["points"] = run.pick(3, 10, 100)
+        fig, ax = plt.subplots()
+        ax.plot(range(run.settings["points"]))
+        run.save_plot(fig, "line")
+        return {"ours": {"slope": 1.0, "nan_value": float("nan")}, "verdict": "reproduced", "why": "slope 1"}
+
+    @experiment("tiny-broken", paper="ndp", claim="raises", paper_numbers={})
+    def broken(run):
+        raise RuntimeError("boom")
+
+    return [REGISTRY.pop("tiny-demo"), REGISTRY.pop("tiny-broken")]
+
+
+def test_tiny_experiment_gives_json_png_and_html(tmp_path):
+    exps = _register()
+    records = run_experiments(exps, "smoke", str(tmp_path), show_progress=False)
+    assert [r["status"] for r in records] == ["ok", "failed"]
+    rec = json.loads((tmp_path / "results" / "tiny-demo.json").read_text())
+    for key in ("paper", "claim", "paper_numbers", "ours", "settings", "verdict", "runtime_s"):
+        assert key in rec
+    assert rec["settings"]["points"] == 3 and rec["ours"]["nan_value"] is None
+    png = tmp_path / "results" / rec["plots"][0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    failed = json.loads((tmp_path / "results" / "tiny-broken.json").read_text())
+    assert failed["verdict"] == "failed" and "boom" in failed["error"]
+    html = (tmp_path / "index.html").read_text()
+    assert len(PAPERS) == 10
+    for paper in PAPERS:
+        assert paper["title"] in html
+    assert "data:image/png;base64," in html and "http://" not in html.split("<body>")[0]
+    assert html.count("No experiment yet") == 8
+
+
+def test_report_rebuilds_from_json_and_survives_a_corrupt_file(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bad.json").write_text("{not json")
+    index = build_report(tmp_path)
+    assert "unreadable result file" in index.read_text()
