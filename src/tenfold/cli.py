@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tenfold.errors import TenfoldError  # noqa: E402
 
 # Each paper package's cli module exposes add_commands(subparsers).
-PAPER_CLIS: list[str] = []
+PAPER_CLIS = ["tenfold.streaming.cli"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -88,7 +88,9 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
     Hugging Face id already in the local cache (nothing is downloaded when offline).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     source = resolve(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

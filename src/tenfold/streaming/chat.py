@@ -1,0 +1,93 @@
+"""Unbounded multi-round chat on a sink cache (StreamingLLM, Sec. 4.4 "streaming question answering" setting).
+
+Each turn feeds only its new tokens (the chat template's increment) into the same
+:class:`SinkCache`, so the conversation never runs out of context and memory stays constant;
+what the cache evicted is forgotten (StreamingLLM extends the stream, not the memory).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+
+from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
+
+
+class StreamingChat:
+    """A conversation with one model and one sink cache. ``say(text)`` yields reply text pieces."""
+
+    def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, system: str | None = None,
+                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0):
+        self.model, self.tok = enable_streaming(model), tokenizer
+        self.cache = SinkCache(num_sinks=num_sinks, window=window)
+        self.system, self.max_new_tokens = system, max_new_tokens
+        self.temperature, self.top_p = temperature, top_p
+        self.generator = torch.Generator().manual_seed(seed)
+        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.rendered, self.pending = "", ""
+        self.generated, self.gen_seconds = 0, 0.0
+
+    def _render(self, messages, prompt: bool) -> str:
+        if getattr(self.tok, "chat_template", None):
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+        return text + ("assistant:" if prompt else "")
+
+    def _increment(self, user: str) -> str:
+        before = self._render(self.messages, prompt=False) if self.messages else ""
+        after = self._render(self.messages + [{"role": "user", "content": user}], prompt=True)
+        delta = after[len(before):] if after.startswith(before) else after
+        return self.pending + delta
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        if self.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < self.top_p
+        sorted_p = sorted_p * keep
+        return int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=self.generator)])
+
+    @torch.no_grad()
+    def say(self, user: str) -> Iterator[str]:
+        if not user.strip():
+            raise ValueError("empty message")
+        text = self._increment(user)
+        ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+        logits = prefill(self.model, self.cache, ids)[0, -1]
+        reply_ids, shown = [], ""
+        start = time.perf_counter()
+        for _ in range(self.max_new_tokens):
+            nxt = self._sample(logits)
+            if nxt in self.stop_ids:
+                break
+            reply_ids.append(nxt)
+            full = self.tok.decode(reply_ids, skip_special_tokens=True)
+            if len(full) > len(shown) and not full.endswith("\ufffd"):
+                yield full[len(shown):]
+                shown = full
+            logits = self.model(input_ids=torch.tensor([[nxt]]), cache=self.cache, use_cache=True).logits[0, -1]
+        self.gen_seconds += time.perf_counter() - start
+        self.generated += len(reply_ids)
+        reply = self.tok.decode(reply_ids, skip_special_tokens=True)
+        self.messages.append({"role": "user", "content": user})
+        self.messages.append({"role": "assistant", "content": reply})
+        # The template's closing text after the reply (e.g. "<|im_end|>\n") is fed with the next turn.
+        fed_prefix = self._render(self.messages[:-1], prompt=True) + reply
+        closing = self._render(self.messages, prompt=False)
+        self.pending = closing[len(fed_prefix):] if closing.startswith(fed_prefix) else ""
+        # Keep the message list bounded: the template increment only needs the first and last messages.
+        head = self.messages[:1] if self.system else []
+        self.messages = head + self.messages[len(head):][-2:]
+
+    def stats(self) -> dict:
+        c = self.cache
+        return {"cache_fill": c.fill(), "cache_size": c.size, "tokens_seen": c.tokens_seen, "evicted": c.evicted,
+                "generated": self.generated,
+                "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None}

@@ -1,0 +1,119 @@
+"""CLI verbs for StreamingLLM: ``tenfold stream-ppl`` and ``tenfold chat``."""
+from __future__ import annotations
+
+import json
+import sys
+
+from tenfold.errors import TenfoldError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("stream-ppl", help="exact streaming perplexity: dense / window / recompute / sink (StreamingLLM)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="a UTF-8 text file to stream")
+    src.add_argument("--book", help="an Austen novel (e.g. emma, prideprejudice) or 'all'")
+    p.add_argument("--tokens", type=int, default=2000, help="tokens to stream (default 2000)")
+    p.add_argument("--method", default="sink", choices=["dense", "window", "recompute", "sink"])
+    p.add_argument("--sinks", type=int, default=4)
+    p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
+    p.add_argument("--model", default=None)
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", default=None, help="write a PNG of log-perplexity along the stream")
+    p.set_defaults(func=_stream_ppl)
+
+    p = sub.add_parser("chat", help="multi-round chat that never runs out of context (sink cache); /reset, /stats, /quit")
+    p.add_argument("--model", default=None)
+    p.add_argument("--sinks", type=int, default=4)
+    p.add_argument("--window", type=int, default=1020)
+    p.add_argument("--system", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.set_defaults(func=_chat)
+
+
+def _check_cache_args(sinks: int, window: int) -> None:
+    if sinks < 0:
+        raise TenfoldError(f"--sinks must be >= 0 (got {sinks})")
+    if window < 1:
+        raise TenfoldError(f"--window must be >= 1 (got {window})")
+    if window < sinks:
+        raise TenfoldError(f"--window ({window}) must not be smaller than --sinks ({sinks})")
+
+
+def _load(model_name, dtype):
+    import torch
+
+    from tenfold.models import load_lm
+
+    return load_lm(model_name, dtype=getattr(torch, dtype))
+
+
+def _stream_ppl(args) -> int:
+    from rich.progress import Progress
+
+    from tenfold.data import austen, read_text
+    from tenfold.streaming.perplexity import perplexity
+
+    _check_cache_args(args.sinks, args.window)
+    if args.tokens < 2:
+        raise TenfoldError(f"--tokens must be >= 2 (got {args.tokens})")
+    text = read_text(args.text) if args.text else austen(None if args.book == "all" else args.book)
+    model, tok = _load(args.model, args.dtype)
+    ids = tok(text, return_tensors="pt").input_ids[0]
+    if ids.numel() < args.tokens:
+        raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
+    ids = ids[: args.tokens]
+    with Progress(disable=args.json, transient=True) as bar:
+        task = bar.add_task(f"{args.method} {args.sinks}+{args.window}", total=args.tokens - 1)
+        result = perplexity(model, ids, args.method, args.sinks, args.window,
+                            progress=lambda done, total: bar.update(task, completed=done))
+    row = result.as_dict()
+    if args.plot:
+        from tenfold.streaming.plots import plot_log_ppl
+
+        fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
+        fig.savefig(args.plot, dpi=110, bbox_inches="tight")
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {args.sinks}+{args.window}, "
+              f"{row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+def _chat(args) -> int:
+    from tenfold.streaming.chat import StreamingChat
+
+    _check_cache_args(args.sinks, args.window)
+    model, tok = _load(args.model, args.dtype)
+    chat = StreamingChat(model, tok, args.sinks, args.window, system=args.system,
+                         max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"tenfold chat: sink cache {args.sinks}+{args.window}. Commands: /reset /stats /quit", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            chat.reset()
+            print("(conversation reset)", flush=True)
+            continue
+        if line == "/stats":
+            print(json.dumps(chat.stats()), flush=True)
+            continue
+        for piece in chat.say(line):
+            print(piece, end="", flush=True)
+        print(flush=True)
+    return 0

@@ -1,0 +1,143 @@
+"""Exact streaming perplexity, one token per step (StreamingLLM, Xiao et al. 2023, Sec. 4.1 / Fig. 3).
+
+Methods, all with the same attention span ``num_sinks + window`` (the cache size) except dense:
+- ``dense``: full KV cache, no eviction (grows with the text);
+- ``window``: only the most recent ``num_sinks + window`` tokens (window attention, no sinks);
+- ``recompute``: sliding window with re-computation: the last ``num_sinks + window`` tokens are
+  re-encoded from scratch for every prediction (the quality reference, quadratic cost);
+- ``sink``: ``num_sinks`` attention sinks + the ``window`` most recent tokens (StreamingLLM).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from tenfold.errors import TenfoldError
+from tenfold.streaming.sink_cache import SinkCache, enable_streaming
+
+METHODS = ("dense", "window", "recompute", "sink")
+
+
+@dataclass
+class StreamResult:
+    method: str
+    nll: np.ndarray  # per predicted token (natural log)
+    seconds: float
+    peak_rss_mb: float
+    sinks: int
+    window: int
+    positions: np.ndarray = field(default=None)  # which token index each nll predicts
+
+    @property
+    def tokens(self) -> int:
+        return int(self.nll.size)
+
+    @property
+    def ppl(self) -> float:
+        return float(math.exp(self.nll.mean())) if self.nll.size else float("nan")
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "tokens": self.tokens, "sinks": self.sinks, "window": self.window,
+                "ppl": self.ppl, "tokens_per_s": self.tokens_per_s, "peak_rss_mb": self.peak_rss_mb}
+
+
+class _Rss:
+    def __init__(self):
+        self.proc, self.peak = psutil.Process(), 0.0
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+
+
+@torch.no_grad()
+def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, window: int = 1020,
+               progress=None, recompute_stride: int = 1, recompute_batch: int = 8,
+               dense_chunk: int = 512) -> StreamResult:
+    """Stream ``token_ids`` through ``model`` with ``method``; return per-token NLL, ppl, tokens/s and peak RSS.
+
+    ``token_ids``: one stream (T,) or several independent streams of equal length (B, T), run
+    as one batch. ``progress(done, total)`` is called as tokens are predicted.
+    ``recompute_stride`` > 1 scores every k-th token only for ``recompute`` (an unbiased sample;
+    it costs a full window per token). ``dense`` is computed in exact causal chunks of
+    ``dense_chunk`` tokens (the same numbers as one token per step, far faster).
+    """
+    if method not in METHODS:
+        raise TenfoldError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    ids = ids[None] if ids.ndim == 1 else ids
+    if ids.ndim != 2 or ids.shape[1] < 2:
+        raise TenfoldError("need at least 2 tokens to measure perplexity")
+    if num_sinks < 0 or window < 1:
+        raise TenfoldError(f"need sinks >= 0 and window >= 1 (got sinks={num_sinks}, window={window})")
+    size, total = num_sinks + window, ids.shape[1] - 1
+    rss, tick = _Rss(), progress or (lambda done, total: None)
+    rss.sample()
+    start = time.perf_counter()
+    if method == "recompute":
+        rows = [_recompute(model, row, size, max(1, recompute_stride), recompute_batch, rss, tick) for row in ids]
+        nll, where = np.stack([r[0] for r in rows]), rows[0][1]
+    elif method == "dense":
+        nll, where = _dense(model, ids, dense_chunk, rss, tick), np.arange(1, total + 1)
+    else:
+        enable_streaming(model)
+        cache = SinkCache(num_sinks=0, window=size) if method == "window" else SinkCache(num_sinks, window)
+        out = torch.empty((ids.shape[0], total), dtype=torch.float64)
+        for t in range(total):
+            logits = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True).logits
+            out[:, t] = _nll(logits[:, -1], ids[:, t + 1])
+            if t % 32 == 0:
+                rss.sample()
+                tick(t + 1, total)
+        nll, where = out.numpy(), np.arange(1, total + 1)
+    seconds = time.perf_counter() - start
+    rss.sample()
+    tick(total, total)
+    if not np.isfinite(nll).all():
+        raise TenfoldError(f"{method}: the model produced non-finite losses")
+    return StreamResult(method, nll, seconds, rss.peak, num_sinks, window, where)
+
+
+def _dense(model, ids, chunk, rss, tick):
+    cache, out, total = DynamicCache(config=model.config), [], ids.shape[1] - 1
+    for start in range(0, ids.shape[1], chunk):
+        logits = model(input_ids=ids[:, start : start + chunk], cache=cache, use_cache=True).logits
+        targets = ids[:, start + 1 : start + chunk + 1]
+        logits = logits[:, : targets.shape[1]]
+        out.append(_nll(logits, targets).view(ids.shape[0], -1).double())
+        rss.sample()
+        tick(min(total, start + chunk), total)
+    return torch.cat(out, dim=1).numpy()
+
+
+def _recompute(model, ids, size, stride, batch, rss, tick):
+    total = ids.numel() - 1
+    head = min(size, ids.numel())
+    # Predictions of tokens 1..head-1 have all their context inside the first window: one causal pass.
+    logits = model(input_ids=ids[None, :head], use_cache=False).logits[0, :-1]
+    nll = list(_nll(logits, ids[1:head]).tolist())[:: stride]
+    where = list(range(1, head))[:: stride]
+    targets = list(range(head, ids.numel()))[::stride]
+    for i in range(0, len(targets), batch):
+        group = targets[i : i + batch]
+        windows = torch.stack([ids[t - size : t] for t in group])
+        out = model(input_ids=windows, use_cache=False).logits[:, -1]
+        nll.extend(_nll(out, ids[group]).tolist())
+        where.extend(group)
+        rss.sample()
+        tick(min(total, group[-1]), total)
+    return np.asarray(nll), np.asarray(where)

@@ -1,0 +1,72 @@
+"""StreamingLLM with the real bundled SmolLM2 and real Austen text."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tenfold.data import austen
+from tenfold.streaming import SinkCache, enable_streaming
+from tenfold.streaming.perplexity import perplexity
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "tenfold.cli", *args], input=stdin, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def emma_ids(lm):
+    _, tok = lm
+    return tok(austen("emma")[:30000], return_tensors="pt").input_ids[0]
+
+
+def test_sink_beats_window_and_tracks_recompute(lm, emma_ids):
+    model, _ = lm
+    ids = emma_ids[:400]
+    sink = perplexity(model, ids, "sink", 4, 60)
+    window = perplexity(model, ids, "window", 4, 60)
+    recompute = perplexity(model, ids, "recompute", 4, 60)
+    assert window.ppl > 1.5 * sink.ppl
+    assert abs(sink.ppl / recompute.ppl - 1) < 0.1
+    assert sink.nll.shape == (1, 399) and sink.peak_rss_mb > 0
+
+
+def test_generation_with_a_prompt_three_times_the_cache_is_fluent(lm, emma_ids):
+    model, tok = lm
+    enable_streaming(model)
+    cache = SinkCache(4, 124)
+    prompt = emma_ids[None, 1000:1000 + 3 * cache.size]
+    with torch.no_grad():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), cache=cache, max_new_tokens=40,
+                             do_sample=False)
+    new = out[0, prompt.shape[1]:]
+    assert cache.fill() <= cache.size and cache.evicted > 2 * cache.size
+    # Fluent = the continuation is likely text for the model reading it with full context, and not a loop.
+    with torch.no_grad():
+        logits = model(input_ids=out[:, -200:]).logits[0, -41:-1]
+    ppl = torch.exp(torch.nn.functional.cross_entropy(logits, new)).item()
+    assert ppl < 15, (ppl, tok.decode(new))
+    assert len(set(new.tolist())) >= 15, tok.decode(new)
+
+
+def test_stream_ppl_cli_json_shape():
+    res = cli("stream-ppl", "--book", "emma", "--tokens", "120", "--method", "sink", "--sinks", "4", "--window", "28",
+              "--dtype", "float16", "--json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)
+    assert set(row) == {"method", "tokens", "sinks", "window", "ppl", "tokens_per_s", "peak_rss_mb"}
+    assert row["method"] == "sink" and row["tokens"] == 119 and row["sinks"] == 4 and row["window"] == 28
+    assert 1 < row["ppl"] < 1000
+
+
+def test_piped_chat_survives_a_conversation_longer_than_the_window():
+    turns = "Hello, who are you?\nTell me about the sea.\nAnd about mountains?\n/stats\n"
+    res = cli("chat", "--sinks", "4", "--window", "48", "--max-new-tokens", "30", "--dtype", "float16", stdin=turns)
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(res.stdout.strip().splitlines()[-1])
+    assert stats["evicted"] > 0 and stats["cache_fill"] <= stats["cache_size"] == 52
+    assert stats["tokens_seen"] > 52 and stats["generated"] > 0
