@@ -86,7 +86,7 @@ def streaming_ppl(run):
     claim="A few initial tokens kept as attention sinks restore perplexity at a fixed cache size; 4 are enough (Table 2).",
     paper_numbers={"Llama-2-7B ppl, 0/1/2/4/8 sinks (cache 1024, 400K tokens)": [3360, 11.88, 10.51, 9.59, 9.54]})
 def streaming_sinks(run):
-    total, tokens, streams = run.pick(64, 256, 1024), run.pick(300, 1200, 5000), run.pick(2, 4, 4)
+    total, tokens, streams = run.pick(64, 256, 1024), run.pick(300, 600, 5000), run.pick(2, 4, 4)
     run.settings.update(cache_total=total, tokens_per_stream=tokens, streams=streams, dtype="float16")
     by = {}
     for s in (0, 1, 2, 4, 8):
@@ -177,7 +177,7 @@ def streaming_speed(run):
     claim="Memory stays flat however long the stream: the cache never grows past sinks + window.",
     paper_numbers={"stable streaming": "up to 4M tokens"})
 def streaming_memory(run):
-    tokens, chunk = run.pick(1500, 40_000, 100_000), run.pick(16, 32, 8)
+    tokens, chunk = run.pick(1500, 20_000, 100_000), run.pick(16, 32, 8)
     model, _ = _model("float16")
     enable_streaming(model)
     cache = SinkCache(4, 252)
