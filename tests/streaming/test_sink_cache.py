@@ -111,3 +111,13 @@ def test_a_step_longer_than_the_window_is_rejected_outside_generate():
     model = enable_streaming(tiny("llama"))
     with pytest.raises(ValueError, match="longer than the sink cache's window"):
         model(input_ids=torch.randint(1, 128, (1, 20)), cache=SinkCache(2, 8))
+
+
+def test_reset_allows_a_new_batch_size():
+    model = enable_streaming(tiny("llama"))
+    cache = SinkCache(2, 6)
+    prefill(model, cache, torch.randint(1, 128, (2, 20)))
+    cache.reset()
+    assert cache.fill() == 0 and cache.tokens_seen == 0
+    prefill(model, cache, torch.randint(1, 128, (3, 20)))
+    assert cache.valid.shape[0] == 3 and cache.fill() <= cache.size

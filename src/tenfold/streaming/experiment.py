@@ -62,7 +62,7 @@ def streaming_ppl(run):
     for method in ("dense", "window", "recompute", "sink"):
         run.progress(method)
         results[method] = _ppl(method, sinks, window, tokens, 1, stride if method == "recompute" else 1)
-    from tenfold.streaming.plots import plot_log_ppl
+    from tenfold.streaming.plots import plot_log_ppl, running_log_ppl
 
     run.save_plot(plot_log_ppl(list(results.values()), f"Austen, cache {sinks}+{window}, {tokens} tokens"), "log-ppl")
     ours = {f"ppl_{m}": r.ppl for m, r in results.items()}
@@ -75,7 +75,7 @@ def streaming_ppl(run):
     if run.profile == "full":  # the paper's long-stream claim: a >= 400k-token sink run stays stable
         run.progress("sink, 400k tokens")
         long = _ppl("sink", sinks, window, 400_000)
-        x, y = __import__("tenfold.streaming.plots", fromlist=["running_log_ppl"]).running_log_ppl(long, 4096)
+        _, y = running_log_ppl(long, 4096)
         ours["ppl_sink_400k"] = long.ppl
         ours["log_ppl_400k_first_vs_last_10pct"] = [float(y[: y.size // 10].mean()), float(y[-y.size // 10 :].mean())]
     close = ours["sink_vs_recompute"] <= 1.05

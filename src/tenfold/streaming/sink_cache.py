@@ -75,7 +75,7 @@ class SinkLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        self.n = 0
+        self.n, self.is_initialized = 0, False  # buffers are re-allocated on the next update (batch may change)
 
     def shift_window(self, sinks: int, keep: int, shift: RopeShift) -> None:
         """Fast path (no padding): keep ``sinks`` + the last ``keep`` tokens, moving the latter left and re-rotating them."""
