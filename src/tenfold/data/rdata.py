@@ -72,9 +72,13 @@ class _Reader:
         attrs = self.item()
         return attrs.value if isinstance(attrs, RObject) and isinstance(attrs.value, dict) else {}
 
-    def item(self):
+    def flags(self) -> tuple[int, int, bool, bool]:
+        """(raw flags, type, has attributes, has tag) of the next item."""
         flags = self.int()
-        kind, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
+        return flags, flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
+
+    def item(self):
+        flags, kind, has_attr, has_tag = self.flags()
         if kind in (NILVALUE, GLOBALENV, UNBOUNDVALUE, MISSINGARG, BASENAMESPACE, EMPTYENV, BASEENV):
             return None
         if kind == REFSXP:
@@ -92,8 +96,7 @@ class _Reader:
                 self.attributes(has_attr)
                 tag = self.item() if has_tag else str(len(out))
                 out[tag] = self.item()
-                flags = self.int()
-                kind, has_attr, has_tag = flags & 0xFF, bool(flags & (1 << 9)), bool(flags & (1 << 10))
+                flags, kind, has_attr, has_tag = self.flags()
                 if kind == NILVALUE:
                     return RObject(out)
                 if kind != LISTSXP:

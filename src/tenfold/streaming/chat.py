@@ -24,7 +24,8 @@ class StreamingChat:
         self.system, self.max_new_tokens = system, max_new_tokens
         self.temperature, self.top_p = temperature, top_p
         self.generator = torch.Generator().manual_seed(seed)
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
+        end_of_turn = tokenizer.get_vocab().get("<|im_end|>")  # ChatML end of turn, where the vocabulary has it
+        self.stop_ids = {i for i in (tokenizer.eos_token_id, end_of_turn) if isinstance(i, int) and i >= 0}
         self.reset()
 
     def reset(self) -> None:

@@ -28,10 +28,22 @@ class RopeShift:
 
     def __init__(self, rotary: nn.Module):
         self.rotary = rotary
+        self._memo: dict = {}
 
     @property
     def inv_freq(self) -> torch.Tensor:
         return self.rotary.inv_freq.float()
+
+    def _cos_sin(self, delta: int, inv_freq: torch.Tensor):
+        """cos/sin of one integer shift, memoised: every layer of every step shifts by the same few deltas."""
+        key = (delta, inv_freq.device, inv_freq.data_ptr())
+        if key not in self._memo:
+            if len(self._memo) > 64:
+                self._memo.clear()
+            angles = torch.tensor(float(delta), device=inv_freq.device) * inv_freq
+            emb = torch.cat((angles, angles)).view(1, 1, 1, -1)
+            self._memo[key] = (emb.cos(), emb.sin())
+        return self._memo[key]
 
     def rotate(self, keys: torch.Tensor, delta) -> torch.Tensor:
         """Rotate ``keys`` (B, H, N, D) by ``delta`` positions: an int, or a (B, N) tensor per row and column."""
@@ -40,12 +52,11 @@ class RopeShift:
         if isinstance(delta, int):
             if delta == 0:
                 return keys
-            angles = torch.tensor(float(delta), device=keys.device) * inv_freq  # (rot/2,)
-            angles = angles.view(1, 1, 1, -1)
+            cos, sin = self._cos_sin(delta, inv_freq)
         else:
             angles = delta.to(keys.device).float()[:, None, :, None] * inv_freq  # (B, 1, N, rot/2)
-        emb = torch.cat((angles, angles), dim=-1)
-        cos, sin = emb.cos(), emb.sin()
+            emb = torch.cat((angles, angles), dim=-1)
+            cos, sin = emb.cos(), emb.sin()
         part = keys[..., :rot_dim].float()
         half = rot_dim // 2
         rotated_half = torch.cat((-part[..., half:], part[..., :half]), dim=-1)

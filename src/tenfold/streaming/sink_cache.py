@@ -247,7 +247,9 @@ def _sink_pre_hook(module: nn.Module, args, kwargs):
                        cache=cache, use_cache=True, logits_to_keep=1)
         kwargs[key], new_valid = kwargs[key][:, head:], new_valid[:, head:]
     positions, full_mask = cache.begin_step(new_valid, shift)
-    kwargs["position_ids"], kwargs["attention_mask"] = positions, full_mask
+    # Without padding the plain causal mask is right; passing None lets attention skip the mask entirely.
+    kwargs["position_ids"] = positions
+    kwargs["attention_mask"] = None if bool(cache.valid.all()) else full_mask
     if "past_key_values" in kwargs and "cache" not in kwargs:
         kwargs["cache"] = kwargs.pop("past_key_values")
     return args, kwargs
