@@ -81,12 +81,16 @@ def resolve(name_or_path: str | None) -> str:
     return name_or_path  # an HF id: must be in the local HF cache (offline)
 
 
-def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None):
+def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None,
+            attn_implementation: str | None = None):
     """Return ``(model, tokenizer)`` for a causal LM, in eval mode.
 
     ``name_or_path``: None or 'smollm2-135m-instruct' (bundled), a local directory, or a
     Hugging Face id already in the local cache (nothing is downloaded when offline).
+    ``attn_implementation`` defaults to :data:`~tenfold.models.decode_attention.DECODE_ATTENTION`
+    (SDPA with a fast path for half-precision CPU decoding) when the model supports SDPA.
     """
+    from tenfold.models.decode_attention import DECODE_ATTENTION
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -94,7 +98,9 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
     source = resolve(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn_implementation)
+        if attn_implementation is None and model.config._attn_implementation == "sdpa":
+            model.set_attn_implementation(DECODE_ATTENTION)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TenfoldError(f"cannot load model {name_or_path!r}: {first}") from None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from tenfold.models.sampling import sample_next, stop_token_ids
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
 
@@ -24,8 +25,7 @@ class StreamingChat:
         self.system, self.max_new_tokens = system, max_new_tokens
         self.temperature, self.top_p = temperature, top_p
         self.generator = torch.Generator().manual_seed(seed)
-        end_of_turn = tokenizer.get_vocab().get("<|im_end|>")  # ChatML end of turn, where the vocabulary has it
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, end_of_turn) if isinstance(i, int) and i >= 0}
+        self.stop_ids = stop_token_ids(tokenizer)
         self.reset()
 
     def reset(self) -> None:
@@ -47,13 +47,7 @@ class StreamingChat:
         return self.pending + delta
 
     def _sample(self, logits: torch.Tensor) -> int:
-        if self.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(0) - sorted_p < self.top_p
-        sorted_p = sorted_p * keep
-        return int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=self.generator)])
+        return sample_next(logits, self.temperature, self.top_p, self.generator)
 
     @torch.no_grad()
     def say(self, user: str) -> Iterator[str]:

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from tenfold.errors import TenfoldError
+from tenfold.models.decode_attention import DECODE_ATTENTION
 
-SUPPORTED_ATTENTION = ("eager", "sdpa")
+SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION)
 
 
 def find_rotary(model: nn.Module) -> nn.Module:
@@ -64,6 +65,29 @@ class RopeShift:
         if rot_dim < keys.shape[-1]:
             out = torch.cat((out, keys[..., rot_dim:]), dim=-1)
         return out
+
+    def rotate_into(self, dst: torch.Tensor, src: torch.Tensor, delta: int) -> None:
+        """``dst[...] = rotate(src, delta)`` for an int ``delta``, in four passes (``dst`` may overlap ``src``).
+
+        This is the per-step eviction of a full cache during decoding, so it avoids the temporaries
+        of :meth:`rotate`: ``x * cos`` then two fused multiply-adds on the halves, in float32.
+        """
+        if delta == 0:
+            if dst.data_ptr() != src.data_ptr():
+                dst.copy_(src.clone())
+            return
+        inv_freq = self.inv_freq.to(src.device)
+        half = inv_freq.numel()
+        cos, sin = self._cos_sin(delta, inv_freq)
+        x = src.float()  # a copy: safe when dst overlaps src
+        if 2 * half == x.shape[-1]:
+            out = x * cos
+        else:  # partial rotary (Phi-3 style): the other dimensions move unchanged
+            out = x.clone()
+            out[..., : 2 * half].mul_(cos)
+        out[..., :half].addcmul_(x[..., half : 2 * half], sin[..., :half], value=-1.0)
+        out[..., half : 2 * half].addcmul_(x[..., :half], sin[..., half:])
+        dst.copy_(out)
 
 
 def check_supported(model: nn.Module) -> RopeShift:

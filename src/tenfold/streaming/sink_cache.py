@@ -81,7 +81,7 @@ class SinkLayer(CacheLayerMixin):
         """Fast path (no padding): keep ``sinks`` + the last ``keep`` tokens, moving the latter left and re-rotating them."""
         n, moved = self.n, self.n - keep - sinks
         if keep:
-            self.keys[:, :, sinks : sinks + keep] = shift.rotate(self.keys[:, :, n - keep : n], -moved)
+            shift.rotate_into(self.keys[:, :, sinks : sinks + keep], self.keys[:, :, n - keep : n], -moved)
             self.values[:, :, sinks : sinks + keep] = self.values[:, :, n - keep : n].clone()
         self.n = sinks + keep
 

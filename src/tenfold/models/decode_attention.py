@@ -1,0 +1,44 @@
+"""Single-query attention for half-precision decoding on CPU (StreamingLLM, Sec. 4.5 decoding speed).
+
+PyTorch's CPU ``scaled_dot_product_attention`` runs a flash kernel that is slow for one query
+row in float16 (about 1 ms per layer at 1,024 cached tokens, most of a decode step here). During
+decoding the attention of one new token is two small matrix products, which this function does in
+float32 with grouped-query heads folded into the matrix rows (no ``repeat_kv`` copy). Everything
+else (prefill, training, float32, GPUs) goes to transformers' own SDPA function unchanged.
+
+It is registered with transformers' public ``AttentionInterface`` / ``AttentionMaskInterface``
+under :data:`DECODE_ATTENTION`; :func:`tenfold.models.load_lm` selects it by default.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+DECODE_ATTENTION = "sdpa_cpu_decode"
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def decode_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """SDPA, except for one-query half-precision CPU steps, which use two float32 matrix products."""
+    b, heads, q_len, dim = query.shape
+    if q_len != 1 or dropout or query.dtype not in _HALF or query.device.type != "cpu" or kwargs.get("sinks") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    kv_heads = key.shape[1]
+    scale = dim**-0.5 if scaling is None else scaling
+    q = query.reshape(b, kv_heads, heads // kv_heads, dim).float()
+    scores = torch.matmul(q, key.float().transpose(-1, -2)) * scale  # (b, kv_heads, group, L)
+    if attention_mask is not None:
+        mask = attention_mask[..., -1:, : key.shape[-2]]  # (b or 1, 1, 1, L)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs, value.float()).to(value.dtype)  # (b, kv_heads, group, dv)
+    return out.reshape(b, 1, heads, value.shape[-1]), None
+
+
+AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)
+AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)

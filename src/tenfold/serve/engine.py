@@ -1,0 +1,302 @@
+"""The generation engine behind ``tenfold serve``: one model, sink caches, fair token-level scheduling.
+
+Every request becomes a :class:`Job`. One worker thread owns the model and runs the jobs round
+robin, one unit of work at a time (a prefill chunk, or one decoded token for each of a job's
+choices), so concurrent streams advance together and a long prompt cannot starve short ones.
+Prompts of any length are prefilled through a :class:`~tenfold.streaming.SinkCache` (StreamingLLM,
+Sec. 3.2), so no conversation hits a context limit. A job tied to a session continues that
+session's cache: only tokens after the longest prefix the cache has already consumed are fed.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from tenfold.models.sampling import sample_next, stop_token_ids
+from tenfold.serve.sessions import Session, SessionStore
+from tenfold.streaming.sink_cache import SinkCache, enable_streaming
+
+
+@dataclass
+class GenParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+
+
+@dataclass
+class Choice:
+    """One of a job's ``n`` continuations."""
+
+    cache: SinkCache
+    logits: torch.Tensor | None = None
+    ids: list[int] = field(default_factory=list)
+    text: str = ""  # decoded text so far, cut at a stop string
+    sent: int = 0  # characters of ``text`` already emitted
+    finish_reason: str | None = None
+
+
+class Job:
+    """One request: prompt ids, sampling parameters, an optional session; events go to ``emit``.
+
+    ``emit(index, delta, finish_reason)`` is called from the worker thread with new text for
+    choice ``index``; ``finish_reason`` is set once per choice ('stop' or 'length').
+    ``done`` is set when the job ends (``error`` holds the exception if it failed).
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, prompt_ids: list[int], params: GenParams, session_id: str | None = None,
+                 emit: Callable[[int, str, str | None], None] | None = None, on_done: Callable[[], None] | None = None):
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        self.id = next(self._ids)
+        self.prompt_ids, self.params, self.session_id = list(prompt_ids), params, session_id
+        self.emit = emit or (lambda i, delta, reason: None)
+        self.on_done = on_done or (lambda: None)
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.choices: list[Choice] = []
+        self.pending: list[int] = []  # prompt tokens still to prefill
+        self.reused = 0  # prompt tokens the session cache had already consumed
+        self.session: Session | None = None
+        self.generator = torch.Generator()
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        else:
+            self.generator.seed()
+        self.submitted = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(c.ids) for c in self.choices)
+
+
+class Engine:
+    """Owns the model; runs submitted jobs fairly in one worker thread. Start with :meth:`start`."""
+
+    def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, max_active: int = 16,
+                 max_queue: int = 256, sessions: SessionStore | None = None, prefill_chunk: int | None = None):
+        SinkCache(num_sinks, window)  # validates the sizes before anything starts
+        self.model, self.tok = enable_streaming(model), tokenizer
+        self.num_sinks, self.window = num_sinks, window
+        self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
+        self.max_active, self.max_queue = max_active, max_queue
+        self.sessions = sessions or SessionStore()
+        self.stop_ids = stop_token_ids(tokenizer, model)
+        self.waiting: deque[Job] = deque()
+        self.active: list[Job] = []
+        self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "session_hits": 0, "session_misses": 0,
+                      "prompt_tokens_fed": 0, "prompt_tokens_reused": 0}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "Engine":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tenfold-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stop = True
+            for job in list(self.waiting) + self.active:
+                job.cancel()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    class QueueFull(RuntimeError):
+        pass
+
+    def submit(self, job: Job) -> Job:
+        with self._cond:
+            if self._stop:
+                raise RuntimeError("the engine is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise Engine.QueueFull(f"{len(self.waiting)} requests are already queued; try again later")
+            self.waiting.append(job)
+            self._cond.notify_all()
+        return job
+
+    def run(self, job: Job) -> Job:
+        """Run ``job`` to its end in the calling thread (in-process use, without :meth:`start`)."""
+        if self._thread is not None:
+            raise RuntimeError("the engine's worker thread is running: submit() jobs instead")
+        try:
+            self._prepare(job)
+            with torch.no_grad():
+                while not self._step(job):
+                    pass
+        except Exception as exc:
+            self._finish(job, error=exc)
+            raise
+        self._finish(job)
+        return job
+
+    def health(self) -> dict:
+        with self._cond:
+            return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
+                    "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
+
+    # -- worker ----------------------------------------------------------------------------
+    def _admit(self) -> None:
+        """Move waiting jobs to active (FIFO), skipping jobs whose session is busy with another job."""
+        busy = {j.session_id for j in self.active if j.session_id is not None}
+        for job in list(self.waiting):
+            if len(self.active) >= self.max_active:
+                break
+            if job.cancelled.is_set():
+                self.waiting.remove(job)
+                self._finish(job, cancelled=True)
+                continue
+            if job.session_id is not None and job.session_id in busy:
+                continue
+            self.waiting.remove(job)
+            try:
+                self._prepare(job)
+            except Exception as exc:  # noqa: BLE001 - reported to the request, the engine keeps running
+                self._finish(job, error=exc)
+                continue
+            self.active.append(job)
+            if job.session_id is not None:
+                busy.add(job.session_id)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self.waiting and not self.active:
+                    self._cond.wait()
+                if self._stop and not self.active and not self.waiting:
+                    return
+                self._admit()
+                jobs = list(self.active)
+            for job in jobs:
+                if job.cancelled.is_set():
+                    self._finish(job, cancelled=True)
+                    continue
+                try:
+                    with torch.no_grad():
+                        finished = self._step(job)
+                except Exception as exc:  # noqa: BLE001
+                    self._finish(job, error=exc)
+                    continue
+                if finished:
+                    self._finish(job)
+
+    def _finish(self, job: Job, cancelled: bool = False, error: BaseException | None = None) -> None:
+        with self._cond:
+            if job in self.active:
+                self.active.remove(job)
+            if job.session is not None:
+                if cancelled or error is not None:
+                    self.sessions.drop(job.session_id)  # half-fed: never reuse a cache in an unknown state
+                else:
+                    self.sessions.release(job.session)
+            key = "failed" if error is not None else ("cancelled" if cancelled else "completed")
+            self.stats[key] += 1
+            job.error = error
+            self._cond.notify_all()
+        job.done.set()
+        job.on_done()
+
+    # -- one job -----------------------------------------------------------------------------
+    def _new_cache(self) -> SinkCache:
+        return SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk)
+
+    def _prepare(self, job: Job) -> None:
+        cache = None
+        if job.session_id is not None:
+            session = self.sessions.acquire(job.session_id, self._new_cache)
+            job.session = session
+            seen = session.consumed
+            if seen and len(job.prompt_ids) > len(seen) and job.prompt_ids[: len(seen)] == seen:
+                job.reused = len(seen)
+                self.stats["session_hits"] += 1
+            else:
+                if seen:
+                    self.stats["session_misses"] += 1
+                session.cache.reset()
+                session.consumed = []
+            cache = session.cache
+        job.pending = job.prompt_ids[job.reused :]
+        job.choices = [Choice(cache=cache if cache is not None else self._new_cache())]
+        self.stats["prompt_tokens_reused"] += job.reused
+
+    def _feed(self, choice: Choice, ids: list[int]) -> None:
+        out = self.model(input_ids=torch.tensor([ids]), cache=choice.cache, use_cache=True, logits_to_keep=1)
+        choice.logits = out.logits[0, -1]
+
+    def _step(self, job: Job) -> bool:
+        """Do one unit of work for ``job``; return True when it has finished."""
+        if job.pending:
+            chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
+            self._feed(job.choices[0], chunk)
+            self.stats["prompt_tokens_fed"] += len(chunk)
+            if job.session is not None:
+                job.session.consumed.extend(chunk)
+            if not job.pending and job.params.n > 1:  # the prompt is shared: copy its cache for the other choices
+                first = job.choices[0]
+                for _ in range(job.params.n - 1):
+                    job.choices.append(Choice(cache=copy.deepcopy(first.cache), logits=first.logits.clone()))
+            return False
+        for index, choice in enumerate(job.choices):
+            if choice.finish_reason is None:
+                self._decode_one(job, index, choice)
+        return all(c.finish_reason is not None for c in job.choices)
+
+    def _decode_one(self, job: Job, index: int, choice: Choice) -> None:
+        p = job.params
+        token = sample_next(choice.logits, p.temperature, p.top_p, job.generator)
+        if job.first_token_at is None:
+            job.first_token_at = time.perf_counter()
+        if token in self.stop_ids:
+            self._emit(job, index, choice, "stop")
+            return
+        choice.ids.append(token)
+        text = self.tok.decode(choice.ids, skip_special_tokens=True)
+        reason = None
+        for s in p.stop:
+            at = text.find(s, max(0, len(choice.text) - len(s)))
+            if at >= 0:
+                text, reason = text[:at], "stop"
+                break
+        choice.text = text
+        if reason is None and len(choice.ids) >= p.max_tokens:
+            reason = "length"
+        if reason is None:
+            self._feed(choice, [token])
+            if index == 0 and job.session is not None:
+                job.session.consumed.append(token)
+        self._emit(job, index, choice, reason)
+
+    def _emit(self, job: Job, index: int, choice: Choice, reason: str | None) -> None:
+        """Send the text that is final: hold back a trailing partial character or a possible stop-string prefix."""
+        upto = len(choice.text)
+        if reason is None:
+            if choice.text.endswith("\ufffd"):
+                upto = len(choice.text.rstrip("\ufffd"))
+            hold = max((len(s) - 1 for s in job.params.stop), default=0)
+            upto = min(upto, len(choice.text) - hold)
+        choice.finish_reason = reason
+        if upto > choice.sent or reason is not None:
+            delta = choice.text[choice.sent : max(upto, choice.sent)]
+            choice.sent = max(upto, choice.sent)
+            job.emit(index, delta, reason)

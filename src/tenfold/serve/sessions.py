@@ -1,0 +1,82 @@
+"""Conversation sessions for ``tenfold serve``: one sink cache per session id, LRU-evicted within bounds.
+
+A session remembers the token ids its cache has consumed, so a later request whose prompt starts
+with them only feeds the rest (each chat turn then costs its new tokens, however long the
+conversation: StreamingLLM's multi-round setting, Sec. 4.4). Idle sessions are evicted least
+recently used first, to keep at most ``max_sessions`` sessions, ``max_memory_mb`` of caches and
+none idle for longer than ``ttl_s``; a session in use by a request is never evicted.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tenfold.streaming.sink_cache import SinkCache
+
+
+def cache_bytes(cache: SinkCache) -> int:
+    """Bytes held by a sink cache's key/value buffers."""
+    total = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if t is not None:
+                total += t.numel() * t.element_size()
+    return total
+
+
+@dataclass
+class Session:
+    id: str
+    cache: SinkCache
+    consumed: list[int] = field(default_factory=list)  # token ids fed through ``cache``, in order
+    busy: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SessionStore:
+    """LRU map of session id -> :class:`Session` (not thread-safe: the engine holds its lock)."""
+
+    def __init__(self, max_sessions: int = 64, max_memory_mb: float = 2048, ttl_s: float = 3600):
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self.max_sessions, self.max_bytes, self.ttl_s = max_sessions, max_memory_mb * 2**20, ttl_s
+        self._items: OrderedDict[str, Session] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._items
+
+    def memory_bytes(self) -> int:
+        return sum(cache_bytes(s.cache) for s in self._items.values())
+
+    def acquire(self, session_id: str, new_cache: Callable[[], SinkCache]) -> Session:
+        session = self._items.get(session_id)
+        if session is None:
+            session = self._items[session_id] = Session(session_id, new_cache())
+        self._items.move_to_end(session_id)
+        session.busy, session.last_used = True, time.monotonic()
+        return session
+
+    def release(self, session: Session) -> None:
+        session.busy, session.last_used = False, time.monotonic()
+        self.evict()
+
+    def drop(self, session_id: str | None) -> None:
+        if session_id is not None and self._items.pop(session_id, None) is not None:
+            self.evicted += 1
+
+    def evict(self) -> None:
+        """Evict idle sessions, least recently used first, until every bound holds."""
+        now = time.monotonic()
+        for sid, s in list(self._items.items()):
+            if not s.busy and now - s.last_used > self.ttl_s:
+                self.drop(sid)
+        idle = [sid for sid, s in self._items.items() if not s.busy]  # oldest first
+        while idle and (len(self._items) > self.max_sessions or self.memory_bytes() > self.max_bytes):
+            self.drop(idle.pop(0))

@@ -1,0 +1,100 @@
+"""LM backends: in-process LocalLM and OpenAICompatible against a real ``tenfold serve`` (and a failing stub for error paths)."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tenfold.errors import TenfoldError
+from tenfold.prompting import LocalLM, OpenAICompatible, add_backend_args, backend_from_args
+
+MSG = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.mark.slow
+def test_local_and_http_backends_agree_at_temperature_zero(lm, server):
+    local = LocalLM(*lm)
+    remote = OpenAICompatible(server + "/v1", "smollm2-135m-instruct")
+    a = local.complete(MSG, max_tokens=12)
+    b = remote.complete(MSG, max_tokens=12)
+    assert a == b and "Paris" in a[0]
+    assert local.calls == remote.calls == 1 and local.completion_tokens > 0 and remote.completion_tokens > 0
+    three = local.complete([{"role": "user", "content": "Name an animal."}], n=3, temperature=1.0, max_tokens=6)
+    assert len(three) == 3 and all(isinstance(t, str) for t in three)
+    stopped = local.complete([{"role": "user", "content": "Count: 1, 2, 3, 4, 5, 6"}], max_tokens=20, stop=["4"])
+    assert "4" not in stopped[0]
+
+
+@pytest.mark.slow
+def test_http_backend_turns_4xx_into_one_clear_error(server):
+    with pytest.raises(TenfoldError, match="404.*does not exist"):
+        OpenAICompatible(server + "/v1", "no-such-model").complete(MSG)
+
+
+def test_bad_arguments_are_rejected_before_any_call():
+    backend = OpenAICompatible("http://127.0.0.1:9/v1", "m", max_retries=0, timeout=1)
+    for kwargs in ({"n": 0}, {"temperature": float("nan")}, {"max_tokens": 0}):
+        with pytest.raises(TenfoldError):
+            backend.complete(MSG, **kwargs)
+    with pytest.raises(TenfoldError):
+        backend.complete([{"role": "wizard", "content": "x"}])
+    with pytest.raises(TenfoldError):
+        backend.complete([])
+
+
+def test_connection_refused_is_a_clear_error():
+    with pytest.raises(TenfoldError, match="cannot reach"):
+        OpenAICompatible("http://127.0.0.1:9/v1", "m", max_retries=1, timeout=2).complete(MSG)
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 to the first ``fail`` requests, then a valid chat completion."""
+
+    fail = 2
+    seen = 0
+
+    def do_POST(self):
+        type(self).seen += 1
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if type(self).seen <= type(self).fail:
+            body, code = {"error": {"message": "overloaded", "type": "server_error"}}, 503
+        else:
+            body, code = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                       "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}, 200
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_retries_with_backoff_on_5xx():
+    httpd = HTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAICompatible(f"http://127.0.0.1:{httpd.server_port}/v1", "m", max_retries=3, timeout=10)
+        assert backend.complete(MSG) == ["ok"] and _Flaky.seen == 3 and backend.completion_tokens == 1
+        _Flaky.seen, _Flaky.fail = 0, 10
+        with pytest.raises(TenfoldError, match="503"):
+            OpenAICompatible(f"http://127.0.0.1:{httpd.server_port}/v1", "m", max_retries=1, timeout=10).complete(MSG)
+    finally:
+        httpd.shutdown()
+
+
+def test_backend_cli_arguments():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_backend_args(p)
+    with pytest.raises(TenfoldError, match="needs --base-url"):
+        backend_from_args(p.parse_args(["--backend", "openai"]))
+    with pytest.raises(TenfoldError, match="only used with"):
+        backend_from_args(p.parse_args(["--base-url", "http://x/v1"]))
+    remote = backend_from_args(p.parse_args(["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]))
+    assert isinstance(remote, OpenAICompatible) and remote.name == "smollm2-135m-instruct"

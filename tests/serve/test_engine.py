@@ -1,0 +1,178 @@
+"""Engine and session store logic, on a tiny random Llama with the bundled tokenizer (fast, no HTTP)."""
+import threading
+import time
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tenfold.serve.engine import Engine, GenParams, Job
+from tenfold.serve.sessions import SessionStore, cache_bytes
+from tenfold.streaming import SinkCache
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    from tenfold.models.lm import cached_dir, convert_bundled, is_cached
+
+    if not is_cached():
+        convert_bundled()
+    return AutoTokenizer.from_pretrained(cached_dir())
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False).input_ids
+
+
+def _run(engine, job):
+    return engine.run(job)
+
+
+def _text(job_events):
+    return "".join(d for _, d, _ in job_events)
+
+
+def test_session_prefix_is_reused_and_a_different_history_restarts(tiny, tok):
+    eng = Engine(tiny, tok, 2, 30)
+    first = _ids(tok, "hello there, how are you today?")
+    job = _run(eng, Job(first, GenParams(max_tokens=4), session_id="s"))
+    session = eng.sessions._items["s"]
+    assert session.consumed[: len(first)] == first and job.reused == 0
+    follow = session.consumed + _ids(tok, " and tomorrow?")
+    job2 = _run(eng, Job(follow, GenParams(max_tokens=3), session_id="s"))
+    assert job2.reused == len(follow) - len(_ids(tok, " and tomorrow?")) and eng.stats["session_hits"] == 1
+    job3 = _run(eng, Job(_ids(tok, "something else entirely, much longer than before"), GenParams(max_tokens=2), session_id="s"))
+    assert job3.reused == 0 and eng.stats["session_misses"] == 1
+
+
+def test_session_continuation_matches_fresh_prefill_when_nothing_is_evicted(tiny, tok):
+    eng = Engine(tiny, tok, 2, 200)
+    events = []
+    prompt = _ids(tok, "one two three four")
+    _run(eng, Job(prompt, GenParams(max_tokens=5), session_id="a"))
+    history = eng.sessions._items["a"].consumed + _ids(tok, " five six")
+    _run(eng, Job(history, GenParams(max_tokens=6), session_id="a", emit=lambda *e: events.append(e)))
+    fresh = []
+    _run(eng, Job(history, GenParams(max_tokens=6), emit=lambda *e: fresh.append(e)))
+    assert _text(events) == _text(fresh)
+
+
+def test_prompt_longer_than_the_cache_and_n_choices(tiny, tok):
+    eng = Engine(tiny, tok, 2, 16)
+    events = []
+    job = _run(eng, Job(_ids(tok, "word " * 100), GenParams(max_tokens=4, temperature=1.0, n=3, seed=1),
+                        emit=lambda *e: events.append(e)))
+    assert len(job.choices) == 3 and all(c.finish_reason for c in job.choices) and not eng.sessions._items
+    assert {i for i, _, r in events if r} == {0, 1, 2}
+    assert all(c.cache.fill() <= 18 for c in job.choices)
+
+
+def test_stop_string_is_cut_and_never_emitted(tiny, tok):
+    eng = Engine(tiny, tok, 2, 64)
+    events = []
+    free = _run(eng, Job(_ids(tok, "a b c"), GenParams(max_tokens=12), emit=lambda *e: events.append(e)))
+    text = free.choices[0].text
+    assert len(text) > 4
+    stop = text[3:5]
+    events2 = []
+    job = _run(eng, Job(_ids(tok, "a b c"), GenParams(max_tokens=12, stop=[stop]), emit=lambda *e: events2.append(e)))
+    assert _text(events2) == text[: text.find(stop)] and job.choices[0].finish_reason == "stop"
+
+
+def test_round_robin_interleaves_jobs_and_cancel_frees_the_slot(tiny, tok):
+    eng = Engine(tiny, tok, 2, 64, max_active=4).start()
+    try:
+        order, lock = [], threading.Lock()
+
+        def emit(name):
+            def f(i, delta, reason):
+                with lock:
+                    order.append(name)
+            return f
+
+        jobs = [Job(_ids(tok, f"job {n} says"), GenParams(max_tokens=8), emit=emit(n)) for n in "ab"]
+        long = Job(_ids(tok, "long"), GenParams(max_tokens=10_000), emit=emit("c"))
+        for j in jobs + [long]:
+            eng.submit(j)
+        for j in jobs:
+            assert j.done.wait(60)
+        first_a, last_b = order.index("a"), len(order) - 1 - order[::-1].index("b")
+        assert first_a < last_b and "".join(x for x in order if x in "ab")[:4] not in ("aaaa", "bbbb")
+        long.cancel()
+        assert long.done.wait(30)
+        assert eng.health()["active"] == 0 and eng.stats["cancelled"] == 1
+    finally:
+        eng.shutdown()
+
+
+def test_a_session_is_never_used_by_two_jobs_at_once(tiny, tok):
+    eng = Engine(tiny, tok, 2, 64).start()
+    try:
+        seen = []
+        jobs = [Job(_ids(tok, f"turn {i}"), GenParams(max_tokens=6), session_id="shared",
+                    emit=lambda i, d, r, k=k: seen.append(k)) for k, i in enumerate(range(3))]
+        for j in jobs:
+            eng.submit(j)
+        for j in jobs:
+            assert j.done.wait(60)
+        # Jobs on one session run one after another: no interleaving of their events.
+        assert seen == sorted(seen)
+    finally:
+        eng.shutdown()
+
+
+def test_failed_job_drops_its_session_and_the_engine_goes_on(tiny, tok):
+    eng = Engine(tiny, tok, 2, 64).start()
+    try:
+        bad = Job([len(tok) + 10], GenParams(max_tokens=2), session_id="x")  # out-of-vocabulary id
+        eng.submit(bad)
+        assert bad.done.wait(30) and bad.error is not None and "x" not in eng.sessions
+        good = eng.submit(Job(_ids(tok, "fine"), GenParams(max_tokens=2)))
+        assert good.done.wait(30) and good.error is None
+    finally:
+        eng.shutdown()
+
+
+def test_queue_full_and_empty_prompt(tiny, tok):
+    eng = Engine(tiny, tok, 2, 64, max_queue=1)
+    eng.submit(Job([1], GenParams()))
+    with pytest.raises(Engine.QueueFull):
+        eng.submit(Job([1], GenParams()))
+    with pytest.raises(ValueError):
+        Job([], GenParams())
+
+
+def test_session_store_bounds(tiny, tok):
+    store = SessionStore(max_sessions=2, max_memory_mb=1000, ttl_s=3600)
+    for sid in "abc":
+        store.release(store.acquire(sid, lambda: SinkCache(2, 8)))
+    assert list(store._items) == ["b", "c"] and store.evicted == 1
+    busy = store.acquire("b", lambda: SinkCache(2, 8))
+    store.release(store.acquire("d", lambda: SinkCache(2, 8)))
+    assert "b" in store and "c" not in store  # the busy session survives, the idle LRU one goes
+    store.release(busy)
+    eng = Engine(tiny, tok, 2, 8)
+    _run(eng, Job([5, 6, 7], GenParams(max_tokens=2), session_id="m"))
+    one = cache_bytes(eng.sessions._items["m"].cache)
+    assert one > 0
+    small = SessionStore(max_sessions=10, max_memory_mb=1.5 * one / 2**20)
+    for sid in "xyz":
+        s = small.acquire(sid, lambda: SinkCache(2, 8))
+        s.cache = eng.sessions._items["m"].cache
+        small.release(s)
+    assert len(small) == 1 and small.memory_bytes() <= 1.5 * one
+    old = SessionStore(ttl_s=0.01)
+    old.release(old.acquire("t", lambda: SinkCache(2, 8)))
+    time.sleep(0.05)
+    old.evict()
+    assert len(old) == 0
