@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tenfold.errors import TenfoldError  # noqa: E402
 
 # Each paper package's cli module exposes add_commands(subparsers).
-PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli"]
+PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,9 +34,16 @@ def _cmd_generate(args) -> int:
 
     if not args.prompt.strip():
         raise TenfoldError("the prompt is empty")
-    model, tok = load_lm(args.model)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
+    if args.backend == "openai" or args.base_url:
+        from tenfold.prompting.backends import backend_from_args
+
+        reply = backend_from_args(args).complete(messages, temperature=args.temperature,
+                                                 max_tokens=args.max_new_tokens)[0]
+        print(reply)
+        return 0
+    model, tok = load_lm(args.model)
     ids = chat_ids(tok, messages)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     sample = args.temperature > 0
@@ -105,7 +112,9 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("generate", help="chat-template generation with a model, printed as it comes")
     p.add_argument("prompt")
-    p.add_argument("--model", default=None, help="model name, local directory or HF id (default: bundled SmolLM2-135M-Instruct)")
+    from tenfold.prompting.backends import add_backend_args
+
+    add_backend_args(p)
     p.add_argument("--system", default=None, help="optional system message")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -45,10 +45,11 @@ def test_missing_apt_is_a_clear_error(tmp_path, monkeypatch):
     import importlib
 
     austen_module = importlib.import_module("tenfold.data.austen")
+    debian = importlib.import_module("tenfold.data.debian")
 
     monkeypatch.setenv("TENFOLD_HOME", str(tmp_path))
     monkeypatch.setattr(austen_module, "SYSTEM_COPY", tmp_path / "absent.rdx")
-    monkeypatch.setattr(austen_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     with pytest.raises(TenfoldError, match="apt-get is not available.*--text PATH"):
         austen_module.austen("emma")
     assert not (tmp_path / "data" / "austen" / "emma.txt").exists()

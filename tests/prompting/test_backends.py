@@ -98,3 +98,19 @@ def test_backend_cli_arguments():
         backend_from_args(p.parse_args(["--base-url", "http://x/v1"]))
     remote = backend_from_args(p.parse_args(["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]))
     assert isinstance(remote, OpenAICompatible) and remote.name == "smollm2-135m-instruct"
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tenfold", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_generate_cli_through_a_server(server):
+    r = _cli("generate", "What is the capital of France?", "--backend", "openai", "--base-url", server + "/v1",
+             "--max-new-tokens", "12")
+    assert r.returncode == 0 and "Paris" in r.stdout, r.stderr
+    r = _cli("generate", "hi", "--backend", "openai")
+    assert r.returncode != 0 and "needs --base-url" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -7,15 +7,12 @@ text under ``$TENFOLD_HOME/data/austen``. The texts are public domain; the R pac
 """
 from __future__ import annotations
 
-import io
 import os
-import shutil
-import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
 from tenfold import home
+from tenfold.data.debian import apt_download, deb_files
 from tenfold.data.rdata import read_lazyload_db
 from tenfold.errors import TenfoldError
 
@@ -46,50 +43,16 @@ def book_key(name: str) -> str:
     raise TenfoldError(f"unknown Austen novel {name!r}; choose one of: {', '.join(BOOKS)}")
 
 
-def _run(cmd: list[str], cwd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-
-
 def _apt_download(workdir: str) -> Path:
-    if shutil.which("apt-get") is None:
-        raise TenfoldError(f"apt-get is not available, so Debian's {DEBIAN_PACKAGE} cannot be fetched; {NO_APT_HINT}")
-    result = _run(["apt-get", "download", DEBIAN_PACKAGE], workdir)
-    if result.returncode != 0:
-        # A fresh machine may have empty package lists: refresh them once, then retry.
-        _run(["apt-get", "update"], workdir)
-        result = _run(["apt-get", "download", DEBIAN_PACKAGE], workdir)
-    debs = sorted(Path(workdir).glob(f"{DEBIAN_PACKAGE}_*.deb"))
-    if result.returncode != 0 or not debs:
-        last = (result.stderr or result.stdout).strip().splitlines()
-        why = last[-1] if last else f"exit code {result.returncode}"
-        raise TenfoldError(f"could not download Debian's {DEBIAN_PACKAGE} ({why}); {NO_APT_HINT}")
-    return debs[-1]
-
-
-def _ar_members(deb: bytes) -> dict[str, bytes]:
-    if not deb.startswith(b"!<arch>\n"):
-        raise TenfoldError("the downloaded .deb is not an ar archive")
-    pos, members = 8, {}
-    while pos + 60 <= len(deb):
-        header = deb[pos : pos + 60]
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        members[name] = deb[pos + 60 : pos + 60 + size]
-        pos += 60 + size + (size % 2)
-    return members
+    return apt_download(DEBIAN_PACKAGE, workdir, NO_APT_HINT)
 
 
 def unpack_rdata(deb_path: Path, dest: Path) -> Path:
     """Extract ``data/Rdata.rdx`` and ``.rdb`` from the .deb into ``dest``; return the .rdx path."""
-    members = _ar_members(Path(deb_path).read_bytes())
-    data_name = next((n for n in members if n.startswith("data.tar")), None)
-    if data_name is None:
-        raise TenfoldError(f"{deb_path} holds no data.tar member")
+    files = deb_files(deb_path, lambda name: name.endswith(("data/Rdata.rdx", "data/Rdata.rdb")))
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(members[data_name]), mode="r:*") as tar:
-        for member in tar.getmembers():
-            if member.isfile() and member.name.endswith(("data/Rdata.rdx", "data/Rdata.rdb")):
-                (dest / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    for name, data in files.items():
+        (dest / Path(name).name).write_bytes(data)
     rdx = dest / "Rdata.rdx"
     if not rdx.exists():
         raise TenfoldError(f"{deb_path} holds no data/Rdata.rdx")

@@ -67,7 +67,7 @@ def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, window: int = 1020,
                progress=None, recompute_stride: int = 1, recompute_batch: int = 8,
-               dense_chunk: int = 512) -> StreamResult:
+               dense_chunk: int = 512, blocked: bool = False, block: int = 256) -> StreamResult:
     """Stream ``token_ids`` through ``model`` with ``method``; return per-token NLL, ppl, tokens/s and peak RSS.
 
     ``token_ids``: one stream (T,) or several independent streams of equal length (B, T), run
@@ -75,6 +75,9 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
     ``recompute_stride`` > 1 scores every k-th token only for ``recompute`` (an unbiased sample;
     it costs a full window per token). ``dense`` is computed in exact causal chunks of
     ``dense_chunk`` tokens (the same numbers as one token per step, far faster).
+    ``blocked=True`` computes ``window`` and ``sink`` ``block`` tokens per forward pass with
+    :func:`~tenfold.streaming.blocked.blocked_nll`: the same numbers as one token per step (up to
+    rounding), at prefill speed; tokens/s then measures evaluation, not decoding.
     """
     if method not in METHODS:
         raise TenfoldError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -84,6 +87,8 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
         raise TenfoldError("need at least 2 tokens to measure perplexity")
     if num_sinks < 0 or window < 1:
         raise TenfoldError(f"need sinks >= 0 and window >= 1 (got sinks={num_sinks}, window={window})")
+    if blocked and block < 1:
+        raise TenfoldError(f"block must be >= 1 (got {block})")
     size, total = num_sinks + window, ids.shape[1] - 1
     rss, tick = _Rss(), progress or (lambda done, total: None)
     rss.sample()
@@ -93,6 +98,11 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
         nll, where = np.stack([r[0] for r in rows]), rows[0][1]
     elif method == "dense":
         nll, where = _dense(model, ids, dense_chunk, rss, tick), np.arange(1, total + 1)
+    elif blocked:
+        from tenfold.streaming.blocked import blocked_nll
+
+        sinks, span = (0, size) if method == "window" else (num_sinks, window)
+        nll, where = blocked_nll(model, ids, sinks, span, block=block, tick=tick).numpy(), np.arange(1, total + 1)
     else:
         enable_streaming(model)
         cache = SinkCache(num_sinks=0, window=size) if method == "window" else SinkCache(num_sinks, window)

@@ -1,0 +1,84 @@
+"""``tenfold probes extract|fit|plot``: linear probes for space and time (Gurnee & Tegmark)."""
+from __future__ import annotations
+
+import json
+
+from tenfold.errors import TenfoldError
+
+
+def add_commands(sub) -> None:
+    from tenfold.probes.datasets import DATASETS
+
+    p = sub.add_parser("probes", help="do LMs hold linear maps of space and time? (extract | fit | plot)")
+    verbs = p.add_subparsers(dest="probes_verb", required=True, metavar="{extract,fit,plot}")
+    for verb, text in (("extract", "cache last-token activations of every layer"),
+                       ("fit", "ridge probe per layer, baselines, neurons"),
+                       ("plot", "R^2 by layer and held-out predictions as PNG files")):
+        q = verbs.add_parser(verb, help=text)
+        q.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+        q.add_argument("--model", default=None, help="model name or path (default: the bundled SmolLM2)")
+        q.add_argument("--prompt", default="bare", help="prompt variant: bare, coords (places), when (dates)")
+        q.add_argument("--limit", type=int, default=None, help="use the first N entities (most prominent first)")
+        if verb == "fit":
+            q.add_argument("--no-random-baseline", action="store_true", help="skip the randomly initialised model")
+            q.add_argument("--json", action="store_true")
+        if verb == "plot":
+            q.add_argument("--out", default="probes", help="directory for the PNG files")
+        q.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from rich.progress import Progress
+
+    from tenfold.models import load_lm
+    from tenfold.probes.activations import cached_extract
+    from tenfold.probes.datasets import load_dataset
+    from tenfold.probes.study import run_study
+
+    if args.limit is not None and args.limit < 20:
+        raise TenfoldError(f"--limit must be >= 20 (got {args.limit})")
+    data = load_dataset(args.dataset, args.limit)
+    if args.prompt not in data.prompts:
+        raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
+    model, tok = load_lm(args.model)
+    quiet = getattr(args, "json", False)
+    with Progress(disable=quiet, transient=True) as bar:
+        task = bar.add_task(args.probes_verb, total=None)
+
+        def tick(what, done, total):
+            bar.update(task, description=what, completed=done, total=total)
+
+        if args.probes_verb == "extract":
+            acts = cached_extract(model, tok, data.name, args.prompt, data.prompts[args.prompt], data.entities,
+                                  progress=lambda d, t: tick("extract", d, t))
+            print(f"{data.name}: {acts.shape[0]} entities x {acts.shape[1]} layers x {acts.shape[2]} dims cached")
+            return 0
+        study = run_study(model, tok, data, args.prompt, random_baseline=not getattr(args, "no_random_baseline", False),
+                          progress=tick)
+    m = study.metrics()
+    if args.probes_verb == "fit":
+        if args.json:
+            print(json.dumps(m))
+        else:
+            unit = f", median error {m['median_km']:.0f} km" if "median_km" in m else (
+                f", mean error {m['mean_abs_years']:.1f} years" if "mean_abs_years" in m else "")
+            print(f"{data.name} ({m['entities']} entities, {m['test']} held out, prompt {args.prompt!r}): best layer "
+                  f"{m['best_layer']} R^2 {m['r2']:.3f}, Spearman {m['spearman']:.3f}, proximity error "
+                  f"{m['proximity_error']:.3f}{unit}; layer 0 R^2 {m['layer0_r2']:.3f}; shuffled targets "
+                  f"{m['baseline_r2']:.3f}; random-init model {m['random_init_best_r2'] if m['random_init_best_r2'] is None else round(m['random_init_best_r2'], 3)}")
+        return 0
+    from pathlib import Path
+
+    from tenfold.probes import plots
+    from tenfold.probes.study import held_out_predictions, layer_r2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots.r2_by_layer({data.name: layer_r2(study.layers)}, {data.name: layer_r2(study.random_init)}).savefig(
+        out / f"{data.name}-r2-by-layer.png", dpi=110)
+    true, pred, labels = held_out_predictions(study)
+    title = f"{data.name}, layer {m['best_layer']}"
+    fig = plots.world_map(true, pred, labels, title) if data.kind == "space" else plots.years(true[:, 0], pred[:, 0], title)
+    fig.savefig(out / f"{data.name}-held-out.png", dpi=110)
+    print(f"plots written to {out.resolve()}")
+    return 0

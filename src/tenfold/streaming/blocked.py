@@ -1,0 +1,173 @@
+"""Blocked evaluation of the sink cache: the numbers of one-token-per-step streaming, many tokens per forward.
+
+StreamingLLM (Sec. 3.2) streams one token per step. Once the cache is full, token ``t`` sees the
+``S`` sinks at cache positions ``0..S-1`` and the recent tokens ``t-W+1..t`` at positions
+``S..S+W-1`` (itself last), so its query sits at ``S+W-1`` whatever ``t`` is; and every cached key
+and value of token ``j`` was computed in ``j``'s own step, under the same rule. Nothing depends on
+*when* a token is processed, only on this rule, so a block of ``C`` tokens can be computed in one
+forward pass, layer by layer, with an attention that applies the rule per query:
+
+- recent keys: a band mask (``t-W+1 <= j <= t``); RoPE only sees the true distance ``t - j``,
+  which is what the streaming cache's re-rotated keys give as well;
+- sink keys: distance ``S+W-1-i`` for every query, obtained by rotating each query to cache
+  position ``S+W-1`` (a per-query RoPE delta, fp32) before its dot products with the sinks.
+
+Before the cache is full (``t < S+W-1``) streaming is plain causal attention, computed densely.
+The result equals :func:`~tenfold.streaming.perplexity.perplexity` with one token per step up to
+floating-point rounding (tested), at prefill speed: this is what makes the 400k-token runs of the
+paper's Fig. 3 / Table 2 feasible on a CPU. It is an evaluation method: generation still streams
+one token at a time through :class:`~tenfold.streaming.SinkCache`.
+
+Integration is through transformers' public ``AttentionInterface`` (a registered attention
+function, enabled for the duration of the evaluation) and a ``Cache`` subclass.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, DynamicCache
+from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.masking_utils import AttentionMaskInterface
+
+from tenfold.streaming.rope import RopeShift, check_supported
+
+BLOCKED_ATTENTION = "tenfold_sink_blocked"
+
+
+def _blocked_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sink_blocks=None,
+                       **kwargs):
+    """Attention of a block of queries under the sink-cache rule (see the module docstring)."""
+    sinks, shift, q_delta, window = sink_blocks
+    b, heads, c, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scale = dim**-0.5 if scaling is None else scaling
+    q = query.float().reshape(b, kv_heads, group * c, dim)  # grouped-query heads folded into rows
+    k_recent, v_recent = key[:, :, sinks:].float(), value[:, :, sinks:].float()
+    n_recent = k_recent.shape[2]  # (window - 1) earlier tokens + this block's c
+    scores = torch.matmul(q, k_recent.transpose(-1, -2)) * scale  # (b, kv, group*c, n_recent)
+    # Query r (block row) is at frame position n_recent - c + r; it may see keys n_recent - c + r - window + 1 .. itself.
+    rows = torch.arange(c, device=query.device)[:, None] + (n_recent - c)
+    cols = torch.arange(n_recent, device=query.device)[None, :]
+    allowed = (cols <= rows) & (cols > rows - window)
+    scores = scores.masked_fill(~allowed.repeat(group, 1), float("-inf"))
+    if sinks:
+        q_sink = shift.rotate(query.float(), q_delta).reshape(b, kv_heads, group * c, dim)
+        sink_scores = torch.matmul(q_sink, key[:, :, :sinks].float().transpose(-1, -2)) * scale
+        probs = torch.softmax(torch.cat([sink_scores, scores], dim=-1), dim=-1)
+        out = torch.matmul(probs[..., :sinks], value[:, :, :sinks].float()) + torch.matmul(probs[..., sinks:], v_recent)
+    else:
+        out = torch.matmul(torch.softmax(scores, dim=-1), v_recent)
+    out = out.reshape(b, kv_heads, group, c, -1).reshape(b, heads, c, -1).to(value.dtype)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _no_mask(*args, **kwargs):
+    return None  # the attention function applies the sink-cache rule itself
+
+
+AttentionInterface.register(BLOCKED_ATTENTION, _blocked_attention)
+AttentionMaskInterface.register(BLOCKED_ATTENTION, _no_mask)
+
+
+class _BlockLayer(CacheLayerMixin):
+    """Sinks and the last ``window - 1`` tokens of one layer, recent keys in a frame starting at position 0."""
+
+    is_sliding = False
+    is_compileable = False
+
+    def __init__(self):
+        super().__init__()
+        self.sink_k = self.sink_v = self.recent_k = self.recent_v = None
+        self.new_k = self.new_v = None
+
+    def lazy_initialization(self, key_states, value_states):
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.new_k, self.new_v = key_states, value_states
+        return (torch.cat([self.sink_k, self.recent_k, key_states], dim=2),
+                torch.cat([self.sink_v, self.recent_v, value_states], dim=2))
+
+    def advance(self, keep: int, shift: RopeShift) -> None:
+        """Keep the last ``keep`` recent tokens, re-rotated so that they start at position 0 again."""
+        k = torch.cat([self.recent_k, self.new_k], dim=2)
+        v = torch.cat([self.recent_v, self.new_v], dim=2)
+        moved = k.shape[2] - keep
+        self.recent_k, self.recent_v = shift.rotate(k[:, :, moved:], -moved), v[:, :, moved:]
+        self.new_k = self.new_v = None
+
+    def get_seq_length(self) -> int:
+        return 0 if self.recent_k is None else self.sink_k.shape[2] + self.recent_k.shape[2]
+
+    def get_mask_sizes(self, query_length: int):
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class _BlockCache(Cache):
+    def __init__(self, num_layers: int):
+        super().__init__(layers=[_BlockLayer() for _ in range(num_layers)])
+
+
+@contextlib.contextmanager
+def _attention(model, name: str):
+    before = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+@torch.no_grad()
+def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: int = 256, tick=None) -> torch.Tensor:
+    """Per-token NLL (B, T-1) of streaming ``ids`` (B, T) through a ``num_sinks`` + ``window`` sink cache.
+
+    ``window`` attention (no sinks) is ``num_sinks=0``. Equal to one token per step through
+    :class:`~tenfold.streaming.SinkCache` up to rounding; ``block`` tokens per forward pass.
+    """
+    shift = check_supported(model)
+    tick = tick or (lambda done, total: None)
+    batch, length = ids.shape
+    total, size = length - 1, num_sinks + window
+    # Phase 1: until the cache is full, streaming is causal attention over everything so far.
+    head = min(size - 1, length)
+    dense = DynamicCache(config=model.config)
+    logits = model(input_ids=ids[:, :head], cache=dense, use_cache=True).logits
+    pieces = [_nll(logits[:, : min(head, total)], ids[:, 1 : head + 1])]
+    tick(min(head, total), total)
+    if head >= length or head < num_sinks + 1:
+        return torch.cat(pieces, dim=1)
+    layers = len(dense.layers)
+    cache = _BlockCache(layers)
+    for layer, src in zip(cache.layers, dense.layers):
+        layer.sink_k, layer.sink_v = src.keys[:, :, :num_sinks], src.values[:, :, :num_sinks]
+        # Tokens num_sinks .. head-1 (window - 1 of them) move to frame positions 0 .. window-2.
+        layer.recent_k = shift.rotate(src.keys[:, :, num_sinks:head], -num_sinks)
+        layer.recent_v = src.values[:, :, num_sinks:head]
+    del dense
+    keep = window - 1
+    with _attention(model, BLOCKED_ATTENTION):
+        for start in range(head, length - 1, block):
+            part = ids[:, start : min(start + block, length - 1)]
+            c = part.shape[1]
+            positions = torch.arange(keep, keep + c).expand(batch, c)
+            q_delta = (size - 1 - positions).to(torch.long)  # rotate each query to cache position S+W-1
+            logits = model(input_ids=part, position_ids=positions, cache=cache, use_cache=True,
+                           sink_blocks=(num_sinks, shift, q_delta, window)).logits
+            pieces.append(_nll(logits, ids[:, start + 1 : start + c + 1]))
+            for layer in cache.layers:
+                layer.advance(keep, shift)
+            tick(start + c, total)
+    return torch.cat(pieces, dim=1)
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    b, n = targets.shape
+    return F.cross_entropy(logits[:, :n].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           reduction="none").view(b, n).double()
