@@ -73,7 +73,7 @@ def _stepwise_check(sinks: int, window: int, tokens: int) -> float:
 def streaming_ppl(run):
     sinks, window = 4, run.pick(60, 252, 1020)
     tokens = run.pick(400, 5000, 20000)
-    stride = run.pick(2, 24, 16)
+    stride = run.pick(2, 24, 48)
     check = run.pick(120, 400, 1500)
     run.settings.update(model="SmolLM2-135M-Instruct", corpus="Austen, six novels concatenated", tokens=tokens,
                         cache=f"{sinks}+{window}", recompute_stride=stride, dtype="float32",
