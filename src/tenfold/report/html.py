@@ -27,6 +27,9 @@ img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;b
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):  # a long series, e.g. per turn: shown compactly
+        text = ", ".join(f"{k}: {_fmt(v)}" for k, v in list(value.items())[:12])
+        return f"{{{text}{', ...' if len(value) > 12 else ''}}} ({len(value)})"
     if isinstance(value, (list, tuple)):
         text = ", ".join(_fmt(v) for v in value[:12])
         return f"[{text}{', ...' if len(value) > 12 else ''}] ({len(value)})" if len(value) > 12 else f"[{text}]"
@@ -37,7 +40,7 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and len(_flatten(v)) <= 40:
+        if isinstance(v, dict) and v and len(_flatten(v)) <= 16:
             rows.extend(_flatten(v, key + "."))
         else:
             rows.append((key, v))
@@ -89,6 +92,15 @@ def load_records(out_dir: str | Path) -> list[dict]:
     return records
 
 
+def _registered() -> list[str]:
+    try:
+        from tenfold.report.registry import load_all
+
+        return list(load_all())
+    except Exception:  # noqa: BLE001 - the report must build even if an experiment module is broken
+        return []
+
+
 def build_report(out_dir: str | Path) -> Path:
     """(Re)build ``out_dir/index.html`` from ``out_dir/results/*.json``; return its path."""
     out = Path(out_dir)
@@ -97,7 +109,8 @@ def build_report(out_dir: str | Path) -> Path:
     results = out / "results"
     records = load_records(out)
     by_paper: dict[str, list[dict]] = {}
-    for rec in records:
+    order = {name: i for i, name in enumerate(_registered())}  # experiments in the order their modules define them
+    for rec in sorted(records, key=lambda r: (order.get(r.get("name"), len(order)), str(r.get("name")))):
         by_paper.setdefault(rec.get("paper", "?"), []).append(rec)
     summary = []
     sections = []

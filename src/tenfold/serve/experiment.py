@@ -140,7 +140,9 @@ def serve_load(run):
                  "prompt_tokens_at_turn": {str(k): v for k, v in prompt_tokens.items()},
                  "cached_tokens_at_turn": {str(k): v for k, v in cached.items()},
                  "history_vs_window_at_last_turn": prompt_tokens[turns] / (4 + window),
-                 "stateless_vs_session_at_last_turn": ratio, "server_health": health})
+                 "stateless_vs_session_at_last_turn": ratio,
+                 "server": {k: health[k] for k in ("completed", "cancelled", "failed", "session_hits", "session_misses",
+                                                   "prompt_tokens_fed", "prompt_tokens_reused")}})
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))

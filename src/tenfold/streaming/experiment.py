@@ -127,7 +127,10 @@ def streaming_sinks(run):
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar([str(s) for s in by], list(by.values()), color="#4a7ebb")
-    ax.set_yscale("log")
+    if max(by.values()) / min(by.values()) > 10:
+        ax.set_yscale("log")
+    for x, v in enumerate(by.values()):
+        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xlabel(f"attention sinks (cache {total} in total)")
     ax.set_ylabel("perplexity")
     run.save_plot(fig, "sinks")
