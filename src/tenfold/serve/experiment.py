@@ -8,55 +8,15 @@ Two measurements against a server started in a subprocess on a free port:
 """
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from tenfold.report import experiment
+from tenfold.serve.launch import ServerProcess
 
 MODEL = "smollm2-135m-instruct"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """``python -m tenfold serve`` in a subprocess; stopped on exit."""
-
-    def __init__(self, window: int, max_active: int = 16):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tenfold", "serve", "--port", str(self.port),
-                                      "--window", str(window), "--max-active", str(max_active)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def __enter__(self):
-        import httpx
-
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tenfold serve exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        raise RuntimeError("tenfold serve did not start")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def _chat(client, base: str, messages: list[dict], max_tokens: int, session: str | None = None) -> tuple[float, dict]:
@@ -111,7 +71,7 @@ def serve_load(run):
                         reply_tokens=reply_tokens, passage_words=70, stateless_checkpoints=checkpoints,
                         transport="HTTP on loopback, server in a subprocess")
     ours: dict = {}
-    with _Server(window) as server, httpx.Client() as client:
+    with ServerProcess(["--window", str(window)]) as server, httpx.Client() as client:
         _chat(client, server.base, [{"role": "user", "content": "Hello"}], 2)  # warm-up
         load = {}
         for c in levels:

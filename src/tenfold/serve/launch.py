@@ -1,0 +1,50 @@
+"""Start ``tenfold serve`` in a subprocess on a free loopback port (for benchmarks, tests and scripts)."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``with ServerProcess(["--window", "252"]) as srv: srv.base`` -> ``http://127.0.0.1:PORT``; stopped on exit."""
+
+    def __init__(self, args: list[str] | None = None, start_timeout: float = 300):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.args, self.start_timeout = list(args or []), start_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServerProcess":
+        import httpx
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "tenfold", "serve", "--port", str(self.port), *self.args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + self.start_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tenfold serve exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"tenfold serve did not start within {self.start_timeout:.0f} s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc = None
