@@ -8,7 +8,8 @@ from tenfold.report import load_all, run_experiments, select
 @pytest.mark.slow
 def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     names = sorted(load_all())
-    assert {"streaming-ppl", "streaming-sinks", "streaming-speed", "streaming-memory", "serve-load", "probes"} <= set(names)
+    assert {"streaming-ppl", "streaming-sinks", "streaming-speed", "streaming-memory", "serve-load", "probes",
+            "retrieval-long-context"} <= set(names)
     records = run_experiments(select(None), "smoke", str(tmp_path), show_progress=False)
     for rec in records:
         assert rec["status"] == "ok", rec.get("traceback")
@@ -25,5 +26,7 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     assert "streaming-ppl" in html and html.count("No experiment yet") == 10 - len(papers_with_experiments)
     probes = json.loads((tmp_path / "results" / "probes.json").read_text())
     assert {"best_layer", "r2", "layer0_r2", "baseline_r2"} <= set(probes["ours"]["world-places"])
+    rag = json.loads((tmp_path / "results" / "retrieval-long-context.json").read_text())
+    assert set(rag["ours"]["grid"]) == {"long", "retrieve", "both"}
     serve = json.loads((tmp_path / "results" / "serve-load.json").read_text())
     assert serve["ours"]["stateless_vs_session_at_last_turn"] > 0 and set(serve["ours"]["load"]) == {"1", "4"}

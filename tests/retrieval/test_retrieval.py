@@ -124,3 +124,27 @@ def test_rag_cli_bad_input_is_one_line(tmp_path, setup, args, message):
     args = [a.format(doc=doc, tmp=tmp_path) for a in args]
     r = _cli(*args)
     assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_answer_matching_is_normalised():
+    from tenfold.retrieval.evaluation import correct, normalise
+
+    assert normalise("1,234,567 People!") == "1234567people"
+    assert correct("The population was 1234567.", "1,234,567")
+    assert correct("It recorded 1,234,567 people", "1,234,567")
+    assert not correct("It recorded 1,234,568 people", "1,234,567") and not correct("anything", "")
+
+
+@pytest.mark.slow
+def test_needle_documents_hold_each_fact_once_at_its_depth():
+    from tenfold.retrieval.evaluation import build_documents
+
+    docs = build_documents(2, 3000, 4, seed=1)
+    assert len(docs) == 2 and all(len(d.questions) == 4 for d in docs)
+    for doc in docs:
+        words = len(doc.text.split())
+        for q in doc.questions:
+            assert doc.text.count(q.fact) == 1 and q.answer in q.fact
+            where = len(doc.text[: doc.text.index(q.fact)].split()) / words
+            assert abs(where - q.depth) < 0.05
+    assert docs[0].text != docs[1].text

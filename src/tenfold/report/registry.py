@@ -16,7 +16,8 @@ from tenfold.report.papers import BY_KEY
 PROFILES = ("smoke", "quick", "full")
 VERDICTS = ("reproduced", "partly", "not reproduced")
 # Modules whose import registers experiments; each paper package adds its own here.
-EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.experiment", "tenfold.probes.experiment"]
+EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.experiment", "tenfold.retrieval.experiment",
+                                  "tenfold.probes.experiment"]
 
 
 @dataclass

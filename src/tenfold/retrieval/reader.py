@@ -28,6 +28,7 @@ class Answer:
     prompt_tokens: int
     seconds: float
     chunks: list[dict] = field(default_factory=list)  # retrieved chunks: text, score
+    context: str = field(default="", repr=False)  # the document text the prompt held
 
     def as_dict(self) -> dict:
         return {"answer": self.answer, "mode": self.mode, "prompt_tokens": self.prompt_tokens,
@@ -103,4 +104,4 @@ class Reader:
                                   do_sample=False, pad_token_id=self.tok.pad_token_id, top_p=None, top_k=None,
                                   temperature=None)
         answer = self.tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
-        return Answer(answer, mode, int(ids.shape[1]), time.perf_counter() - start, shown)
+        return Answer(answer, mode, int(ids.shape[1]), time.perf_counter() - start, shown, context)

@@ -1,0 +1,94 @@
+"""``retrieval-long-context``: window size x {long, retrieve, both} x top-k on needle QA (Xu et al., Tables 2-4)."""
+from __future__ import annotations
+
+import numpy as np
+
+from tenfold.report import experiment
+
+PAPER = {"Llama2-70B avg of 7 tasks: 4K / 4K+retrieval / 16K / 32K / 32K+retrieval": [31.61, 36.02, 36.78, 37.36, 39.60],
+         "claim": "retrieval at 4K matches a 16K window at a fraction of the compute; retrieval helps at every "
+                  "window size; top-5 beats top-10/20 at 32K"}
+
+
+@experiment(
+    "retrieval-long-context", paper="retrieval-long-context",
+    claim="With the same small model, a short window plus retrieval answers questions about a long document as "
+          "well as a long window without retrieval, at a fraction of the prompt tokens, and retrieval helps at every "
+          "window size.",
+    paper_numbers=PAPER)
+def retrieval_long_context(run):
+    from tenfold.models import load_lm
+    from tenfold.retrieval import Reader, Retriever
+    from tenfold.retrieval.evaluation import build_documents, correct
+
+    windows = run.pick([512], [512, 2048], [512, 1024, 2048, 4096, 8192])
+    ks = run.pick([1], [1, 5], [1, 3, 5, 10])
+    n_docs, facts, words = run.pick((1, 2, 1500), (2, 5, 6000), (4, 10, 12000))
+    run.settings.update(model="SmolLM2-135M-Instruct (8,192 positions)", embedder="all-MiniLM-L6-v2, exact FAISS",
+                        documents=n_docs, facts_per_document=facts, document_words=words, chunk_words=300,
+                        windows=windows, top_k=ks, answer_tokens=24,
+                        recall="recall@k counts the top-k chunks that fit in the window (those the reader saw)",
+                        data="Austen text with GeoNames town-register facts (city populations) at depths 5%..95%")
+    model, tok = load_lm()
+    docs = build_documents(n_docs, words, facts, seed=0)
+    configs = [("long", w, 0) for w in windows] + [(m, w, k) for m in ("retrieve", "both") for w in windows for k in ks]
+    rows = {c: [] for c in configs}
+    for d, doc in enumerate(docs):
+        run.progress(f"document {d + 1}/{len(docs)}: index")
+        retriever = Retriever()
+        retriever.add_document(doc.text)
+        for mode, window, k in configs:
+            run.progress(f"document {d + 1}/{len(docs)}: {mode}, window {window}" + (f", top-{k}" if k else ""))
+            reader = Reader(model, tok, window=window)
+            for q in doc.questions:
+                a = reader.ask(q.question, doc.text, retriever, mode, max(k, 1))
+                rows[(mode, window, k)].append({
+                    "correct": correct(a.answer, q.answer), "in_prompt": q.answer in a.context,
+                    "retrieved": any(q.answer in c["text"] for c in a.chunks), "tokens": a.prompt_tokens,
+                    "seconds": a.seconds})
+    grid: dict = {}
+    for (mode, window, k), rs in rows.items():
+        cell = {"accuracy": float(np.mean([r["correct"] for r in rs])),
+                "fact_in_prompt": float(np.mean([r["in_prompt"] for r in rs])),
+                "prompt_tokens": float(np.mean([r["tokens"] for r in rs])),
+                "seconds": float(np.mean([r["seconds"] for r in rs]))}
+        if mode != "long":
+            cell[f"recall_at_{k}"] = float(np.mean([r["retrieved"] for r in rs]))
+        grid.setdefault(mode, {}).setdefault(str(window), {})[f"top{k}" if k else "all"] = cell
+    long_at = {w: grid["long"][str(w)]["all"] for w in windows}
+    best_retrieval = {w: max((grid[m][str(w)][f"top{k}"] for m in ("retrieve", "both") for k in ks),
+                             key=lambda c: c["accuracy"]) for w in windows}
+    short, longest = windows[0], windows[-1]
+    ours = {"grid": grid, "questions": sum(len(d.questions) for d in docs),
+            "long_accuracy_by_window": {str(w): long_at[w]["accuracy"] for w in windows},
+            "best_retrieval_accuracy_by_window": {str(w): best_retrieval[w]["accuracy"] for w in windows},
+            "short_retrieval_vs_longest_window": {
+                "accuracy": [best_retrieval[short]["accuracy"], long_at[longest]["accuracy"]],
+                "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]}}
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(windows, [long_at[w]["accuracy"] for w in windows], "ko-", label="long (no retrieval)")
+    b.plot(windows, [long_at[w]["prompt_tokens"] for w in windows], "ko-", label="long (no retrieval)")
+    for mode, style in (("retrieve", "-"), ("both", "--")):
+        for k in ks:
+            cells = [grid[mode][str(w)][f"top{k}"] for w in windows]
+            a.plot(windows, [c["accuracy"] for c in cells], "o" + style, label=f"{mode}, top-{k}")
+            b.plot(windows, [c["prompt_tokens"] for c in cells], "o" + style, label=f"{mode}, top-{k}")
+    for ax, label in ((a, "accuracy"), (b, "prompt tokens per question")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context window (tokens)")
+        ax.set_ylabel(label)
+    a.set_ylim(-0.05, 1.05)
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    run.save_plot(fig, "grid")
+    matches = best_retrieval[short]["accuracy"] >= long_at[longest]["accuracy"]
+    helps = all(best_retrieval[w]["accuracy"] >= long_at[w]["accuracy"] for w in windows)
+    verdict = "reproduced" if matches and helps else ("partly" if matches or helps else "not reproduced")
+    why = (f"window {short} + retrieval: accuracy {best_retrieval[short]['accuracy']:.2f} with "
+           f"{best_retrieval[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
+           f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f}; retrieval >= long at "
+           f"{sum(best_retrieval[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows "
+           f"({ours['questions']} questions)")
+    return {"ours": ours, "verdict": verdict, "why": why}
