@@ -212,7 +212,7 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
             ids = chat_ids(tok, messages)[0].tolist()
         except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
             raise APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
-        render = _ChatRender(model_name, created, _include_usage(request, req))
+        render = _ChatRender(model_name, created, _include_usage(req))
         return await _run(request, [ids], params, _session(request, req), req.stream, render)
 
     @app.post("/v1/completions")
@@ -222,13 +222,13 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
         if any(not x for x in ids):
             raise APIError(400, "the prompt has no tokens", param="prompt")
-        render = _TextRender(model_name, created, _include_usage(request, req))
+        render = _TextRender(model_name, created, _include_usage(req))
         return await _run(request, ids, params, _session(request, req), req.stream, render)
 
     return BodyLimit(app, max_body_bytes)
 
 
-def _include_usage(request: Request, req) -> bool:
+def _include_usage(req) -> bool:
     return bool((req.stream_options or {}).get("include_usage"))
 
 

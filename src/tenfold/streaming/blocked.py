@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface
@@ -168,6 +167,7 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    from tenfold.streaming.perplexity import _nll as token_nll
+
     b, n = targets.shape
-    return F.cross_entropy(logits[:, :n].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           reduction="none").view(b, n).double()
+    return token_nll(logits[:, :n], targets).view(b, n).double()
