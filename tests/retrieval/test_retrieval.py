@@ -148,3 +148,16 @@ def test_needle_documents_hold_each_fact_once_at_its_depth():
             where = len(doc.text[: doc.text.index(q.fact)].split()) / words
             assert abs(where - q.depth) < 0.05
     assert docs[0].text != docs[1].text
+
+
+@pytest.mark.slow
+def test_streameval_stream_and_answers(lm):
+    from tenfold.retrieval.streameval import build_stream, run_stream
+
+    lines, probes = build_stream(12, 3, [1, 2, 8])
+    assert len(lines) == 12 and [p.after_line for p in probes] == [3, 6, 9, 12]
+    assert [p.after_line - p.line + 1 for p in probes] == [1, 2, 8, 1]
+    assert all(p.answer in lines[p.line - 1] for p in probes)
+    rows = run_stream(*lm, lines, probes, 4, 60)
+    assert [r["distance"] for r in rows] == [1, 2, 8, 1] and rows[-1]["tokens_seen"] > 64
+    assert all(isinstance(r["answer"], str) for r in rows)
