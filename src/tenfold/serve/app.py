@@ -238,7 +238,7 @@ def _usage(prompt: int, completion: int, jobs: list[Job]) -> dict:
 
 
 class _ChatRender:
-    prefix = "chatcmpl"
+    prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
 
     def __init__(self, model: str, created: int, include_usage: bool):
         self.model, self.created, self.include_usage = model, created, include_usage
@@ -252,7 +252,7 @@ class _ChatRender:
                 "choices": [{"index": i, "delta": d, "logprobs": None, "finish_reason": reason}]}
 
     def usage_chunk(self, rid, prompt, completion, jobs):
-        return {**self._base(rid, "chat.completion.chunk"), "choices": [], "usage": _usage(prompt, completion, jobs)}
+        return {**self._base(rid, self.chunk_object), "choices": [], "usage": _usage(prompt, completion, jobs)}
 
     def full(self, rid, texts, reasons, usage):
         return {**self._base(rid, "chat.completion"), "usage": usage,
@@ -261,16 +261,13 @@ class _ChatRender:
 
 
 class _TextRender(_ChatRender):
-    prefix = "cmpl"
+    prefix, chunk_object = "cmpl", "text_completion"
 
     def chunk(self, rid, i, delta, reason, start=False):
         if start:
             return None
         return {**self._base(rid, "text_completion"),
                 "choices": [{"index": i, "text": delta, "logprobs": None, "finish_reason": reason}]}
-
-    def usage_chunk(self, rid, prompt, completion, jobs):
-        return {**self._base(rid, "text_completion"), "choices": [], "usage": _usage(prompt, completion, jobs)}
 
     def full(self, rid, texts, reasons, usage):
         return {**self._base(rid, "text_completion"), "usage": usage,
