@@ -55,39 +55,64 @@ def build_stream(n_lines: int, every: int, distances: list[int], seed: int = 0) 
     return lines, probes
 
 
+RECALL_HEADER = "Recalled register lines:\n"
+
+
 @torch.no_grad()
 def run_stream(model, tokenizer, lines: list[str], probes: list[Probe], num_sinks: int, window: int,
-               max_answer_tokens: int = 8, progress=None) -> list[dict]:
-    """Stream ``lines`` through a sink cache (``num_sinks=0``: window attention); answer each probe on the way."""
+               max_answer_tokens: int = 8, memory: dict | None = None, progress=None) -> list[dict]:
+    """Stream ``lines`` through a sink cache (``num_sinks=0``: window attention); answer each probe on the way.
+
+    ``memory``: keyword arguments for a :class:`~tenfold.retrieval.memory.StreamingMemory` (e.g. ``{"k": 2}``);
+    with it, evicted lines go into a retrieval index and each question first recalls from it.
+    """
+    from tenfold.retrieval.memory import StreamingMemory
+
     enable_streaming(model)
     cache = SinkCache(num_sinks, window)
+    mem = StreamingMemory(model, tokenizer, cache, **memory) if memory is not None else None
     newline = set(tokenizer("\n", add_special_tokens=False).input_ids)
     stop = newline | {tokenizer.eos_token_id}
     at = {p.after_line: p for p in probes}
 
-    def feed(text: str):
+    def feed(text: str, skip: bool = False):
+        if mem is not None:
+            return mem.feed(text, skip)
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
         return prefill(model, cache, ids)[0, -1]
 
+    def step(token: int):
+        if mem is not None:
+            return mem.step(token, skip=True)
+        return model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1]
+
     logits = feed(PRIMER)
-    results = []
+    results, starts = [], {}
     for i, line in enumerate(lines, start=1):
+        starts[i] = cache.tokens_seen  # stream index of the line's first token
         logits = feed(line)
         probe = at.get(i)
         if probe is None:
             continue
-        logits = feed(probe.question)
+        recalled = mem.feed_recall(probe.question, RECALL_HEADER) if mem is not None else []
+        logits = feed(probe.question, skip=True)  # questions and answers are not register lines
+        evicted_before = cache.evicted
         out: list[int] = []
         for _ in range(max_answer_tokens):
             token = int(logits.argmax())
             if token in stop:
                 break
             out.append(token)
-            logits = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1]
+            logits = step(token)
         answer = tokenizer.decode(out, skip_special_tokens=True).strip()
         logits = feed("\n")
-        results.append({"distance": i - probe.line + 1, "answer": answer, "gold": probe.answer,
-                        "correct": correct(answer, probe.answer), "tokens_seen": cache.tokens_seen})
+        # Evicted: the asked line's first token had left the cache when the answer began.
+        evicted = starts[probe.line] < min(num_sinks, cache.tokens_seen) + evicted_before
+        row = {"distance": i - probe.line + 1, "answer": answer, "gold": probe.answer,
+               "correct": correct(answer, probe.answer), "tokens_seen": cache.tokens_seen, "evicted": evicted}
+        if mem is not None:
+            row["recalled"] = any(f"line {probe.line}:" in h.text for h in recalled)
+        results.append(row)
         if progress:
             progress(i, len(lines))
     return results

@@ -2,7 +2,10 @@
 
 Each turn feeds only its new tokens (the chat template's increment) into the same
 :class:`SinkCache`, so the conversation never runs out of context and memory stays constant;
-what the cache evicted is forgotten (StreamingLLM extends the stream, not the memory).
+what the cache evicted is forgotten (StreamingLLM extends the stream, not the memory) unless
+``memory`` is on: then evicted text goes into a retrieval index
+(:class:`tenfold.retrieval.memory.StreamingMemory`) and each user turn starts with the evicted
+chunks most relevant to it.
 """
 from __future__ import annotations
 
@@ -19,9 +22,16 @@ class StreamingChat:
     """A conversation with one model and one sink cache. ``say(text)`` yields reply text pieces."""
 
     def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, system: str | None = None,
-                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0):
+                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0,
+                 memory: bool | dict = False):
+        """``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...)."""
         self.model, self.tok = enable_streaming(model), tokenizer
         self.cache = SinkCache(num_sinks=num_sinks, window=window)
+        self.memory = None
+        if memory:
+            from tenfold.retrieval.memory import StreamingMemory
+
+            self.memory = StreamingMemory(model, tokenizer, self.cache, **(memory if isinstance(memory, dict) else {}))
         self.system, self.max_new_tokens = system, max_new_tokens
         self.temperature, self.top_p = temperature, top_p
         self.generator = torch.Generator().manual_seed(seed)
@@ -29,10 +39,13 @@ class StreamingChat:
         self.reset()
 
     def reset(self) -> None:
+        if self.memory is not None:
+            self.memory.reset()  # empties the cache too
         self.cache.reset()
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
         self.rendered, self.pending = "", ""
         self.generated, self.gen_seconds = 0, 0.0
+        self.last_recalled: list[str] = []
 
     def _render(self, messages, prompt: bool) -> str:
         if getattr(self.tok, "chat_template", None):
@@ -53,9 +66,21 @@ class StreamingChat:
     def say(self, user: str) -> Iterator[str]:
         if not user.strip():
             raise ValueError("empty message")
-        text = self._increment(user)
-        ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
-        logits = prefill(self.model, self.cache, ids)[0, -1]
+        content, hits = user, []
+        if self.memory is not None:
+            block, hits = self.memory.recall_block(user)
+            content = f"{block}\n{user}" if hits else user
+        text = self._increment(content)
+        if self.memory is not None:
+            at = text.find(content)
+            spans = [(at, at + len(content) - len(user))] if hits and at >= 0 else []
+            logits = self.memory.feed(text, skip=spans)
+            if hits:
+                self.memory.mark_recalled(hits)
+        else:
+            ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+            logits = prefill(self.model, self.cache, ids)[0, -1]
+        self.last_recalled = [h.text for h in hits]
         reply_ids, shown = [], ""
         start = time.perf_counter()
         for _ in range(self.max_new_tokens):
@@ -67,11 +92,14 @@ class StreamingChat:
             if len(full) > len(shown) and not full.endswith("\ufffd"):
                 yield full[len(shown):]
                 shown = full
-            logits = self.model(input_ids=torch.tensor([[nxt]]), cache=self.cache, use_cache=True).logits[0, -1]
+            if self.memory is not None:
+                logits = self.memory.step(nxt)
+            else:
+                logits = self.model(input_ids=torch.tensor([[nxt]]), cache=self.cache, use_cache=True).logits[0, -1]
         self.gen_seconds += time.perf_counter() - start
         self.generated += len(reply_ids)
         reply = self.tok.decode(reply_ids, skip_special_tokens=True)
-        self.messages.append({"role": "user", "content": user})
+        self.messages.append({"role": "user", "content": content})
         self.messages.append({"role": "assistant", "content": reply})
         # The template's closing text after the reply (e.g. "<|im_end|>\n") is fed with the next turn.
         fed_prefix = self._render(self.messages[:-1], prompt=True) + reply
@@ -85,4 +113,5 @@ class StreamingChat:
         c = self.cache
         return {"cache_fill": c.fill(), "cache_size": c.size, "tokens_seen": c.tokens_seen, "evicted": c.evicted,
                 "generated": self.generated,
-                "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None}
+                "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None,
+                **(self.memory.stats() if self.memory is not None else {})}

@@ -35,6 +35,12 @@ def add_commands(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--memory", action="store_true",
+                   help="keep what the cache evicts in a retrieval index and recall the most relevant of it into "
+                        "each new turn (recalled chunks are listed on stderr)")
+    p.add_argument("--memory-k", type=int, default=3, help="chunks recalled per turn at most (default 3)")
+    p.add_argument("--memory-min-score", type=float, default=0.25,
+                   help="recall only chunks at least this similar to the turn (cosine, default 0.25)")
     p.set_defaults(func=_chat)
 
 
@@ -94,9 +100,14 @@ def _chat(args) -> int:
     from tenfold.streaming.chat import StreamingChat
 
     _check_cache_args(args.sinks, args.window)
+    if args.memory and args.memory_k < 1:
+        raise TenfoldError(f"--memory-k must be >= 1 (got {args.memory_k})")
+    if args.memory and not -1 <= args.memory_min_score <= 1:
+        raise TenfoldError(f"--memory-min-score is a cosine similarity in [-1, 1] (got {args.memory_min_score})")
+    memory = {"k": args.memory_k, "min_score": args.memory_min_score} if args.memory else False
     model, tok = _load(args.model, args.dtype)
     chat = StreamingChat(model, tok, args.sinks, args.window, system=args.system,
-                         max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, memory=memory)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"tenfold chat: sink cache {args.sinks}+{args.window}. Commands: /reset /stats /quit", file=sys.stderr)
@@ -118,7 +129,10 @@ def _chat(args) -> int:
         if line == "/stats":
             print(json.dumps(chat.stats()), flush=True)
             continue
-        for piece in chat.say(line):
+        for n, piece in enumerate(chat.say(line)):
+            if n == 0 and chat.last_recalled:
+                print(f"[memory: recalled {len(chat.last_recalled)}: "
+                      + " | ".join(t[:60] for t in chat.last_recalled) + "]", file=sys.stderr, flush=True)
             print(piece, end="", flush=True)
         print(flush=True)
     return 0
