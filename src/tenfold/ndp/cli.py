@@ -1,0 +1,115 @@
+"""``tenfold ndp train|show``: grow networks with a Neural Developmental Program, evolved by CMA-ES."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+def add_commands(sub) -> None:
+    from tenfold.ndp.tasks import TASKS
+
+    p = sub.add_parser("ndp", help="neural developmental programs: networks that grow themselves (train | show)")
+    verbs = p.add_subparsers(dest="ndp_verb", required=True, metavar="{train,show}")
+    t = verbs.add_parser("train", help="evolve an NDP with CMA-ES; checkpoints in --out, resumable")
+    t.add_argument("--task", required=True, choices=TASKS)
+    t.add_argument("--generations", type=int, default=100)
+    t.add_argument("--popsize", type=int, default=32)
+    t.add_argument("--workers", type=int, default=1, help="worker processes scoring the population (default 1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--sigma0", type=float, default=0.1, help="CMA-ES initial step size (default 0.1, as the paper)")
+    t.add_argument("--episodes", type=int, default=3, help="episodes per fitness evaluation (control tasks)")
+    t.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes for the final measurement")
+    t.add_argument("--checkpoint-every", type=int, default=10)
+    t.add_argument("--embedding-size", type=int, default=5)
+    t.add_argument("--hidden", type=int, default=5)
+    t.add_argument("--growth-cycles", type=int, default=5)
+    t.add_argument("--max-nodes", type=int, default=64)
+    t.add_argument("--paper-division", action="store_true",
+                   help="daughters copy the neighbourhood mean exactly (no learned offset; see the docs)")
+    t.add_argument("--out", default=None, help="run directory (default ndp-runs/TASK-seedS)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--json", action="store_true",
+                   help="print task, best_fitness, eval_mean, eval_std, nodes, edges, parameters as JSON")
+    t.set_defaults(func=_train)
+    s = verbs.add_parser("show", help="draw a run's growth and fitness curve (and a GIF of an episode)")
+    s.add_argument("run", help="a run directory written by tenfold ndp train")
+    s.add_argument("--out", default=None, help="where to write the pictures (default: the run directory)")
+    s.add_argument("--gif", action="store_true", help="also render one episode of the grown policy (control tasks)")
+    s.set_defaults(func=_show)
+
+
+def _summary(result: dict) -> dict:
+    out = {k: result.get(k) for k in ("task", "best_fitness", "eval_mean", "eval_std", "nodes", "edges", "parameters")}
+    best = result.get("best", {})
+    if result["task"] == "xor":
+        out["eval_mean"], out["eval_std"] = best.get("accuracy"), None
+    elif result["task"] == "smallworld":
+        out["eval_mean"], out["eval_std"] = best.get("sigma"), None
+    return out
+
+
+def _train(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tenfold.ndp.evolve import TrainConfig, check_run_dir, train
+    from tenfold.ndp.growth import NDPConfig
+
+    ndp = NDPConfig(embedding_size=args.embedding_size, hidden=args.hidden, growth_cycles=args.growth_cycles,
+                    max_nodes=args.max_nodes, asymmetric_division=not args.paper_division)
+    cfg = TrainConfig(task=args.task, generations=args.generations, popsize=args.popsize, sigma0=args.sigma0,
+                      seed=args.seed, workers=args.workers, episodes=args.episodes, eval_episodes=args.eval_episodes,
+                      checkpoint_every=args.checkpoint_every, ndp=ndp)
+    out = Path(args.out or f"ndp-runs/{args.task}-seed{args.seed}")
+    check_run_dir(out, args.resume)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[stats]}")]
+    with Progress(*columns, disable=args.json, transient=False) as bar:
+        job = bar.add_task(f"ndp {args.task}", total=args.generations, stats="")
+
+        top = [float("-inf")]
+
+        def tick(gen, total, best, mean):
+            top[0] = max(top[0], best)
+            bar.update(job, completed=gen, stats=f"best so far {top[0]:.3f}  this generation: best {best:.3f} "
+                                                 f"mean {mean:.3f}")
+
+        result = train(cfg, out, resume=args.resume, progress=tick)
+    summary = _summary(result)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        ev = "" if summary["eval_mean"] is None else f", held-out {summary['eval_mean']:.3f}"
+        ev += "" if summary["eval_std"] is None else f" +- {summary['eval_std']:.3f}"
+        print(f"{args.task}: best fitness {summary['best_fitness']:.3f}{ev}; grown network {summary['nodes']} nodes / "
+              f"{summary['edges']} edges from {summary['parameters']} NDP parameters; run in {out}")
+    return 0
+
+
+def _show(args) -> int:
+    from tenfold.ndp.evolve import load_run
+    from tenfold.ndp.plots import episode_gif, fitness_figure, growth_figure
+    from tenfold.ndp.tasks import Gym, make_task
+
+    cfg, ndp, best, result = load_run(args.run)
+    task = make_task(cfg.task)
+    out = Path(args.out or args.run)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = growth_figure(ndp, best, f"{cfg.task}: growth of the best genome", task.n_in, task.n_out)
+    fig.savefig(out / "growth.png", dpi=110)
+    written = [out / "growth.png"]
+    if result.get("history"):
+        fig = fitness_figure({cfg.task: result["history"]})
+        fig.savefig(out / "fitness.png", dpi=110)
+        written.append(out / "fitness.png")
+    if args.gif:
+        if not isinstance(task, Gym):
+            raise TenfoldError(f"--gif needs a control task (cartpole or lunarlander), not {cfg.task}")
+        ret = episode_gif(task, ndp, best, out / "episode.gif")
+        written.append(out / "episode.gif")
+        print(f"episode return {ret:.1f}")
+    if result:
+        print(json.dumps(_summary(result)))
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
