@@ -16,7 +16,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tenfold.errors import TenfoldError  # noqa: E402
 
 # Each paper package's cli module exposes add_commands(subparsers).
-PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli"]
+PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
+              "tenfold.stop.cli"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,1 @@
+"""Seed programs for STOP's tasks (text read by tenfold.stop; never imported)."""
