@@ -72,6 +72,74 @@ def _hook(event, args):
             _blocked(event, repr(args)[:200])
 
 
+# -- services the host offers (a language model, a utility), reached over two inherited pipes --------
+_RPC = SPEC.get("rpc")
+if _RPC:
+    _replies = os.fdopen(_RPC["reply_fd"], "r", encoding="utf-8")
+    _requests = os.fdopen(_RPC["request_fd"], "w", encoding="utf-8")
+
+
+def _call(service, payload):
+    _requests.write(json.dumps({"service": service, "payload": payload}) + "\n")
+    _requests.flush()
+    line = _replies.readline()
+    if not line:
+        raise RuntimeError("the sandbox host went away")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply["value"]
+
+
+class LanguageModel:
+    """``batch_prompt(expertise, messages, temperature)`` -> one response per message; the host counts the budget."""
+
+    def __init__(self, info):
+        self.budget, self.max_responses_per_call = info["budget"], info["max_responses_per_call"]
+
+    def batch_prompt(self, expertise, messages, temperature=0.7):
+        if isinstance(messages, str):
+            messages = [messages]
+        return _call("language_model", {"expertise": str(expertise), "messages": [str(m) for m in messages],
+                                        "temperature": float(temperature)})
+
+
+class Utility:
+    """``utility(program_source)`` -> a score; ``.str`` describes it; the host counts the budget."""
+
+    def __init__(self, info):
+        self.str, self.budget = info["description"], info["budget"]
+
+    def __call__(self, program):
+        return _call("utility", {"program": str(program)})
+
+
+def extract_code(responses):
+    """The code in each response: the longest fenced block that compiles (programs may contain fences
+    themselves, e.g. an improver's prompt), else the first fenced block, else the whole response."""
+    out = []
+    for text in ([responses] if isinstance(responses, str) else responses):
+        lines = str(text).split("\n")
+        fences = [i for i, line in enumerate(lines) if line.strip().startswith("```")]
+        best = None
+        for a in fences:
+            for b in reversed(fences):
+                if b <= a:
+                    break
+                code = "\n".join(lines[a + 1 : b])
+                try:
+                    compile(code, "<candidate>", "exec")
+                except (SyntaxError, ValueError):
+                    continue
+                if best is None or len(code) > len(best):
+                    best = code
+                break
+        if best is None:
+            best = "\n".join(lines[fences[0] + 1 : fences[1]]) if len(fences) >= 2 else str(text)
+        out.append(best.strip() + "\n")
+    return out
+
+
 def _plain(value):
     if isinstance(value, numpy.ndarray):
         return value.tolist()
@@ -107,7 +175,10 @@ def main() -> None:
     calls, entry = SPEC["calls"], SPEC["entry"]
     clock = time.perf_counter
     sys.addaudithook(_hook)
-    namespace = {"__name__": "program", "__builtins__": __builtins__}
+    namespace = {"__name__": "program", "__builtins__": __builtins__, "extract_code": extract_code}
+    injected = []
+    for name in SPEC.get("inject", []):
+        injected.append(LanguageModel(SPEC["services"][name]) if name == "language_model" else Utility(SPEC["services"][name]))
     outputs, seconds = [], []
     try:
         exec(compile(source, "program.py", "exec"), namespace)
@@ -116,7 +187,7 @@ def main() -> None:
             _finish({"status": "error", "message": f"the program defines no function {entry!r}"})
         for args in calls:
             start = clock()
-            value = fn(*args)
+            value = fn(*args, *injected)
             seconds.append(clock() - start)
             outputs.append(_plain(value))
     except MemoryError:

@@ -10,14 +10,29 @@ from tenfold.errors import TenfoldError
 def add_commands(sub) -> None:
     from tenfold.stop.utilities import UTILITIES
 
-    p = sub.add_parser("stop", help="STOP: score programs in a sandbox (utility | seed)")
-    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,seed,describe}")
+    from tenfold.prompting.backends import add_backend_args
+
+    p = sub.add_parser("stop", help="STOP, the self-taught optimizer: sandboxed utilities and self-improvement")
+    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,improve,seed,describe}")
     u = verbs.add_parser("utility", help="run PROGRAM.py in the sandbox and print its utility and status")
     u.add_argument("program", help="a Python file defining algorithm(...), or - for stdin")
     u.add_argument("--task", required=True, choices=sorted(UTILITIES))
     u.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     u.add_argument("--json", action="store_true", help="print utility, status, message, violations, signals")
     u.set_defaults(func=_utility)
+    i = verbs.add_parser("improve", help="self-improve the seed improver for N iterations (meta-utility on --task)")
+    i.add_argument("--task", default="lpn", choices=sorted(UTILITIES), help="meta-utility task (default lpn)")
+    i.add_argument("--iterations", type=int, default=1)
+    i.add_argument("--tests", type=int, default=3, help="seed-program improvements averaged per meta-utility")
+    i.add_argument("--lm-calls", type=int, default=4, help="language-model calls per improver run (paper: 4)")
+    i.add_argument("--samples", type=int, default=6, help="responses per call (paper: 6)")
+    i.add_argument("--utility-calls", type=int, default=25, help="utility calls per improver run (paper: 25)")
+    i.add_argument("--max-tokens", type=int, default=512)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--out", default=None, help="write the archive (every improver, its source and meta-utility) here")
+    i.add_argument("--json", action="store_true")
+    add_backend_args(i)
+    i.set_defaults(func=_improve)
     s = verbs.add_parser("seed", help="print a task's seed program")
     s.add_argument("--task", required=True, choices=sorted(UTILITIES))
     s.set_defaults(func=_seed)
@@ -60,4 +75,41 @@ def _describe(args) -> int:
     from tenfold.stop.utilities import get_utility
 
     print(get_utility(args.task).description)
+    return 0
+
+
+def _improve(args) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from tenfold.prompting.backends import backend_from_args
+    from tenfold.stop.improver import STOP, Budget
+
+    for name in ("iterations", "tests", "lm_calls", "samples", "utility_calls", "max_tokens"):
+        if getattr(args, name) < (0 if name == "iterations" else 1):
+            raise TenfoldError(f"--{name.replace('_', '-')} must be >= {0 if name == 'iterations' else 1}")
+    budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
+                    max_tokens=args.max_tokens)
+    stop = STOP(backend_from_args(args), budget, seed=args.seed)
+    with Progress(disable=args.json, transient=True) as bar:
+        job = bar.add_task("self-improvement", total=args.iterations + 1)
+        archive = stop.self_improve(args.iterations, args.task, args.tests,
+                                    progress=lambda t, n, mu: bar.update(job, completed=t + 1,
+                                                                         description=f"iteration {t}: meta-utility {mu:.3f}"))
+    ledger = stop.ledger
+    report = {"task": args.task, "meta_utility": [a["meta_utility"] for a in archive],
+              "statuses": ledger.statuses, "blocked_events": ledger.blocked_events, "signals": ledger.signals,
+              "lm_calls": ledger.lm_calls, "lm_samples": ledger.lm_samples, "utility_calls": ledger.utility_calls,
+              "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen}
+    if args.out:
+        Path(args.out).write_text(json.dumps({**report, "archive": archive}, indent=1))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for a in archive:
+            print(f"iteration {a['iteration']}: meta-utility {a['meta_utility']:.3f} ({a['status']})")
+        print(f"{ledger.lm_samples} LM samples in {ledger.lm_calls} calls, {ledger.utility_calls} utility calls, "
+              f"{ledger.sandbox_runs} sandbox runs {ledger.statuses}; blocked {ledger.blocked_events or 'none'}; "
+              f"circumvention signs {ledger.signals or 'none'}")
     return 0

@@ -82,14 +82,30 @@ def _clean_env(workdir: str) -> dict:
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run_program(source: str, entry: str, calls: list[list], limits: Limits | None = None) -> SandboxResult:
-    """Run ``source`` in the sandbox and call ``entry(*args)`` for each ``args`` in ``calls`` (JSON data)."""
+def run_program(source: str, entry: str, calls: list[list], limits: Limits | None = None,
+                services: dict | None = None) -> SandboxResult:
+    """Run ``source`` in the sandbox and call ``entry(*args)`` for each ``args`` in ``calls`` (JSON data).
+
+    ``services``: ``{"language_model" | "utility": (info, handler)}``; each is passed to ``entry``
+    after the data arguments as a proxy object (``info`` gives its attributes: budget,
+    description, ...). The proxy's calls come back here over a pipe and ``handler(payload)``
+    answers them (in this process, where budgets are counted); a handler raising
+    :class:`ServiceError` sends the error message back instead.
+    """
     limits = limits or Limits()
     if not isinstance(source, str) or not source.strip():
         return SandboxResult("error", message="the program is empty")
+    services = services or {}
     spec = {"entry": entry, "calls": calls, "forbidden_modules": list(FORBIDDEN_MODULES),
             "limits": {"memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
-                       "file_bytes": limits.file_bytes, "processes": limits.processes}}
+                       "file_bytes": limits.file_bytes, "processes": limits.processes},
+            "inject": list(services), "services": {k: info for k, (info, _) in services.items()}}
+    pipes = None
+    if services:
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        pipes = (request_r, request_w, reply_r, reply_w)
+        spec["rpc"] = {"request_fd": request_w, "reply_fd": reply_r}
     with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-") as tmp:
         work = Path(tmp)
         (work / "program.py").write_text(source, encoding="utf-8")
@@ -98,13 +114,24 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
             proc = subprocess.Popen([sys.executable, "-I", "-B", str(RUNNER), str(work)], cwd=work,
                                     env=_clean_env(str(work)), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=(pipes[1], pipes[2]) if pipes else ())
             timed_out = False
             try:
-                proc.wait(timeout=limits.wall_seconds)
+                if pipes:
+                    os.close(pipes[1])
+                    os.close(pipes[2])
+                    timed_out = _serve(proc, pipes[0], pipes[3], services, start + limits.wall_seconds)
+                else:
+                    proc.wait(timeout=limits.wall_seconds)
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
+                if pipes:
+                    for fd in (pipes[0], pipes[3]):
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)  # the program and anything it might have left behind
                 except (ProcessLookupError, PermissionError):
@@ -135,6 +162,49 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         return SandboxResult(status, message=f"the program ended without a result (exit code {code})", **base)
     return SandboxResult(status, outputs=payload.get("outputs") or [], seconds=payload.get("seconds") or [],
                          message=payload.get("message", ""), **base)
+
+
+class ServiceError(Exception):
+    """Raised by a service handler: the message goes back to the program as a RuntimeError."""
+
+
+def _serve(proc, request_fd: int, reply_fd: int, services: dict, deadline: float) -> bool:
+    """Answer the program's service calls until it exits; True when the wall-clock deadline passed."""
+    import select
+
+    buffer = b""
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return True
+        ready, _, _ = select.select([request_fd], [], [], min(left, 0.5))
+        if not ready:
+            if proc.poll() is not None:
+                return False
+            continue
+        chunk = os.read(request_fd, 1 << 16)
+        if not chunk:
+            proc.wait(timeout=max(0.1, deadline - time.perf_counter()))
+            return False
+        buffer += chunk
+        if len(buffer) > (8 << 20):
+            return False  # a flood of requests: stop serving; the process is killed
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            try:
+                request = json.loads(line)
+                name, payload = request["service"], request["payload"]
+                if name not in services:
+                    raise ServiceError(f"no service {name!r}")
+                reply = {"value": services[name][1](payload)}
+            except ServiceError as exc:
+                reply = {"error": str(exc)}
+            except (ValueError, KeyError, TypeError) as exc:
+                reply = {"error": f"malformed request ({exc.__class__.__name__})"}
+            try:
+                os.write(reply_fd, (json.dumps(reply) + "\n").encode())
+            except (BrokenPipeError, OSError):
+                return False
 
 
 _SIGNALS = [
