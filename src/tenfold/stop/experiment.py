@@ -20,7 +20,7 @@ def stop(run):
 
     iterations, tests = run.pick((1, 1), (1, 1), (3, 3))
     budget = run.pick(Budget(lm_calls=1, samples=1, utility_calls=2, max_tokens=48),
-                      Budget(lm_calls=1, samples=2, utility_calls=4, max_tokens=192),
+                      Budget(lm_calls=1, samples=2, utility_calls=4, max_tokens=128),
                       Budget(lm_calls=4, samples=6, utility_calls=25, max_tokens=512))
     transfer_tasks = run.pick(["maxcut"], ["maxcut"], ["3sat", "maxcut", "parity", "strgrid"])
     run.settings.update(model="SmolLM2-135M-Instruct (bundled, in-process)", meta_task="lpn", iterations=iterations,

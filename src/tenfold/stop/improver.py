@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tenfold.stop.sandbox import Limits, ServiceError, circumvention_signals, run_program
+from tenfold.sandbox import Limits, ServiceError, circumvention_signals, run_program
 from tenfold.stop.utilities import get_utility, seed_program
 
 SEED_IMPROVER = '''def improve_algorithm(initial_solution, utility, language_model):

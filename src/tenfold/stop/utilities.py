@@ -1,6 +1,6 @@
 """STOP's downstream tasks (Zelikman et al. 2023, Sec. 5 and Appendix): utilities that score a program.
 
-A program is Python source defining ``algorithm(...)``; it runs in :mod:`tenfold.stop.sandbox`,
+A program is Python source defining ``algorithm(...)``; it runs in :mod:`tenfold.sandbox`,
 called once per random instance with plain data, and the utility scores its answers here, on
 data it never saw (test samples, hidden secrets). Every utility is in [0, 1] and averages several
 instances drawn from a seed, so two programs compared on the same seed meet the same instances.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tenfold.errors import TenfoldError
-from tenfold.stop.sandbox import Limits, SandboxResult, circumvention_signals, run_program
+from tenfold.sandbox import Limits, SandboxResult, circumvention_signals, run_program
 
 
 @dataclass

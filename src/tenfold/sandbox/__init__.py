@@ -1,4 +1,5 @@
-"""A sandbox for model-written code (STOP, Zelikman et al. 2023, Sec. 6-7: programs the LM writes are run, never trusted).
+"""A sandbox for model-written code: STOP's programs and improvers (Zelikman et al. 2023, Sec. 6-7) and
+HumanEval completions (analogical prompting) are run, never trusted.
 
 ``run_program(source, entry, calls)`` runs ``source`` in a fresh Python process (``-I``: no user
 site, no PYTHON* variables) in a temporary working directory that is deleted afterwards, with a

@@ -1,6 +1,6 @@
 """The trusted harness that runs one model-written program inside tenfold's sandbox (a separate process).
 
-Started as ``python -I -B _runner.py WORKDIR`` by :mod:`tenfold.stop.sandbox`; standard library and
+Started as ``python -I -B _runner.py WORKDIR`` by :mod:`tenfold.sandbox`; standard library and
 numpy only. It lowers its own resource limits, installs an audit hook (which a program cannot
 remove) that ends the process at the first forbidden action, loads ``WORKDIR/program.py`` and calls
 its entry function once per input, writing plain-JSON outputs to ``WORKDIR/result.json``.
