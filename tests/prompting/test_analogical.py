@@ -89,3 +89,13 @@ def test_cli_bad_input_is_one_line():
     out = subprocess.run([sys.executable, "-m", "tenfold", "analogical", "eval", "--strategy", "analogical",
                           "--task", "gsm", "--n", "0"], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "must be >= 1" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_evaluation_through_an_openai_compatible_server(server):
+    from tenfold.prompting.backends import OpenAICompatible
+    from tenfold.prompting.evaluation import evaluate
+
+    remote = OpenAICompatible(server + "/v1", "smollm2-135m-instruct")
+    r = evaluate(remote, "analogical", "gsm", 1, k=2, max_tokens=16)
+    assert r["n"] == 1 and 0 < r["tokens_per_problem"] <= 16 and r["rows"][0]["tokens"] == r["tokens_per_problem"]

@@ -17,13 +17,15 @@ def analogical(run):
     from tenfold.prompting.backends import LocalLM
     from tenfold.prompting.evaluation import evaluate
 
-    n = run.pick({"gsm": 1, "humaneval": 1}, {"gsm": 3, "humaneval": 2}, {"gsm": 100, "humaneval": 144})
-    max_tokens = run.pick(32, 160, 768)
+    n = run.pick({"gsm": 1, "humaneval": 1}, {"gsm": 2, "humaneval": 1}, {"gsm": 100, "humaneval": 144})
+    max_tokens = run.pick(32, 128, 768)
     k = 3
-    run.settings.update(model="SmolLM2-135M-Instruct (bundled, greedy)", problems=n, k=k, max_tokens=max_tokens,
+    run.settings.update(model="SmolLM2-135M-Instruct (bundled, float16, greedy)", problems=n, k=k, max_tokens=max_tokens,
                         math="reasoning-gym gsm_symbolic, test seed 1000, few-shot exemplars from seed 7",
                         code="HumanEval problems 20-163 (0-19 are the few-shot pool), tests run in the sandbox")
-    model, tok = load_lm()
+    import torch
+
+    model, tok = load_lm(dtype=torch.float16)  # decoding is about twice as fast in float16 on CPU
     backend = LocalLM(model, tok, seed=0)
     ours = {}
     for task in ("gsm", "humaneval"):

@@ -23,12 +23,14 @@ def stop(run):
                       Budget(lm_calls=1, samples=2, utility_calls=4, max_tokens=128),
                       Budget(lm_calls=4, samples=6, utility_calls=25, max_tokens=512))
     transfer_tasks = run.pick(["maxcut"], ["maxcut"], ["3sat", "maxcut", "parity", "strgrid"])
-    run.settings.update(model="SmolLM2-135M-Instruct (bundled, in-process)", meta_task="lpn", iterations=iterations,
+    run.settings.update(model="SmolLM2-135M-Instruct (bundled, float16, in-process)", meta_task="lpn", iterations=iterations,
                         tests_per_meta_utility=tests, lm_calls=budget.lm_calls, samples_per_call=budget.samples,
                         utility_calls=budget.utility_calls, max_tokens=budget.max_tokens, temperature=0.7,
                         transfer_tasks=transfer_tasks,
                         sandbox="subprocess, rlimits (CPU, memory, file size), audit hook, clean env, temp dir")
-    model, tok = load_lm()
+    import torch
+
+    model, tok = load_lm(dtype=torch.float16)  # decoding is about twice as fast in float16 on CPU
     stop_run = STOP(LocalLM(model, tok, seed=0), budget, seed=0)
     run.progress("self-improvement on lpn")
     archive = stop_run.self_improve(iterations, "lpn", tests,
