@@ -114,13 +114,19 @@ def build_report(out_dir: str | Path) -> Path:
         by_paper.setdefault(rec.get("paper", "?"), []).append(rec)
     summary = []
     sections = []
+    from tenfold.report.registry import load_all
+
+    experiments = load_all()
     for i, paper in enumerate(PAPERS, 1):
         recs = by_paper.get(paper["key"], [])
         verdicts = " ".join(_badge(r.get("verdict", "failed")) for r in recs) or _badge("none")
         summary.append(f"<tr><td>{i}</td><td><a href='#{paper['key']}'>{escape(paper['title'])}</a></td>"
                        f"<td>{len(recs)}</td><td>{verdicts}</td></tr>")
-        body = "".join(_experiment_html(r, results) for r in recs) or (
+        registered = [e.name for e in experiments.values() if e.paper == paper["key"]]
+        missing = (f"<p class='muted'>Not run for this report: <code>tenfold reproduce {escape(' '.join(registered))} "
+                   f"--out DIR</code> adds it.</p>") if registered else (
             "<p class='muted'>No experiment yet: this paper's reproduction is not implemented in tenfold yet.</p>")
+        body = "".join(_experiment_html(r, results) for r in recs) or missing
         sections.append(
             f"<section id='{paper['key']}'><h2>{i}. {escape(paper['title'])}</h2>"
             f"<p class='muted'>{escape(paper['authors'])} &middot; arXiv {escape(paper['arxiv'])} &middot; "
