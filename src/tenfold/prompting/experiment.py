@@ -20,12 +20,15 @@ def analogical(run):
     n = run.pick({"gsm": 1, "humaneval": 1}, {"gsm": 2, "humaneval": 1}, {"gsm": 100, "humaneval": 144})
     max_tokens = run.pick(32, 128, 768)
     k = 3
-    run.settings.update(model="SmolLM2-135M-Instruct (bundled, float16, greedy)", problems=n, k=k, max_tokens=max_tokens,
+    run.settings.update(model="SmolLM2-135M-Instruct (bundled, greedy)", problems=n, k=k, max_tokens=max_tokens,
                         math="reasoning-gym gsm_symbolic, test seed 1000, few-shot exemplars from seed 7",
                         code="HumanEval problems 20-163 (0-19 are the few-shot pool), tests run in the sandbox")
     import torch
 
-    model, tok = load_lm(dtype=torch.float16)  # decoding is about twice as fast in float16 on CPU
+    # float16 decodes about twice as fast on CPU; float32 prefills long prompts faster (smoke: short answers)
+    dtype = run.pick(torch.float32, torch.float16, torch.float16)
+    run.settings["dtype"] = str(dtype).replace("torch.", "")
+    model, tok = load_lm(dtype=dtype)
     backend = LocalLM(model, tok, seed=0)
     ours = {}
     for task in ("gsm", "humaneval"):
@@ -34,6 +37,21 @@ def analogical(run):
             r = evaluate(backend, strategy, task, n[task], k, max_tokens)
             ours.setdefault(task, {})[strategy] = {"accuracy": r["accuracy"], "ci95": r["ci95"], "n": r["n"],
                                                    "tokens_per_problem": round(r["tokens_per_problem"], 1)}
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, task in zip(axes, ("gsm", "humaneval")):
+        acc = [ours[task][s]["accuracy"] for s in STRATEGIES]
+        lo = [a - ours[task][s]["ci95"][0] for a, s in zip(acc, STRATEGIES)]
+        hi = [ours[task][s]["ci95"][1] - a for a, s in zip(acc, STRATEGIES)]
+        ax.bar(np.arange(len(STRATEGIES)), acc, yerr=[lo, hi], capsize=3, color="#4c72b0")
+        ax.set_xticks(np.arange(len(STRATEGIES)), STRATEGIES, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{task} ({n[task]} problems, 95% CI)", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("accuracy")
+    fig.tight_layout()
+    run.save_plot(fig, "accuracy")
     gsm = ours["gsm"]
     best = max(STRATEGIES, key=lambda s: (gsm[s]["accuracy"], -STRATEGIES.index(s)))
     beats = gsm["analogical"]["accuracy"] > max(gsm["zero-shot-cot"]["accuracy"], gsm["few-shot-cot"]["accuracy"])

@@ -23,14 +23,17 @@ def stop(run):
                       Budget(lm_calls=1, samples=2, utility_calls=4, max_tokens=128),
                       Budget(lm_calls=4, samples=6, utility_calls=25, max_tokens=512))
     transfer_tasks = run.pick(["maxcut"], ["maxcut"], ["3sat", "maxcut", "parity", "strgrid"])
-    run.settings.update(model="SmolLM2-135M-Instruct (bundled, float16, in-process)", meta_task="lpn", iterations=iterations,
+    run.settings.update(model="SmolLM2-135M-Instruct (bundled, in-process)", meta_task="lpn", iterations=iterations,
                         tests_per_meta_utility=tests, lm_calls=budget.lm_calls, samples_per_call=budget.samples,
                         utility_calls=budget.utility_calls, max_tokens=budget.max_tokens, temperature=0.7,
                         transfer_tasks=transfer_tasks,
                         sandbox="subprocess, rlimits (CPU, memory, file size), audit hook, clean env, temp dir")
     import torch
 
-    model, tok = load_lm(dtype=torch.float16)  # decoding is about twice as fast in float16 on CPU
+    # float16 decodes about twice as fast on CPU; float32 prefills long prompts faster (smoke: short answers)
+    dtype = run.pick(torch.float32, torch.float16, torch.float16)
+    run.settings["dtype"] = str(dtype).replace("torch.", "")
+    model, tok = load_lm(dtype=dtype)
     stop_run = STOP(LocalLM(model, tok, seed=0), budget, seed=0)
     run.progress("self-improvement on lpn")
     archive = stop_run.self_improve(iterations, "lpn", tests,
@@ -48,6 +51,23 @@ def stop(run):
             "blocked_events": ledger.blocked_events, "circumvention_signs": ledger.signals,
             "model_written_programs": ledger.programs_seen,
             "final_improver_source": archive[-1]["source"][:3000]}
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.plot([x["iteration"] for x in archive], [x["meta_utility"] for x in archive], "o-")
+    a.set_xlabel("self-improvement iteration")
+    a.set_ylabel("meta-utility (lpn)")
+    a.set_ylim(-0.05, 1.05)
+    xs = np.arange(len(transfer))
+    b.bar(xs - 0.2, [v["seed_improver"] for v in transfer.values()], 0.4, label="seed improver")
+    b.bar(xs + 0.2, [v["final_improver"] for v in transfer.values()], 0.4, label="final improver")
+    b.set_xticks(xs, list(transfer))
+    b.set_ylabel("meta-utility")
+    b.set_ylim(0, 1.05)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    run.save_plot(fig, "meta_utility")
     first, last = archive[0]["meta_utility"], archive[-1]["meta_utility"]
     gained = last > first + 0.02
     transfers = sum(v["final_improver"] > v["seed_improver"] + 0.02 for v in transfer.values())
