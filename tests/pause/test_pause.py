@@ -84,13 +84,14 @@ def _train_after_pauses(m_ft: int, steps: int = 250):
     collate = PauseFinetuneCollator(PAUSE, PAD, m_ft=m_ft, end=END)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
-    for _ in range(steps):
-        xs = rng.integers(0, 10, (32, 2))
-        batch = collate([([1 + x, 11 + y, 21], [1 + x]) for x, y in xs])
-        loss = model(**batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # other test modules switch gradients off globally
+        for _ in range(steps):
+            xs = rng.integers(0, 10, (32, 2))
+            batch = collate([([1 + x, 11 + y, 21], [1 + x]) for x, y in xs])
+            loss = model(**batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return model.eval(), float(loss.detach())
 
 
