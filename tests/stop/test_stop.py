@@ -102,6 +102,11 @@ def test_each_utility_scores_good_and_bad_programs(task, good_source, good_floor
     assert hostile.utility == 0.0 and hostile.status == "blocked" and "imports os" in hostile.signals
 
 
+def test_a_random_program_scores_the_same_twice():
+    lpn = get_utility("lpn")
+    assert lpn(seed_program("lpn"), seed=4).utility == lpn(seed_program("lpn"), seed=4).utility
+
+
 def test_lpn_brute_force_is_about_one_and_constant_guess_about_half():
     lpn = get_utility("lpn")
     zeros = lpn("def algorithm(samples, labels):\n    return [0] * 10\n", seed=5).utility

@@ -14,7 +14,8 @@ clean environment (no secrets: only PATH, HOME and TMPDIR pointing into the work
 - bounded output: stdout/stderr go to files capped by the file-size limit, and only their first
   kilobytes are read back.
 
-Only plain data crosses the boundary: the program's entry function is called with JSON
+Python's ``random`` and numpy's global generator are seeded (0) before the program runs, so a
+program scores the same on the same inputs. Only plain data crosses the boundary: the program's entry function is called with JSON
 arguments and its return values come back as JSON; scoring happens here, outside, on data the
 program never saw. Statuses: ``ok``, ``error`` (the program raised or returned non-data),
 ``timeout``, ``memory``, ``blocked`` (with the violation). :func:`circumvention_signals` lists

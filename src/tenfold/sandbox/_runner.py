@@ -174,6 +174,10 @@ def main() -> None:
         source = f.read()
     calls, entry = SPEC["calls"], SPEC["entry"]
     clock = time.perf_counter
+    import random
+
+    random.seed(SPEC.get("seed", 0))  # the same program on the same inputs gives the same answers
+    numpy.random.seed(SPEC.get("seed", 0))
     sys.addaudithook(_hook)
     namespace = {"__name__": "program", "__builtins__": __builtins__, "extract_code": extract_code}
     injected = []
