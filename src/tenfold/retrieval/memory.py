@@ -245,8 +245,10 @@ class StreamingMemory:
             return []
         k = k or self.k
         evicted_to = min(self.cache.num_sinks, self.cache.tokens_seen) + self.cache.evicted
+        # forget recalls whose copies have left the cache: those chunks may be offered again
+        self._recalled = {i: end for i, end in self._recalled.items() if end > evicted_to}
         hits = self.retriever.search(query, k + len(self._recalled))
-        fresh = [h for h in hits if h.score >= self.min_score and self._recalled.get(h.index, -1) <= evicted_to]
+        fresh = [h for h in hits if h.score >= self.min_score and h.index not in self._recalled]
         return fresh[:k]
 
     def recall_block(self, query: str, header: str = DEFAULT_HEADER) -> tuple[str, list[Hit]]:
@@ -261,10 +263,7 @@ class StreamingMemory:
         block, hits = self.recall_block(query, header)
         if hits:
             self.feed(block, skip=True)
-            end = self.tokens_logged
-            for h in hits:
-                self._recalled[h.index] = end
-            self.recalls += 1
+            self.mark_recalled(hits)
         return hits
 
     def mark_recalled(self, hits: list[Hit]) -> None:
