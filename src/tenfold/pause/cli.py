@@ -1,0 +1,186 @@
+"""``tenfold pause pretrain|finetune|eval``: pause tokens for any causal LM (Goyal et al. 2023)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+def add_commands(sub) -> None:
+    from tenfold.pause.tasks import TASKS
+    from tenfold.pause.training import SIZES
+
+    p = sub.add_parser("pause", help="pause tokens: pause-pretraining, pause-finetuning, inference with pauses")
+    verbs = p.add_subparsers(dest="pause_verb", required=True, metavar="{pretrain,finetune,eval}")
+
+    def common(q, steps, lr, batch):
+        q.add_argument("--out", required=True, help="run directory (checkpoints, the final model in OUT/model)")
+        q.add_argument("--steps", type=int, default=steps)
+        q.add_argument("--batch-size", type=int, default=batch)
+        q.add_argument("--lr", type=float, default=lr)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints")
+        q.add_argument("--resume", action="store_true", help="continue the run in --out (its saved arguments)")
+
+    t = verbs.add_parser("pretrain", help="pretrain a small Llama-style model from scratch, with or without pauses")
+    common(t, 2000, 1e-3, 32)
+    t.add_argument("--text", default=None, help="a text file to pretrain on (default: Austen + generic text)")
+    t.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    t.add_argument("--seq-len", type=int, default=64)
+    t.add_argument("--vocab-size", type=int, default=1024)
+    t.add_argument("--pause-rate", type=float, default=0.1,
+                   help="fraction of each sequence replaced by <pause> (0 = standard pretraining; default 0.1)")
+    t.set_defaults(func=_pretrain)
+
+    f = verbs.add_parser("finetune", help="fine-tune a model on downstream tasks with M_ft pauses after the input")
+    common(f, 500, 5e-4, 32)
+    f.add_argument("--model", required=True, help="a pretrain run directory, a saved model, or an LM name/path "
+                                                  "(e.g. smollm2-135m-instruct)")
+    f.add_argument("--task", action="append", choices=sorted(TASKS), required=True, help="repeat for a mixture")
+    f.add_argument("--m-ft", type=int, default=10, help="pauses appended to every input (0 = standard fine-tuning)")
+    f.add_argument("--n-train", type=int, default=2000, help="training examples per task")
+    f.set_defaults(func=_finetune)
+
+    e = verbs.add_parser("eval", help="held-out exact-match accuracy with M_inf pauses at inference")
+    e.add_argument("--model", required=True, help="a run directory or saved model (or an LM name/path)")
+    e.add_argument("--task", action="append", choices=sorted(TASKS), required=True)
+    e.add_argument("--m-inf", type=int, action="append", default=None,
+                   help="pauses at inference; repeat for a sweep (default: the model's M_ft, else 0)")
+    e.add_argument("--n", type=int, default=200, help="held-out examples per task")
+    e.add_argument("--show", type=int, default=0, help="print this many examples with the model's answers")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_eval)
+
+
+def _bar(total: int, label: str, quiet: bool = False):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("loss {task.fields[loss]}"), disable=quiet)
+    job = bar.add_task(label, total=total, loss="-")
+    return bar, lambda step, n, loss: bar.update(job, completed=step, loss=f"{loss:.3f}")
+
+
+def _run_args(args, keys: list[str]) -> dict:
+    """This run's arguments: the saved ones when resuming, else those given (recorded by :func:`_record`)."""
+    from tenfold.pause.training import check_run_dir
+
+    out = Path(args.out)
+    check_run_dir(out, args.resume)
+    if not args.resume:
+        return {k: getattr(args, k) for k in keys}
+    path = out / "args.json"
+    if not path.exists():
+        raise TenfoldError(f"{out} has no args.json; it was not written by tenfold pause")
+    saved = json.loads(path.read_text())
+    if json.loads((out / "state.json").read_text()).get("step", 0) >= saved["steps"]:
+        raise TenfoldError(f"the run in {out} already finished ({saved['steps']} steps)")
+    return saved
+
+
+def _record(args, a: dict) -> None:
+    """Write the run's arguments once everything they name has loaded (a failed start leaves no directory)."""
+    if not args.resume:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps(a, indent=1))
+
+
+def _pretrain(args) -> int:
+    from transformers import AutoTokenizer
+
+    from tenfold.pause.corpus import pretraining_text, train_tokenizer
+    from tenfold.pause.training import TrainConfig, small_llama, token_stream, train
+
+    a = _run_args(args, ["text", "size", "seq_len", "vocab_size", "pause_rate", "steps", "batch_size", "lr", "seed",
+                         "checkpoint_every"])
+    cfg = TrainConfig(steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], seq_len=a["seq_len"],
+                      pause_rate=a["pause_rate"], seed=a["seed"], checkpoint_every=a["checkpoint_every"])
+    cfg.check()
+    if a["text"]:
+        from tenfold.data.text import read_text
+
+        text = read_text(a["text"])
+    else:
+        text = pretraining_text(seed=a["seed"])
+    out = Path(args.out)
+    if args.resume:
+        tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    else:
+        tok = train_tokenizer(text, a["vocab_size"])
+        _record(args, a)
+        tok.save_pretrained(out / "tokenizer")
+    stream = token_stream(tok, text)
+    model = small_llama(len(tok), a["size"], max_positions=max(512, 2 * a["seq_len"]), seed=a["seed"])
+    bar, tick = _bar(cfg.steps, f"pretrain ({'PausePT' if cfg.pause_rate else 'StdPT'})")
+    with bar:
+        hist = train(model, tok, cfg, stream=stream, run_dir=out, resume=args.resume, progress=tick)
+    print(f"pretrained {hist['parameters']:,} parameters on {len(stream):,} tokens; final loss "
+          f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {out / 'model'}")
+    return 0
+
+
+def _load(source: str):
+    from tenfold.pause.training import load_checkpoint
+
+    path = Path(source)
+    if path.is_dir() and ((path / "config.json").exists() or (path / "model" / "config.json").exists()):
+        return load_checkpoint(path)
+    if path.exists() and not path.is_dir():
+        raise TenfoldError(f"{source} is a file; give a run directory, a saved model directory or a model name")
+    from tenfold.models.lm import load_lm
+
+    return load_lm(source)
+
+
+def _finetune(args) -> int:
+    from tenfold.pause.tasks import split
+    from tenfold.pause.training import TrainConfig, encode_pairs, train
+
+    a = _run_args(args, ["model", "task", "m_ft", "n_train", "steps", "batch_size", "lr", "seed", "checkpoint_every"])
+    cfg = TrainConfig(steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], m_ft=a["m_ft"], seed=a["seed"],
+                      checkpoint_every=a["checkpoint_every"])
+    cfg.check()
+    model, tok = _load(a["model"])
+    pairs = [p for t in a["task"] for p in split(t, a["n_train"], 1, a["seed"])[0]]
+    _record(args, a)
+    bar, tick = _bar(cfg.steps, f"finetune ({'PauseFT, M_ft=' + str(cfg.m_ft) if cfg.m_ft else 'StdFT'})")
+    with bar:
+        hist = train(model, tok, cfg, pairs=encode_pairs(tok, pairs), run_dir=args.out, resume=args.resume,
+                     progress=tick)
+    meta = {"m_ft": cfg.m_ft, "tasks": a["task"], "source": a["model"]}
+    (Path(args.out) / "model" / "pause.json").write_text(json.dumps(meta))
+    print(f"fine-tuned on {', '.join(a['task'])} with M_ft={cfg.m_ft}; final loss "
+          f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {Path(args.out) / 'model'}")
+    return 0
+
+
+def _eval(args) -> int:
+    from tenfold.pause.evaluate import predict
+    from tenfold.pause.tasks import split
+
+    model, tok = _load(args.model)
+    if args.n < 1:
+        raise TenfoldError("--n must be at least 1")
+    meta_path = Path(args.model) / "model" / "pause.json"
+    if not meta_path.exists():
+        meta_path = Path(args.model) / "pause.json"
+    m_ft = json.loads(meta_path.read_text())["m_ft"] if meta_path.exists() else 0
+    sweep = args.m_inf if args.m_inf else [m_ft]
+    results = {}
+    for task in args.task:
+        _, test = split(task, 2000, args.n, 0)
+        results[task] = {}
+        for m_inf in sweep:
+            preds = predict(model, tok, [p for p, _ in test], m_inf)
+            results[task][m_inf] = sum(p.strip() == a for p, (_, a) in zip(preds, test)) / len(test)
+            if args.show and not args.json:
+                for (prompt, answer), pred in list(zip(test, preds))[: args.show]:
+                    print(f"  [{task}, M_inf={m_inf}] {prompt} -> {pred.strip()!r} (expected {answer!r})")
+    if args.json:
+        print(json.dumps({"model": args.model, "m_ft": m_ft, "n": args.n, "accuracy": results}))
+    else:
+        for task, row in results.items():
+            print(f"{task:8s} " + "  ".join(f"M_inf={m}: {acc:.3f}" for m, acc in row.items()))
+    return 0

@@ -1,0 +1,182 @@
+"""``pause``: the 2x2 StdPT/PausePT x StdFT/PauseFT table and the M_inf sweep (Goyal et al. 2023, Table 1, Fig. 4).
+
+Small Llama-style models are pretrained from scratch on Austen plus generic text (with and without pauses,
+same steps, batch and data), each is fine-tuned on a mixture of the downstream tasks with and without ``M_ft``
+pauses (same steps and data), and held-out accuracy is measured per task with ``M_inf = M_ft``. The
+PausePT+PauseFT model is then evaluated with ``M_inf`` from 0 to 2 x ``M_ft``. The full profile adds a pause
+The quick and full profiles end with a pause fine-tuning demo of the bundled SmolLM2 on one task.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from tenfold.report import experiment
+
+VARIANTS = [("StdPT", "StdFT"), ("StdPT", "PauseFT"), ("PausePT", "StdFT"), ("PausePT", "PauseFT")]
+
+
+@experiment(
+    "pause", paper="pause-tokens",
+    claim="Pause-pretraining plus pause-finetuning (PausePT+PauseFT) beats standard training on downstream tasks "
+          "where extra computation per answer helps; pause-finetuning alone is mixed; a pause-trained model "
+          "breaks when given no pauses at inference (M_inf = 0).",
+    paper_numbers={"model / data": "1B (and 130M) decoder-only, pretrained on C4 (200B tokens)",
+                   "PausePT+PauseFT vs StdPT+StdFT": "better on 8 of 9 tasks: SQuAD +18 EM, CommonsenseQA +8, "
+                                                     "GSM8k +1, LAMBADA +?, ...",
+                   "StdPT+PauseFT": "mixed (helps on some tasks, hurts on others)",
+                   "M_inf = 0 with a PausePT+PauseFT model": "worse than StdPT+StdFT (Fig. 4)",
+                   "M_ft / M_inf": "10 (GSM8k) to 50"})
+def pause(run):
+    from tenfold.pause.corpus import pretraining_text, train_tokenizer
+    from tenfold.pause.evaluate import accuracy
+    from tenfold.pause.tasks import split
+    from tenfold.pause.training import TrainConfig, encode_pairs, small_llama, token_stream, train
+
+    seeds = run.pick([0], [0, 1, 2], [0, 1, 2, 3, 4])
+    tasks = run.pick(["sort", "count"], ["sort", "count", "reading"], ["add", "sort", "count", "reading"])
+    size = run.pick("tiny", "tiny", "small")
+    m_ft = run.pick(4, 8, 10)
+    pt_steps, ft_steps = run.pick((20, 20), (100, 280), (4000, 2000))
+    n_train, n_test = run.pick((200, 40), (2000, 150), (20000, 500))
+    sweep = sorted({0, 1, m_ft // 2, m_ft, 3 * m_ft // 2, 2 * m_ft})
+    pt_cfg = dict(steps=pt_steps, batch_size=32, seq_len=64, lr=1e-3)
+    ft_cfg = dict(steps=ft_steps, batch_size=32, lr=5e-4)
+    run.settings.update(seeds=seeds, tasks=tasks, model=size, m_ft=m_ft, m_inf_sweep=sweep,
+                        pretraining=dict(pt_cfg, pause_rate="0 (StdPT) / 0.1 (PausePT)",
+                                         corpus="Austen's six novels + 30% generic arithmetic/list/count text"),
+                        finetuning=dict(ft_cfg, data=f"{n_train} examples per task, mixed; loss on answers only"),
+                        test=f"{n_test} held-out examples per task, exact match, greedy, M_inf = M_ft")
+
+    run.progress("corpus and tokenizer")
+    text = pretraining_text()
+    base_tok = train_tokenizer(text, vocab_size=1024)
+    stream = token_stream(base_tok, text)
+    data = {t: split(t, n_train, n_test, seed=0) for t in tasks}
+    ft_pairs = encode_pairs(base_tok, [p for t in tasks for p in data[t][0]])
+
+    table = {f"{pt}+{ft}": {t: [] for t in tasks} for pt, ft in VARIANTS}
+    curves, sweep_acc, params = {}, {t: {m: [] for m in sweep} for t in tasks}, None
+    for seed in seeds:
+        for pt in ("StdPT", "PausePT"):
+            run.progress(f"seed {seed}: {pt} pretraining ({pt_steps} steps)")
+            tok = copy.deepcopy(base_tok)
+            model = small_llama(len(tok), size, seed=seed)
+            hist = train(model, tok, TrainConfig(seed=seed, pause_rate=0.1 if pt == "PausePT" else 0.0, **pt_cfg),
+                         stream=stream)
+            curves[f"{pt} s{seed}"] = hist["losses"]
+            for ft in ("StdFT", "PauseFT"):
+                run.progress(f"seed {seed}: {pt}+{ft} fine-tuning ({ft_steps} steps)")
+                m, t2 = copy.deepcopy(model), copy.deepcopy(tok)
+                m_this = m_ft if ft == "PauseFT" else 0
+                h = train(m, t2, TrainConfig(seed=seed, m_ft=m_this, **ft_cfg), pairs=ft_pairs)
+                params = h["parameters"]
+                curves[f"{pt}+{ft} s{seed}"] = h["losses"]
+                for t in tasks:
+                    table[f"{pt}+{ft}"][t].append(accuracy(m, t2, data[t][1], m_this))
+                if (pt, ft) == ("PausePT", "PauseFT"):
+                    for t in tasks:
+                        for m_inf in sweep:
+                            sweep_acc[t][m_inf].append(accuracy(m, t2, data[t][1], m_inf))
+    ours = {"accuracy": {v: {t: _stat(a) for t, a in row.items()} for v, row in table.items()},
+            "mean_over_tasks": {v: _stat([np.mean([row[t][i] for t in tasks]) for i in range(len(seeds))])
+                                for v, row in table.items()},
+            "m_inf_sweep (PausePT+PauseFT)": {t: {str(m): _stat(a) for m, a in s.items()} for t, s in sweep_acc.items()},
+            "parameters": params}
+    demo_steps = run.pick(0, 24, 200)
+    if demo_steps:
+        run.progress(f"SmolLM2 pause fine-tuning demo ({demo_steps} steps)")
+        ours["smollm2_demo"] = smollm2_demo(task="sort", m_ft=run.pick(4, 4, 10), steps=demo_steps,
+                                            n_test=run.pick(20, 50, 200))
+        run.settings["smollm2_demo"] = "bundled SmolLM2-135M-Instruct, full fine-tuning, batch 8, lr 1e-4, task sort"
+    _plots(run, ours, tasks, sweep, curves)
+    verdict, why = _verdict(ours, tasks, m_ft, len(seeds))
+    return {"ours": ours, "verdict": verdict, "why": why}
+
+
+def smollm2_demo(task: str = "sort", m_ft: int = 10, steps: int = 100, n_test: int = 100, seed: int = 0) -> dict:
+    """Pause-finetune the bundled SmolLM2 on ``task``; accuracy before, after with M_inf = M_ft, and with 0."""
+    from tenfold.models.lm import load_lm
+    from tenfold.pause.evaluate import accuracy
+    from tenfold.pause.tasks import split
+    from tenfold.pause.training import TrainConfig, encode_pairs, train
+
+    model, tok = load_lm(None)
+    tr, te = split(task, 2000, n_test, seed)
+    before = accuracy(model, tok, te, 0, batch_size=25)
+    train(model, tok, TrainConfig(steps=steps, batch_size=8, lr=1e-4, m_ft=m_ft, seed=seed), pairs=encode_pairs(tok, tr))
+    return {"task": task, "m_ft": m_ft, "steps": steps, "before (no pauses)": before,
+            "after, M_inf = M_ft": accuracy(model, tok, te, m_ft, batch_size=25),
+            "after, M_inf = 0": accuracy(model, tok, te, 0, batch_size=25)}
+
+
+def _stat(values) -> dict:
+    a = np.asarray(values, dtype=float)
+    return {"mean": round(float(a.mean()), 4), "std": round(float(a.std()), 4), "runs": [round(float(x), 4) for x in a]}
+
+
+def _clearly_above(a: dict, b: dict) -> bool:
+    """Mean a above mean b by more than the larger of the two seed spreads (std)."""
+    return a["mean"] - b["mean"] > max(a["std"], b["std"])
+
+
+def _verdict(ours: dict, tasks: list[str], m_ft: int, n_seeds: int) -> tuple[str, str]:
+    acc = ours["accuracy"]
+    best = "PausePT+PauseFT"
+    beats_std = [t for t in tasks if _clearly_above(acc[best][t], acc["StdPT+StdFT"][t])]
+    wins = [t for t in tasks if all(_clearly_above(acc[best][t], acc[v][t]) for v in acc if v != best)]
+    sweep = ours["m_inf_sweep (PausePT+PauseFT)"]
+    drops = [t for t in tasks if _clearly_above(sweep[t][str(m_ft)], sweep[t]["0"])]
+    means = {v: s["mean"] for v, s in ours["mean_over_tasks"].items()}
+    why = (f"beyond the seed spread (n={n_seeds}), PausePT+PauseFT beats StdPT+StdFT on {len(beats_std)}/{len(tasks)} "
+           f"tasks ({', '.join(beats_std) or 'none'}) and all three other variants on {len(wins)}/{len(tasks)}; "
+           f"M_inf = 0 is worse than M_inf = {m_ft} on {len(drops)}/{len(tasks)} ({', '.join(drops) or 'none'}); "
+           "mean accuracy over tasks: " + ", ".join(f"{v} {m:.3f}" for v, m in means.items()))
+    if len(beats_std) == len(tasks) and len(wins) >= (len(tasks) + 1) // 2 and drops:
+        return "reproduced", why
+    if beats_std or drops:
+        return "partly", why
+    return "not reproduced", why
+
+
+def _plots(run, ours: dict, tasks: list[str], sweep: list[int], curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = ours["accuracy"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(acc)
+    for i, (variant, row) in enumerate(acc.items()):
+        x = np.arange(len(tasks)) + i * width
+        ax.bar(x, [row[t]["mean"] for t in tasks], width, yerr=[row[t]["std"] for t in tasks], label=variant,
+               capsize=2)
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
+    ax.set_ylabel("held-out exact match")
+    ax.set_title("StdPT/PausePT x StdFT/PauseFT (mean +- std over seeds)")
+    ax.legend(fontsize=8)
+    run.save_plot(fig, "table")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for t in tasks:
+        s = ours["m_inf_sweep (PausePT+PauseFT)"][t]
+        ax.errorbar(sweep, [s[str(m)]["mean"] for m in sweep], [s[str(m)]["std"] for m in sweep], marker="o",
+                    label=t, capsize=2)
+    ax.set_xlabel("M_inf (pauses at inference)")
+    ax.set_ylabel("held-out exact match")
+    ax.set_title("PausePT+PauseFT model as M_inf varies")
+    ax.legend(fontsize=8)
+    run.save_plot(fig, "m_inf")
+
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for name, losses in curves.items():
+        if name.endswith("s0"):
+            k = max(1, len(losses) // 50)
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax.plot(smooth, label=name[:-3], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (seed 0)")
+    ax.legend(fontsize=7)
+    run.save_plot(fig, "loss")
