@@ -1,10 +1,9 @@
 """Pause-pretraining and pause-finetuning loops on ``accelerate`` (Goyal et al. 2023, Sec. 3.1-3.2).
 
-One loop serves both stages: a batch sampler that depends only on (seed, step) - so an interrupted run
-resumes bit-for-bit and each ``accelerate launch`` process takes its own rows of the same global batch - the
-collators of :mod:`tenfold.pause.collators`, AdamW with warmup and cosine decay, and checkpoints written with
-``Accelerator.save_state`` every ``checkpoint_every`` steps. CPU by default; ``accelerate launch`` runs the
-same code on several GPUs.
+Both stages draw batches that depend only on (seed, step) - random windows of the corpus or random
+prompt/answer pairs - through the collators of :mod:`tenfold.pause.collators`, and train with the shared
+resumable loop :func:`tenfold.models.finetune.fit` (AdamW, warmup and cosine decay, ``accelerate``
+checkpoints). CPU by default; ``accelerate launch`` runs the same code on several GPUs.
 
 ``pause_rate > 0`` is pause-pretraining (PausePT; 0 is standard pretraining, StdPT); ``m_ft > 0`` is
 pause-finetuning (PauseFT; 0 is StdFT). The pause token is added with :func:`add_pause_token` before training
@@ -12,17 +11,15 @@ whenever a stage uses it, so a StdPT model meets ``<pause>`` for the first time 
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tenfold.errors import TenfoldError
+from tenfold.models.finetune import check_run_dir, fit, load_checkpoint, save_checkpoint, write_json
 from tenfold.pause.collators import PauseFinetuneCollator, PausePretrainCollator
 from tenfold.pause.tokens import add_pause_token
 
@@ -72,12 +69,6 @@ class TrainConfig:
             raise TenfoldError(f"the learning rate must be a positive number (got {self.lr})")
 
 
-@dataclass
-class _State:
-    step: int = 0
-    losses: list = field(default_factory=list)
-
-
 def token_stream(tokenizer, text: str) -> np.ndarray:
     """The corpus as one array of token ids, lines separated by the end token."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
@@ -100,8 +91,6 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
 
 
 def _pretrain_batch(stream: np.ndarray, cfg: TrainConfig, step: int, pause: int | None, pad: int) -> dict:
-    if len(stream) <= cfg.seq_len:
-        raise TenfoldError(f"the corpus ({len(stream)} tokens) is shorter than one sequence ({cfg.seq_len})")
     rng = np.random.default_rng([cfg.seed, step])
     starts = rng.integers(0, len(stream) - cfg.seq_len, cfg.batch_size)
     rows = [stream[s:s + cfg.seq_len].tolist() for s in starts]
@@ -115,19 +104,6 @@ def _finetune_batch(pairs: list, cfg: TrainConfig, step: int, pause: int | None,
     return PauseFinetuneCollator(pause if pause is not None else -1, pad, cfg.m_ft, end=eos)(chosen)
 
 
-def check_run_dir(run_dir: str | Path | None, resume: bool) -> None:
-    if run_dir is None:
-        if resume:
-            raise TenfoldError("--resume needs the run directory (--out)")
-        return
-    run_dir = Path(run_dir)
-    if resume and not (run_dir / "state.json").exists():
-        raise TenfoldError(f"nothing to resume in {run_dir} (no state.json)")
-    if not resume and any((run_dir / name).exists() for name in ("state.json", "checkpoint", "model")):
-        raise TenfoldError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
-                           "another --out")
-
-
 def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = None, pairs: list | None = None,
           run_dir: str | Path | None = None, resume: bool = False, progress=None) -> dict:
     """Pretrain on ``stream`` (token ids) or fine-tune on ``pairs`` (encoded prompt/answer); return the history.
@@ -135,9 +111,6 @@ def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = Non
     ``model`` is trained in place. With ``run_dir``, checkpoints go to ``run_dir/checkpoint`` and the finished
     model and tokenizer to ``run_dir/model``.
     """
-    from accelerate import Accelerator
-    from transformers import get_cosine_schedule_with_warmup
-
     cfg.check()
     if (stream is None) == (pairs is None):
         raise TenfoldError("give either a token stream (pretraining) or prompt/answer pairs (fine-tuning)")
@@ -147,94 +120,21 @@ def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = Non
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     if pad is None or eos is None:
         raise TenfoldError("the tokenizer needs a pad and an end-of-sequence token")
-
-    accelerator = Accelerator()
-    torch.manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup * cfg.steps), cfg.steps)
-    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    state = _State()
-    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    if resume:
-        accelerator.load_state(str(ckpt))
-        state = _State(**json.loads((Path(run_dir) / "state.json").read_text()))
-    rank, world = accelerator.process_index, accelerator.num_processes
-    model.train()
-    with torch.enable_grad():
-        while state.step < cfg.steps:
-            if stream is not None:
-                batch = _pretrain_batch(stream, cfg, state.step, pause, pad)
-            else:
-                batch = _finetune_batch(pairs, cfg, state.step, pause, pad, eos)
-            batch = {k: v[rank::world].to(accelerator.device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise TenfoldError(f"the loss became {loss.item()} at step {state.step}; lower the learning rate")
-            accelerator.backward(loss)
-            if cfg.clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            state.step += 1
-            state.losses.append(round(float(loss.item()), 5))
-            if progress:
-                progress(state.step, cfg.steps, state.losses[-1])
-            if ckpt is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 \
-                    and state.step < cfg.steps:
-                _checkpoint(accelerator, ckpt, Path(run_dir), state, cfg)
-    model.eval()
-    unwrapped = accelerator.unwrap_model(model)
-    history = {"config": asdict(cfg), "losses": state.losses, "pause_id": pause,
-               "parameters": sum(p.numel() for p in unwrapped.parameters())}
-    if run_dir is not None and accelerator.is_main_process:
-        save_checkpoint(unwrapped, tokenizer, Path(run_dir) / "model")
-        _write_json(Path(run_dir) / "history.json", history)
-        _write_json(Path(run_dir) / "state.json", asdict(state))
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
+    if stream is not None:
+        if len(stream) <= cfg.seq_len:
+            raise TenfoldError(f"the corpus ({len(stream)} tokens) is shorter than one sequence ({cfg.seq_len})")
+        batch_for_step = lambda step: _pretrain_batch(stream, cfg, step, pause, pad)  # noqa: E731
+    else:
+        batch_for_step = lambda step: _finetune_batch(pairs, cfg, step, pause, pad, eos)  # noqa: E731
+    losses = fit(model, batch_for_step, steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+                 clip=cfg.clip, seed=cfg.seed, run_dir=run_dir, resume=resume, checkpoint_every=cfg.checkpoint_every,
+                 progress=progress, tokenizer=tokenizer)
+    history = {"config": asdict(cfg), "losses": losses, "pause_id": pause,
+               "parameters": sum(p.numel() for p in model.parameters())}
+    if run_dir is not None:
+        write_json(Path(run_dir) / "history.json", history)
     return history
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
-def _checkpoint(accelerator, ckpt: Path, run_dir: Path, state: _State, cfg: TrainConfig) -> None:
-    """Save optimizer/model/RNG state, then the step counter (a crash in between resumes from the older pair)."""
-    tmp = ckpt.with_name("checkpoint.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        os.replace(tmp, ckpt)
-        _write_json(run_dir / "state.json", asdict(state))
-        _write_json(run_dir / "config.json", asdict(cfg))
-
-
-def save_checkpoint(model, tokenizer, path: str | Path) -> Path:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def load_checkpoint(path: str | Path):
-    """(model, tokenizer) saved by :func:`save_checkpoint` or a training run's ``model`` directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if (path / "model" / "config.json").exists():
-        path = path / "model"
-    if not (path / "config.json").exists():
-        raise TenfoldError(f"no saved model in {path} (expected config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+__all__ = ["SIZES", "TrainConfig", "small_llama", "token_stream", "encode_pairs", "train", "check_run_dir",
+           "save_checkpoint", "load_checkpoint"]
