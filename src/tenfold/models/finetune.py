@@ -21,6 +21,24 @@ import torch
 from tenfold.errors import TenfoldError
 
 
+IGNORE = -100  # transformers' ignore index for labels
+
+
+def answer_only_batch(pairs: list[tuple[list[int], list[int]]], pad: int) -> dict:
+    """Right-padded ``input_ids``/``attention_mask``/``labels`` for (prompt, target) pairs; loss on targets only."""
+    if not pairs:
+        raise TenfoldError("no examples in the batch")
+    rows = [list(p) + list(t) for p, t in pairs]
+    labels = [[IGNORE] * len(p) + list(t) for p, t in pairs]
+    width = max(map(len, rows))
+
+    def pad_to(rs, value):
+        return torch.tensor([r + [value] * (width - len(r)) for r in rs], dtype=torch.long)
+
+    return {"input_ids": pad_to(rows, pad), "attention_mask": pad_to([[1] * len(r) for r in rows], 0),
+            "labels": pad_to(labels, IGNORE)}
+
+
 def check_run_dir(run_dir: str | Path | None, resume: bool) -> None:
     if run_dir is None:
         if resume:
@@ -51,6 +69,8 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
     if not (lr > 0 and math.isfinite(lr)):
         raise TenfoldError(f"the learning rate must be a positive number (got {lr})")
     check_run_dir(run_dir, resume)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator()
     torch.manual_seed(seed)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from tenfold.errors import TenfoldError
+from tenfold.models.finetune import IGNORE, answer_only_batch
 from tenfold.pause.tokens import insert_pauses
-
-IGNORE = -100
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -47,13 +46,10 @@ class PauseFinetuneCollator:
         self.pause, self.pad, self.m_ft, self.end = pause, pad, m_ft, end
 
     def __call__(self, pairs: list[tuple[list[int], list[int]]]) -> dict:
-        rows, labels = [], []
+        batch = []
         for prompt, answer in pairs:
             if not answer:
                 raise TenfoldError("every fine-tuning example needs a non-empty answer")
-            target = list(answer) + ([self.end] if self.end is not None else [])
-            head = list(prompt) + [self.pause] * self.m_ft
-            rows.append(head + target)
-            labels.append([IGNORE] * len(head) + target)
-        return {"input_ids": _pad(rows, self.pad), "attention_mask": _pad([[1] * len(r) for r in rows], 0),
-                "labels": _pad(labels, IGNORE)}
+            end = [self.end] if self.end is not None else []
+            batch.append((list(prompt) + [self.pause] * self.m_ft, list(answer) + end))
+        return answer_only_batch(batch, self.pad)

@@ -1,0 +1,134 @@
+"""RA-DIT's dual-encoder retriever and LM-supervised retrieval (Lin et al. 2023, Sec. 2.3, R-ft).
+
+The document encoder and the FAISS index stay frozen; a separate query encoder, initialised from the same
+MiniLM (sentence-transformers), is the only trainable part. LM-supervised retrieval (LSR, Shi et al. 2023):
+for a training question x with answer y and top-k chunks c, the target is
+
+    p_LSR(c | x, y) = softmax_c( log p_LM(y | c, x) / tau )
+
+and the retriever's p_R(c | x) = softmax_c( s(x, c) / tau_R ) over the same chunks is trained to minimise
+KL(p_R || p_LSR). Targets are precomputed once (the LM is fixed while the retriever trains).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tenfold.errors import TenfoldError
+from tenfold.retrieval import Embedder, VectorIndex
+
+
+class DualEncoder:
+    """A frozen passage index plus a trainable query encoder; ``search(questions, k)`` -> [(passage, score)]."""
+
+    def __init__(self, passages: list[str], embedder: Embedder | None = None, cache_dir: str | Path | None = None):
+        if not passages:
+            raise TenfoldError("the retrieval corpus is empty")
+        self.embedder = embedder or Embedder()
+        self.passages = passages
+        vectors = self._passage_vectors(cache_dir)
+        self.index = VectorIndex(self.embedder.dim)
+        self.index.add(vectors, passages)
+        self.vectors = vectors
+        self.query_model = copy.deepcopy(self.embedder.model)  # initialised from the document encoder
+        self.query_model.eval()
+
+    def _passage_vectors(self, cache_dir) -> np.ndarray:
+        key = hashlib.sha1(("\n".join(self.passages) + self.embedder.name).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"passages-{key}.npy" if cache_dir else None
+        if path is not None and path.exists():
+            return np.load(path)
+        vectors = self.embedder.encode(self.passages)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, vectors)
+            tmp.replace(path)
+        return vectors
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray:
+        return np.asarray(self.query_model.encode(list(questions), normalize_embeddings=True, convert_to_numpy=True,
+                                                  show_progress_bar=False, batch_size=64), dtype=np.float32)
+
+    def query_embeddings(self, questions: list[str]) -> torch.Tensor:
+        """Normalised query embeddings with gradients (sentence-transformers' forward on tokenized features)."""
+        features = self.query_model.tokenize(list(questions))
+        emb = self.query_model(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(emb, dim=-1)
+
+    def search(self, questions: list[str], k: int) -> list[list[tuple[int, float]]]:
+        if k < 1:
+            raise TenfoldError(f"k must be at least 1 (got {k})")
+        if any(not q.strip() for q in questions):
+            raise TenfoldError("a question is empty")
+        return self.index.search(self.encode_queries(questions), k)
+
+    def save_query_encoder(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.query_model.save(str(path))
+        return path
+
+    def load_query_encoder(self, path: str | Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        if not (Path(path) / "config.json").exists() and not (Path(path) / "modules.json").exists():
+            raise TenfoldError(f"no saved query encoder in {path}")
+        self.query_model = SentenceTransformer(str(path), device="cpu").eval()
+
+
+def lsr_distribution(loglik, tau: float = 1.0) -> np.ndarray:
+    """p_LSR over each row's chunks from the LM's answer log-likelihoods (rows sum to one)."""
+    ll = np.asarray(loglik, dtype=np.float64)
+    if not np.isfinite(ll).all() or not tau > 0:
+        raise TenfoldError("log-likelihoods must be finite and tau positive")
+    z = ll / tau
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def retriever_kl(scores: torch.Tensor, target: torch.Tensor, tau_r: float = 0.05) -> torch.Tensor:
+    """Mean KL(p_R || p_LSR) with p_R = softmax(scores / tau_R); ``target`` rows are distributions."""
+    log_pr = torch.log_softmax(scores / tau_r, dim=-1)
+    log_t = torch.log(target.clamp_min(1e-12))
+    return (log_pr.exp() * (log_pr - log_t)).sum(-1).mean()
+
+
+def train_query_encoder(retriever: DualEncoder, questions: list[str], candidates: np.ndarray, targets: np.ndarray,
+                        steps: int = 100, batch_size: int = 16, lr: float = 2e-5, tau_r: float = 0.05, seed: int = 0,
+                        progress=None) -> list[float]:
+    """R-ft: fit the query encoder to the LSR targets over fixed candidate chunks (document side frozen)."""
+    if len(questions) != len(candidates) or len(candidates) != len(targets) or not questions:
+        raise TenfoldError("questions, candidates and LSR targets must be non-empty and of one length")
+    model = retriever.query_model
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    docs = torch.from_numpy(retriever.vectors)
+    losses = []
+    model.train()
+    with torch.enable_grad():
+        for step in range(steps):
+            rows = rng.integers(0, len(questions), batch_size)
+            q = retriever.query_embeddings([questions[i] for i in rows])
+            d = docs[torch.from_numpy(np.asarray(candidates)[rows])]  # (B, k, dim), frozen
+            loss = retriever_kl(torch.einsum("bd,bkd->bk", q, d), torch.from_numpy(np.asarray(targets)[rows]).float(),
+                                tau_r)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(round(float(loss), 5))
+            if progress:
+                progress(step + 1, steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def recall_at_k(hits: list[list[tuple[int, float]]], gold: list[int], k: int) -> float:
+    if not hits:
+        raise TenfoldError("no retrieval results")
+    return float(np.mean([g in [i for i, _ in h[:k]] for h, g in zip(hits, gold)]))
