@@ -33,3 +33,7 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     pause = json.loads((tmp_path / "results" / "pause.json").read_text())
     assert set(pause["ours"]["accuracy"]) == {"StdPT+StdFT", "StdPT+PauseFT", "PausePT+StdFT", "PausePT+PauseFT"}
     assert "0" in pause["ours"]["m_inf_sweep (PausePT+PauseFT)"]["sort"]
+    radit = json.loads((tmp_path / "results" / "radit.json").read_text())
+    assert list(radit["ours"]["accuracy"]) == ["closed-book", "base + retrieval (concat)", "base + retrieval (REPLUG)",
+                                               "+ LM-ft", "+ R-ft", "+ both (RA-DIT)"]
+    assert 0 <= radit["ours"]["lsr_mass_on_gold_passage"] <= 1

@@ -148,6 +148,18 @@ def build(n_cities: int = 2000, n_films: int = 2000) -> Dataset:
     return Dataset(passages, questions)
 
 
+def stratified(questions: list[Question], per_kind: int, seed: int = 0) -> list[Question]:
+    """Up to ``per_kind`` questions of each kind, drawn without replacement (deterministic in ``seed``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in sorted({q.kind for q in questions}):
+        pool = [q for q in questions if q.kind == kind]
+        out += [pool[i] for i in sorted(rng.choice(len(pool), min(per_kind, len(pool)), replace=False))]
+    return out
+
+
 def normalise(text: str) -> str:
     text = text.lower().strip()
     text = re.sub(r"\b(the|a|an)\b", " ", text)

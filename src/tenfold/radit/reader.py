@@ -16,7 +16,7 @@ import torch
 from tenfold.errors import TenfoldError
 from tenfold.models.lm import chat_ids
 
-INSTRUCTION = "Answer the question with a few words."
+INSTRUCTION = "Answer the question in a few words."
 
 
 def prompt_ids(tokenizer, question: str, chunks: list[str] | None = None) -> list[int]:
@@ -24,7 +24,8 @@ def prompt_ids(tokenizer, question: str, chunks: list[str] | None = None) -> lis
     if not question.strip():
         raise TenfoldError("the question is empty")
     background = "".join(f"Background: {c}\n\n" for c in (chunks or []))
-    messages = [{"role": "user", "content": f"{background}{INSTRUCTION}\nQuestion: {question}"}]
+    messages = [{"role": "system", "content": INSTRUCTION},
+                {"role": "user", "content": f"{background}Question: {question}"}]
     return chat_ids(tokenizer, messages)[0].tolist()
 
 

@@ -121,7 +121,7 @@ def train_query_encoder(retriever: DualEncoder, questions: list[str], candidates
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(round(float(loss), 5))
+            losses.append(round(loss.item(), 5))
             if progress:
                 progress(step + 1, steps, losses[-1])
     model.eval()

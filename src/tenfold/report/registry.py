@@ -18,7 +18,8 @@ VERDICTS = ("reproduced", "partly", "not reproduced")
 # Modules whose import registers experiments; each paper package adds its own here.
 EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.experiment", "tenfold.retrieval.experiment",
                                   "tenfold.probes.experiment", "tenfold.ndp.experiment", "tenfold.stop.experiment",
-                                  "tenfold.prompting.experiment", "tenfold.pause.experiment"]
+                                  "tenfold.prompting.experiment", "tenfold.pause.experiment",
+                                  "tenfold.radit.experiment"]
 
 
 @dataclass

@@ -1,0 +1,225 @@
+"""``tenfold radit data|train-lm|train-retriever|eval``: RA-DIT's two fine-tuning stages and their evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("radit", help="RA-DIT: fine-tune the LM to use retrieval and the retriever to serve the LM")
+    verbs = p.add_subparsers(dest="radit_verb", required=True, metavar="{data,train-lm,train-retriever,eval}")
+    d = verbs.add_parser("data", help="render the QA corpus from real tables (countries, cities, films)")
+    d.add_argument("--out", required=True, help="directory for dataset.json")
+    d.add_argument("--cities", type=int, default=2000)
+    d.add_argument("--films", type=int, default=2000)
+    d.set_defaults(func=_data)
+
+    def common(q):
+        q.add_argument("--data", required=True, help="a directory written by `tenfold radit data`")
+        q.add_argument("--model", default=None, help="the LM (default: the bundled SmolLM2)")
+        q.add_argument("--n-train", type=int, default=500, help="training questions (stratified by kind)")
+        q.add_argument("--seed", type=int, default=0)
+
+    t = verbs.add_parser("train-lm", help="LM-ft: one example per retrieved chunk, loss on the answer (LoRA)")
+    common(t)
+    t.add_argument("--out", required=True)
+    t.add_argument("--k", type=int, default=3, help="retrieved chunks per question (default 3)")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--lora-r", type=int, default=8, help="LoRA rank (0 = full fine-tuning)")
+    t.add_argument("--checkpoint-every", type=int, default=50)
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=_train_lm)
+
+    r = verbs.add_parser("train-retriever", help="R-ft: fit the query encoder to LM-supervised retrieval targets")
+    common(r)
+    r.add_argument("--out", required=True)
+    r.add_argument("--k", type=int, default=5, help="candidate chunks per question for the LSR target")
+    r.add_argument("--steps", type=int, default=200)
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--lr", type=float, default=2e-5)
+    r.add_argument("--tau", type=float, default=1.0, help="LSR temperature")
+    r.add_argument("--tau-r", type=float, default=0.05, help="retriever temperature")
+    r.add_argument("--resume", action="store_true", help="reuse the LSR targets already computed in --out")
+    r.set_defaults(func=_train_retriever)
+
+    e = verbs.add_parser("eval", help="held-out accuracy and retriever recall@k")
+    e.add_argument("--data", required=True)
+    e.add_argument("--lm", default=None, help="a train-lm run directory or an LM name/path (default: bundled)")
+    e.add_argument("--retriever", default=None, help="a train-retriever run directory (default: MiniLM as is)")
+    e.add_argument("--mode", choices=["replug", "concat", "closed"], default="replug")
+    e.add_argument("--k", type=int, default=3)
+    e.add_argument("--n", type=int, default=120, help="test questions (stratified by kind)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_eval)
+
+
+def _dataset(path: str):
+    from tenfold.radit.data import Dataset
+
+    return Dataset.load(Path(path) / "dataset.json" if Path(path).is_dir() else path)
+
+
+def _data(args) -> int:
+    from collections import Counter
+
+    from tenfold.radit.data import build
+
+    if args.cities < 0 or args.films < 0:
+        raise TenfoldError("--cities and --films must be >= 0")
+    ds = build(args.cities, args.films)
+    path = ds.save(Path(args.out) / "dataset.json")
+    counts = Counter((q.split, q.kind) for q in ds.questions)
+    print(f"{len(ds.passages)} passages, {len(ds.questions)} questions -> {path}")
+    for split in ("train", "dev", "test"):
+        print(f"  {split:5s} " + ", ".join(f"{kind} {n}" for (s, kind), n in sorted(counts.items()) if s == split))
+    return 0
+
+
+def _retriever(ds):
+    from tenfold import home
+    from tenfold.radit.retriever import DualEncoder
+
+    return DualEncoder(ds.passages, cache_dir=f"{home()}/radit")
+
+
+def _sample(questions, n: int, seed: int):
+    from tenfold.radit.data import stratified
+
+    if n < 1:
+        raise TenfoldError("the number of questions must be at least 1")
+    kinds = sorted({q.kind for q in questions})
+    return stratified(questions, max(1, n // len(kinds)), seed)
+
+
+def _bar(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("loss {task.fields[loss]}"))
+    job = bar.add_task(label, total=total, loss="-")
+    return bar, lambda step, n, loss: bar.update(job, completed=step, loss=f"{loss:.3f}")
+
+
+def _load_lm(source: str | None):
+    from tenfold.models.finetune import load_checkpoint
+    from tenfold.models.lm import load_lm
+
+    if source and Path(source).is_dir() and ((Path(source) / "model" / "config.json").exists()
+                                             or (Path(source) / "config.json").exists()):
+        return load_checkpoint(source)
+    return load_lm(source)
+
+
+def _train_lm(args) -> int:
+    from tenfold.models.finetune import check_run_dir
+    from tenfold.radit.lm_ft import finetune_lm, lm_ft_examples
+
+    check_run_dir(args.out, args.resume)
+    if args.k < 1:
+        raise TenfoldError("--k must be at least 1")
+    ds = _dataset(args.data)
+    train = _sample(ds.split("train"), args.n_train, args.seed)
+    model, tok = _load_lm(args.model)
+    hits = _retriever(ds).search([q.question for q in train], args.k)
+    examples = lm_ft_examples(tok, train, hits, ds.passages, args.k)
+    bar, tick = _bar(args.steps, f"LM-ft ({len(examples)} examples)")
+    with bar:
+        _, losses = finetune_lm(model, tok, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                lora_r=args.lora_r, seed=args.seed, run_dir=args.out, resume=args.resume,
+                                checkpoint_every=args.checkpoint_every, progress=tick)
+    print(f"LM-ft done: loss {losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}; model in {args.out}/model")
+    return 0
+
+
+def _train_retriever(args) -> int:
+    import numpy as np
+
+    from tenfold.radit.reader import answer_ids, answer_logprob, prompt_ids
+    from tenfold.radit.retriever import lsr_distribution, train_query_encoder
+
+    out = Path(args.out)
+    targets_path = out / "lsr.npz"
+    if args.resume and not targets_path.exists():
+        raise TenfoldError(f"nothing to resume in {out} (no lsr.npz)")
+    if not args.resume and (out / "query_encoder").exists():
+        raise TenfoldError(f"{out} already holds a trained retriever; pass --resume or choose another --out")
+    if args.k < 2:
+        raise TenfoldError("--k must be at least 2 (the LSR target compares chunks)")
+    ds = _dataset(args.data)
+    train = _sample(ds.split("train"), args.n_train, args.seed)
+    retriever = _retriever(ds)
+    questions = [q.question for q in train]
+    if args.resume:
+        saved = np.load(targets_path)
+        candidates, loglik = saved["candidates"], saved["loglik"]
+    else:
+        import torch
+
+        model, tok = _load_lm(args.model)
+        model = model.to(torch.bfloat16)
+        candidates = np.array([[i for i, _ in h] for h in retriever.search(questions, args.k)])
+        prompts = [prompt_ids(tok, q.question, [ds.passages[i]]) for q, row in zip(train, candidates) for i in row]
+        answers = [answer_ids(tok, q.answer) for q in train for _ in range(args.k)]
+        from rich.progress import track
+
+        loglik = []
+        for i in track(range(0, len(prompts), 64), description="LSR targets (LM log-likelihoods)"):
+            loglik.extend(answer_logprob(model, tok, prompts[i:i + 64], answers[i:i + 64]))
+        loglik = np.asarray(loglik).reshape(len(train), args.k)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(targets_path, candidates=candidates, loglik=loglik)
+    targets = lsr_distribution(loglik, args.tau)
+    bar, tick = _bar(args.steps, "R-ft (query encoder)")
+    with bar:
+        losses = train_query_encoder(retriever, questions, candidates, targets, steps=args.steps,
+                                     batch_size=args.batch_size, lr=args.lr, tau_r=args.tau_r, seed=args.seed,
+                                     progress=tick)
+    retriever.save_query_encoder(out / "query_encoder")
+    print(f"R-ft done: KL {losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}; query encoder in "
+          f"{out / 'query_encoder'}")
+    return 0
+
+
+def _eval(args) -> int:
+    import numpy as np
+    import torch
+
+    from tenfold.radit.data import is_correct
+    from tenfold.radit.reader import ensemble_weights, prompt_ids, replug_generate
+    from tenfold.radit.retriever import recall_at_k
+
+    if args.k < 1:
+        raise TenfoldError("--k must be at least 1")
+    ds = _dataset(args.data)
+    test = _sample(ds.split("test"), args.n, 0)
+    retriever = _retriever(ds)
+    if args.retriever:
+        retriever.load_query_encoder(Path(args.retriever) / "query_encoder")
+    model, tok = _load_lm(args.lm)
+    model = model.to(torch.bfloat16)
+    hits = retriever.search([q.question for q in test], args.k)
+    if args.mode == "closed":
+        groups, weights = [[prompt_ids(tok, q.question)] for q in test], [[1.0]] * len(test)
+    elif args.mode == "concat":
+        groups = [[prompt_ids(tok, q.question, [ds.passages[i] for i, _ in h])] for q, h in zip(test, hits)]
+        weights = [[1.0]] * len(test)
+    else:
+        groups = [[prompt_ids(tok, q.question, [ds.passages[i]]) for i, _ in h] for q, h in zip(test, hits)]
+        weights = [ensemble_weights([s for _, s in h]) for h in hits]
+    preds = replug_generate(model, tok, groups, weights, max_new_tokens=16)
+    right = [is_correct(p, q.answer) for p, q in zip(preds, test)]
+    kinds = {k: float(np.mean([r for r, q in zip(right, test) if q.kind == k])) for k in sorted({q.kind for q in test})}
+    result = {"mode": args.mode, "k": args.k, "n": len(test), "accuracy": float(np.mean(right)), "by_kind": kinds,
+              "recall@k": recall_at_k(hits, [q.passage for q in test], args.k)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"accuracy {result['accuracy']:.3f} on {len(test)} held-out questions ({args.mode}, k={args.k}); "
+              f"retriever recall@{args.k} {result['recall@k']:.3f}")
+        for kind, acc in kinds.items():
+            print(f"  {kind:14s} {acc:.3f}")
+    return 0

@@ -1,0 +1,44 @@
+"""``tenfold radit``: data -> train-lm -> train-retriever -> eval on a small corpus, and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "tenfold", "radit", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_pipeline(tmp_path):
+    data, lm, ret = tmp_path / "data", tmp_path / "lm", tmp_path / "ret"
+    r = cli("data", "--cities", "100", "--films", "100", "--out", str(data))
+    assert r.returncode == 0, r.stderr
+    assert (data / "dataset.json").exists() and "passages" in r.stdout
+    r = cli("train-lm", "--data", str(data), "--n-train", "6", "--k", "1", "--steps", "2", "--batch-size", "2",
+            "--out", str(lm))
+    assert r.returncode == 0, r.stderr
+    assert (lm / "model" / "config.json").exists()
+    r = cli("train-lm", "--data", str(data), "--steps", "2", "--out", str(lm))
+    assert r.returncode == 1 and "already holds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("train-retriever", "--data", str(data), "--n-train", "6", "--k", "2", "--steps", "3", "--out", str(ret))
+    assert r.returncode == 0, r.stderr
+    assert (ret / "lsr.npz").exists() and (ret / "query_encoder").is_dir()
+    r = cli("eval", "--data", str(data), "--lm", str(lm), "--retriever", str(ret), "--k", "2", "--n", "6", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert 0 <= out["accuracy"] <= 1 and out["n"] == 6 and 0 <= out["recall@k"] <= 1 and out["by_kind"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--data", "/nonexistent"], "no ra-dit dataset"),
+    (["train-retriever", "--data", "/nonexistent", "--k", "1", "--out", "OUT"], "--k must be at least 2"),
+    (["train-retriever", "--data", "/nonexistent", "--out", "OUT", "--resume"], "nothing to resume"),
+    (["eval", "--data", "/x", "--mode", "magic"], "invalid choice"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, message):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    r = cli(*args)
+    assert r.returncode != 0 and message in r.stderr.lower() and len(r.stderr.strip().splitlines()) == 1
