@@ -24,9 +24,17 @@ img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;b
 """
 
 
+def _is_stat(value) -> bool:
+    """A summary over seeds: ``{"mean": .., "std": .., "runs": [..]}``, shown on one line."""
+    return isinstance(value, dict) and {"mean", "std"} <= set(value) and set(value) <= {"mean", "std", "runs"}
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if _is_stat(value):
+        runs = value.get("runs")
+        return f"{_fmt(value['mean'])} ± {_fmt(value['std'])}" + (f" (runs: {_fmt(runs)})" if runs else "")
     if isinstance(value, dict):  # a long series, e.g. per turn: shown compactly
         text = ", ".join(f"{k}: {_fmt(v)}" for k, v in list(value.items())[:12])
         return f"{{{text}{', ...' if len(value) > 12 else ''}}} ({len(value)})"
@@ -40,8 +48,10 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and len(_flatten(v)) <= 16:
+        if isinstance(v, dict) and v and not _is_stat(v) and len(_flatten(v)) <= 16:
             rows.extend(_flatten(v, key + "."))
+        elif isinstance(v, dict) and not _is_stat(v) and 1 < len(v) <= 16:  # too deep: one row per child
+            rows.extend((f"{key}.{k2}", v2) for k2, v2 in v.items())
         else:
             rows.append((key, v))
     return rows
