@@ -85,3 +85,25 @@ def test_cli_world_and_parse(tmp_path):
                           (["world", "--n", "2", "--size", "8", "--out", str(tmp_path / "x")], "at least 32")):
         r = cli(*args)
         assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_few_clip_steps_lower_the_loss_and_the_model_reloads(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, CLIPModel
+
+    from tenfold.vision.clip import embed, small_clip, train_clip, world_tokenizer
+
+    tok = world_tokenizer()
+    ids = tok(["a small red circle left of a large blue square"]).input_ids[0]
+    assert tok.unk_token_id not in ids and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    model = small_clip(len(tok), width=64, layers=2)
+    losses = train_clip(model, tok, steps=40, batch_size=16, lr=2e-3)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    again, tok2 = CLIPModel.from_pretrained(tmp_path).eval(), AutoTokenizer.from_pretrained(tmp_path)
+    images, texts = [render(s) for s in scenes(4, "test")], [s.captions()[0] for s in scenes(4, "test")]
+    a, b = embed(model, tok, images, texts), embed(again, tok2, images, texts)
+    assert torch.allclose(a["image"], b["image"], atol=1e-5) and torch.allclose(a["text"], b["text"], atol=1e-5)
+    with pytest.raises(TenfoldError, match="batch size"):
+        train_clip(model, tok, steps=1, batch_size=1)

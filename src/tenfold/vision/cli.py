@@ -11,7 +11,7 @@ def add_commands(sub) -> None:
     from tenfold.vision.world import SPLITS
 
     p = sub.add_parser("vision", help="the procedural visual world (world | parse)")
-    verbs = p.add_subparsers(dest="vision_verb", required=True, metavar="{world,parse}")
+    verbs = p.add_subparsers(dest="vision_verb", required=True, metavar="{world,parse,train-clip}")
     w = verbs.add_parser("world", help="render N scenes as PNG files with scenes.jsonl (descriptions, captions)")
     w.add_argument("--n", type=int, required=True)
     w.add_argument("--out", required=True)
@@ -24,6 +24,17 @@ def add_commands(sub) -> None:
     q.add_argument("image")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_parse)
+    c = verbs.add_parser("train-clip", help="train a small CLIP contrastively on the world (or load a real one)")
+    c.add_argument("--out", required=True, help="directory for the model and tokenizer")
+    c.add_argument("--steps", type=int, default=600)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--from-pretrained", default=None,
+                   help="a local CLIP checkpoint (transformers format) to evaluate/fine-tune instead of a new one")
+    c.add_argument("--n-test", type=int, default=200, help="held-out scenes for recall@k")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_train_clip)
 
 
 def _world(args) -> int:
@@ -59,4 +70,49 @@ def _parse(args) -> int:
         print(json.dumps(scene.to_dict()))
     else:
         print(scene.description() or "no objects found")
+    return 0
+
+
+def _train_clip(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tenfold.vision.clip import retrieval_recall, small_clip, train_clip, world_tokenizer, zero_shot_attributes
+    from tenfold.vision.world import scenes
+
+    out = Path(args.out)
+    if (out / "config.json").exists():
+        raise TenfoldError(f"{out} already holds a model; choose another --out")
+    if args.from_pretrained:
+        from transformers import AutoTokenizer, CLIPModel
+
+        src = Path(args.from_pretrained)
+        if not (src / "config.json").exists():
+            raise TenfoldError(f"no CLIP checkpoint in {src} (expected config.json)")
+        model, tok = CLIPModel.from_pretrained(src), AutoTokenizer.from_pretrained(src)
+        image_size = model.config.vision_config.image_size
+    else:
+        tok = world_tokenizer()
+        model, image_size = small_clip(len(tok), seed=args.seed), 64
+    columns = [TextColumn("[bold]CLIP"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("loss {task.fields[loss]}")]
+    with Progress(*columns, disable=args.json) as bar:
+        job = bar.add_task("clip", total=args.steps, loss="-")
+        losses = train_clip(model, tok, args.steps, args.batch_size, args.lr, args.seed, image_size,
+                            progress=lambda i, n, loss: bar.update(job, completed=i, loss=f"{loss:.3f}"))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    result = {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]),
+              "recall (held-out test)": retrieval_recall(model, tok, scenes(args.n_test, "test"), image_size=image_size),
+              "recall (unseen pairs)": retrieval_recall(model, tok, scenes(args.n_test, "unseen"), image_size=image_size),
+              "zero-shot": zero_shot_attributes(model, tok, image_size=image_size)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"CLIP trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
+        for key in ("recall (held-out test)", "recall (unseen pairs)", "zero-shot"):
+            print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[key].items()))
     return 0
