@@ -149,3 +149,16 @@ def load_checkpoint(path: str | Path):
         raise TenfoldError(f"no saved model in {path} (expected config.json)")
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     return model, AutoTokenizer.from_pretrained(path)
+
+
+def load_model(source: str | None):
+    """(model, tokenizer) from a training run directory, a saved model directory, or an LM name/path."""
+    from tenfold.models.lm import load_lm
+
+    if source:
+        path = Path(source)
+        if path.is_dir() and ((path / "config.json").exists() or (path / "model" / "config.json").exists()):
+            return load_checkpoint(path)
+        if path.exists() and not path.is_dir():
+            raise TenfoldError(f"{source} is a file; give a run directory, a saved model directory or a model name")
+    return load_lm(source)

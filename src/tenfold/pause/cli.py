@@ -122,16 +122,9 @@ def _pretrain(args) -> int:
 
 
 def _load(source: str):
-    from tenfold.pause.training import load_checkpoint
+    from tenfold.models.finetune import load_model
 
-    path = Path(source)
-    if path.is_dir() and ((path / "config.json").exists() or (path / "model" / "config.json").exists()):
-        return load_checkpoint(path)
-    if path.exists() and not path.is_dir():
-        raise TenfoldError(f"{source} is a file; give a run directory, a saved model directory or a model name")
-    from tenfold.models.lm import load_lm
-
-    return load_lm(source)
+    return load_model(source)
 
 
 def _finetune(args) -> int:

@@ -105,13 +105,9 @@ def _bar(total: int, label: str):
 
 
 def _load_lm(source: str | None):
-    from tenfold.models.finetune import load_checkpoint
-    from tenfold.models.lm import load_lm
+    from tenfold.models.finetune import load_model
 
-    if source and Path(source).is_dir() and ((Path(source) / "model" / "config.json").exists()
-                                             or (Path(source) / "config.json").exists()):
-        return load_checkpoint(source)
-    return load_lm(source)
+    return load_model(source)
 
 
 def _train_lm(args) -> int:
