@@ -193,3 +193,10 @@ def test_cli_bad_input_is_one_line(tmp_path, args, message):
     r = cli(*args)
     assert r.returncode != 0 and message in r.stderr.lower() and len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stderr
+
+
+def test_a_finished_run_cannot_be_resumed(tok, stream, tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=4, seq_len=16, checkpoint_every=2)
+    train(*fresh(tok), cfg, stream=stream, run_dir=tmp_path)
+    with pytest.raises(TenfoldError, match="no checkpoint to resume"):
+        train(*fresh(tok), cfg, stream=stream, run_dir=tmp_path, resume=True)

@@ -84,6 +84,8 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
     step, losses = 0, []
     ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume:
+        if not ckpt.exists():
+            raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
         accelerator.load_state(str(ckpt))
         saved = json.loads((Path(run_dir) / "state.json").read_text())
         step, losses = saved["step"], saved["losses"]
