@@ -34,17 +34,21 @@ def answer_ids(tokenizer, answer: str) -> list[int]:
     return tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
 
 
-def ensemble_weights(scores, temperature: float = 0.1) -> np.ndarray:
-    """p_R over the top-k: softmax(score / temperature); rows sum to one."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size == 0:
-        raise TenfoldError("no retrieval scores to ensemble")
-    if not np.isfinite(s).all() or not temperature > 0:
-        raise TenfoldError("retrieval scores must be finite and the temperature positive")
-    z = s / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    w = np.exp(z)
+def tempered_softmax(values, temperature: float) -> np.ndarray:
+    """softmax(values / temperature) along the last axis; rows sum to one."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise TenfoldError("nothing to normalise (no scores)")
+    if not np.isfinite(v).all() or not temperature > 0:
+        raise TenfoldError("scores must be finite and the temperature positive")
+    z = v / temperature
+    w = np.exp(z - z.max(axis=-1, keepdims=True))
     return w / w.sum(axis=-1, keepdims=True)
+
+
+def ensemble_weights(scores, temperature: float = 0.1) -> np.ndarray:
+    """p_R over the top-k: softmax(score / temperature) of the retriever's scores."""
+    return tempered_softmax(scores, temperature)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tenfold.errors import TenfoldError
+from tenfold.radit.reader import tempered_softmax
 from tenfold.retrieval import Embedder, VectorIndex
 
 
@@ -81,14 +82,8 @@ class DualEncoder:
 
 
 def lsr_distribution(loglik, tau: float = 1.0) -> np.ndarray:
-    """p_LSR over each row's chunks from the LM's answer log-likelihoods (rows sum to one)."""
-    ll = np.asarray(loglik, dtype=np.float64)
-    if not np.isfinite(ll).all() or not tau > 0:
-        raise TenfoldError("log-likelihoods must be finite and tau positive")
-    z = ll / tau
-    z = z - z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=-1, keepdims=True)
+    """p_LSR over each row's chunks: softmax(log p_LM(y | c, x) / tau) (rows sum to one)."""
+    return tempered_softmax(loglik, tau)
 
 
 def retriever_kl(scores: torch.Tensor, target: torch.Tensor, tau_r: float = 0.05) -> torch.Tensor:
