@@ -70,8 +70,28 @@ class _TooBig(Exception):
     pass
 
 
+def _vision_messages(req: ChatRequest, vision, max_pixels: int) -> tuple[list[dict], list]:
+    """Chat messages as role/content dicts (image parts become the VLM's placeholder) and the decoded images."""
+    from tenfold.serve.images import BadImage, decode_data_url
+
+    placeholder = "<image>" if vision is None else vision.tokenizer.convert_ids_to_tokens(vision.image_token_id)
+    messages, images = [], []
+    for i, m in enumerate(req.messages):
+        text, urls = m.text_and_images(placeholder)
+        if urls and vision is None:
+            raise APIError(400, "this server's model does not take images (start it with `tenfold serve --vlm DIR`)",
+                           param=f"messages.{i}.content", code="images_not_supported")
+        for url in urls:
+            try:
+                images.append(decode_data_url(url, max_pixels))
+            except BadImage as exc:
+                raise APIError(400, str(exc), param=f"messages.{i}.content", code="invalid_image") from None
+        messages.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+    return messages, images
+
+
 def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, default_max_tokens: int = 256,
-               max_body_bytes: int = 1_000_000) -> FastAPI:
+               max_body_bytes: int = 1_000_000, max_image_pixels: int = 4096 * 4096) -> FastAPI:
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None)
     tok = engine.tok
     created = int(time.time())
@@ -117,7 +137,7 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         return request.headers.get("x-session-id") or req.user or None
 
     async def _run(request: Request, prompts: list[list[int]], params: GenParams, session: str | None, stream: bool,
-                   render):
+                   render, images: list | None = None):
         """Submit one job per prompt; return a streaming response or the finished choices."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -131,7 +151,8 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
             def done(p=p):
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", p, None, None))
 
-            jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done))
+            jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done,
+                            images=images))
         try:
             for job in jobs:
                 engine.submit(job)
@@ -207,13 +228,16 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest, request: Request):
         params = _check(req, req.max_completion_tokens or req.max_tokens)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in req.messages]
+        messages, images = _vision_messages(req, engine.vision, max_image_pixels)
         try:
-            ids = chat_ids(tok, messages)[0].tolist()
+            ids = engine.vision.prompt_ids(messages) if engine.vision is not None else chat_ids(tok, messages)[0].tolist()
         except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
             raise APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
+        if engine.vision is not None and engine.vision.count_images(ids) != len(images):
+            raise APIError(400, f"the messages hold {len(images)} image(s) but {engine.vision.count_images(ids)} "
+                           "image placeholder(s); do not write the placeholder text yourself", param="messages")
         render = _ChatRender(model_name, created, _include_usage(req))
-        return await _run(request, [ids], params, _session(request, req), req.stream, render)
+        return await _run(request, [ids], params, _session(request, req), req.stream, render, images)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from tenfold.errors import TenfoldError
 from tenfold.streaming.cli import DTYPES, _check_cache_args, _load
@@ -24,6 +25,9 @@ def add_commands(sub) -> None:
     p.add_argument("--session-ttl", type=float, default=3600, help="seconds an idle session is kept")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--served-name", default=None, help="model id clients must send (default: the model name)")
+    p.add_argument("--vlm", default=None, help="serve a vision-language model from `tenfold vision train-vlm` "
+                   "(takes OpenAI image_url parts with base64 data URLs)")
+    p.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image a request may send")
     p.set_defaults(func=_serve)
 
 
@@ -43,13 +47,25 @@ def _serve(args) -> int:
     for name in ("max_active", "max_queue", "max_sessions"):
         if getattr(args, name) < 1:
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= 1")
-    model, tok = _load(args.model, args.dtype)
-    name = args.served_name or args.model or DEFAULT_LM
+    vision = None
+    if args.vlm:
+        from tenfold.vision.vlm import VisionLanguageModel
+
+        import torch
+
+        if args.model:
+            raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
+        vision = VisionLanguageModel.load(args.vlm, lm_dtype=getattr(torch, args.dtype))
+        model, tok = vision.lm, vision.tokenizer
+        name = args.served_name or Path(args.vlm).resolve().name
+    else:
+        model, tok = _load(args.model, args.dtype)
+        name = args.served_name or args.model or DEFAULT_LM
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
     engine = Engine(model, tok, args.sinks, args.window, max_active=args.max_active, max_queue=args.max_queue,
-                    sessions=sessions).start()
+                    sessions=sessions, vision=vision).start()
     app = create_app(engine, name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
-                     max_body_bytes=args.max_body_bytes)
+                     max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
     print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}, {args.dtype}) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     try:

@@ -6,6 +6,9 @@ choices), so concurrent streams advance together and a long prompt cannot starve
 Prompts of any length are prefilled through a :class:`~tenfold.streaming.SinkCache` (StreamingLLM,
 Sec. 3.2), so no conversation hits a context limit. A job tied to a session continues that
 session's cache: only tokens after the longest prefix the cache has already consumed are fed.
+With a vision-language model (``vision=``), a job may carry images: its prompt is embedded once (image
+placeholders filled with projected image features) and prefilled from those embeddings; each image stands in the
+session history as a key derived from its pixels, so a session only reuses a prefix showing the same images.
 """
 from __future__ import annotations
 
@@ -57,11 +60,16 @@ class Job:
     _ids = itertools.count(1)
 
     def __init__(self, prompt_ids: list[int], params: GenParams, session_id: str | None = None,
-                 emit: Callable[[int, str, str | None], None] | None = None, on_done: Callable[[], None] | None = None):
+                 emit: Callable[[int, str, str | None], None] | None = None, on_done: Callable[[], None] | None = None,
+                 images: list | None = None):
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         self.id = next(self._ids)
         self.prompt_ids, self.params, self.session_id = list(prompt_ids), params, session_id
+        self.images = list(images or [])
+        self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
+        self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
+        self.fed = 0  # prompt positions fed so far
         self.emit = emit or (lambda i, delta, reason: None)
         self.on_done = on_done or (lambda: None)
         self.cancelled = threading.Event()
@@ -91,9 +99,11 @@ class Engine:
     """Owns the model; runs submitted jobs fairly in one worker thread. Start with :meth:`start`."""
 
     def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, max_active: int = 16,
-                 max_queue: int = 256, sessions: SessionStore | None = None, prefill_chunk: int | None = None):
+                 max_queue: int = 256, sessions: SessionStore | None = None, prefill_chunk: int | None = None,
+                 vision=None):
         SinkCache(num_sinks, window)  # validates the sizes before anything starts
         self.model, self.tok = enable_streaming(model), tokenizer
+        self.vision = vision  # a VisionLanguageModel whose ``lm`` is ``model``, or None
         self.num_sinks, self.window = num_sinks, window
         self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
         self.max_active, self.max_queue = max_active, max_queue
@@ -221,13 +231,35 @@ class Engine:
     def _new_cache(self) -> SinkCache:
         return SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk)
 
+    def _embed_images(self, job: Job) -> None:
+        from tenfold.serve.images import image_key
+
+        if self.vision is None:
+            raise ValueError("this model does not take images")
+        found = self.vision.count_images(job.prompt_ids)
+        if found != len(job.images):
+            raise ValueError(f"the prompt has {found} image placeholder(s) but {len(job.images)} image(s)")
+        with torch.no_grad():
+            feats = self.vision.encode_images(self.vision.pixel_values(job.images))
+            job.embeds = self.vision.embed(torch.tensor([job.prompt_ids]), feats)[0].to(self.model.dtype)
+        keys, slot = [], 0
+        for t in job.prompt_ids:
+            if t == self.vision.image_token_id:
+                keys.append(image_key(job.images[slot // self.vision.image_tokens]))
+                slot += 1
+            else:
+                keys.append(t)
+        job.keys = keys
+
     def _prepare(self, job: Job) -> None:
+        if job.images:
+            self._embed_images(job)
         cache = None
         if job.session_id is not None:
             session = self.sessions.acquire(job.session_id, self._new_cache)
             job.session = session
             seen = session.consumed
-            if seen and len(job.prompt_ids) > len(seen) and job.prompt_ids[: len(seen)] == seen:
+            if seen and len(job.keys) > len(seen) and job.keys[: len(seen)] == seen:
                 job.reused = len(seen)
                 self.stats["session_hits"] += 1
             else:
@@ -236,19 +268,25 @@ class Engine:
                 session.cache.reset()
                 session.consumed = []
             cache = session.cache
-        job.pending = job.prompt_ids[job.reused :]
+        job.pending = job.keys[job.reused :]
+        job.fed = job.reused
         job.choices = [Choice(cache=cache if cache is not None else self._new_cache())]
         self.stats["prompt_tokens_reused"] += job.reused
 
-    def _feed(self, choice: Choice, ids: list[int]) -> None:
-        out = self.model(input_ids=torch.tensor([ids]), cache=choice.cache, use_cache=True, logits_to_keep=1)
+    def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None) -> None:
+        inputs = {"input_ids": torch.tensor([ids])} if embeds is None else {"inputs_embeds": embeds[None]}
+        out = self.model(**inputs, cache=choice.cache, use_cache=True, logits_to_keep=1)
         choice.logits = out.logits[0, -1]
 
     def _step(self, job: Job) -> bool:
         """Do one unit of work for ``job``; return True when it has finished."""
         if job.pending:
             chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
-            self._feed(job.choices[0], chunk)
+            if job.embeds is None:
+                self._feed(job.choices[0], chunk)
+            else:
+                self._feed(job.choices[0], embeds=job.embeds[job.fed : job.fed + len(chunk)])
+            job.fed += len(chunk)
             self.stats["prompt_tokens_fed"] += len(chunk)
             if job.session is not None:
                 job.session.consumed.extend(chunk)

@@ -14,18 +14,38 @@ class Message(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _text(cls, value):
-        """Text content, or a list of ``{"type": "text", "text": ...}`` parts (joined)."""
+    def _parts(cls, value):
+        """Text, or a list of ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url"}}``."""
         if value is None:
             return ""
         if isinstance(value, list):
-            parts = []
             for part in value:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError("only text content parts are supported")
-                parts.append(part["text"])
-            return "".join(parts)
+                kind = part.get("type")
+                if kind == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise ValueError("a text part needs a string 'text'")
+                elif kind == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if not isinstance(url, str):
+                        raise ValueError("an image_url part needs image_url.url (a data: URL)")
+                else:
+                    raise ValueError(f"unsupported content part type {kind!r} (text and image_url are supported)")
         return value
+
+    def text_and_images(self, placeholder: str) -> tuple[str, list[str]]:
+        """The text with ``placeholder`` where each image part was, and the image URLs in order."""
+        if isinstance(self.content, str):
+            return self.content, []
+        text, urls = [], []
+        for part in self.content:
+            if part["type"] == "text":
+                text.append(part["text"])
+            else:
+                url = part["image_url"]
+                urls.append(url["url"] if isinstance(url, dict) else url)
+                text.append(placeholder)
+        return "".join(text), urls
 
 
 class _Sampling(BaseModel):

@@ -10,8 +10,8 @@ from tenfold.errors import TenfoldError
 def add_commands(sub) -> None:
     from tenfold.vision.world import SPLITS
 
-    p = sub.add_parser("vision", help="the procedural visual world (world | parse)")
-    verbs = p.add_subparsers(dest="vision_verb", required=True, metavar="{world,parse,train-clip}")
+    p = sub.add_parser("vision", help="the visual world, a small CLIP and a small VLM (world | parse | train-clip | train-vlm | ask)")
+    verbs = p.add_subparsers(dest="vision_verb", required=True, metavar="{world,parse,train-clip,train-vlm,ask}")
     w = verbs.add_parser("world", help="render N scenes as PNG files with scenes.jsonl (descriptions, captions)")
     w.add_argument("--n", type=int, required=True)
     w.add_argument("--out", required=True)
@@ -35,6 +35,27 @@ def add_commands(sub) -> None:
     c.add_argument("--n-test", type=int, default=200, help="held-out scenes for recall@k")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_train_clip)
+    v = verbs.add_parser("train-vlm", help="train a small vision-language model (CLIP image encoder + projector + LM)")
+    v.add_argument("--clip", required=True, help="a CLIP directory from `tenfold vision train-clip` (or a real CLIP)")
+    v.add_argument("--out", required=True, help="directory for the VLM (vision tower, projector, tokenizer)")
+    v.add_argument("--model", default=None, help="the language model (default: the bundled SmolLM2-135M-Instruct)")
+    v.add_argument("--steps", type=int, default=300)
+    v.add_argument("--batch-size", type=int, default=16)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--image-tokens", type=int, default=16, help="LM positions per image (a square number)")
+    v.add_argument("--freeze-vision", action="store_true", help="train the projector only")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
+    v.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    v.add_argument("--n-test", type=int, default=100, help="held-out questions per split (test, unseen)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_train_vlm)
+    a = verbs.add_parser("ask", help="ask a trained VLM about one or more images")
+    a.add_argument("image", nargs="+", help="image file(s), then the question as the last argument")
+    a.add_argument("--vlm", required=True, help="directory from `tenfold vision train-vlm`")
+    a.add_argument("--max-tokens", type=int, default=48)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_ask)
 
 
 def _world(args) -> int:
@@ -52,20 +73,25 @@ def _world(args) -> int:
     return 0
 
 
-def _parse(args) -> int:
+def read_image(path: str | Path):
+    """A PIL image from a file, or one clear error."""
     from PIL import Image, UnidentifiedImageError
 
-    from tenfold.vision.world import parse
-
-    path = Path(args.image)
+    path = Path(path)
     if not path.is_file():
         raise TenfoldError(f"no image at {path}")
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise TenfoldError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
-    scene = parse(image)
+    return image.convert("RGB")
+
+
+def _parse(args) -> int:
+    from tenfold.vision.world import parse
+
+    scene = parse(read_image(args.image))
     if args.json:
         print(json.dumps(scene.to_dict()))
     else:
@@ -115,4 +141,68 @@ def _train_clip(args) -> int:
         print(f"CLIP trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
         for key in ("recall (held-out test)", "recall (unseen pairs)", "zero-shot"):
             print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[key].items()))
+    return 0
+
+
+def _bar(label: str, disable: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), disable=disable)
+
+
+def _train_vlm(args) -> int:
+    from transformers import CLIPModel
+
+    from tenfold.models.finetune import check_run_dir, write_json
+    from tenfold.vision.questions import KINDS
+    from tenfold.vision.vlm import build_vlm, train_vlm
+    from tenfold.vision.vlm_eval import summarise
+
+    out = Path(args.out)
+    if (out / "vlm.json").exists():
+        raise TenfoldError(f"{out} already holds a VLM; choose another --out")
+    check_run_dir(out, args.resume)
+    clip_dir = Path(args.clip)
+    if not (clip_dir / "config.json").exists():
+        raise TenfoldError(f"no CLIP model in {clip_dir} (expected config.json; make one with `tenfold vision train-clip`)")
+    try:
+        clip = CLIPModel.from_pretrained(clip_dir)
+    except (OSError, ValueError) as exc:
+        raise TenfoldError(f"cannot load the CLIP model in {clip_dir}: {str(exc).splitlines()[0]}") from None
+    vlm = build_vlm(clip, args.model, args.image_tokens, train_vision=not args.freeze_vision)
+    with _bar("VLM", args.json) as bar:
+        job = bar.add_task("train", total=args.steps, info="")
+        losses = train_vlm(vlm, args.steps, args.batch_size, args.lr, KINDS, args.seed, run_dir=out, resume=args.resume,
+                           checkpoint_every=args.checkpoint_every,
+                           progress=lambda i, n, loss: bar.update(job, completed=i, info=f"loss {loss:.3f}"))
+        vlm.save(out)
+        evals = {}
+        for split in ("test", "unseen"):
+            task = bar.add_task(f"eval {split}", total=args.n_test, info=split)
+            evals[split] = summarise(vlm, split, args.n_test, progress=lambda i, n, t=task: bar.update(t, completed=i))
+    result = {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]), "accuracy": evals}
+    write_json(out / "eval.json", result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"VLM trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
+        for split, acc in evals.items():
+            print(f"  {split}: " + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+    return 0
+
+
+def _ask(args) -> int:
+    from tenfold.vision.vlm import VisionLanguageModel
+
+    if len(args.image) < 2:
+        raise TenfoldError("give at least one image and then the question, e.g. tenfold vision ask scene.png "
+                           "\"What colour is the star?\" --vlm DIR")
+    *paths, question = args.image
+    if not question.strip():
+        raise TenfoldError("the question is empty")
+    images = [read_image(p) for p in paths]
+    vlm = VisionLanguageModel.load(args.vlm)
+    answer = vlm.ask(images, question, max_new_tokens=args.max_tokens)
+    print(json.dumps({"answer": answer}) if args.json else answer)
     return 0

@@ -47,7 +47,8 @@ def world_tokenizer(max_length: int = 40):
     return fast
 
 
-def small_clip(vocab_size: int, image_size: int = 64, width: int = 128, layers: int = 4, seed: int = 0):
+def small_clip(vocab_size: int, image_size: int = 64, width: int = 128, layers: int = 4, patch_size: int = 8,
+               seed: int = 0):
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
@@ -55,7 +56,7 @@ def small_clip(vocab_size: int, image_size: int = 64, width: int = 128, layers: 
         text_config=dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                          num_attention_heads=4, max_position_embeddings=40, pad_token_id=0, bos_token_id=1,
                          eos_token_id=2),
-        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=width, intermediate_size=2 * width,
+        vision_config=dict(image_size=image_size, patch_size=patch_size, hidden_size=width, intermediate_size=2 * width,
                            num_hidden_layers=layers, num_attention_heads=4),
         projection_dim=width)
     return CLIPModel(cfg)
@@ -72,8 +73,10 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
     """Contrastive training on fresh training scenes each step (one random caption per image)."""
     if steps < 1 or batch_size < 2:
         raise TenfoldError("steps must be >= 1 and the batch size >= 2 (the loss contrasts pairs in a batch)")
+    from transformers import get_cosine_schedule_with_warmup
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
     rng = np.random.default_rng(seed)
     losses = []
     model.train()
