@@ -1,5 +1,6 @@
 """``tenfold serve --vlm``: OpenAI vision messages (image_url parts with base64 data URLs) over real HTTP."""
 import base64
+import copy
 import io
 
 import httpx
@@ -40,7 +41,7 @@ def vlm_server(tmp_path_factory, lm):
 
     path = tmp_path_factory.mktemp("vlm") / "tiny-vlm"
     clip = small_clip(len(world_tokenizer()), seed=0)
-    build_vlm(clip, lm=lm[0], tokenizer=lm[1], image_tokens=4).save(path)
+    build_vlm(clip, lm=copy.deepcopy(lm[0]), tokenizer=lm[1], image_tokens=4).save(path)
     with ServerProcess(["--vlm", str(path), "--window", "252", "--max-image-pixels", "20000"], start_timeout=180) as srv:
         yield srv.base
 

@@ -61,7 +61,7 @@ def vlm(lm):
 
     model, tok = lm
     clip = small_clip(len(world_tokenizer()), seed=0)
-    return build_vlm(clip, lm=copy.deepcopy(model), tokenizer=tok, image_tokens=4)
+    return build_vlm(clip, lm=copy.deepcopy(model), tokenizer=tok, image_tokens=4, lora_rank=2)
 
 
 @pytest.mark.slow
@@ -98,16 +98,22 @@ def test_a_few_training_steps_lower_the_answer_loss(vlm):
     assert len(losses) == 8 and all(x == x for x in losses)
     assert loss(trainable) < before - 0.5, (before, loss(trainable))
     frozen = {n for n, p in trainable.named_parameters() if not p.requires_grad}
-    assert frozen and all(n.startswith("lm.") for n in frozen)  # only the LM is frozen
+    assert frozen and all(n.startswith("lm.") and "lora_" not in n for n in frozen)  # the LM is frozen, its LoRA is not
+    assert any("lora_" in n for n, p in trainable.named_parameters() if p.requires_grad)
 
 
 @pytest.mark.slow
-def test_save_load_and_engine_match_generate(vlm, tmp_path):
+def test_save_load_and_engine_match_generate(vlm, lm, tmp_path):
     from tenfold.serve.engine import Engine, GenParams, Job
     from tenfold.vision.vlm import VisionLanguageModel
 
+    with torch.no_grad():  # non-zero LoRA weights, so that a lost adapter would change the answers
+        for name, param in vlm.lm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     vlm.save(tmp_path / "vlm")
-    again = VisionLanguageModel.load(tmp_path / "vlm", lm=vlm.lm)
+    again = VisionLanguageModel.load(tmp_path / "vlm", lm=copy.deepcopy(lm[0]))  # the base LM, LoRA loaded from disk
+    assert (tmp_path / "vlm" / "lora.safetensors").exists()
     images = [render(scenes(1, "test", seed=4)[0])]
     assert again.ask(images, "Describe the image.", 12) == vlm.ask(images, "Describe the image.", 12)
     # the server's engine (sink cache, prefill from embeddings) decodes the same tokens as transformers' generate

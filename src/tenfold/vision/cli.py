@@ -44,6 +44,7 @@ def add_commands(sub) -> None:
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--image-tokens", type=int, default=16, help="LM positions per image (a square number)")
     v.add_argument("--freeze-vision", action="store_true", help="train the projector only")
+    v.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the LM's attention (0: LM frozen)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     v.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -170,7 +171,9 @@ def _train_vlm(args) -> int:
         clip = CLIPModel.from_pretrained(clip_dir)
     except (OSError, ValueError) as exc:
         raise TenfoldError(f"cannot load the CLIP model in {clip_dir}: {str(exc).splitlines()[0]}") from None
-    vlm = build_vlm(clip, args.model, args.image_tokens, train_vision=not args.freeze_vision)
+    if args.lora_rank < 0:
+        raise TenfoldError("--lora-rank must be >= 0")
+    vlm = build_vlm(clip, args.model, args.image_tokens, train_vision=not args.freeze_vision, lora_rank=args.lora_rank)
     with _bar("VLM", args.json) as bar:
         job = bar.add_task("train", total=args.steps, info="")
         losses = train_vlm(vlm, args.steps, args.batch_size, args.lr, KINDS, args.seed, run_dir=out, resume=args.resume,

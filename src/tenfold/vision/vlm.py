@@ -6,7 +6,8 @@ goes through the CLIP vision transformer; its penultimate-layer patch features a
 ``g x g`` grid (``image_tokens = g * g``) and mapped by a two-layer MLP projector into the LM's embedding space,
 replacing the placeholder positions' embeddings. The LM stays frozen (and may be held in bfloat16, which halves
 CPU time; the projector and vision tower stay float32) (only the projector, and by default the small
-vision tower, are trained), so the saved model refers to the LM by name instead of copying its weights.
+vision tower, are trained), so the saved model refers to the LM by name instead of copying its weights; with
+``lora_rank`` > 0, LoRA adapters on the LM's attention are trained too and saved beside the projector.
 Images are matched to placeholders in order; a count mismatch is a clear error.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tenfold.models.finetune import IGNORE
 from tenfold.vision.clip import pixels
 
 IMAGE_TOKEN = "<image>"
-SYSTEM = "You are a visual assistant. Answer questions about the images you are shown."
+SYSTEM = "You are a visual assistant."
 
 
 @dataclass
@@ -45,7 +46,7 @@ def vision_tower(clip_model):
 
 class VisionLanguageModel(nn.Module):
     def __init__(self, lm, tokenizer, vision, image_tokens: int = 16, lm_name: str | None = None,
-                 system: str = SYSTEM):
+                 system: str = SYSTEM, lora_rank: int = 0):
         super().__init__()
         grid = math.isqrt(image_tokens)
         if grid * grid != image_tokens or image_tokens < 1:
@@ -65,6 +66,23 @@ class VisionLanguageModel(nn.Module):
             self.projector[-1].weight.normal_(0.0, scale / math.sqrt(d))
             self.projector[-1].bias.zero_()
         self.lm.requires_grad_(False)
+        self.lora_rank = lora_rank
+        if lora_rank:
+            self._add_lora(lora_rank)
+
+    def _add_lora(self, rank: int) -> None:
+        """LoRA adapters (float32) on the LM's attention projections, injected in place (peft)."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if rank < 1:
+            raise TenfoldError(f"the LoRA rank must be >= 1 (got {rank})")
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        inject_adapter_in_model(config, self.lm)
+        for name, param in self.lm.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.float()
+                param.requires_grad_(True)
 
     # -- images ------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -117,7 +135,8 @@ class VisionLanguageModel(nn.Module):
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, input_ids, attention_mask, pixel_values=None, labels=None):
-        """Loss on the labelled positions only (the LM head runs on those rows, not the whole sequence)."""
+        """Mean over examples of each example's mean token loss on its labelled positions (so one-word answers weigh as
+        much as long captions); the LM head runs on the labelled rows only, not the whole sequence."""
         images = None
         if pixel_values is not None:
             pv = pixel_values.flatten(0, 1) if pixel_values.ndim == 5 else pixel_values
@@ -129,7 +148,10 @@ class VisionLanguageModel(nn.Module):
         target = labels[:, 1:]
         keep = target != IGNORE
         logits = self.lm.lm_head(hidden[:, :-1][keep])
-        return VLMOutput(nn.functional.cross_entropy(logits.float(), target[keep]))
+        token_loss = nn.functional.cross_entropy(logits.float(), target[keep], reduction="none")
+        row = keep.nonzero()[:, 0]
+        per_example = torch.zeros(keep.shape[0]).index_add_(0, row, token_loss) / keep.sum(1).clamp(min=1)
+        return VLMOutput(per_example[keep.any(1)].mean())
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -166,9 +188,14 @@ class VisionLanguageModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.vision.save_pretrained(path / "vision")
         save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()}, path / "projector.safetensors")
+        if self.lora_rank:
+            from peft import get_peft_model_state_dict
+
+            save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(self.lm).items()},
+                      path / "lora.safetensors")
         self.tokenizer.save_pretrained(path / "tokenizer")
         (path / "vlm.json").write_text(json.dumps({"lm": self.lm_name, "image_tokens": self.image_tokens,
-                                                   "system": self.system}, indent=1))
+                                                   "system": self.system, "lora_rank": self.lora_rank}, indent=1))
         return path
 
     @classmethod
@@ -188,20 +215,24 @@ class VisionLanguageModel(nn.Module):
             lm, _ = load_lm(cfg["lm"], dtype=lm_dtype)
         tok = AutoTokenizer.from_pretrained(path / "tokenizer")
         vlm = cls(lm, tok, CLIPVisionModel.from_pretrained(path / "vision"), cfg["image_tokens"], cfg["lm"],
-                  cfg.get("system", SYSTEM))
+                  cfg.get("system", SYSTEM), cfg.get("lora_rank", 0))
         vlm.projector.load_state_dict(load_file(path / "projector.safetensors"))
+        if vlm.lora_rank:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(vlm.lm, load_file(path / "lora.safetensors"))
         return vlm.eval()
 
 
 def build_vlm(clip_model, lm_name: str | None = None, image_tokens: int = 16, train_vision: bool = True, lm=None,
-              tokenizer=None, lm_dtype: torch.dtype = torch.bfloat16) -> VisionLanguageModel:
+              tokenizer=None, lm_dtype: torch.dtype = torch.bfloat16, lora_rank: int = 0) -> VisionLanguageModel:
     """A new VLM from a CLIP model (its vision half) and an LM (default: the bundled SmolLM2, frozen in bf16)."""
     from tenfold.models.lm import DEFAULT_LM, load_lm
 
     lm_name = lm_name or DEFAULT_LM
     if lm is None:
         lm, tokenizer = load_lm(lm_name, dtype=lm_dtype)
-    vlm = VisionLanguageModel(lm, tokenizer, vision_tower(clip_model), image_tokens, lm_name)
+    vlm = VisionLanguageModel(lm, tokenizer, vision_tower(clip_model), image_tokens, lm_name, lora_rank=lora_rank)
     vlm.vision.requires_grad_(train_vision)
     return vlm
 
