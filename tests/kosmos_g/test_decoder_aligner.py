@@ -148,3 +148,24 @@ def test_interleaved_prompts_need_exactly_their_images(lm):
         mllm_states(vlm, ["the <image> shape, in green"], [[a, b]])
     with pytest.raises(TenfoldError, match="empty"):
         mllm_states(vlm, ["  "], [[]])
+
+
+def test_compositional_instructions_have_parseable_targets():
+    from tenfold.kosmos_g.tasks import TASKS, instruction, instructions
+    from tenfold.vision.world import HELD_OUT, parse, same_objects
+
+    train = instructions(90, "train")
+    assert {i.task for i in train} == set(TASKS)
+    assert not any((o.colour, o.shape) in HELD_OUT for i in train for o in list(i.subjects) + i.target.objects)
+    unseen = instructions(30, "unseen")
+    assert all((i.subjects[0].colour, i.subjects[0].shape) in HELD_OUT for i in unseen)
+    for i in train[:12] + unseen[:12]:
+        assert i.prompt.count("<image>") == len(i.subjects) == len(i.subject_images())
+        assert same_objects(parse(render(i.target, 32)), i.target)
+        if i.task == "recolour":
+            assert i.target.objects[0].shape == i.subjects[0].shape and i.target.objects[0].colour in i.prompt
+        elif i.task == "side by side":
+            assert [o.col for o in i.target.objects] == [0, 2]
+    assert instruction("above", 5) == instruction("above", 5)
+    with pytest.raises(TenfoldError, match="unknown task"):
+        instruction("rotate", 0)

@@ -4,12 +4,16 @@ A small CLIP is trained contrastively on the procedural world (image-text retrie
 zero-shot colour / shape), then a LLaVA-style VLM (that CLIP's vision tower + an MLP projector into the bundled
 SmolLM2, frozen but for LoRA adapters on its attention) is instruction-tuned on questions about training scenes. Its held-out accuracy per question kind
 is measured on scenes of seen (colour, shape) pairs and on scenes holding pairs never seen in training, beside the
-majority-answer floor of each kind.
+majority-answer floor of each kind. ``full`` saves its VLM under ``$TENFOLD_HOME/vision/full-profile``; later
+``quick`` runs still train their own (the verdict is theirs) and show the cached full-profile VLM's accuracy beside.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
+
+import torch
 
 from tenfold.report import experiment
 
@@ -66,17 +70,36 @@ def vision_foundation(run):
     vlm_s = time.perf_counter() - t1
 
     run.progress("evaluating the VLM")
-    table, samples = {}, []
-    for split in ("test", "unseen"):
-        qs = questions(n_eval, split, kinds=KINDS, seed=0)
-        answers = evaluate_vlm(vlm, qs)
-        table[split] = by_kind(qs, [s for _, s in answers])
-        samples += [{"split": split, "kind": q.kind, "question": q.text, "truth": q.answer, "answer": a}
-                    for q, (a, _) in list(zip(qs, answers))[:5]]
+
+    def score(model):
+        table, samples = {}, []
+        for split in ("test", "unseen"):
+            qs = questions(n_eval, split, kinds=KINDS, seed=0)
+            answers = evaluate_vlm(model, qs)
+            table[split] = by_kind(qs, [s for _, s in answers])
+            samples += [{"split": split, "question": q.text, "truth": q.answer, "answer": a}
+                        for q, (a, _) in list(zip(qs, answers))[:5]]
+        return table, samples
+
+    table, samples = score(vlm)
     floor = majority_baseline(questions(n_eval, "test", kinds=KINDS, seed=0))
     per_kind_n = n_eval // len(KINDS)
     ours["VLM accuracy (seen pairs)"] = table["test"]
     ours["VLM accuracy (unseen pairs)"] = table["unseen"]
+    cache = _full_run_dir()
+    if run.profile == "full":
+        vlm.save(cache / "vlm")
+        (cache / "vlm" / "run.json").write_text(json.dumps({"clip_steps": clip_steps, "vlm_steps": vlm_steps,
+                                                            "date": time.strftime("%Y-%m-%d")}))
+    elif run.profile == "quick" and (cache / "vlm" / "run.json").exists():
+        from tenfold.vision.vlm import VisionLanguageModel
+
+        meta = json.loads((cache / "vlm" / "run.json").read_text())
+        run.progress("evaluating the cached full-profile VLM")
+        cached, _ = score(VisionLanguageModel.load(cache / "vlm", lm_dtype=torch.bfloat16))
+        key = f"cached full-profile VLM ({meta['vlm_steps']} steps, trained {meta['date']} by `--profile full`)"
+        ours[f"{key}, seen pairs"] = cached["test"]
+        ours[f"{key}, unseen pairs"] = cached["unseen"]
     ours["majority-answer floor (test questions)"] = floor
     ours["questions per kind and split"] = per_kind_n
     ours["training time (s)"] = {"CLIP": round(clip_s, 1), "VLM": round(vlm_s, 1)}
@@ -84,7 +107,16 @@ def vision_foundation(run):
                                         for s in samples[:6])
     _plots(run, clip_losses, vlm_losses, table, floor)
     verdict, why = _verdict(table, floor, per_kind_n)
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "verdict": verdict, "why": f"{why} ({vlm_steps} VLM training steps in this run)"}
+
+
+def _full_run_dir():
+    """Where ``--profile full`` keeps its VLM, so that later quick runs can show it beside their own."""
+    from pathlib import Path
+
+    from tenfold import home
+
+    return Path(home()) / "vision" / "full-profile"
 
 
 def _pct(d: dict) -> dict:
