@@ -131,12 +131,17 @@ def test_align_losses_fall_and_shapes_are_checked():
         aligner(torch.randn(1, 600, 24))
 
 
-@pytest.mark.slow
-def test_interleaved_prompts_need_exactly_their_images(lm):
+@pytest.fixture(scope="module")
+def tiny_vlm(lm):
     from tenfold.vision.vlm import build_vlm
 
     clip = small_clip(len(world_tokenizer()), seed=0)
-    vlm = build_vlm(clip, lm=copy.deepcopy(lm[0]), tokenizer=lm[1], image_tokens=4)
+    return build_vlm(clip, lm=copy.deepcopy(lm[0]), tokenizer=lm[1], image_tokens=4)
+
+
+@pytest.mark.slow
+def test_interleaved_prompts_need_exactly_their_images(tiny_vlm, lm):
+    vlm = tiny_vlm
     a, b = [render(s) for s in scenes(2, "test")]
     with torch.no_grad():
         states, mask = mllm_states(vlm, ["<image> and <image> side by side", "a red star"], [[a, b], []])
@@ -169,3 +174,26 @@ def test_compositional_instructions_have_parseable_targets():
     assert instruction("above", 5) == instruction("above", 5)
     with pytest.raises(TenfoldError, match="unknown task"):
         instruction("rotate", 0)
+
+
+@pytest.mark.slow
+def test_align_and_instruct_stages_train_the_aligner_only(tiny_vlm, clip_and_tok):
+    from tenfold.kosmos_g.training import align_stage, generate, instruct_stage
+
+    clip, tok = clip_and_tok
+    dec = tiny_decoder()
+    frozen = copy.deepcopy(dec.unet.state_dict())
+    aligner = AlignerNet(tiny_vlm.lm.config.hidden_size, COND, 32, width=32, layers=1)
+    history = align_stage(aligner, tiny_vlm, clip, tok, steps=3, batch_size=4, lr=1e-3)
+    assert len(history) == 3 and all(h["mse"] == h["mse"] and h["rec"] >= 0 for h in history)
+    before = copy.deepcopy(aligner.state_dict())
+    losses = instruct_stage(aligner, tiny_vlm, dec, steps=2, batch_size=3, lr=1e-3)
+    assert len(losses) == 2 and all(x == x for x in losses)
+    assert all(torch.equal(v, dec.unet.state_dict()[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, aligner.state_dict()[k]) for k, v in before.items())
+    empty, _ = clip_text_condition(clip, tok, [""])
+    subject = render(scenes(1, "test")[0])
+    out = generate(aligner, tiny_vlm, dec, empty, ["the <image> shape, in green"], [[subject]], steps=2, seed=1)
+    assert out.shape == (1, 3, 32, 32)
+    with pytest.raises(TenfoldError, match="placeholder"):
+        generate(aligner, tiny_vlm, dec, empty, ["<image> and <image> side by side"], [[subject]], steps=2)

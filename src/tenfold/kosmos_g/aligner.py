@@ -62,14 +62,16 @@ class AlignerNet(nn.Module):
         return self.to_source(self.decoder(queries, memory))
 
     def align_losses(self, source: torch.Tensor, mask: torch.Tensor | None, target: torch.Tensor) -> dict:
-        """``mse``: aligned vs the CLIP text encoder's output; ``rec``: reconstruction of the MLLM states (masked)."""
+        """``mse``: aligned vs the CLIP text encoder's output; ``rec``: reconstruction of the layer-normalised MLLM
+        states (padding masked out)."""
         if target.shape[1:] != (self.target_length, self.target_dim):
             raise TenfoldError(f"the target must be (batch, {self.target_length}, {self.target_dim}); got "
                                f"{tuple(target.shape)}")
         aligned = self(source, mask)
         mse = nn.functional.mse_loss(aligned, target)
         rec = self.reconstruct(aligned, source.shape[1])
-        err = (rec - source.float()).pow(2).mean(-1)
+        goal = nn.functional.layer_norm(source.float(), source.shape[-1:])  # scale-free: LM states have outliers
+        err = (rec - goal).pow(2).mean(-1)
         weights = torch.ones_like(err) if mask is None else mask.float()
         return {"mse": mse, "rec": (err * weights).sum() / weights.sum(), "aligned": aligned}
 

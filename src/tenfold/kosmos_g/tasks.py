@@ -31,6 +31,9 @@ class Instruction:
     def subject_images(self, size: int = 64) -> list:
         return [render(Scene([o], "black"), size) for o in self.subjects]
 
+    def target_image(self, size: int = 32):
+        return render(self.target, size)
+
 
 def _subject(rng: random.Random, split: str, held_out: bool) -> Obj:
     while True:
