@@ -34,6 +34,14 @@ def test_questions_have_exact_answers():
     assert questions(20, "test", seed=1) == questions(20, "test", seed=1)
 
 
+def test_curriculum_questions_use_single_object_scenes():
+    single = questions(30, "train", kinds=("colour", "shape", "caption"), seed=2, max_objects=1)
+    assert all(len(q.scene.objects) == 1 for q in single)
+    assert {len(q.scene.objects) for q in questions(60, "train", seed=2)} == {1, 2, 3, 4}
+    with pytest.raises(TenfoldError, match="could only make"):
+        questions(5, "train", kinds=("position",), max_objects=1)
+
+
 def test_ambiguous_questions_are_not_asked():
     import random
 

@@ -76,15 +76,16 @@ def ask(scene: Scene, kind: str, rng: random.Random) -> Question | None:
     raise TenfoldError(f"unknown question kind {kind!r}; choose from: {', '.join(KINDS)}")
 
 
-def questions(n: int, split: str = "train", kinds=QA_KINDS, seed: int = 0) -> list[Question]:
-    """``n`` questions, kinds in turn (round robin), each about a different scene of ``split``."""
+def questions(n: int, split: str = "train", kinds=QA_KINDS, seed: int = 0, max_objects: int = 4) -> list[Question]:
+    """``n`` questions, kinds in turn (round robin), each about a different scene of ``split`` (at most
+    ``max_objects`` objects: 1 gives the single-object scenes of a curriculum's first stage)."""
     kinds = list(kinds)
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise TenfoldError(f"unknown question kind(s) {bad}; choose from: {', '.join(KINDS)}")
     rng = random.Random(f"questions:{split}:{seed}")
     out: list[Question] = []
-    pool = scenes(8 * n + 16, split, seed=seed)
+    pool = scenes(8 * n + 16, split, seed=seed, max_objects=max_objects)
     for scene in pool:
         if len(out) == n:
             break

@@ -136,12 +136,12 @@ def sample_scene(seed: int, split: str = "train", max_objects: int = 4) -> Scene
     return Scene(objs, rng.choice(list(BACKGROUNDS)), seed)
 
 
-def scenes(n: int, split: str = "train", seed: int = 0) -> list[Scene]:
+def scenes(n: int, split: str = "train", seed: int = 0, max_objects: int = 4) -> list[Scene]:
     """``n`` scenes; train and test draw from different seed ranges, so they never share a seed."""
     base = {"train": 0, "test": 10_000_000, "unseen": 20_000_000}[split] if split in SPLITS else None
     if base is None:
         raise TenfoldError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    return [sample_scene(base + seed * 1_000_003 + i, split) for i in range(n)]
+    return [sample_scene(base + seed * 1_000_003 + i, split, max_objects) for i in range(n)]
 
 
 def _geometry(obj: Obj, size: int) -> tuple[float, float, float]:
