@@ -4,7 +4,7 @@ A small CLIP is trained contrastively on the procedural world (image-text retrie
 zero-shot colour / shape), then a LLaVA-style VLM (that CLIP's vision tower + an MLP projector into the bundled
 SmolLM2, frozen but for LoRA adapters on its attention) is instruction-tuned on questions about training scenes. Its held-out accuracy per question kind
 is measured on scenes of seen (colour, shape) pairs and on scenes holding pairs never seen in training, beside the
-majority-answer floor of each kind. ``full`` saves its VLM under ``$TENFOLD_HOME/vision/full-profile``; later
+text-only floor of each kind. ``full`` saves its VLM under ``$TENFOLD_HOME/vision/full-profile``; later
 ``quick`` runs still train their own (the verdict is theirs) and show the cached full-profile VLM's accuracy beside.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def vision_foundation(run):
         key = f"cached full-profile VLM ({meta['vlm_steps']} steps, trained {meta['date']} by `--profile full`)"
         ours[f"{key}, seen pairs"] = cached["test"]
         ours[f"{key}, unseen pairs"] = cached["unseen"]
-    ours["majority-answer floor (test questions)"] = floor
+    ours["text-only floor (most common training answer given the question text)"] = floor
     ours["questions per kind and split"] = per_kind_n
     ours["training time (s)"] = {"CLIP": round(clip_s, 1), "VLM": round(vlm_s, 1)}
     ours["example answers"] = "; ".join(f"[{s['split']}] {s['question']} -> {s['answer']!r} (truth {s['truth']!r})"
@@ -132,13 +132,13 @@ def _verdict(table: dict, floor: dict, n: int) -> tuple[str, str]:
             beaten[(split, kind)] = acc[kind] > p + 2 * math.sqrt(max(p * (1 - p), 0.05) / max(n, 1))
     seen = [k for k in QA if beaten[("test", k)]]
     unseen = [k for k in QA if beaten[("unseen", k)]]
-    detail = (f"above the majority floor (by 2 s.e., {n} questions per kind): seen pairs {', '.join(seen) or 'none'}; "
+    detail = (f"above the text-only floor (by 2 s.e., {n} questions per kind): seen pairs {', '.join(seen) or 'none'}; "
               f"unseen pairs {', '.join(unseen) or 'none'}")
     if len(seen) == len(QA) and len(unseen) == len(QA):
         return "reproduced", "the miniature VLM answers every question kind from the image, also on unseen pairs: " + detail
     if seen:
         return "partly", "the miniature VLM answers some question kinds from the image: " + detail
-    return "not reproduced", "the miniature VLM does not beat the majority answer: " + detail
+    return "not reproduced", "the miniature VLM does not beat the text-only floor: " + detail
 
 
 def _plots(run, clip_losses, vlm_losses, table, floor) -> None:
@@ -159,7 +159,7 @@ def _plots(run, clip_losses, vlm_losses, table, floor) -> None:
     x = np.arange(len(QA))
     ax.bar(x - 0.2, [table["test"][k] for k in QA], 0.4, label="seen pairs (test)")
     ax.bar(x + 0.2, [table["unseen"][k] for k in QA], 0.4, label="unseen pairs")
-    ax.scatter(x, [floor[k] for k in QA], color="black", marker="_", s=600, label="majority floor", zorder=3)
+    ax.scatter(x, [floor[k] for k in QA], color="black", marker="_", s=600, label="text-only floor", zorder=3)
     ax.set_xticks(x, QA)
     ax.set(ylim=(0, 1), ylabel="accuracy", title="VLM held-out accuracy per question kind")
     ax.legend(fontsize=8)
