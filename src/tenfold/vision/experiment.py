@@ -2,10 +2,11 @@
 
 A small CLIP is trained contrastively on the procedural world (image-text retrieval recall@1/5 on held-out scenes,
 zero-shot colour / shape), then a LLaVA-style VLM (that CLIP's vision tower + an MLP projector into the bundled
-SmolLM2, frozen but for LoRA adapters on its attention) is instruction-tuned on questions about training scenes. Its held-out accuracy per question kind
-is measured on scenes of seen (colour, shape) pairs and on scenes holding pairs never seen in training, beside the
-text-only floor of each kind. ``full`` saves its VLM under ``$TENFOLD_HOME/vision/full-profile``; later
-``quick`` runs still train their own (the verdict is theirs) and show the cached full-profile VLM's accuracy beside.
+SmolLM2, frozen but for LoRA adapters on its attention) is instruction-tuned on questions about training scenes.
+Its held-out accuracy per question kind is measured on scenes of seen (colour, shape) pairs and on scenes holding
+pairs never seen in training, beside the text-only floor of each kind. ``full`` saves its VLM under
+``$TENFOLD_HOME/vision/full-profile``; later ``quick`` runs still train their own (the verdict is theirs) and show
+the cached full-profile VLM's accuracy beside.
 """
 from __future__ import annotations
 
