@@ -126,6 +126,8 @@ def _pct(d: dict) -> dict:
 
 def _verdict(table: dict, floor: dict, n: int) -> tuple[str, str]:
     """A kind counts as answered when its accuracy beats the floor by two binomial standard errors."""
+    if n < 15:
+        return "not reproduced", f"only {n} questions per kind (smoke profile): too few to tell; run quick or full"
     beaten = {}
     for split, acc in table.items():
         for kind in QA:
