@@ -8,7 +8,12 @@ from tenfold.streaming import SinkCache, enable_streaming
 
 from .conftest import tiny
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _inference_only():
+    """No autograd in this module's tests (scoped: a module-level switch would leak into every later test)."""
+    with torch.no_grad():
+        yield
 
 
 def _decode(model, ids, mask, cache):

@@ -8,7 +8,12 @@ from tenfold.streaming.rope import find_rotary
 
 from .conftest import tiny
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _inference_only():
+    """No autograd in this module's tests (scoped: a module-level switch would leak into every later test)."""
+    with torch.no_grad():
+        yield
 
 
 def test_rerotated_keys_equal_keys_computed_at_new_positions(family_model):
