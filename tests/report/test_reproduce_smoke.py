@@ -37,3 +37,7 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     assert list(radit["ours"]["accuracy"]) == ["closed-book", "base + retrieval (concat)", "base + retrieval (REPLUG)",
                                                "+ LM-ft", "+ R-ft", "+ both (RA-DIT)"]
     assert 0 <= radit["ours"]["lsr_mass_on_gold_passage"] <= 1
+    kosmos = json.loads((tmp_path / "results" / "kosmos-g.json").read_text())
+    assert set(kosmos["ours"]["unseen (held-out subject pairs)"]) == {
+        "Kosmos-G", "single subject", "text-only (no subjects)", "text (target caption)", "rendered target"}
+    assert kosmos["ours"]["unseen (held-out subject pairs)"]["rendered target"]["exact"] == 1.0

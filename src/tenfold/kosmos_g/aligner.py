@@ -24,6 +24,8 @@ class AlignerNet(nn.Module):
     def __init__(self, source_dim: int, target_dim: int, target_length: int, width: int = 256, heads: int = 4,
                  layers: int = 2, max_source: int = 512):
         super().__init__()
+        self.config = {"source_dim": source_dim, "target_dim": target_dim, "target_length": target_length,
+                       "width": width, "heads": heads, "layers": layers, "max_source": max_source}
         self.source_dim, self.target_dim, self.target_length, self.max_source = (source_dim, target_dim, target_length,
                                                                                  max_source)
         self.source_in = nn.Sequential(nn.LayerNorm(source_dim), nn.Linear(source_dim, width))

@@ -80,3 +80,20 @@ def caption_pairs(n: int, seed: int = 0) -> list[str]:
     """Captions of training scenes (the text-only data of the align stage)."""
     rng = random.Random(f"align:{seed}")
     return [rng.choice(s.captions()) for s in scenes(n, "train", seed=seed + 31)]
+
+
+def target_caption(instr: Instruction) -> str:
+    """A caption of the target scene in the world's own phrasing (what a text-only decoder would be given)."""
+    if instr.task == "recolour":
+        return f"{instr.target.objects[0].phrase()} in the centre"
+    relation = "left of" if instr.task == "side by side" else "above"
+    return f"{instr.subjects[0].phrase()} {relation} {instr.subjects[1].phrase()}"
+
+
+def decoder_scenes(n: int, seed: int = 0, target_share: float = 0.5) -> list[Scene]:
+    """Training scenes for the decoder: ``target_share`` laid out like the instruction targets (train split),
+    the rest one or two objects anywhere; all on black, as the targets are."""
+    k = round(n * target_share)
+    targets = [i.target for i in instructions(k, "train", seed=seed + 17)]
+    others = [Scene(s.objects, "black", s.seed) for s in scenes(n - k, "train", seed=seed, max_objects=2)]
+    return targets + others

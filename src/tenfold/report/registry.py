@@ -19,7 +19,8 @@ VERDICTS = ("reproduced", "partly", "not reproduced")
 EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.experiment", "tenfold.retrieval.experiment",
                                   "tenfold.probes.experiment", "tenfold.ndp.experiment", "tenfold.stop.experiment",
                                   "tenfold.prompting.experiment", "tenfold.pause.experiment",
-                                  "tenfold.radit.experiment", "tenfold.vision.experiment"]
+                                  "tenfold.radit.experiment", "tenfold.vision.experiment",
+                                  "tenfold.kosmos_g.experiment"]
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""``tenfold kosmos-g train|generate``: build a miniature Kosmos-G, and generate images from interleaved prompts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("kosmos-g", help="Kosmos-G: images from prompts that interleave text and subject images "
+                                        "(train | generate)")
+    verbs = p.add_subparsers(dest="kosmos_verb", required=True, metavar="{train,generate}")
+
+    t = verbs.add_parser("train", help="train the foundation (CLIP, U-Net, MLLM; cached) and AlignerNet's two stages")
+    t.add_argument("--out", required=True, help="directory for the assembled model")
+    t.add_argument("--clip-steps", type=int, default=300)
+    t.add_argument("--decoder-steps", type=int, default=400, help="U-Net training steps (the slow part)")
+    t.add_argument("--vlm-steps", type=int, default=60, help="MLLM instruction-tuning steps (0: projector untrained)")
+    t.add_argument("--align-steps", type=int, default=150, help="AlignerNet stage 1: captions, MSE to CLIP")
+    t.add_argument("--instruct-steps", type=int, default=150,
+                   help="AlignerNet stage 2: compositional instructions, diffusion loss through the frozen U-Net")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-cache", action="store_true", help="retrain the foundation even if a cached one matches")
+    t.add_argument("--n-test", type=int, default=30, help="held-out instructions scored after training (0: none)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_train)
+
+    g = verbs.add_parser("generate", help="generate an image from a prompt with <image> placeholders")
+    g.add_argument("--model", required=True, help="directory from `tenfold kosmos-g train`")
+    g.add_argument("--prompt", required=True, help='e.g. "<image> and <image> side by side" or "the <image> shape, '
+                                                   'in green"')
+    g.add_argument("--image", action="append", default=[], help="a subject image per <image>, in order (repeat)")
+    g.add_argument("--out", required=True, help="PNG file to write (with --n > 1: NAME-0.png, NAME-1.png, ...)")
+    g.add_argument("--n", type=int, default=1, help="images to generate (different seeds)")
+    g.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
+    g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--size", type=int, default=128, help="width of the saved image (nearest-neighbour upscaling)")
+    g.add_argument("--text-only", action="store_true",
+                   help="condition on the CLIP text encoder instead of the aligned MLLM (no images)")
+    g.set_defaults(func=_generate)
+
+
+def _train(args) -> int:
+    from tenfold.kosmos_g.evaluate import generate_all, score_all
+    from tenfold.kosmos_g.model import CONFIG, KosmosG
+    from tenfold.kosmos_g.pipeline import FoundationSettings, foundation, train_aligner
+    from tenfold.vision.cli import _bar
+
+    out = Path(args.out)
+    if (out / CONFIG).exists():
+        raise TenfoldError(f"{out} already holds a Kosmos-G model; choose another --out")
+    steps = {"--clip-steps": args.clip_steps, "--decoder-steps": args.decoder_steps}
+    for flag, value in {**steps, "--vlm-steps": args.vlm_steps + 1, "--n-test": args.n_test + 1}.items():
+        if value < 1:
+            raise TenfoldError(f"{flag} must be {'>= 1' if flag in steps else '>= 0'}")
+    settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
+                                  vlm_steps=args.vlm_steps, seed=args.seed)
+    with _bar("Kosmos-G", args.json) as bar:
+        jobs = {}
+
+        def progress(label, i, n, loss):
+            if label not in jobs:
+                jobs[label] = bar.add_task(label, total=n, info="")
+            bar.update(jobs[label], completed=i, info=f"{label} loss {loss:.3f}")
+
+        clip, tok, decoder, vlm, info = foundation(settings, cache=not args.no_cache, progress=progress)
+        model = KosmosG.assemble(clip, tok, decoder, vlm, seed=args.seed)
+        losses = train_aligner(model, args.align_steps, args.instruct_steps, seed=args.seed, progress=progress)
+    result = {"foundation": info["source"], "align_loss_last": losses["align"][-1] if losses["align"] else None,
+              "instruct_loss_last": losses["instruct"][-1] if losses["instruct"] else None}
+    model.save(out, {"foundation": info["settings"], "align_steps": args.align_steps,
+                     "instruct_steps": args.instruct_steps, "seed": args.seed})
+    if args.n_test:
+        scores = score_all(model, generate_all(model, "test", args.n_test, steps=25))
+        result["held-out"] = {m: {k: v for k, v in s.items() if k != "per task"} for m, s in scores.items()}
+        (out / "eval.json").write_text(json.dumps(scores, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"Kosmos-G saved to {out} (foundation {result['foundation']})")
+    for name, scores in result.get("held-out", {}).items():
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in scores.items()))
+    return 0
+
+
+def _generate(args) -> int:
+    from tenfold.kosmos_g.model import KosmosG
+    from tenfold.vision.cli import read_image
+    from tenfold.vision.vlm import IMAGE_TOKEN
+
+    if not args.prompt.strip():
+        raise TenfoldError("the prompt is empty")
+    if args.n < 1 or args.steps < 1 or args.size < 8:
+        raise TenfoldError("--n and --steps must be >= 1 and --size >= 8")
+    if args.text_only and args.image:
+        raise TenfoldError("--text-only takes no --image (the CLIP text encoder cannot read images)")
+    images = [read_image(p) for p in args.image]
+    wanted = args.prompt.count(IMAGE_TOKEN)
+    if not args.text_only and wanted != len(images):  # before the (slow) model load
+        raise TenfoldError(f"the prompt has {wanted} {IMAGE_TOKEN} placeholder(s) but {len(images)} --image(s) were "
+                           "given")
+    model = KosmosG.load(args.model)
+    kw = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "size": args.size}
+    if args.text_only:
+        outs = model.generate_from_text([args.prompt] * args.n, **kw)
+    else:
+        outs = model.generate([args.prompt] * args.n, [images] * args.n, **kw)
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    paths = [target] if args.n == 1 else [target.with_name(f"{target.stem}-{k}{target.suffix or '.png'}")
+                                          for k in range(args.n)]
+    for image, path in zip(outs, paths):
+        image.save(path, format="PNG")
+    print("\n".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,120 @@
+"""Building a Kosmos-G end to end (Pan et al. 2023, Sec. 2.2-2.4), as the CLI and the experiment do it.
+
+1. The foundation Kosmos-G starts from, which it does not train: a CLIP text encoder + diffusion U-Net pair (here
+   the small CLIP and a small U-Net trained on the world: :func:`foundation`) and a multimodal LLM (here the small
+   VLM on that CLIP's vision tower: :func:`build_mllm`). Both are deterministic in their settings, so they are
+   cached under ``$TENFOLD_HOME/kosmos_g/foundation/<settings>`` and reused by later runs with the same settings.
+2. AlignerNet, trained in two stages: ``align`` on captions, then compositional instruction tuning through the
+   frozen U-Net (:func:`train_aligner`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+@dataclass(frozen=True)
+class FoundationSettings:
+    clip_steps: int = 300
+    decoder_steps: int = 400
+    decoder_batch: int = 32
+    decoder_channels: tuple = (32, 64, 96)
+    prediction_type: str = "sample"
+    vlm_steps: int = 60
+    vlm_batch: int = 16
+    image_tokens: int = 16
+    seed: int = 0
+
+    def key(self) -> str:
+        ch = "-".join(map(str, self.decoder_channels))
+        return (f"clip{self.clip_steps}_dec{self.decoder_steps}x{self.decoder_batch}_{ch}_{self.prediction_type}_"
+                f"vlm{self.vlm_steps}x{self.vlm_batch}_t{self.image_tokens}_s{self.seed}")
+
+
+def foundation_dir(settings: FoundationSettings) -> Path:
+    from tenfold import home
+
+    return Path(home()) / "kosmos_g" / "foundation" / settings.key()
+
+
+def _stage(progress, label: str, total: int):
+    """A per-step callback for ``progress(label, done, total, loss)`` (or nothing)."""
+    if progress is None:
+        return None
+    return lambda i, n, loss: progress(label, i, total, loss)
+
+
+def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
+    """(clip, clip tokenizer, decoder, vlm, info): loaded from the cache when it holds these settings, else trained
+    (CLIP -> U-Net on CLIP's text states -> VLM on CLIP's vision tower) and, with ``cache``, stored there.
+    ``info`` says which, with the training time."""
+    import torch
+    from transformers import AutoTokenizer, CLIPModel
+
+    from tenfold.kosmos_g.decoder import TextConditionedDecoder, small_unet, train_decoder
+    from tenfold.kosmos_g.tasks import decoder_scenes
+    from tenfold.vision.clip import small_clip, train_clip, world_tokenizer
+    from tenfold.vision.questions import KINDS
+    from tenfold.vision.vlm import VisionLanguageModel, build_vlm, train_vlm
+
+    where = foundation_dir(settings)
+    if cache and (where / "done.json").exists():
+        info = json.loads((where / "done.json").read_text())
+        clip = CLIPModel.from_pretrained(where / "clip").eval()
+        tok = AutoTokenizer.from_pretrained(where / "clip")
+        decoder = TextConditionedDecoder.load(where / "decoder")
+        vlm = VisionLanguageModel.load(where / "mllm", lm_dtype=torch.bfloat16)
+        return clip, tok, decoder, vlm, {**info, "source": f"cached in {where}"}
+    t0 = time.perf_counter()
+    tok = world_tokenizer()
+    clip = small_clip(len(tok), seed=settings.seed)
+    clip_losses = train_clip(clip, tok, settings.clip_steps, 64, 1e-3, seed=settings.seed,
+                             progress=_stage(progress, "CLIP", settings.clip_steps))
+    decoder = TextConditionedDecoder(small_unet(clip.config.text_config.hidden_size, 32, settings.decoder_channels,
+                                                seed=settings.seed), prediction_type=settings.prediction_type)
+    dec_losses = train_decoder(decoder, clip, tok, settings.decoder_steps, settings.decoder_batch, lr=2e-3,
+                               seed=settings.seed, scene_source=decoder_scenes,
+                               progress=_stage(progress, "U-Net", settings.decoder_steps))
+    vlm = build_vlm(clip, image_tokens=settings.image_tokens)
+    vlm_losses = []
+    if settings.vlm_steps:
+        vlm_losses = train_vlm(vlm, settings.vlm_steps, settings.vlm_batch, 1e-3, KINDS, seed=settings.seed,
+                               progress=_stage(progress, "MLLM", settings.vlm_steps))
+    vlm.eval()
+    info = {"settings": asdict(settings), "trained": time.strftime("%Y-%m-%d %H:%M"),
+            "train_s": round(time.perf_counter() - t0, 1), "losses": {"clip": clip_losses, "decoder": dec_losses,
+                                                                     "mllm": vlm_losses}}
+    if cache:
+        tmp = where.with_name(where.name + ".partial")
+        clip.save_pretrained(tmp / "clip")
+        tok.save_pretrained(tmp / "clip")
+        decoder.save(tmp / "decoder")
+        vlm.save(tmp / "mllm")
+        (tmp / "done.json").write_text(json.dumps(info))
+        if where.exists():
+            import shutil
+
+            shutil.rmtree(where)
+        tmp.rename(where)  # complete or absent: an interrupted run never leaves a half-written cache
+    return clip, tok, decoder, vlm, {**info, "source": "trained in this run"}
+
+
+def train_aligner(model, align_steps: int, instruct_steps: int, align_batch: int = 32, instruct_batch: int = 16,
+                  seed: int = 0, progress=None) -> dict:
+    """Kosmos-G's two aligner stages on ``model`` (a :class:`~tenfold.kosmos_g.model.KosmosG`); their losses."""
+    from tenfold.kosmos_g.training import align_stage, instruct_stage
+
+    if align_steps < 0 or instruct_steps < 0 or align_steps + instruct_steps == 0:
+        raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps)")
+    out = {"align": [], "instruct": []}
+    if align_steps:
+        out["align"] = align_stage(model.aligner, model.vlm, model.clip, model.clip_tokenizer, align_steps,
+                                   align_batch, seed=seed, progress=_stage(progress, "align", align_steps))
+    if instruct_steps:
+        out["instruct"] = instruct_stage(model.aligner, model.vlm, model.decoder, instruct_steps, instruct_batch,
+                                         seed=seed, progress=_stage(progress, "instruct", instruct_steps))
+    return out
