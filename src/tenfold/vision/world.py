@@ -153,6 +153,12 @@ def _geometry(obj: Obj, size: int) -> tuple[float, float, float]:
     return cx, cy, radius
 
 
+def bounding_box(obj: Obj, size: int) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): the pixels ``obj`` covers in a ``size`` x ``size`` rendering, as a box."""
+    cx, cy, r = _geometry(obj, size)
+    return (max(0.0, cx - r), max(0.0, cy - r), min(float(size), cx + r), min(float(size), cy + r))
+
+
 def _draw(draw, shape: str, cx: float, cy: float, r: float, fill) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
