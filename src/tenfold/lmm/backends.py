@@ -1,0 +1,107 @@
+"""Vision-language backends the probing harness can ask: the local VLM in-process, or any OpenAI-compatible server.
+
+Both take OpenAI chat messages whose ``content`` is a string or a list of ``text`` / ``image_url`` parts (images as
+data URLs) and return the reply text. ``OpenAIVision`` works with GPT-4-class services, vLLM, llama.cpp's server and
+``tenfold serve --vlm``; it does not retry by itself (the runner does, with its own limits). ``LocalVLM`` turns
+image parts into the VLM's ``<image>`` placeholders and runs one request at a time.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+
+from tenfold.errors import TenfoldError
+
+
+class BackendError(TenfoldError):
+    """A request failed in a way worth retrying (time-out, connection, 5xx, 429, an answer that is not text)."""
+
+
+class VisionBackend(ABC):
+    name: str = "backend"
+
+    @abstractmethod
+    def answer(self, messages: list[dict], max_tokens: int = 32) -> str:
+        """The reply to ``messages`` (greedy where the backend allows)."""
+
+
+def split_parts(content) -> tuple[list[tuple[str, str]], int]:
+    """[(kind, value)] for a message's content ("text" / "image"), and the number of images."""
+    if isinstance(content, str):
+        return [("text", content)], 0
+    if not isinstance(content, list):
+        raise TenfoldError("message content must be a string or a list of parts")
+    parts = []
+    for p in content:
+        if p.get("type") == "text":
+            parts.append(("text", p["text"]))
+        elif p.get("type") == "image_url":
+            parts.append(("image", p["image_url"]["url"]))
+        else:
+            raise TenfoldError(f"unknown content part {p.get('type')!r}")
+    return parts, sum(k == "image" for k, _ in parts)
+
+
+class LocalVLM(VisionBackend):
+    """A :class:`~tenfold.vision.vlm.VisionLanguageModel` in this process."""
+
+    def __init__(self, vlm, name: str = "local-vlm"):
+        self.vlm, self.name = vlm, name
+        self._lock = threading.Lock()
+
+    def answer(self, messages, max_tokens=32):
+        from tenfold.serve.images import BadImage, decode_data_url
+        from tenfold.vision.vlm import IMAGE_TOKEN
+
+        chat, images = [], []
+        for m in messages:
+            parts, _ = split_parts(m["content"])
+            text = []
+            for kind, value in parts:
+                if kind == "image":
+                    try:
+                        images.append(decode_data_url(value))
+                    except BadImage as exc:
+                        raise TenfoldError(f"bad image in the request: {exc}") from None
+                    text.append(IMAGE_TOKEN + "\n")
+                else:
+                    text.append(value)
+            chat.append({"role": m["role"], "content": "".join(text)})
+        with self._lock:
+            ids = self.vlm.prompt_ids(chat)
+            return self.vlm.generate([ids], [images], max_new_tokens=max_tokens)[0]
+
+
+class OpenAIVision(VisionBackend):
+    """An OpenAI-compatible chat endpoint that takes images (``base_url`` like ``http://127.0.0.1:8000/v1``)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0):
+        import openai
+
+        if not base_url:
+            raise TenfoldError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        self.name, self.base_url = model, base_url
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+                                    timeout=timeout, max_retries=0)
+
+    def answer(self, messages, max_tokens=32):
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(model=self.name, messages=messages, max_tokens=max_tokens,
+                                                       temperature=0.0)
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise BackendError(f"{self.base_url}: {type(exc).__name__}") from None
+        except openai.APIStatusError as exc:
+            kind = BackendError if exc.status_code >= 500 or exc.status_code == 429 else TenfoldError
+            raise kind(f"{self.base_url} answered {exc.status_code}") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # a body that is not a chat completion
+            raise BackendError(f"{self.base_url} sent something that is not a chat completion ({exc})") from None
+        try:
+            text = resp.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            text = None
+        if not isinstance(text, str):
+            raise BackendError(f"{self.base_url} sent a reply without text")
+        return text
