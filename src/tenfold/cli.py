@@ -18,7 +18,7 @@ from tenfold.errors import TenfoldError  # noqa: E402
 # Each paper package's cli module exposes add_commands(subparsers).
 PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
               "tenfold.stop.cli", "tenfold.prompting.cli", "tenfold.pause.cli", "tenfold.radit.cli",
-              "tenfold.vision.cli", "tenfold.kosmos_g.cli"]
+              "tenfold.vision.cli", "tenfold.kosmos_g.cli", "tenfold.lmm.cli"]
 
 
 class Parser(argparse.ArgumentParser):

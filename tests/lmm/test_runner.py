@@ -203,3 +203,45 @@ def test_openai_backend_over_http_survives_timeouts_and_garbage(misbehaving_serv
     assert all(r.correct and r.error is None for r in results)  # "red (2 images)" is also right for "2"
     with pytest.raises(TenfoldError, match="needs --base-url"):
         OpenAIVision("", "m")
+
+
+def _lmm(*args, timeout=600):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tenfold", "lmm", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_suite_then_run_on_the_local_vlm(tmp_path, lm):
+    import copy
+
+    from tenfold.vision.clip import small_clip, world_tokenizer
+    from tenfold.vision.vlm import build_vlm
+
+    vlm = build_vlm(small_clip(len(world_tokenizer()), seed=0), lm=copy.deepcopy(lm[0]), tokenizer=lm[1],
+                    image_tokens=4)
+    vlm.save(tmp_path / "vlm")
+    made = _lmm("suite", "--out", str(tmp_path / "suite"), "--n", "1", "--size", "64", "--category", "counting",
+                "--category", "referring", "--pointer", "box", "--pointer", "marks")
+    assert made.returncode == 0 and "3 samples" in made.stdout, made.stderr
+    args = ["run", str(tmp_path / "suite" / "suite.json"), "--vlm", str(tmp_path / "vlm"), "--out", str(tmp_path / "run"),
+            "--technique", "constrained", "--max-tokens", "4", "--json"]
+    run = _lmm(*args)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["samples"] == 3 and summary["errors"] == 0 and set(summary["by pointer"]) == {"box", "marks"}
+    assert len((tmp_path / "run" / "answers.jsonl").read_text().splitlines()) == 3
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.count("class='card") == 3 and "By pointer type" in page
+    again = _lmm(*args)  # everything from the cache
+    assert json.loads(again.stdout) == summary
+    for bad, message in ((["--backend", "openai", "--vlm", "x"], "--vlm is for --backend local"),
+                         (["--backend", "openai", "--model", "m"], "needs --base-url"),
+                         ([], "needs --vlm"),
+                         (["--vlm", str(tmp_path / "vlm"), "--judge-model", "gpt"], "needs --judge-base-url")):
+        res = _lmm("run", str(tmp_path / "suite" / "suite.json"), "--out", str(tmp_path / "r2"), *bad)
+        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = _lmm("run", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "r3"))
+    assert res.returncode != 0 and "no suite file" in res.stderr
