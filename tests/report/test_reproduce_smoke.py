@@ -23,7 +23,7 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     assert set(sinks["ours"]["ppl_by_sinks"]) == {"0", "1", "2", "4", "8"}
     html = (tmp_path / "index.html").read_text()
     papers_with_experiments = {rec["paper"] for rec in records}
-    assert "streaming-ppl" in html and html.count("No experiment yet") == 10 - len(papers_with_experiments)
+    assert "streaming-ppl" in html and html.count("No experiment yet") == 10 - len(papers_with_experiments) == 0
     probes = json.loads((tmp_path / "results" / "probes.json").read_text())
     assert {"best_layer", "r2", "layer0_r2", "baseline_r2"} <= set(probes["ours"]["world-places"])
     rag = json.loads((tmp_path / "results" / "retrieval-long-context.json").read_text())
@@ -41,3 +41,6 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     assert set(kosmos["ours"]["unseen (held-out subject pairs)"]) == {
         "Kosmos-G", "single subject", "text-only (no subjects)", "text (target caption)", "rendered target"}
     assert kosmos["ours"]["unseen (held-out subject pairs)"]["rendered target"]["exact"] == 1.0
+    probing = json.loads((tmp_path / "results" / "lmm-probing.json").read_text())
+    assert set(probing["ours"]["constrained: by pointer"]) == {"arrow", "box", "circle", "point", "crop", "marks",
+                                                               "coordinates"}

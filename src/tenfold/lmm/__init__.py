@@ -3,5 +3,8 @@ GPT-4V(ision)").
 
 ``referring``: visual referring prompts (arrow, box, circle, point, crop, set-of-marks, text coordinates);
 ``suite``: the probe-suite format (JSON / YAML) with validation; ``world_suite``: a suite generated from the visual
-world with exact answers; ``scoring``: exact / contains / all_of / numeric / choice / judge rules.
+world with exact answers; ``scoring``: exact / contains / all_of / numeric / choice / judge rules; ``prompts``: chat
+messages and the paper's prompting techniques; ``backends``: the local VLM or any OpenAI-compatible vision endpoint;
+``runner``: concurrency, rate limit, retries, resumable answer cache; ``gallery``: the HTML page of a run; ``cli``:
+``tenfold lmm suite|run``; ``experiment``: ``lmm-probing``.
 """

@@ -20,7 +20,7 @@ EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.
                                   "tenfold.probes.experiment", "tenfold.ndp.experiment", "tenfold.stop.experiment",
                                   "tenfold.prompting.experiment", "tenfold.pause.experiment",
                                   "tenfold.radit.experiment", "tenfold.vision.experiment",
-                                  "tenfold.kosmos_g.experiment"]
+                                  "tenfold.kosmos_g.experiment", "tenfold.lmm.experiment"]
 
 
 @dataclass
