@@ -51,10 +51,10 @@ def _train(args) -> int:
     out = Path(args.out)
     if (out / CONFIG).exists():
         raise TenfoldError(f"{out} already holds a Kosmos-G model; choose another --out")
-    steps = {"--clip-steps": args.clip_steps, "--decoder-steps": args.decoder_steps}
-    for flag, value in {**steps, "--vlm-steps": args.vlm_steps + 1, "--n-test": args.n_test + 1}.items():
-        if value < 1:
-            raise TenfoldError(f"{flag} must be {'>= 1' if flag in steps else '>= 0'}")
+    if args.clip_steps < 1 or args.decoder_steps < 1:
+        raise TenfoldError("--clip-steps and --decoder-steps must be >= 1")
+    if args.vlm_steps < 0 or args.n_test < 0:
+        raise TenfoldError("--vlm-steps and --n-test must be >= 0")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
                                   vlm_steps=args.vlm_steps, seed=args.seed)
     with _bar("Kosmos-G", args.json) as bar:
