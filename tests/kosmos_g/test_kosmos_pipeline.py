@@ -163,3 +163,5 @@ def test_cli_train_then_generate(tmp_path):
     assert res.returncode != 0 and "no Kosmos-G model" in res.stderr
     res = _kosmos("train", "--out", str(model), env=env)
     assert res.returncode != 0 and "already holds" in res.stderr
+    res = _kosmos("train", "--out", str(tmp_path / "m2"), "--align-steps", "0", "--instruct-steps", "0", env=env)
+    assert res.returncode != 0 and "at least one aligner stage" in res.stderr

@@ -55,6 +55,8 @@ def _train(args) -> int:
         raise TenfoldError("--clip-steps and --decoder-steps must be >= 1")
     if args.vlm_steps < 0 or args.n_test < 0:
         raise TenfoldError("--vlm-steps and --n-test must be >= 0")
+    if args.align_steps < 0 or args.instruct_steps < 0 or args.align_steps + args.instruct_steps == 0:
+        raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps >= 1)")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
                                   vlm_steps=args.vlm_steps, seed=args.seed)
     with _bar("Kosmos-G", args.json) as bar:
