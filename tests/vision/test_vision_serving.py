@@ -108,3 +108,18 @@ def test_a_text_only_server_refuses_images(server):
             "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
     r = httpx.post(server + "/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "images_not_supported"
+
+
+@pytest.mark.slow
+def test_the_probing_harness_runs_against_the_served_vlm(vlm_server, tmp_path):
+    from tenfold.lmm.backends import OpenAIVision
+    from tenfold.lmm.runner import run_suite
+    from tenfold.lmm.suite import load_suite
+    from tenfold.lmm.world_suite import world_suite
+
+    path = world_suite(tmp_path / "suite", n=1, size=64, categories=("counting", "referring", "few-shot"),
+                       pointers=("box", "crop"))
+    suite = load_suite(path)
+    results = run_suite(suite, path.parent, OpenAIVision(vlm_server + "/v1", "tiny-vlm", timeout=120), tmp_path / "run",
+                        techniques=("constrained", "few-shot"), max_tokens=4, concurrency=2)
+    assert len(results) == 4 and all(r.error is None and isinstance(r.answer, str) for r in results), results
