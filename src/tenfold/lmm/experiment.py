@@ -99,10 +99,9 @@ def _vlm(run):
     train_clip(clip, tok, steps[0], 64, 1e-3, seed=0)
     vlm = build_vlm(clip, image_tokens=16, lora_rank=16)
     train_vlm(vlm, steps[1], 16, 1e-3, KINDS, seed=0)
-    tmp = cached.with_name(cached.name + ".partial")
+    tmp = cached.with_name(cached.name + ".partial")  # complete or absent: a killed run leaves no half-cache
     vlm.save(tmp)
-    if not cached.exists():
-        tmp.rename(cached)
+    tmp.rename(cached)
     return vlm.eval(), f"a small VLM trained in this run (CLIP {steps[0]}, VLM {steps[1]} steps with LoRA 16; now cached)"
 
 
