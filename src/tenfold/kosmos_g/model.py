@@ -49,26 +49,27 @@ class KosmosG:
         return to_images(self.decoder.sample(cond, self.empty, steps=steps, guidance=guidance, seed=seed), size)
 
     @torch.no_grad()
+    def _batched(self, conditions, n: int, steps: int, guidance: float, seed: int, size: int | None,
+                 batch_size: int) -> list:
+        """Sample ``n`` images in batches; ``conditions(start, stop)`` gives the U-Net condition of that slice."""
+        out = []
+        for k in range(0, n, batch_size):
+            out += self._sample(conditions(k, min(n, k + batch_size)), steps, guidance, seed + k, size)
+        return out
+
     def generate(self, prompts: list[str], images: list[list] | None = None, steps: int = 25, guidance: float = 3.0,
                  seed: int = 0, size: int | None = None, batch_size: int = 32) -> list:
         """PIL images for interleaved prompts; ``images[i]`` fills prompt i's ``<image>`` placeholders in order."""
         images = images if images is not None else [[] for _ in prompts]
-        out = []
-        for k in range(0, len(prompts), batch_size):
-            cond = self.condition(prompts[k:k + batch_size], images[k:k + batch_size])
-            out += self._sample(cond, steps, guidance, seed + k, size)
-        return out
+        return self._batched(lambda a, b: self.condition(prompts[a:b], images[a:b]), len(prompts), steps, guidance,
+                             seed, size, batch_size)
 
-    @torch.no_grad()
     def generate_from_text(self, texts: list[str], steps: int = 25, guidance: float = 3.0, seed: int = 0,
                            size: int | None = None, batch_size: int = 32) -> list:
         """The same U-Net under its original condition, the CLIP text encoder (no images can be given)."""
-        out = []
-        for k in range(0, len(texts), batch_size):
-            cond, _ = clip_text_condition(self.clip, self.clip_tokenizer, texts[k:k + batch_size],
-                                          self.aligner.target_length)
-            out += self._sample(cond, steps, guidance, seed + k, size)
-        return out
+        return self._batched(lambda a, b: clip_text_condition(self.clip, self.clip_tokenizer, texts[a:b],
+                                                              self.aligner.target_length)[0],
+                             len(texts), steps, guidance, seed, size, batch_size)
 
     # -- storage ------------------------------------------------------------------------------------
     def save(self, path: str | Path, info: dict | None = None) -> Path:
