@@ -177,7 +177,7 @@ def test_compositional_instructions_have_parseable_targets():
 
 
 @pytest.mark.slow
-def test_align_and_instruct_stages_train_the_aligner_only(tiny_vlm, clip_and_tok):
+def test_align_and_instruct_stages_leave_the_unet_frozen(tiny_vlm, clip_and_tok):
     from tenfold.kosmos_g.training import align_stage, generate, instruct_stage
 
     clip, tok = clip_and_tok
@@ -187,10 +187,22 @@ def test_align_and_instruct_stages_train_the_aligner_only(tiny_vlm, clip_and_tok
     history = align_stage(aligner, tiny_vlm, clip, tok, steps=3, batch_size=4, lr=1e-3)
     assert len(history) == 3 and all(h["mse"] == h["mse"] and h["rec"] >= 0 for h in history)
     before = copy.deepcopy(aligner.state_dict())
+    projector = copy.deepcopy(tiny_vlm.projector.state_dict())
+    lm_weights = {k: v.clone() for k, v in tiny_vlm.lm.state_dict().items()}
     losses = instruct_stage(aligner, tiny_vlm, dec, steps=2, batch_size=3, lr=1e-3)
     assert len(losses) == 2 and all(x == x for x in losses)
     assert all(torch.equal(v, dec.unet.state_dict()[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, aligner.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, tiny_vlm.projector.state_dict()[k]) for k, v in projector.items())
+    # as in the paper, the MLLM's own trainable parts may learn too (the LM stays frozen); plus the caption anchor
+    anchored = instruct_stage(aligner, tiny_vlm, dec, steps=2, batch_size=3, lr=1e-3, train_mllm=True,
+                              anchor_weight=1.0, clip_model=clip, clip_tokenizer=tok)
+    assert anchored[0] > 0
+    assert any(not torch.equal(v, tiny_vlm.projector.state_dict()[k]) for k, v in projector.items())
+    assert all(torch.equal(v, tiny_vlm.lm.state_dict()[k]) for k, v in lm_weights.items())
+    assert all(torch.equal(v, dec.unet.state_dict()[k]) for k, v in frozen.items())
+    with pytest.raises(TenfoldError, match="caption anchor"):
+        instruct_stage(aligner, tiny_vlm, dec, steps=1, batch_size=3, anchor_weight=1.0)
     empty, _ = clip_text_condition(clip, tok, [""])
     subject = render(scenes(1, "test")[0])
     out = generate(aligner, tiny_vlm, dec, empty, ["the <image> shape, in green"], [[subject]], steps=2, seed=1)

@@ -86,8 +86,16 @@ def test_foundation_is_cached_whole_and_the_model_round_trips(tiny_model, tmp_pa
     model, settings = tiny_model
     where = foundation_dir(settings)
     assert (where / "done.json").exists() and not where.with_name(where.name + ".partial").exists()
-    clip, _, dec, _, info = foundation(settings)
+    from tenfold.vision.cache import cached_vlm
+
+    _, _, vlm, shared = cached_vlm(settings.recipe())  # the CLIP + MLLM part went to the shared store
+    assert shared["source"].startswith("cached in")
+    clip, _, dec, mllm, info = foundation(settings)
     assert info["source"].startswith("cached in")
+    # both stores hold the MLLM as trained before Kosmos-G's instruction tuning fine-tuned the model's copy
+    stored = [p for p in vlm.projector.state_dict().values()]
+    assert all(torch.equal(a, b) for a, b in zip(stored, mllm.projector.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(stored, model.vlm.projector.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(dec.unet.state_dict().values(),
                                                   model.decoder.unet.state_dict().values()))
     subjects = [i.subject_images() for i in instructions(2, "test")]
@@ -131,11 +139,15 @@ def _kosmos(*args, env=None, timeout=600):
 
 
 @pytest.mark.slow
-def test_cli_train_then_generate(tmp_path):
+def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
+    """The real CLI in subprocesses for train and generate; its error paths in-process (each subprocess pays the
+    interpreter start and imports again)."""
     import os
 
+    from tenfold.cli import main
     from tenfold.vision.world import Obj, Scene, render
 
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
     env = {**os.environ, "TENFOLD_HOME": str(tmp_path / "home")}
     model = tmp_path / "model"
     run = _kosmos("train", "--out", str(model), "--clip-steps", "2", "--decoder-steps", "1", "--vlm-steps", "0",
@@ -151,17 +163,21 @@ def test_cli_train_then_generate(tmp_path):
     from PIL import Image
 
     assert [Image.open(tmp_path / "out" / f"x-{k}.png").size for k in range(2)] == [(64, 64)] * 2
-    bad = [(["--prompt", "<image> above <image>", "--image", str(tmp_path / "s0.png")], "has 2 <image> placeholder(s) but 1"),
-           (["--prompt", "<image> above", "--image", str(tmp_path / "nope.png")], "no image at"),
-           (["--prompt", "a red star", "--text-only", "--image", str(tmp_path / "s0.png")], "--text-only takes no"),
-           (["--prompt", "  "], "the prompt is empty")]
+    gen_bad = [(["--prompt", "<image> above <image>", "--image", str(tmp_path / "s0.png")],
+                "has 2 <image> placeholder(s) but 1"),
+               (["--prompt", "<image> above", "--image", str(tmp_path / "nope.png")], "no image at"),
+               (["--prompt", "a red star", "--text-only", "--image", str(tmp_path / "s0.png")], "--text-only takes no"),
+               (["--prompt", "  "], "the prompt is empty")]
+    bad = [(["generate", "--model", str(model), *args, "--out", str(tmp_path / "y.png")], message)
+           for args, message in gen_bad]
+    bad += [(["generate", "--model", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "y.png")],
+             "no Kosmos-G model"),
+            (["train", "--out", str(model)], "already holds"),
+            (["train", "--out", str(tmp_path / "m2"), "--align-steps", "0", "--instruct-steps", "0"],
+             "at least one aligner stage")]
+    capsys.readouterr()
     for args, message in bad:
-        res = _kosmos("generate", "--model", str(model), *args, "--out", str(tmp_path / "y.png"), env=env)
-        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1
-    res = _kosmos("generate", "--model", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "y.png"), env=env)
-    assert res.returncode != 0 and "no Kosmos-G model" in res.stderr
-    res = _kosmos("train", "--out", str(model), env=env)
-    assert res.returncode != 0 and "already holds" in res.stderr
-    res = _kosmos("train", "--out", str(tmp_path / "m2"), "--align-steps", "0", "--instruct-steps", "0", env=env)
-    assert res.returncode != 0 and "at least one aligner stage" in res.stderr
+        assert main(["kosmos-g", *args]) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "y.png").exists() and not (tmp_path / "m2").exists()

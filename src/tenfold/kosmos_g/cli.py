@@ -16,10 +16,17 @@ def add_commands(sub) -> None:
     t.add_argument("--out", required=True, help="directory for the assembled model")
     t.add_argument("--clip-steps", type=int, default=300)
     t.add_argument("--decoder-steps", type=int, default=400, help="U-Net training steps (the slow part)")
-    t.add_argument("--vlm-steps", type=int, default=60, help="MLLM instruction-tuning steps (0: projector untrained)")
+    t.add_argument("--vlm-steps", type=int, default=120, help="MLLM instruction-tuning steps (0: projector untrained)")
+    t.add_argument("--lora-rank", type=int, default=16, help="the MLLM's LoRA rank (0: none)")
     t.add_argument("--align-steps", type=int, default=150, help="AlignerNet stage 1: captions, MSE to CLIP")
     t.add_argument("--instruct-steps", type=int, default=150,
                    help="AlignerNet stage 2: compositional instructions, diffusion loss through the frozen U-Net")
+    t.add_argument("--freeze-mllm", action="store_true",
+                   help="instruction tuning trains AlignerNet only (default: the MLLM's projector, vision tower and "
+                        "LoRA too, as in the paper)")
+    t.add_argument("--caption-anchor", type=float, default=0.0, metavar="W",
+                   help="add W x MSE to CLIP's encoding of the target caption to the instruction loss (not in the "
+                        "paper; a stronger signal for small budgets)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-cache", action="store_true", help="retrain the foundation even if a cached one matches")
     t.add_argument("--n-test", type=int, default=30, help="held-out instructions scored after training (0: none)")
@@ -53,12 +60,12 @@ def _train(args) -> int:
         raise TenfoldError(f"{out} already holds a Kosmos-G model; choose another --out")
     if args.clip_steps < 1 or args.decoder_steps < 1:
         raise TenfoldError("--clip-steps and --decoder-steps must be >= 1")
-    if args.vlm_steps < 0 or args.n_test < 0:
-        raise TenfoldError("--vlm-steps and --n-test must be >= 0")
+    if args.vlm_steps < 0 or args.n_test < 0 or args.lora_rank < 0 or not args.caption_anchor >= 0:
+        raise TenfoldError("--vlm-steps, --lora-rank, --caption-anchor and --n-test must be >= 0")
     if args.align_steps < 0 or args.instruct_steps < 0 or args.align_steps + args.instruct_steps == 0:
         raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps >= 1)")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
-                                  vlm_steps=args.vlm_steps, seed=args.seed)
+                                  vlm_steps=args.vlm_steps, lora_rank=args.lora_rank, seed=args.seed)
     with _bar("Kosmos-G", args.json) as bar:
         jobs = {}
 
@@ -69,11 +76,13 @@ def _train(args) -> int:
 
         clip, tok, decoder, vlm, info = foundation(settings, cache=not args.no_cache, progress=progress)
         model = KosmosG.assemble(clip, tok, decoder, vlm, seed=args.seed)
-        losses = train_aligner(model, args.align_steps, args.instruct_steps, seed=args.seed, progress=progress)
+        losses = train_aligner(model, args.align_steps, args.instruct_steps, seed=args.seed, progress=progress,
+                               train_mllm=not args.freeze_mllm, anchor_weight=args.caption_anchor)
     result = {"foundation": info["source"], "align_loss_last": losses["align"][-1] if losses["align"] else None,
               "instruct_loss_last": losses["instruct"][-1] if losses["instruct"] else None}
     model.save(out, {"foundation": info["settings"], "align_steps": args.align_steps,
-                     "instruct_steps": args.instruct_steps, "seed": args.seed})
+                     "instruct_steps": args.instruct_steps, "mllm_trained": not args.freeze_mllm,
+                     "caption_anchor": args.caption_anchor, "seed": args.seed})
     if args.n_test:
         scores = score_all(model, generate_all(model, "test", args.n_test, steps=25))
         result["held-out"] = {m: {k: v for k, v in s.items() if k != "per task"} for m, s in scores.items()}

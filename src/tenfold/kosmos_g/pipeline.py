@@ -3,7 +3,8 @@
 1. The foundation Kosmos-G starts from, which it does not train: a CLIP text encoder + diffusion U-Net pair (here
    the small CLIP and a small U-Net trained on the world: :func:`foundation`) and a multimodal LLM (here the small
    VLM on that CLIP's vision tower: :func:`build_mllm`). Both are deterministic in their settings, so they are
-   cached under ``$TENFOLD_HOME/kosmos_g/foundation/<settings>`` and reused by later runs with the same settings.
+   cached under ``$TENFOLD_HOME/kosmos_g/foundation/<settings>`` and reused by later runs with the same settings;
+   the CLIP + MLLM part comes from (or goes to) the shared store of :mod:`tenfold.vision.cache`.
 2. AlignerNet, trained in two stages: ``align`` on captions, then compositional instruction tuning through the
    frozen U-Net (:func:`train_aligner`).
 """
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.vision.cache import stage_progress
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,20 @@ class FoundationSettings:
     vlm_batch: int = 16
     image_tokens: int = 16
     seed: int = 0
+    lora_rank: int = 0
 
     def key(self) -> str:
         ch = "-".join(map(str, self.decoder_channels))
+        lora = f"_lora{self.lora_rank}" if self.lora_rank else ""
         return (f"clip{self.clip_steps}_dec{self.decoder_steps}x{self.decoder_batch}_{ch}_{self.prediction_type}_"
-                f"vlm{self.vlm_steps}x{self.vlm_batch}_t{self.image_tokens}_s{self.seed}")
+                f"vlm{self.vlm_steps}x{self.vlm_batch}_t{self.image_tokens}{lora}_s{self.seed}")
+
+    def recipe(self):
+        """The CLIP + MLLM part, shared with the other experiments through :mod:`tenfold.vision.cache`."""
+        from tenfold.vision.cache import VLMRecipe
+
+        return VLMRecipe(clip_steps=self.clip_steps, vlm_steps=self.vlm_steps, vlm_batch=self.vlm_batch,
+                         image_tokens=self.image_tokens, lora_rank=self.lora_rank, seed=self.seed)
 
 
 def foundation_dir(settings: FoundationSettings) -> Path:
@@ -41,25 +52,18 @@ def foundation_dir(settings: FoundationSettings) -> Path:
     return Path(home()) / "kosmos_g" / "foundation" / settings.key()
 
 
-def _stage(progress, label: str, total: int):
-    """A per-step callback for ``progress(label, done, total, loss)`` (or nothing)."""
-    if progress is None:
-        return None
-    return lambda i, n, loss: progress(label, i, total, loss)
-
-
 def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
     """(clip, clip tokenizer, decoder, vlm, info): loaded from the cache when it holds these settings, else trained
-    (CLIP -> U-Net on CLIP's text states -> VLM on CLIP's vision tower) and, with ``cache``, stored there.
-    ``info`` says which, with the training time."""
+    (CLIP and the VLM on its vision tower from :func:`tenfold.vision.cache.cached_vlm`, trained there only if no
+    run stored them yet; then the U-Net on CLIP's text states) and, with ``cache``, stored there. ``info`` says
+    which, with the training time (that of a stored CLIP + VLM included)."""
     import torch
     from transformers import AutoTokenizer, CLIPModel
 
     from tenfold.kosmos_g.decoder import TextConditionedDecoder, small_unet, train_decoder
     from tenfold.kosmos_g.tasks import decoder_scenes
-    from tenfold.vision.clip import small_clip, train_clip, world_tokenizer
-    from tenfold.vision.questions import KINDS
-    from tenfold.vision.vlm import VisionLanguageModel, build_vlm, train_vlm
+    from tenfold.vision.cache import atomic_dir, cached_vlm
+    from tenfold.vision.vlm import VisionLanguageModel
 
     where = foundation_dir(settings)
     if cache and (where / "done.json").exists():
@@ -70,42 +74,30 @@ def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
         vlm = VisionLanguageModel.load(where / "mllm", lm_dtype=torch.bfloat16)
         return clip, tok, decoder, vlm, {**info, "source": f"cached in {where}"}
     t0 = time.perf_counter()
-    tok = world_tokenizer()
-    clip = small_clip(len(tok), seed=settings.seed)
-    clip_losses = train_clip(clip, tok, settings.clip_steps, 64, 1e-3, seed=settings.seed,
-                             progress=_stage(progress, "CLIP", settings.clip_steps))
+    clip, tok, vlm, base = cached_vlm(settings.recipe(), progress=progress, cache=cache)
     decoder = TextConditionedDecoder(small_unet(clip.config.text_config.hidden_size, 32, settings.decoder_channels,
                                                 seed=settings.seed), prediction_type=settings.prediction_type)
     dec_losses = train_decoder(decoder, clip, tok, settings.decoder_steps, settings.decoder_batch, lr=2e-3,
                                seed=settings.seed, scene_source=decoder_scenes,
-                               progress=_stage(progress, "U-Net", settings.decoder_steps))
-    vlm = build_vlm(clip, image_tokens=settings.image_tokens)
-    vlm_losses = []
-    if settings.vlm_steps:
-        vlm_losses = train_vlm(vlm, settings.vlm_steps, settings.vlm_batch, 1e-3, KINDS, seed=settings.seed,
-                               progress=_stage(progress, "MLLM", settings.vlm_steps))
-    vlm.eval()
-    info = {"settings": asdict(settings), "trained": time.strftime("%Y-%m-%d %H:%M"),
-            "train_s": round(time.perf_counter() - t0, 1), "losses": {"clip": clip_losses, "decoder": dec_losses,
-                                                                     "mllm": vlm_losses}}
+                               progress=stage_progress(progress, "U-Net", settings.decoder_steps))
+    took = time.perf_counter() - t0 + (base["train_s"] if base["source"] != "trained in this run" else 0)
+    info = {"settings": asdict(settings), "trained": time.strftime("%Y-%m-%d %H:%M"), "train_s": round(took, 1),
+            "clip and mllm": base["source"],
+            "losses": {"clip": base["losses"]["clip"], "decoder": dec_losses, "mllm": base["losses"]["vlm"]}}
     if cache:
-        tmp = where.with_name(where.name + ".partial")
-        clip.save_pretrained(tmp / "clip")
-        tok.save_pretrained(tmp / "clip")
-        decoder.save(tmp / "decoder")
-        vlm.save(tmp / "mllm")
-        (tmp / "done.json").write_text(json.dumps(info))
-        if where.exists():
-            import shutil
-
-            shutil.rmtree(where)
-        tmp.rename(where)  # complete or absent: an interrupted run never leaves a half-written cache
+        with atomic_dir(foundation_dir(settings)) as tmp:
+            clip.save_pretrained(tmp / "clip")
+            tok.save_pretrained(tmp / "clip")
+            decoder.save(tmp / "decoder")
+            vlm.save(tmp / "mllm")
+            (tmp / "done.json").write_text(json.dumps(info))
     return clip, tok, decoder, vlm, {**info, "source": "trained in this run"}
 
 
 def train_aligner(model, align_steps: int, instruct_steps: int, align_batch: int = 32, instruct_batch: int = 16,
-                  seed: int = 0, progress=None) -> dict:
-    """Kosmos-G's two aligner stages on ``model`` (a :class:`~tenfold.kosmos_g.model.KosmosG`); their losses."""
+                  seed: int = 0, progress=None, train_mllm: bool = True, anchor_weight: float = 0.0) -> dict:
+    """Kosmos-G's two aligner stages on ``model`` (a :class:`~tenfold.kosmos_g.model.KosmosG`); their losses.
+    ``train_mllm`` / ``anchor_weight``: see :func:`~tenfold.kosmos_g.training.instruct_stage`."""
     from tenfold.kosmos_g.training import align_stage, instruct_stage
 
     if align_steps < 0 or instruct_steps < 0 or align_steps + instruct_steps == 0:
@@ -113,8 +105,10 @@ def train_aligner(model, align_steps: int, instruct_steps: int, align_batch: int
     out = {"align": [], "instruct": []}
     if align_steps:
         out["align"] = align_stage(model.aligner, model.vlm, model.clip, model.clip_tokenizer, align_steps,
-                                   align_batch, seed=seed, progress=_stage(progress, "align", align_steps))
+                                   align_batch, seed=seed, progress=stage_progress(progress, "align", align_steps))
     if instruct_steps:
         out["instruct"] = instruct_stage(model.aligner, model.vlm, model.decoder, instruct_steps, instruct_batch,
-                                         seed=seed, progress=_stage(progress, "instruct", instruct_steps))
+                                         seed=seed, progress=stage_progress(progress, "instruct", instruct_steps),
+                                         train_mllm=train_mllm, anchor_weight=anchor_weight, clip_model=model.clip,
+                                         clip_tokenizer=model.clip_tokenizer)
     return out

@@ -13,22 +13,22 @@ import torch
 from tenfold.errors import TenfoldError
 from tenfold.kosmos_g.aligner import AlignerNet, mllm_states
 from tenfold.kosmos_g.decoder import TextConditionedDecoder, clip_text_condition
-from tenfold.kosmos_g.tasks import TASKS, caption_pairs, instructions
+from tenfold.kosmos_g.tasks import TASKS, caption_pairs, instructions, target_caption
 
 
-def _optimiser(aligner: AlignerNet, lr: float, steps: int):
+def _optimiser(params, lr: float, steps: int):
     from transformers import get_cosine_schedule_with_warmup
 
     if steps < 1 or not lr > 0:
         raise TenfoldError("steps must be >= 1 and the learning rate > 0")
-    opt = torch.optim.AdamW(aligner.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     return opt, get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
 
 
-def _step(aligner, opt, sched, loss) -> float:
+def _step(params, opt, sched, loss) -> float:
     opt.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(aligner.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
     return round(loss.item(), 5)
@@ -37,7 +37,8 @@ def _step(aligner, opt, sched, loss) -> float:
 def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 300, batch_size: int = 32,
                 lr: float = 3e-4, rec_weight: float = 1.0, seed: int = 0, progress=None) -> list[dict]:
     """Train the aligner on captions: MSE to CLIP's text states + ``rec_weight`` x reconstruction."""
-    opt, sched = _optimiser(aligner, lr, steps)
+    params = list(aligner.parameters())
+    opt, sched = _optimiser(params, lr, steps)
     history = []
     aligner.train()
     for step in range(steps):
@@ -47,7 +48,7 @@ def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 30
             target, _ = clip_text_condition(clip_model, tokenizer, caps)
         with torch.enable_grad():
             out = aligner.align_losses(source, mask, target)
-            total = _step(aligner, opt, sched, out["mse"] + rec_weight * out["rec"])
+            total = _step(params, opt, sched, out["mse"] + rec_weight * out["rec"])
         history.append({"mse": round(out["mse"].item(), 5), "rec": round(out["rec"].item(), 5), "total": total})
         if progress:
             progress(step + 1, steps, total)
@@ -56,22 +57,43 @@ def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 30
 
 
 def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, steps: int = 300,
-                   batch_size: int = 16, lr: float = 1e-4, tasks=TASKS, seed: int = 0, progress=None) -> list[float]:
-    """Compositional instruction tuning: diffusion loss through the frozen U-Net, gradients into the aligner only."""
+                   batch_size: int = 16, lr: float = 1e-4, tasks=TASKS, seed: int = 0, progress=None,
+                   train_mllm: bool = False, anchor_weight: float = 0.0, clip_model=None,
+                   clip_tokenizer=None) -> list[float]:
+    """Compositional instruction tuning: the diffusion loss of the target through the frozen U-Net.
+
+    Gradients reach the aligner, and with ``train_mllm`` also the MLLM's own trainable parts (projector, vision
+    tower, LoRA adapters; the LM's weights stay frozen) - Kosmos-G fine-tunes its MLLM in this stage. With
+    ``anchor_weight`` > 0, a term not in the paper is added: MSE between the condition and the CLIP text encoder's
+    output on the target's caption (``clip_model`` / ``clip_tokenizer``), i.e. language as the anchor for image
+    inputs too - a stronger signal than the diffusion loss alone at a miniature's training budget.
+    """
     from tenfold.vision.clip import pixels
 
+    if anchor_weight < 0 or (anchor_weight and clip_model is None):
+        raise TenfoldError("the caption anchor needs anchor_weight >= 0 and the CLIP model and tokenizer")
     decoder.unet.requires_grad_(False)
-    opt, sched = _optimiser(aligner, lr, steps)
+    params = list(aligner.parameters())
+    if train_mllm:
+        params += [p for p in vlm.parameters() if p.requires_grad]  # the LM was frozen when the VLM was built
+    opt, sched = _optimiser(params, lr, steps)
     g = torch.Generator().manual_seed(seed)
     losses = []
     aligner.train()
     for step in range(steps):
         batch = instructions(batch_size, "train", tasks, seed=seed * 100_003 + step)
-        with torch.no_grad():
-            source, mask = mllm_states(vlm, [i.prompt for i in batch], [i.subject_images() for i in batch])
         target = pixels([i.target_image(decoder.image_size) for i in batch], decoder.image_size)
         with torch.enable_grad():
-            losses.append(_step(aligner, opt, sched, decoder.loss(target, aligner(source, mask), generator=g)))
+            with torch.set_grad_enabled(train_mllm):
+                source, mask = mllm_states(vlm, [i.prompt for i in batch], [i.subject_images() for i in batch])
+            cond = aligner(source, mask)
+            loss = decoder.loss(target, cond, generator=g)
+            if anchor_weight:
+                with torch.no_grad():
+                    anchor, _ = clip_text_condition(clip_model, clip_tokenizer, [target_caption(i) for i in batch],
+                                                    aligner.target_length)
+                loss = loss + anchor_weight * torch.nn.functional.mse_loss(cond, anchor)
+            losses.append(_step(params, opt, sched, loss))
         if progress:
             progress(step + 1, steps, losses[-1])
     aligner.eval()

@@ -5,8 +5,9 @@ scene text, referring, few-shot; every referring scene asked once per pointer ty
 ways: plainly, with constrained prompting, and with all three techniques (constrained + condition on good
 performance + in-context examples). Accuracy per category and per pointer type is set beside chance: for a
 referring question, naming the colour of a random object of the scene. The VLM is the cached one of
-``vision-foundation --profile full`` when there is one, else one trained here with that experiment's quick recipe
-and cached under ``$TENFOLD_HOME/lmm/vlm-quick`` for later runs (the report says which).
+``vision-foundation --profile full`` when there is one, else the one of its quick recipe, stored by
+``vision-foundation`` (or trained here once and stored the same way: :mod:`tenfold.vision.cache`); the report says
+which.
 """
 from __future__ import annotations
 
@@ -85,24 +86,12 @@ def _vlm(run):
         meta = json.loads((full / "run.json").read_text()) if (full / "run.json").exists() else {}
         return (VisionLanguageModel.load(full, lm_dtype=torch.bfloat16),
                 f"vision-foundation's full-profile VLM ({meta.get('vlm_steps', '?')} steps, cached in {full})")
-    steps = run.pick((5, 2), (300, 120), (300, 120))
-    cached = Path(home()) / "lmm" / f"vlm-quick-{steps[0]}-{steps[1]}"
-    if (cached / "vlm.json").exists():
-        return (VisionLanguageModel.load(cached, lm_dtype=torch.bfloat16),
-                f"a small VLM (CLIP {steps[0]} steps, VLM {steps[1]} steps with LoRA 16), cached in {cached}")
-    from tenfold.vision.clip import small_clip, train_clip, world_tokenizer
-    from tenfold.vision.questions import KINDS
-    from tenfold.vision.vlm import build_vlm, train_vlm
+    from tenfold.vision.cache import VLMRecipe, cached_vlm
 
-    tok = world_tokenizer()
-    clip = small_clip(len(tok), seed=0)
-    train_clip(clip, tok, steps[0], 64, 1e-3, seed=0)
-    vlm = build_vlm(clip, image_tokens=16, lora_rank=16)
-    train_vlm(vlm, steps[1], 16, 1e-3, KINDS, seed=0)
-    tmp = cached.with_name(cached.name + ".partial")  # complete or absent: a killed run leaves no half-cache
-    vlm.save(tmp)
-    tmp.rename(cached)
-    return vlm.eval(), f"a small VLM trained in this run (CLIP {steps[0]}, VLM {steps[1]} steps with LoRA 16; now cached)"
+    recipe = run.pick(VLMRecipe(clip_steps=5, vlm_steps=2), VLMRecipe(), VLMRecipe())
+    _, _, vlm, info = cached_vlm(recipe)
+    return vlm, (f"a small VLM ({recipe.describe()}; vision-foundation's quick recipe), {info['source']} "
+                 f"(training took {info['train_s']:.0f} s)")
 
 
 def _verdict(tables: dict, chance: float, n_ref: int, n_all: int) -> tuple[str, str]:

@@ -6,7 +6,8 @@ SmolLM2, frozen but for LoRA adapters on its attention) is instruction-tuned on 
 Its held-out accuracy per question kind is measured on scenes of seen (colour, shape) pairs and on scenes holding
 pairs never seen in training, beside the text-only floor of each kind. ``full`` saves its VLM under
 ``$TENFOLD_HOME/vision/full-profile``; later ``quick`` runs still train their own (the verdict is theirs) and show
-the cached full-profile VLM's accuracy beside.
+the cached full-profile VLM's accuracy beside. What every run trains is also stored by recipe
+(:mod:`tenfold.vision.cache`) for the experiments that build on it.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ QA = ("colour", "shape", "count", "position")
                                             "interleaved images and text, visual referring prompting",
                    "recipe used here": "LLaVA-style: CLIP ViT features -> MLP projector -> LLM input embeddings"})
 def vision_foundation(run):
-    from tenfold.vision.clip import retrieval_recall, small_clip, train_clip, world_tokenizer, zero_shot_attributes
+    from tenfold.vision.cache import VLMRecipe, store, trained_clip, trained_vlm
+    from tenfold.vision.clip import retrieval_recall, zero_shot_attributes
     from tenfold.vision.questions import KINDS, questions
-    from tenfold.vision.vlm import build_vlm, train_vlm
     from tenfold.vision.vlm_eval import by_kind, evaluate_vlm, majority_baseline
     from tenfold.vision.world import scenes
 
@@ -52,11 +53,10 @@ def vision_foundation(run):
         eval=f"{n_eval} held-out questions per split (kinds in turn), greedy, first word must match; captions scored "
              "by object recall")
 
+    recipe = VLMRecipe(clip_steps, vlm_steps, clip_batch, vlm_batch, image_tokens, lora_rank, lr, seed=0)
     t0 = time.perf_counter()
     run.progress(f"CLIP ({clip_steps} steps)")
-    tok = world_tokenizer()
-    clip = small_clip(len(tok), seed=0)
-    clip_losses = train_clip(clip, tok, clip_steps, clip_batch, 1e-3, seed=0)
+    clip, tok, clip_losses = trained_clip(recipe)
     clip_s = time.perf_counter() - t0
     n_ret = run.pick(50, 200, 500)
     ours = {"CLIP recall (held-out scenes)": _pct(retrieval_recall(clip, tok, scenes(n_ret, "test"))),
@@ -66,9 +66,10 @@ def vision_foundation(run):
 
     run.progress(f"VLM ({vlm_steps} steps)")
     t1 = time.perf_counter()
-    vlm = build_vlm(clip, image_tokens=image_tokens, lora_rank=lora_rank)
-    vlm_losses = train_vlm(vlm, vlm_steps, vlm_batch, lr, KINDS, seed=0)
+    vlm, vlm_losses = trained_vlm(recipe, clip)
     vlm_s = time.perf_counter() - t1
+    # kept for kosmos-g and lmm-probing, which start from this foundation (the same recipe is never trained twice)
+    store(recipe, clip, tok, vlm, {"clip": clip_losses, "vlm": vlm_losses}, clip_s + vlm_s)
 
     run.progress("evaluating the VLM")
 
