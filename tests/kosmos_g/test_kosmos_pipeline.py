@@ -174,7 +174,8 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
              "no Kosmos-G model"),
             (["train", "--out", str(model)], "already holds"),
             (["train", "--out", str(tmp_path / "m2"), "--align-steps", "0", "--instruct-steps", "0"],
-             "at least one aligner stage")]
+             "at least one aligner stage"),
+            (["train", "--out", str(tmp_path / "m2"), "--caption-anchor", "nan"], "--caption-anchor finite")]
     capsys.readouterr()
     for args, message in bad:
         assert main(["kosmos-g", *args]) != 0

@@ -24,9 +24,9 @@ def add_commands(sub) -> None:
     t.add_argument("--freeze-mllm", action="store_true",
                    help="instruction tuning trains AlignerNet only (default: the MLLM's projector, vision tower and "
                         "LoRA too, as in the paper)")
-    t.add_argument("--caption-anchor", type=float, default=0.0, metavar="W",
+    t.add_argument("--caption-anchor", type=float, default=1.0, metavar="W",
                    help="add W x MSE to CLIP's encoding of the target caption to the instruction loss (not in the "
-                        "paper; a stronger signal for small budgets)")
+                        "paper, which uses the diffusion loss alone: W = 0; a stronger signal for small budgets)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-cache", action="store_true", help="retrain the foundation even if a cached one matches")
     t.add_argument("--n-test", type=int, default=30, help="held-out instructions scored after training (0: none)")
@@ -60,8 +60,8 @@ def _train(args) -> int:
         raise TenfoldError(f"{out} already holds a Kosmos-G model; choose another --out")
     if args.clip_steps < 1 or args.decoder_steps < 1:
         raise TenfoldError("--clip-steps and --decoder-steps must be >= 1")
-    if args.vlm_steps < 0 or args.n_test < 0 or args.lora_rank < 0 or not args.caption_anchor >= 0:
-        raise TenfoldError("--vlm-steps, --lora-rank, --caption-anchor and --n-test must be >= 0")
+    if args.vlm_steps < 0 or args.n_test < 0 or args.lora_rank < 0 or not 0 <= args.caption_anchor < float("inf"):
+        raise TenfoldError("--vlm-steps, --lora-rank and --n-test must be >= 0 and --caption-anchor finite and >= 0")
     if args.align_steps < 0 or args.instruct_steps < 0 or args.align_steps + args.instruct_steps == 0:
         raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps >= 1)")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,

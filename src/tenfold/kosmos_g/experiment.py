@@ -59,7 +59,7 @@ def kosmos_g(run):
                    f"{f', LoRA {settings.lora_rank}' if settings.lora_rank else ''}) + that CLIP's vision tower, "
                    f"{settings.vlm_steps} steps of VLM instruction tuning; cached by settings",
         aligner=f"AlignerNet width 256, 2+2 layers, 32 latent queries: align {align_steps} steps x 32 captions "
-                f"(MSE to CLIP text states + reconstruction), instruct {instruct_steps} steps x 16 instructions: "
+                f"(MSE to CLIP text states + reconstruction), instruct {instruct_steps} steps x 16 instructions (lr 3e-4): "
                 "diffusion loss through the frozen U-Net into AlignerNet and the MLLM's projector, vision tower "
                 f"and LoRA (as the paper fine-tunes its MLLM), plus {anchor:g} x MSE to CLIP's encoding of the "
                 "target caption (the caption anchor: not in the paper; the full profile also trains without it)",
@@ -195,7 +195,7 @@ def _plots(run, info: dict, losses: dict, table: dict) -> None:
     axes[1].set(title="AlignerNet stage 1: align", xlabel="step")
     axes[1].legend(fontsize=8)
     axes[2].plot(losses["instruct"], lw=1, color="tab:green")
-    axes[2].set(title="stage 2: instructions (diffusion loss)", xlabel="step")
+    axes[2].set(title="stage 2: instructions (diffusion + caption anchor)", xlabel="step")
     fig.tight_layout()
     run.save_plot(fig, "training")
     methods = ("Kosmos-G", "single subject", "text-only (no subjects)", "text (target caption)")

@@ -95,7 +95,8 @@ def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
 
 
 def train_aligner(model, align_steps: int, instruct_steps: int, align_batch: int = 32, instruct_batch: int = 16,
-                  seed: int = 0, progress=None, train_mllm: bool = True, anchor_weight: float = 0.0) -> dict:
+                  seed: int = 0, progress=None, train_mllm: bool = True, anchor_weight: float = 0.0,
+                  instruct_lr: float = 3e-4) -> dict:
     """Kosmos-G's two aligner stages on ``model`` (a :class:`~tenfold.kosmos_g.model.KosmosG`); their losses.
     ``train_mllm`` / ``anchor_weight``: see :func:`~tenfold.kosmos_g.training.instruct_stage`."""
     from tenfold.kosmos_g.training import align_stage, instruct_stage
@@ -108,7 +109,8 @@ def train_aligner(model, align_steps: int, instruct_steps: int, align_batch: int
                                    align_batch, seed=seed, progress=stage_progress(progress, "align", align_steps))
     if instruct_steps:
         out["instruct"] = instruct_stage(model.aligner, model.vlm, model.decoder, instruct_steps, instruct_batch,
-                                         seed=seed, progress=stage_progress(progress, "instruct", instruct_steps),
+                                         lr=instruct_lr, seed=seed,
+                                         progress=stage_progress(progress, "instruct", instruct_steps),
                                          train_mllm=train_mllm, anchor_weight=anchor_weight, clip_model=model.clip,
                                          clip_tokenizer=model.clip_tokenizer)
     return out
