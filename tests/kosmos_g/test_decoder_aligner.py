@@ -189,8 +189,8 @@ def test_align_and_instruct_stages_leave_the_unet_frozen(tiny_vlm, clip_and_tok)
     before = copy.deepcopy(aligner.state_dict())
     projector = copy.deepcopy(tiny_vlm.projector.state_dict())
     lm_weights = {k: v.clone() for k, v in tiny_vlm.lm.state_dict().items()}
-    losses = instruct_stage(aligner, tiny_vlm, dec, steps=2, batch_size=3, lr=1e-3)
-    assert len(losses) == 2 and all(x == x for x in losses)
+    losses = instruct_stage(aligner, tiny_vlm, dec, steps=1, batch_size=3, lr=1e-3)  # one step learns (no warm-up)
+    assert len(losses) == 1 and losses[0] == losses[0]
     assert all(torch.equal(v, dec.unet.state_dict()[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, aligner.state_dict()[k]) for k, v in before.items())
     assert all(torch.equal(v, tiny_vlm.projector.state_dict()[k]) for k, v in projector.items())

@@ -185,7 +185,7 @@ def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps:
         raise TenfoldError(f"unknown background {background!r}; choose from: {', '.join(BACKGROUNDS)}")
     unet = decoder.unet
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
+    sched = get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
     losses = []

@@ -22,7 +22,7 @@ from tenfold.vision.cache import stage_progress
 @dataclass(frozen=True)
 class FoundationSettings:
     clip_steps: int = 300
-    decoder_steps: int = 400
+    decoder_steps: int = 300
     decoder_batch: int = 32
     decoder_channels: tuple = (32, 64, 96)
     prediction_type: str = "sample"

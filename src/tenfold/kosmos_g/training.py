@@ -22,7 +22,7 @@ def _optimiser(params, lr: float, steps: int):
     if steps < 1 or not lr > 0:
         raise TenfoldError("steps must be >= 1 and the learning rate > 0")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    return opt, get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
+    return opt, get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
 
 
 def _step(params, opt, sched, loss) -> float:

@@ -76,7 +76,7 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
     from transformers import get_cosine_schedule_with_warmup
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
+    sched = get_cosine_schedule_with_warmup(opt, steps // 10, steps)  # no warm-up under 10 steps
     rng = np.random.default_rng(seed)
     losses = []
     model.train()
