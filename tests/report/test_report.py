@@ -48,3 +48,20 @@ def test_report_rebuilds_from_json_and_survives_a_corrupt_file(tmp_path):
     (tmp_path / "results" / "bad.json").write_text("{not json")
     index = build_report(tmp_path)
     assert "unreadable result file" in index.read_text()
+
+
+def test_score_matrices_render_as_tables_with_headers(tmp_path):
+    """{split: {method: {metric: value}}} shows one small table per split, metrics as column headers; ragged or
+    deeper values keep the one-line form."""
+    (tmp_path / "results").mkdir()
+    ours = {"test": {"ours": {"colour": 0.25, "shape": 0.5}, "baseline": {"colour": 0.125, "shape": 0.0}},
+            "deep": {"a": {"x": {"y": 1}}, "b": {"x": {"y": 2}}},
+            "series": {str(i): i / 3 for i in range(20)}}
+    rec = {"name": "m-demo", "paper": "kosmos-g", "claim": "c", "paper_numbers": {}, "ours": ours,
+           "settings": {}, "verdict": "partly", "why": "w", "status": "ok", "runtime_s": 1.0, "plots": []}
+    (tmp_path / "results" / "m-demo.json").write_text(json.dumps(rec))
+    html = build_report(tmp_path).read_text()
+    assert "<table class='matrix'><tr><th></th><th>colour</th><th>shape</th></tr>" in html
+    assert "<tr><td>baseline</td><td>0.125</td><td>0</td></tr>" in html
+    assert html.count("class='matrix'") == 1  # "deep" nests too far: not a matrix
+    assert "{0: 0, 1: 0.3333, 2: 0.6667" in html and ", ... (20)}" in html

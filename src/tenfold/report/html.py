@@ -16,11 +16,11 @@ h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
 section{border-top:2px solid #e5e5e5;margin-top:2em;padding-top:.5em}
 .exp{background:#fafafa;border:1px solid #e5e5e5;border-radius:8px;padding:.8em 1.2em;margin:1em 0}
 table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:300px}
+th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:300px;overflow-x:auto}.cols>div:last-child{flex:2}td+td{overflow-wrap:anywhere}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.failed{background:#555}.none{background:#9e9e9e}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
-.muted{color:#777}
+.muted{color:#777}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
 """
 
 
@@ -37,18 +37,46 @@ def _fmt(value) -> str:
         return f"{_fmt(value['mean'])} ± {_fmt(value['std'])}" + (f" (runs: {_fmt(runs)})" if runs else "")
     if isinstance(value, dict):  # a long series, e.g. per turn: shown compactly
         text = ", ".join(f"{k}: {_fmt(v)}" for k, v in list(value.items())[:12])
-        return f"{{{text}{', ...' if len(value) > 12 else ''}}} ({len(value)})"
+        return f"{{{text}, ... ({len(value)})}}" if len(value) > 12 else f"{{{text}}}"
     if isinstance(value, (list, tuple)):
         text = ", ".join(_fmt(v) for v in value[:12])
         return f"[{text}{', ...' if len(value) > 12 else ''}] ({len(value)})" if len(value) > 12 else f"[{text}]"
     return str(value)
 
 
+def _matrix_columns(value) -> list | None:
+    """The column keys when ``value`` is a score matrix - rows (e.g. methods) that each map shared column keys
+    (e.g. metrics) to plain values - shown as a small table with a header; otherwise None."""
+    if not (isinstance(value, dict) and value and not _is_stat(value)):
+        return None
+    columns: list = []
+    for row in value.values():
+        if not isinstance(row, dict) or not row or _is_stat(row):
+            return None
+        for k, v in row.items():
+            if isinstance(v, (dict, list, tuple)):
+                return None
+            if k not in columns:
+                columns.append(k)
+    shared = sum(len(row) for row in value.values()) / len(value)
+    return columns if len(columns) >= 2 and len(columns) <= 12 and shared >= len(columns) / 2 else None
+
+
+def _matrix(value: dict, columns: list) -> str:
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
+    body = "".join(f"<tr><td>{escape(str(r))}</td>" + "".join(
+        f"<td>{escape(_fmt(row[c])) if c in row else ''}</td>" for c in columns) + "</tr>"
+        for r, row in value.items())
+    return f"<table class='matrix'><tr><th></th>{head}</tr>{body}</table>"
+
+
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and not _is_stat(v) and len(_flatten(v)) <= 16:
+        if _matrix_columns(v):
+            rows.append((key, v))
+        elif isinstance(v, dict) and v and not _is_stat(v) and len(_flatten(v)) <= 16:
             rows.extend(_flatten(v, key + "."))
         elif isinstance(v, dict) and not _is_stat(v) and 1 < len(v) <= 16:  # too deep: one row per child
             rows.extend((f"{key}.{k2}", v2) for k2, v2 in v.items())
@@ -57,10 +85,15 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+def _cell(value) -> str:
+    columns = _matrix_columns(value)
+    return _matrix(value, columns) if columns else escape(_fmt(value))
+
+
 def _table(d: dict, empty: str = "none") -> str:
     if not d:
         return f"<p class='muted'>{escape(empty)}</p>"
-    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_fmt(v))}</td></tr>" for k, v in _flatten(d))
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{_cell(v)}</td></tr>" for k, v in _flatten(d))
     return f"<table>{body}</table>"
 
 
