@@ -171,6 +171,9 @@ def test_compositional_instructions_have_parseable_targets():
             assert i.target.objects[0].shape == i.subjects[0].shape and i.target.objects[0].colour in i.prompt
         elif i.task == "side by side":
             assert [o.col for o in i.target.objects] == [0, 2]
+        elif i.task == "in a row":
+            assert len(i.subjects) == 3 and [(o.row, o.col) for o in i.target.objects] == [(1, 0), (1, 1), (1, 2)]
+            assert [o.colour for o in i.target.objects] == [o.colour for o in i.subjects]
     assert instruction("above", 5) == instruction("above", 5)
     with pytest.raises(TenfoldError, match="unknown task"):
         instruction("rotate", 0)

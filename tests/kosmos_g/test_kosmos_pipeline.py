@@ -31,10 +31,11 @@ def test_attribute_scores_read_generated_images_exactly():
 
 def test_decoder_data_and_captions_match_the_targets():
     batch = decoder_scenes(10, seed=3)
-    assert len(batch) == 10 and all(s.background == "black" and 1 <= len(s.objects) <= 2 for s in batch)
+    assert len(batch) == 10 and all(s.background == "black" and 1 <= len(s.objects) <= 3 for s in batch)
+    assert len(batch[3].objects) == 3 and all(len(s.objects) <= 2 for s in batch[5:])  # a row of three: a target
     targets = [i.target for i in instructions(5, "train", seed=3 + 17)]
     assert [t.objects for t in batch[:5]] == [t.objects for t in targets]
-    for i in instructions(6, "test"):
+    for i in instructions(8, "test"):
         caption = target_caption(i)
         assert all(o.colour in caption and o.shape in caption for o in i.target.objects)
         assert same_objects(parse(render(i.target, 32)), i.target)
@@ -120,12 +121,14 @@ def test_evaluation_scores_every_method_on_the_same_instructions(tiny_model):
     from tenfold.kosmos_g.evaluate import METHODS, generate_all, score_all
 
     model, _ = tiny_model
-    gens = generate_all(model, "unseen", 3, steps=2)
-    assert [i.task for i in gens["instructions"]] == ["side by side", "above", "recolour"]
-    assert gens["single subject"][2] is None and gens["single subject"][0] is not None
+    gens = generate_all(model, "unseen", 4, steps=2)
+    assert [i.task for i in gens["instructions"]] == ["side by side", "above", "recolour", "in a row"]
+    assert gens["single subject"][2] is None and gens["single subject"][3] is not None
+    assert gens["Kosmos-G"][3].size == (32, 32)  # three subject images in one prompt
     table = score_all(model, gens)
     assert set(table) == set(METHODS)
-    assert table["rendered target"]["exact"] == 1.0 and table["single subject"]["n"] == 2
+    assert table["rendered target"]["exact"] == 1.0 and table["single subject"]["n"] == 3
+    assert set(table["Kosmos-G"]["per task"]) == {"side by side", "above", "recolour", "in a row"}
     for entry in table.values():
         assert -1 <= entry["clip_i"] <= 1 and -1 <= entry["clip_t"] <= 1
     same = clip_scores(model.clip, model.clip_tokenizer, gens["rendered target"][:1],

@@ -35,8 +35,8 @@ def add_commands(sub) -> None:
 
     g = verbs.add_parser("generate", help="generate an image from a prompt with <image> placeholders")
     g.add_argument("--model", required=True, help="directory from `tenfold kosmos-g train`")
-    g.add_argument("--prompt", required=True, help='e.g. "<image> and <image> side by side" or "the <image> shape, '
-                                                   'in green"')
+    g.add_argument("--prompt", required=True, help='e.g. "<image> and <image> side by side", "<image>, <image> '
+                                                   'and <image> in a row" or "the <image> shape, in green"')
     g.add_argument("--image", action="append", default=[], help="a subject image per <image>, in order (repeat)")
     g.add_argument("--out", required=True, help="PNG file to write (with --n > 1: NAME-0.png, NAME-1.png, ...)")
     g.add_argument("--n", type=int, default=1, help="images to generate (different seeds)")

@@ -4,8 +4,8 @@ Held-out instructions (``test``: subjects of seen colour-shape pairs; ``unseen``
 Kosmos-G and by baselines on the same U-Net and seeds:
 
 - ``Kosmos-G``: the aligned MLLM given the interleaved prompt and every subject image;
-- ``single subject``: the same, but every placeholder gets the first subject's image (two-subject tasks only):
-  what the second image adds;
+- ``single subject``: the same, but every placeholder gets the first subject's image (multi-subject tasks only):
+  what the second and third images add;
 - ``text-only (no subjects)``: the U-Net under its CLIP text encoder, given the instruction with the images left
   out ("and side by side") - the floor: what the words alone tell;
 - ``text (target caption)``: the U-Net under CLIP given the target's caption, which names every attribute - the

@@ -54,11 +54,12 @@ def kosmos_g(run):
     anchor = 1.0  # the caption anchor (not in the paper): without it, 120 steps taught the aligner no colour
     # backward through the MLLM's frozen LM costs ~1.2 s of a ~2.1 s step: quick tunes AlignerNet alone to fit 10 min
     train_mllm = run.profile != "quick"
-    n_eval, ddim = run.pick(4, 30, 60), run.pick(3, 15, 25)
+    n_eval, ddim = run.pick(4, 32, 64), run.pick(3, 15, 25)  # the four tasks in turn
     run.settings.update(
         foundation=f"CLIP {settings.clip_steps} steps x 64; U-Net {settings.decoder_channels} (pixel space 32x32, "
-                   f"predicts the clean image) {settings.decoder_steps} steps x {settings.decoder_batch} on 1-2 "
-                   f"objects on black (half laid out like the targets); MLLM: SmolLM2-135M (frozen"
+                   f"predicts the clean image) {settings.decoder_steps} steps x {settings.decoder_batch} on 1-3 "
+                   f"objects on black (half laid out like the targets, up to three in a row); MLLM: SmolLM2-135M "
+                   f"(frozen"
                    f"{f', LoRA {settings.lora_rank}' if settings.lora_rank else ''}) + that CLIP's vision tower, "
                    f"{settings.vlm_steps} steps of VLM instruction tuning; cached by settings",
         aligner=f"AlignerNet width 256, 2+2 layers, 32 latent queries: align {align_steps} steps x 32 captions "
@@ -70,8 +71,8 @@ def kosmos_g(run):
                    "the paper does)") + f", plus {anchor:g} x "
                 "MSE to CLIP's encoding of the target caption (the caption anchor: not in the paper; the full "
                 "profile also trains without it)",
-        eval=f"{n_eval} held-out instructions per split (side by side / above / recolour in turn), DDIM {ddim} "
-             "steps, guidance 3; the same seeds for every method")
+        eval=f"{n_eval} held-out instructions per split (side by side / above / recolour / three in a row, in turn), "
+             f"DDIM {ddim} steps, guidance 3; the same seeds for every method")
 
     t0 = time.perf_counter()
     run.progress("foundation (CLIP, U-Net, MLLM)")
@@ -171,17 +172,21 @@ def _verdict(table: dict, n: int) -> tuple[str, str]:
                 continue
             wins[(split, attr)] = _beats(t["Kosmos-G"][attr], floor[attr], n)
             notes.append(note)
+    from tenfold.kosmos_g.tasks import MULTI_SUBJECT
+
     two = table["unseen"]["single subject"]
-    kosmos_two = [table["unseen"]["Kosmos-G"]["per task"].get(t, {}) for t in ("side by side", "above")]
-    both = sum(k.get("colour", 0) for k in kosmos_two) / 2
+    per_task = table["unseen"]["Kosmos-G"]["per task"]
+    multi = [per_task[t]["colour"] for t in MULTI_SUBJECT if t in per_task]
+    both = sum(multi) / max(len(multi), 1)
     second = _beats(both, two.get("colour", 0), two.get("n", 0))
-    notes.append(f"two-subject colour on unseen: all subjects {both:.2f} vs first subject only {two.get('colour', 0):.2f}")
+    notes.append(f"multi-subject colour on unseen: all subjects {both:.2f} vs first subject only "
+                 f"{two.get('colour', 0):.2f}")
     detail = "; ".join(notes)
     if not wins:
         return "not reproduced", "this U-Net draws neither colour nor shape from captions, so nothing can be shown: " + detail
     if all(wins.values()) and second:
         return "reproduced", ("subject attributes the U-Net can draw travel from the images into its output, also "
-                              "for held-out subjects, and the second image matters: " + detail)
+                              "for held-out subjects, and the other subject images matter: " + detail)
     if any(wins.values()):
         return "partly", "some subject attributes travel from the images into the generated image: " + detail
     return "not reproduced", "generated images do not follow the subject images better than the text alone: " + detail
@@ -221,20 +226,22 @@ def _plots(run, info: dict, losses: dict, table: dict) -> None:
     run.save_plot(fig, "accuracy")
 
 
-def _grid(run, gens: dict, rows: int = 6) -> None:
+def _grid(run, gens: dict, rows: int = 8) -> None:
     """Subjects, then each method's image, for the first ``rows`` held-out instructions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ("subject 1", "subject 2", "Kosmos-G", "single subject", "text-only (no subjects)",
-            "text (target caption)", "rendered target")
+    subject_cols = ("subject 1", "subject 2", "subject 3")
+    cols = subject_cols + ("Kosmos-G", "single subject", "text-only (no subjects)", "text (target caption)",
+                           "rendered target")
     ins = gens["instructions"][:rows]
     fig, axes = plt.subplots(len(ins), len(cols), figsize=(1.45 * len(cols), 1.6 * len(ins)), squeeze=False)
     for r, instr in enumerate(ins):
         subs = instr.subject_images()
-        cells = [subs[0], subs[1] if len(subs) > 1 else None] + [gens[m][r] for m in cols[2:]]
+        cells = [subs[k] if k < len(subs) else None for k in range(len(subject_cols))]
+        cells += [gens[m][r] for m in cols[len(subject_cols):]]
         for c, image in enumerate(cells):
             ax = axes[r][c]
             ax.axis("off")

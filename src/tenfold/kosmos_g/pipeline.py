@@ -33,10 +33,14 @@ class FoundationSettings:
     lora_rank: int = 0
 
     def key(self) -> str:
+        """The cache key; ``tasks4``: the U-Net also trains on the layouts of the four instruction tasks' targets
+        (a cache from before the three-subject task, without it, is not reused)."""
+        from tenfold.kosmos_g.tasks import TASKS
+
         ch = "-".join(map(str, self.decoder_channels))
         lora = f"_lora{self.lora_rank}" if self.lora_rank else ""
         return (f"clip{self.clip_steps}_dec{self.decoder_steps}x{self.decoder_batch}_{ch}_{self.prediction_type}_"
-                f"vlm{self.vlm_steps}x{self.vlm_batch}_t{self.image_tokens}{lora}_s{self.seed}")
+                f"tasks{len(TASKS)}_vlm{self.vlm_steps}x{self.vlm_batch}_t{self.image_tokens}{lora}_s{self.seed}")
 
     def recipe(self):
         """The CLIP + MLLM part, shared with the other experiments through :mod:`tenfold.vision.cache`."""

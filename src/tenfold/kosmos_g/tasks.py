@@ -5,7 +5,8 @@ the world, so a generated image can be scored exactly with the world's parser:
 
 - ``side by side``: "<image> and <image> side by side" -> subject 1 left, subject 2 right;
 - ``above``: "<image> above <image>" -> subject 1 on top, subject 2 below;
-- ``recolour``: "the <image> shape, in green" -> the subject's shape and size, in the named colour.
+- ``recolour``: "the <image> shape, in green" -> the subject's shape and size, in the named colour;
+- ``in a row``: "<image>, <image> and <image> in a row" -> the three subjects left to right across the middle row.
 
 Subjects are drawn from a split's (colour, shape) pairs (``unseen``: at least one held-out pair), so held-out
 subjects test zero-shot subject-driven generation. ``caption_pairs`` gives the text-only data of the "align" stage.
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from tenfold.errors import TenfoldError
 from tenfold.vision.world import COLOURS, HELD_OUT, SHAPES, SIZES, Obj, Scene, render, scenes
 
-TASKS = ("side by side", "above", "recolour")
+TASKS = ("side by side", "above", "recolour", "in a row")
+MULTI_SUBJECT = ("side by side", "above", "in a row")  # the tasks with more than one subject image
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ def instruction(task: str, seed: int, split: str = "train") -> Instruction:
         return Instruction(task, f"the <image> shape, in {colour}", (first,),
                            Scene([_at(first, 1, 1, colour)], "black", seed))
     second = _subject(rng, split, held_out=False)
+    if task == "in a row":
+        third = _subject(rng, split, held_out=False)
+        return Instruction(task, "<image>, <image> and <image> in a row", (first, second, third),
+                           Scene([_at(first, 1, 0), _at(second, 1, 1), _at(third, 1, 2)], "black", seed))
     if task == "side by side":
         return Instruction(task, "<image> and <image> side by side", (first, second),
                            Scene([_at(first, 1, 0), _at(second, 1, 2)], "black", seed))
@@ -86,13 +92,15 @@ def target_caption(instr: Instruction) -> str:
     """A caption of the target scene in the world's own phrasing (what a text-only decoder would be given)."""
     if instr.task == "recolour":
         return f"{instr.target.objects[0].phrase()} in the centre"
+    if instr.task == "in a row":  # the world's listing, left to right
+        return instr.target.captions(1)[0]
     relation = "left of" if instr.task == "side by side" else "above"
     return f"{instr.subjects[0].phrase()} {relation} {instr.subjects[1].phrase()}"
 
 
 def decoder_scenes(n: int, seed: int = 0, target_share: float = 0.5) -> list[Scene]:
     """Training scenes for the decoder: ``target_share`` laid out like the instruction targets (train split),
-    the rest one or two objects anywhere; all on black, as the targets are."""
+    the rest one or two objects anywhere; all on black, as the targets are (which hold one to three)."""
     k = round(n * target_share)
     targets = [i.target for i in instructions(k, "train", seed=seed + 17)]
     others = [Scene(s.objects, "black", s.seed) for s in scenes(n - k, "train", seed=seed, max_objects=2)]
