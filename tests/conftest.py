@@ -15,10 +15,22 @@ def lm():
 
 
 @pytest.fixture(scope="session")
-def server():
-    """A real ``tenfold serve`` (bundled model, cache 4+124) on a free loopback port; yields its base URL."""
+def served():
+    """A real ``tenfold serve`` (bundled model, cache 4+124, no API keys) on a free loopback port."""
     from tenfold.serve.launch import ServerProcess
 
-    with ServerProcess(["--window", "124", "--max-tokens-cap", "512", "--max-body-bytes", "200000"],
-                       start_timeout=180) as srv:
-        yield srv.base
+    with ServerProcess(["--window", "124", "--max-tokens-cap", "512", "--max-body-bytes", "200000",
+                        "--max-prompt-tokens", "2000"], start_timeout=180) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def server(served):
+    """The base URL of :func:`served`."""
+    return served.base
+
+
+@pytest.fixture
+def server_log(served):
+    """What :func:`served` has written to stderr so far."""
+    return served.log()

@@ -39,7 +39,7 @@ def _run(engine, job):
 
 
 def _text(job_events):
-    return "".join(d for _, d, _ in job_events)
+    return "".join(e[1] for e in job_events)
 
 
 def test_session_prefix_is_reused_and_a_different_history_restarts(tiny, tok):
@@ -73,7 +73,7 @@ def test_prompt_longer_than_the_cache_and_n_choices(tiny, tok):
     job = _run(eng, Job(_ids(tok, "word " * 100), GenParams(max_tokens=4, temperature=1.0, n=3, seed=1),
                         emit=lambda *e: events.append(e)))
     assert len(job.choices) == 3 and all(c.finish_reason for c in job.choices) and not eng.sessions._items
-    assert {i for i, _, r in events if r} == {0, 1, 2}
+    assert {e[0] for e in events if e[2]} == {0, 1, 2}
     assert all(c.cache.fill() <= 18 for c in job.choices)
 
 
@@ -95,7 +95,7 @@ def test_round_robin_interleaves_jobs_and_cancel_frees_the_slot(tiny, tok):
         order, lock = [], threading.Lock()
 
         def emit(name):
-            def f(i, delta, reason):
+            def f(i, delta, reason, logprobs):
                 with lock:
                     order.append(name)
             return f
@@ -120,7 +120,7 @@ def test_a_session_is_never_used_by_two_jobs_at_once(tiny, tok):
     try:
         seen = []
         jobs = [Job(_ids(tok, f"turn {i}"), GenParams(max_tokens=6), session_id="shared",
-                    emit=lambda i, d, r, k=k: seen.append(k)) for k, i in enumerate(range(3))]
+                    emit=lambda i, d, r, lp, k=k: seen.append(k)) for k, i in enumerate(range(3))]
         for j in jobs:
             eng.submit(j)
         for j in jobs:
@@ -176,3 +176,30 @@ def test_session_store_bounds(tiny, tok):
     time.sleep(0.05)
     old.evict()
     assert len(old) == 0
+
+
+def test_forked_choices_copy_filled_rows_only_and_continue_identically(tiny, tok):
+    import copy
+
+    from tenfold.streaming import enable_streaming
+
+    model = enable_streaming(tiny)
+    cache = SinkCache(2, 200)  # pre-allocates 202 columns per layer
+    ids = torch.tensor([_ids(tok, "a short prompt of a few tokens")])
+    with torch.no_grad():
+        model(input_ids=ids, cache=cache, use_cache=True)
+        fork, deep = cache.copy(), copy.deepcopy(cache)
+        assert fork.nbytes() * 10 < deep.nbytes()  # only the ~8 filled columns, not the 202 allocated
+        step = torch.tensor([[5]])
+        a = model(input_ids=step, cache=cache, use_cache=True).logits
+        b = model(input_ids=step, cache=fork, use_cache=True).logits
+    assert torch.equal(a, b) and fork.tokens_seen == cache.tokens_seen
+
+
+def test_n_choices_memory_counts_against_the_bound(tiny, tok):
+    store = SessionStore(max_memory_mb=0.01)  # 10 kB: room for the prompt, not for 7 more copies of it
+    eng = Engine(tiny, tok, 2, 60, sessions=store)
+    assert eng.sessions is store  # an empty store is falsy; it must still be the one used
+    with pytest.raises(Engine.OutOfCacheMemory):
+        _run(eng, Job(_ids(tok, "word " * 40), GenParams(max_tokens=2, n=8)))
+    _run(eng, Job(_ids(tok, "hi"), GenParams(max_tokens=2, n=2)))

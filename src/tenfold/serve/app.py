@@ -1,16 +1,21 @@
 """The OpenAI-compatible HTTP API of ``tenfold serve`` (FastAPI), on top of :class:`~tenfold.serve.engine.Engine`.
 
-Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both
-streamed as server-sent events or not), ``GET /health``. Errors are OpenAI-style objects
-``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests.
-A request with ``user`` or an ``X-Session-Id`` header continues that session's sink cache.
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``, ``POST /v1/completions``
+(both streamed as server-sent events or not), ``GET /health``. Errors are OpenAI-style objects
+``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a JSON 500 for
+anything unexpected. A request with ``user`` or an ``X-Session-Id`` header continues that session's sink cache;
+with API keys, session ids live in the key's own namespace.
+
+Layers, outermost first: :class:`~tenfold.serve.middleware.CatchAll`, ``RequestId``, Starlette's
+``CORSMiddleware`` (with ``allowed_origins``), ``ApiKeys``, ``BodyLimit``, then the routes.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 import uuid
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,59 +24,44 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenfold.models.lm import chat_ids
 from tenfold.serve.engine import Engine, GenParams, Job
+from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, error_body, json_500
+from tenfold.serve.logprobs import TokenText
+from tenfold.serve.render import ChatRender, TextRender, usage
 from tenfold.serve.schemas import ChatRequest, CompletionRequest
+
+
+@dataclass
+class ServeSettings:
+    """What a request may ask for, and who may ask (the ``tenfold serve`` flags of the same names)."""
+
+    model_name: str
+    max_tokens_cap: int = 2048
+    default_max_tokens: int = 256
+    max_prompt_tokens: int = 8192
+    max_body_bytes: int = 1_000_000
+    max_image_pixels: int = 4096 * 4096
+    max_images: int = 4
+    api_keys: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
 
 
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None):
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-class BodyLimit:
-    """ASGI middleware: requests whose body exceeds ``max_bytes`` get 413 before any parsing."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = length is not None and length.isdigit() and int(length) > self.max_bytes
-        seen = 0
-
-        async def counted():
-            nonlocal seen, too_big
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    too_big = True
-                    raise _TooBig()
-            return message
-
-        if not too_big:
-            try:
-                return await self.app(scope, counted, send)
-            except _TooBig:
-                pass
-        response = JSONResponse(error_body(f"request body larger than {self.max_bytes} bytes", code="body_too_large"),
-                                status_code=413)
-        await response(scope, receive, send)
-
-
-class _TooBig(Exception):
-    pass
+def _count_images(req: ChatRequest) -> int:
+    return sum(1 for m in req.messages if isinstance(m.content, list) for p in m.content if p["type"] == "image_url")
 
 
 def _vision_messages(req: ChatRequest, vision, max_pixels: int) -> tuple[list[dict], list]:
-    """Chat messages as role/content dicts (image parts become the VLM's placeholder) and the decoded images."""
+    """Chat messages as role/content dicts (image parts become the VLM's placeholder) and the decoded images.
+
+    Runs in a worker thread: decoding images must not block the event loop.
+    """
     from tenfold.serve.images import BadImage, decode_data_url
 
     placeholder = "<image>" if vision is None else vision.tokenizer.convert_ids_to_tokens(vision.image_token_id)
@@ -90,15 +80,18 @@ def _vision_messages(req: ChatRequest, vision, max_pixels: int) -> tuple[list[di
     return messages, images
 
 
-def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, default_max_tokens: int = 256,
-               max_body_bytes: int = 1_000_000, max_image_pixels: int = 4096 * 4096) -> FastAPI:
-    app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None)
-    tok = engine.tok
-    created = int(time.time())
+def create_app(engine: Engine, settings: ServeSettings):
+    """The ASGI app: FastAPI routes wrapped in tenfold's middleware (see the module docstring for the order)."""
+    app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
+    tok, s = engine.tok, settings
+    model_name = s.model_name
+    token_text = TokenText(tok)
+    vocab_size = engine.model.get_input_embeddings().num_embeddings
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
@@ -118,26 +111,56 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
     async def health():
         return {"status": "ok", "model": model_name, "cache": f"{engine.num_sinks}+{engine.window}", **engine.health()}
 
+    def _model_card():
+        return {"id": model_name, "object": "model", "created": engine.started, "owned_by": "tenfold"}
+
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "tenfold"}]}
+        return {"object": "list", "data": [_model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != model_name:
+            raise APIError(404, f"the model {model_id!r} does not exist; this server serves {model_name!r}",
+                           "not_found_error", "model", "model_not_found")
+        return _model_card()
 
     def _check(req, max_tokens: int | None) -> GenParams:
         if req.model != model_name:
             raise APIError(404, f"the model {req.model!r} does not exist; this server serves {model_name!r}",
                            "not_found_error", "model", "model_not_found")
-        max_tokens = default_max_tokens if max_tokens is None else max_tokens
-        if max_tokens > max_tokens_cap:
-            raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {max_tokens_cap}",
+        field_ = req.unsupported()
+        if field_ is not None:
+            raise APIError(400, f"{field_} is not supported by this server (it would change the output, so it is "
+                           "refused rather than ignored)", param=field_, code="unsupported_parameter")
+        max_tokens = s.default_max_tokens if max_tokens is None else max_tokens
+        if max_tokens > s.max_tokens_cap:
+            raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {s.max_tokens_cap}",
                            param="max_tokens", code="max_tokens_too_large")
         return GenParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=list(req.stop or []),
                          seed=req.seed, n=req.n)
 
+    def _check_length(ids: list[int], param: str) -> None:
+        if len(ids) > s.max_prompt_tokens:
+            raise APIError(400, f"the prompt is {len(ids)} tokens; this server takes at most {s.max_prompt_tokens} "
+                           "(--max-prompt-tokens)", param=param, code="context_length_exceeded")
+
     def _session(request: Request, req) -> str | None:
-        return request.headers.get("x-session-id") or req.user or None
+        sid = request.headers.get("x-session-id") or req.user or None
+        if sid is None:
+            return None
+        tenant = request.scope.get("state", {}).get("tenant") or ""
+        return f"{tenant}/{sid}" if tenant else sid
+
+    def _job_error(error: BaseException) -> APIError:
+        if isinstance(error, Engine.OutOfCacheMemory):
+            return APIError(503, str(error), "server_error", code="out_of_cache_memory", headers={"Retry-After": "5"})
+        if isinstance(error, ValueError):
+            return APIError(400, str(error))
+        return APIError(500, f"generation failed: {error.__class__.__name__}", "server_error", code="internal_error")
 
     async def _run(request: Request, prompts: list[list[int]], params: GenParams, session: str | None, stream: bool,
-                   render, images: list | None = None):
+                   render, images: list | None = None, echo: list[str] | None = None):
         """Submit one job per prompt; return a streaming response or the finished choices."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -145,11 +168,11 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         for p, ids in enumerate(prompts):
             offset = p * params.n
 
-            def emit(i, delta, reason, offset=offset):
-                loop.call_soon_threadsafe(queue.put_nowait, ("delta", offset + i, delta, reason))
+            def emit(i, delta, reason, entries, offset=offset):
+                loop.call_soon_threadsafe(queue.put_nowait, ("delta", offset + i, delta, reason, entries))
 
             def done(p=p):
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", p, None, None))
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", p, None, None, None))
 
             jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done,
                             images=images))
@@ -159,21 +182,29 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         except Engine.QueueFull as exc:
             for job in jobs:
                 job.cancel()
-            raise APIError(429, str(exc), "rate_limit_error", code="queue_full") from None
+            raise APIError(429, str(exc), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
+        except Engine.Unavailable as exc:
+            for job in jobs:
+                job.cancel()
+            raise APIError(503, str(exc), "server_error", code="shutting_down") from None
 
         async def events():
             remaining = len(jobs)
             while remaining:
-                kind, index, delta, reason = await queue.get()
+                kind, index, delta, reason, entries = await queue.get()
                 if kind == "done":
                     remaining -= 1
                     if jobs[index].error is not None:
-                        raise RuntimeError(f"generation failed: {jobs[index].error}")
+                        raise _job_error(jobs[index].error)
                 else:
-                    yield index, delta, reason
+                    yield index, delta, reason, entries
 
         prompt_tokens = sum(len(ids) for ids in prompts)
         rid = f"{render.prefix}-{uuid.uuid4().hex[:24]}"
+
+        def _usage():
+            return usage(prompt_tokens, sum(j.completion_tokens for j in jobs), sum(j.reused for j in jobs))
+
         if stream:
             async def sse():
                 try:
@@ -181,14 +212,13 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
                         first = render.chunk(rid, i, None, None, start=True)
                         if first is not None:
                             yield f"data: {json.dumps(first)}\n\n"
-                    async for i, delta, reason in events():
-                        yield f"data: {json.dumps(render.chunk(rid, i, delta, reason))}\n\n"
+                    async for i, delta, reason, entries in events():
+                        yield f"data: {json.dumps(render.chunk(rid, i, delta, reason, entries))}\n\n"
                     if render.include_usage:
-                        completion = sum(j.completion_tokens for j in jobs)
-                        yield f"data: {json.dumps(render.usage_chunk(rid, prompt_tokens, completion, jobs))}\n\n"
+                        yield f"data: {json.dumps(render.usage_chunk(rid, _usage()))}\n\n"
                     yield "data: [DONE]\n\n"
-                except RuntimeError as exc:
-                    yield f"data: {json.dumps(error_body(str(exc), 'server_error'))}\n\n"
+                except APIError as exc:
+                    yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
                 finally:
                     for job in jobs:
                         if not job.done.is_set():
@@ -198,10 +228,12 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
 
         texts: dict[int, list[str]] = {}
         reasons: dict[int, str] = {}
+        scored: dict[int, list] = {}
 
         async def collect():
-            async for i, delta, reason in events():
+            async for i, delta, reason, entries in events():
                 texts.setdefault(i, []).append(delta)
+                scored.setdefault(i, []).extend(entries)
                 if reason is not None:
                     reasons[i] = reason
 
@@ -211,6 +243,8 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
                 await asyncio.wait({task}, timeout=0.5)
                 if not task.done() and await request.is_disconnected():
                     task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                     break
         finally:
             for job in jobs:
@@ -219,16 +253,26 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         if task.cancelled():
             return JSONResponse(error_body("client disconnected", code="cancelled"), status_code=499)
         if task.exception() is not None:
-            raise APIError(500, str(task.exception()), "server_error")
+            exc = task.exception()
+            raise exc if isinstance(exc, APIError) else _job_error(exc)
         choices = ["".join(texts.get(i, [])) for i in range(len(prompts) * params.n)]
-        completion = sum(j.completion_tokens for j in jobs)
-        return render.full(rid, choices, [reasons.get(i, "stop") for i in range(len(choices))],
-                           _usage(prompt_tokens, completion, jobs))
+        if echo is not None:  # completions echo: each choice starts with its prompt (and the prompt's scores)
+            render.echo = [(echo[i // params.n], jobs[i // params.n].prompt_logprobs) for i in range(len(choices))]
+        return render.full(rid, choices, [reasons.get(i, "stop") for i in range(len(choices))], _usage(),
+                           [scored.get(i, []) for i in range(len(choices))])
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest, request: Request):
         params = _check(req, req.max_completion_tokens or req.max_tokens)
-        messages, images = _vision_messages(req, engine.vision, max_image_pixels)
+        params.logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        count = _count_images(req)
+        if count > s.max_images:
+            raise APIError(400, f"the messages hold {count} images; this server takes at most {s.max_images} per "
+                           "request (--max-images)", param="messages", code="too_many_images")
+        if count:
+            messages, images = await asyncio.to_thread(_vision_messages, req, engine.vision, s.max_image_pixels)
+        else:
+            messages, images = _vision_messages(req, engine.vision, s.max_image_pixels)
         try:
             ids = engine.vision.prompt_ids(messages) if engine.vision is not None else chat_ids(tok, messages)[0].tolist()
         except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
@@ -236,64 +280,49 @@ def create_app(engine: Engine, model_name: str, max_tokens_cap: int = 2048, defa
         if engine.vision is not None and engine.vision.count_images(ids) != len(images):
             raise APIError(400, f"the messages hold {len(images)} image(s) but {engine.vision.count_images(ids)} "
                            "image placeholder(s); do not write the placeholder text yourself", param="messages")
-        render = _ChatRender(model_name, created, _include_usage(req))
+        _check_length(ids, "messages")
+        render = ChatRender(model_name, _include_usage(req), token_text if req.logprobs else None)
         return await _run(request, [ids], params, _session(request, req), req.stream, render, images)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
         params = _check(req, req.max_tokens)
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        if req.echo and req.stream:
+            raise APIError(400, "echo is not supported with stream: true (send it without streaming)", param="echo",
+                           code="unsupported_parameter")
+        params.logprobs = req.logprobs
+        params.prompt_logprobs = req.echo and req.logprobs is not None
+        ids = []
+        for i, p in enumerate(req.prompts()):
+            if isinstance(p, str):
+                ids.append(tok(p, add_special_tokens=False).input_ids)
+            else:
+                if max(p) >= vocab_size:
+                    raise APIError(400, f"token id {max(p)} is out of range (the vocabulary has {vocab_size} ids)",
+                                   param="prompt", code="invalid_token_id")
+                ids.append(list(p))
         if any(not x for x in ids):
             raise APIError(400, "the prompt has no tokens", param="prompt")
-        render = _TextRender(model_name, created, _include_usage(req))
-        return await _run(request, ids, params, _session(request, req), req.stream, render)
+        for x in ids:
+            _check_length(x, "prompt")
+        render = TextRender(model_name, _include_usage(req), token_text if req.logprobs is not None else None)
+        echo = None
+        if req.echo:
+            echo = [p if isinstance(p, str) else tok.decode(p) for p in req.prompts()]
+        # Scoring the prompt needs its logits, so a session's cached prefix cannot stand in for it.
+        session = None if params.prompt_logprobs else _session(request, req)
+        return await _run(request, ids, params, session, req.stream, render, echo=echo)
 
-    return BodyLimit(app, max_body_bytes)
+    wrapped = BodyLimit(app, s.max_body_bytes)
+    wrapped = ApiKeys(wrapped, s.api_keys)
+    if s.allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        wrapped = CORSMiddleware(wrapped, allow_origins=s.allowed_origins, allow_methods=["GET", "POST", "OPTIONS"],
+                                 allow_headers=["Authorization", "Content-Type", "X-Session-Id", "X-Request-Id"],
+                                 expose_headers=["X-Request-Id"])
+    return CatchAll(RequestId(wrapped))
 
 
 def _include_usage(req) -> bool:
     return bool((req.stream_options or {}).get("include_usage"))
-
-
-def _usage(prompt: int, completion: int, jobs: list[Job]) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": sum(j.reused for j in jobs)}}
-
-
-class _ChatRender:
-    prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
-
-    def __init__(self, model: str, created: int, include_usage: bool):
-        self.model, self.created, self.include_usage = model, created, include_usage
-
-    def _base(self, rid, obj):
-        return {"id": rid, "object": obj, "created": self.created, "model": self.model}
-
-    def chunk(self, rid, i, delta, reason, start=False):
-        d = {"role": "assistant", "content": ""} if start else ({"content": delta} if delta else {})
-        return {**self._base(rid, "chat.completion.chunk"),
-                "choices": [{"index": i, "delta": d, "logprobs": None, "finish_reason": reason}]}
-
-    def usage_chunk(self, rid, prompt, completion, jobs):
-        return {**self._base(rid, self.chunk_object), "choices": [], "usage": _usage(prompt, completion, jobs)}
-
-    def full(self, rid, texts, reasons, usage):
-        return {**self._base(rid, "chat.completion"), "usage": usage,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
-                             "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]}
-
-
-class _TextRender(_ChatRender):
-    prefix, chunk_object = "cmpl", "text_completion"
-
-    def chunk(self, rid, i, delta, reason, start=False):
-        if start:
-            return None
-        return {**self._base(rid, "text_completion"),
-                "choices": [{"index": i, "text": delta, "logprobs": None, "finish_reason": reason}]}
-
-    def full(self, rid, texts, reasons, usage):
-        return {**self._base(rid, "text_completion"), "usage": usage,
-                "choices": [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
-                            for i, (t, r) in enumerate(zip(texts, reasons))]}

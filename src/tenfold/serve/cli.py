@@ -1,57 +1,123 @@
 """``tenfold serve``: an OpenAI-compatible server with unbounded conversations (sink cache sessions)."""
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
-from tenfold.streaming.cli import DTYPES, _check_cache_args, _load
+from tenfold.streaming.cli import DTYPES, check_cache_args, load_model
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (the default of ``--threads``); logical CPUs where psutil cannot tell."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, SSE streaming, sessions)")
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, SSE streaming, sessions)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="model to serve (default: the bundled SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
-    p.add_argument("--default-max-tokens", type=int, default=256)
-    p.add_argument("--max-active", type=int, default=16, help="requests generating at once (round robin)")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
-    p.add_argument("--max-sessions", type=int, default=64)
-    p.add_argument("--session-memory-mb", type=float, default=2048)
-    p.add_argument("--session-ttl", type=float, default=3600, help="seconds an idle session is kept")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads, set once at start (default: the number of physical cores)")
+    keys = p.add_argument_group("tenants")
+    keys.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                      help="a key clients must send as 'Authorization: Bearer KEY' (repeatable; also env "
+                      "TENFOLD_API_KEY); each key's sessions are its own")
+    keys.add_argument("--api-key-file", default=None, metavar="FILE", help="more keys, one per line ('#' comments)")
+    keys.add_argument("--allowed-origins", default="", metavar="ORIGINS",
+                      help="comma-separated origins browsers may call from (CORS), or '*'; default: none")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
+    lim.add_argument("--default-max-tokens", type=int, default=256)
+    lim.add_argument("--max-prompt-tokens", type=int, default=8192,
+                     help="longest prompt (in tokens) a request may send; about a minute of prefill on 2 CPU cores")
+    lim.add_argument("--max-active", type=int, default=16, help="requests generating at once (round robin)")
+    lim.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
+    lim.add_argument("--max-sessions", type=int, default=64)
+    lim.add_argument("--session-memory-mb", type=float, default=2048,
+                     help="bound on all sink-cache memory: sessions and the copies made for n > 1 choices")
+    lim.add_argument("--session-ttl", type=float, default=3600, help="seconds an idle session is kept")
+    lim.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    lim.add_argument("--max-images", type=int, default=4, help="images one request may send")
+    lim.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image a request may send")
+    lim.add_argument("--idle-timeout", type=float, default=15,
+                     help="seconds a connection may stay open with no request in flight")
+    lim.add_argument("--drain-timeout", type=float, default=30,
+                     help="on SIGTERM, seconds active requests may run on before their streams are ended")
     p.add_argument("--served-name", default=None, help="model id clients must send (default: the model name)")
     p.add_argument("--vlm", default=None, help="serve a vision-language model from `tenfold vision train-vlm` "
                    "(takes OpenAI image_url parts with base64 data URLs)")
-    p.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image a request may send")
     p.set_defaults(func=_serve)
 
 
-def _serve(args) -> int:
-    import uvicorn
+def read_api_keys(keys: list[str], key_file: str | None, env: dict | None = None) -> list[str]:
+    """API keys from ``--api-key``, ``--api-key-file`` (one per line, blank lines and ``#`` comments skipped) and
+    the ``TENFOLD_API_KEY`` environment variable; raises :class:`TenfoldError` for an unreadable file or a bad key."""
+    env = os.environ if env is None else env
+    found = list(keys)
+    if env.get("TENFOLD_API_KEY"):
+        found.append(env["TENFOLD_API_KEY"])
+    if key_file:
+        try:
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TenfoldError(f"cannot read --api-key-file {key_file}: {exc.__class__.__name__}") from None
+        found += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not any(line.strip() and not line.strip().startswith("#") for line in lines):
+            raise TenfoldError(f"--api-key-file {key_file} holds no keys")
+    for key in found:
+        if not key.strip() or any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
+            raise TenfoldError("an API key must be printable ASCII without spaces")
+    return list(dict.fromkeys(found))
 
-    from tenfold.models.lm import DEFAULT_LM
-    from tenfold.serve.app import create_app
-    from tenfold.serve.engine import Engine
-    from tenfold.serve.sessions import SessionStore
 
-    _check_cache_args(args.sinks, args.window)
+def _check(args) -> None:
+    check_cache_args(args.sinks, args.window)
     if not 0 < args.port < 65536:
         raise TenfoldError(f"--port must be between 1 and 65535 (got {args.port})")
     if args.default_max_tokens > args.max_tokens_cap or args.default_max_tokens < 1:
         raise TenfoldError("--default-max-tokens must be between 1 and --max-tokens-cap")
-    for name in ("max_active", "max_queue", "max_sessions"):
+    for name in ("max_active", "max_queue", "max_sessions", "max_prompt_tokens", "max_body_bytes", "max_image_pixels"):
         if getattr(args, name) < 1:
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_images < 0:
+        raise TenfoldError("--max-images must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise TenfoldError("--threads must be >= 1")
+    for name in ("session_memory_mb", "session_ttl", "idle_timeout"):
+        if not getattr(args, name) > 0:
+            raise TenfoldError(f"--{name.replace('_', '-')} must be > 0")
+    if not args.drain_timeout >= 0:
+        raise TenfoldError("--drain-timeout must be >= 0")
+
+
+def _serve(args) -> int:
+    import torch
+    import uvicorn
+
+    from tenfold.models.lm import DEFAULT_LM
+    from tenfold.serve.app import ServeSettings, create_app
+    from tenfold.serve.connections import DrainingServer, IdleTimeoutH11Protocol
+    from tenfold.serve.engine import Engine
+    from tenfold.serve.sessions import SessionStore
+
+    _check(args)
+    api_keys = read_api_keys(args.api_key, args.api_key_file)
+    origins = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
+    threads = args.threads or physical_cores()
+    torch.set_num_threads(threads)
     vision = None
     if args.vlm:
         from tenfold.vision.vlm import VisionLanguageModel
-
-        import torch
 
         if args.model:
             raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
@@ -59,17 +125,29 @@ def _serve(args) -> int:
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name
     else:
-        model, tok = _load(args.model, args.dtype)
+        model, tok = load_model(args.model, args.dtype)
         name = args.served_name or args.model or DEFAULT_LM
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
     engine = Engine(model, tok, args.sinks, args.window, max_active=args.max_active, max_queue=args.max_queue,
                     sessions=sessions, vision=vision).start()
-    app = create_app(engine, name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
-                     max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
-    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}, {args.dtype}) on "
+    settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
+                             max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
+                             max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
+                             allowed_origins=origins)
+    app = create_app(engine, settings)
+    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}, {args.dtype}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    if api_keys:
+        print(f"tenfold serve: {len(api_keys)} API key(s); each key's sessions are private to it", file=sys.stderr)
+    else:
+        print("tenfold serve: no API key set: anyone who reaches this port may use it, and sessions are shared by "
+              "all clients (any client can continue or reset any session id); use --api-key", file=sys.stderr,
+              flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", http=IdleTimeoutH11Protocol,
+                            timeout_keep_alive=max(1, int(round(args.idle_timeout))),
+                            timeout_graceful_shutdown=int(args.drain_timeout) + 10)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+        DrainingServer(config, engine, args.drain_timeout).run()
     finally:
         engine.shutdown()
     return 0

@@ -12,7 +12,6 @@ session history as a key derived from its pixels, so a session only reuses a pre
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
 import time
@@ -35,6 +34,23 @@ class GenParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     n: int = 1
+    logprobs: int | None = None  # None: off; k >= 0: each sampled token's logprob and the k most likely alternatives
+    prompt_logprobs: bool = False  # also score every prompt token (completions ``echo`` + ``logprobs``)
+
+
+# One scored token: (token id, log-probability under the model, [(alternative id, log-probability), ...]).
+TokenLogprob = tuple[int, float | None, list[tuple[int, float]]]
+
+
+def score(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """Log-probability of ``token`` under the (V,) ``logits`` (raw model distribution, before temperature / top-p)
+    and the ``top`` most likely tokens with theirs."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    alts = []
+    if top > 0:
+        values, ids = lp.topk(top)
+        alts = list(zip(ids.tolist(), values.tolist()))
+    return token, float(lp[token]), alts
 
 
 @dataclass
@@ -47,20 +63,34 @@ class Choice:
     text: str = ""  # decoded text so far, cut at a stop string
     sent: int = 0  # characters of ``text`` already emitted
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token in ``ids`` (when asked for)
+    logprobs_sent: int = 0
+
+
+def first_stop(text: str, stops: list[str], old_length: int = 0) -> int | None:
+    """Where the earliest stop string starts in ``text`` (the first in the text, whatever the list order), or None.
+
+    ``old_length``: characters already checked before the newest token; only matches reaching past it are new.
+    """
+    found = [text.find(s, max(0, old_length - len(s))) for s in stops]
+    found = [i for i in found if i >= 0]
+    return min(found) if found else None
 
 
 class Job:
     """One request: prompt ids, sampling parameters, an optional session; events go to ``emit``.
 
-    ``emit(index, delta, finish_reason)`` is called from the worker thread with new text for
-    choice ``index``; ``finish_reason`` is set once per choice ('stop' or 'length').
+    ``emit(index, delta, finish_reason, logprobs)`` is called from the worker thread with new text for
+    choice ``index``; ``finish_reason`` is set once per choice ('stop', 'length' or 'abort'); ``logprobs`` holds
+    the :data:`TokenLogprob` of the tokens generated since the last event (empty unless ``params.logprobs``).
+    With ``params.prompt_logprobs``, ``prompt_logprobs`` holds one entry per prompt token (the first has None).
     ``done`` is set when the job ends (``error`` holds the exception if it failed).
     """
 
     _ids = itertools.count(1)
 
     def __init__(self, prompt_ids: list[int], params: GenParams, session_id: str | None = None,
-                 emit: Callable[[int, str, str | None], None] | None = None, on_done: Callable[[], None] | None = None,
+                 emit: Callable[[int, str, str | None, list], None] | None = None, on_done: Callable[[], None] | None = None,
                  images: list | None = None):
         if not prompt_ids:
             raise ValueError("the prompt is empty")
@@ -70,9 +100,12 @@ class Job:
         self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
         self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
         self.fed = 0  # prompt positions fed so far
-        self.emit = emit or (lambda i, delta, reason: None)
+        self.emit = emit or (lambda i, delta, reason, logprobs: None)
+        self.prompt_logprobs: list[TokenLogprob] = []
+        self.previous_logits: torch.Tensor | None = None  # last prompt position's logits (scores the next chunk)
         self.on_done = on_done or (lambda: None)
         self.cancelled = threading.Event()
+        self.abort_reason: str | None = None  # set by Engine.abort_all: unfinished choices end with this reason
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.choices: list[Choice] = []
@@ -107,7 +140,8 @@ class Engine:
         self.num_sinks, self.window = num_sinks, window
         self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
         self.max_active, self.max_queue = max_active, max_queue
-        self.sessions = sessions or SessionStore()
+        # ``is not None``: an empty store is falsy (len 0), and a configured store must never be replaced.
+        self.sessions = sessions if sessions is not None else SessionStore()
         self.stop_ids = stop_token_ids(tokenizer, model)
         self.waiting: deque[Job] = deque()
         self.active: list[Job] = []
@@ -115,6 +149,8 @@ class Engine:
                       "prompt_tokens_fed": 0, "prompt_tokens_reused": 0}
         self._cond = threading.Condition()
         self._stop = False
+        self._draining = False
+        self.started = int(time.time())  # Unix seconds: the model card's ``created``
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -134,12 +170,31 @@ class Engine:
             self._thread.join(timeout=30)
 
     class QueueFull(RuntimeError):
-        pass
+        """The waiting queue is full (HTTP 429)."""
+
+    class Unavailable(RuntimeError):
+        """The engine is draining or stopped and takes no new work (HTTP 503)."""
+
+    class OutOfCacheMemory(RuntimeError):
+        """Forking ``n`` choices would exceed the cache memory bound even after evicting idle sessions."""
+
+    def drain(self) -> None:
+        """Stop taking new jobs; jobs already submitted run on (:meth:`abort_all` ends them early)."""
+        with self._cond:
+            self._draining = True
+
+    def abort_all(self, reason: str = "abort") -> None:
+        """End every waiting and active job now; each unfinished choice gets a final event with ``reason``."""
+        with self._cond:
+            for job in list(self.waiting) + list(self.active):
+                job.abort_reason = reason
+                job.cancel()
+            self._cond.notify_all()
 
     def submit(self, job: Job) -> Job:
         with self._cond:
-            if self._stop:
-                raise RuntimeError("the engine is shutting down")
+            if self._stop or self._draining:
+                raise Engine.Unavailable("the server is shutting down and takes no new requests")
             if len(self.waiting) >= self.max_queue:
                 raise Engine.QueueFull(f"{len(self.waiting)} requests are already queued; try again later")
             self.waiting.append(job)
@@ -163,7 +218,9 @@ class Engine:
 
     def health(self) -> dict:
         with self._cond:
+            self.sessions.evict(self._job_cache_bytes())
             return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
+                    "threads": torch.get_num_threads(), "draining": self._draining,
                     "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
 
     # -- worker ----------------------------------------------------------------------------
@@ -175,6 +232,7 @@ class Engine:
                 break
             if job.cancelled.is_set():
                 self.waiting.remove(job)
+                self._end_aborted(job)
                 self._finish(job, cancelled=True)
                 continue
             if job.session_id is not None and job.session_id in busy:
@@ -193,13 +251,15 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stop and not self.waiting and not self.active:
-                    self._cond.wait()
+                    self.sessions.evict(self._job_cache_bytes())  # idle sessions past their TTL go even when idle
+                    self._cond.wait(timeout=1.0)
                 if self._stop and not self.active and not self.waiting:
                     return
                 self._admit()
                 jobs = list(self.active)
             for job in jobs:
                 if job.cancelled.is_set():
+                    self._end_aborted(job)
                     self._finish(job, cancelled=True)
                     continue
                 try:
@@ -211,6 +271,27 @@ class Engine:
                 if finished:
                     self._finish(job)
 
+    def _end_aborted(self, job: Job) -> None:
+        """A job ended by :meth:`abort_all` closes each unfinished choice with a final event (not a silent cut)."""
+        if job.abort_reason is None:
+            return
+        if not job.choices:
+            job.choices = [Choice(cache=None)]
+        for index, choice in enumerate(job.choices):
+            if choice.finish_reason is None:
+                self._emit(job, index, choice, job.abort_reason)
+        for index in range(len(job.choices), job.params.n):
+            job.emit(index, "", job.abort_reason, [])
+
+    def _job_cache_bytes(self) -> int:
+        """Cache memory held by active jobs outside the session store (stateless caches and forked choices)."""
+        total = 0
+        for job in self.active:
+            for c in job.choices:
+                if c.cache is not None and (job.session is None or c.cache is not job.session.cache):
+                    total += c.cache.nbytes()
+        return total
+
     def _finish(self, job: Job, cancelled: bool = False, error: BaseException | None = None) -> None:
         with self._cond:
             if job in self.active:
@@ -220,6 +301,7 @@ class Engine:
                     self.sessions.drop(job.session_id)  # half-fed: never reuse a cache in an unknown state
                 else:
                     self.sessions.release(job.session)
+            self.sessions.evict(self._job_cache_bytes())
             key = "failed" if error is not None else ("cancelled" if cancelled else "completed")
             self.stats[key] += 1
             job.error = error
@@ -229,7 +311,9 @@ class Engine:
 
     # -- one job -----------------------------------------------------------------------------
     def _new_cache(self) -> SinkCache:
-        return SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk)
+        # Room for one prefill chunk at first; it doubles as tokens arrive (memory follows what a session holds).
+        return SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk,
+                         initial_capacity=self.prefill_chunk)
 
     def _embed_images(self, job: Job) -> None:
         from tenfold.serve.images import image_key
@@ -273,32 +357,62 @@ class Engine:
         job.choices = [Choice(cache=cache if cache is not None else self._new_cache())]
         self.stats["prompt_tokens_reused"] += job.reused
 
-    def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None) -> None:
+    def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None,
+              all_logits: bool = False) -> torch.Tensor:
+        """Feed tokens (or embeddings) through the choice's cache; return the logits kept ((1, V), or (q, V))."""
         inputs = {"input_ids": torch.tensor([ids])} if embeds is None else {"inputs_embeds": embeds[None]}
-        out = self.model(**inputs, cache=choice.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(**inputs, cache=choice.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
         choice.logits = out.logits[0, -1]
+        return out.logits[0]
+
+    def _score_prompt(self, job: Job, chunk: list[int], logits: torch.Tensor) -> None:
+        """Prompt logprobs: each token scored by the logits before it (the first prompt token has none)."""
+        k = job.params.logprobs or 0
+        if not job.prompt_logprobs:
+            job.prompt_logprobs.append((chunk[0], None, []))
+            job.previous_logits = None
+        targets = chunk if job.previous_logits is not None else chunk[1:]
+        rows = logits[: len(chunk) - 1] if job.previous_logits is None else torch.cat(
+            [job.previous_logits[None], logits[: len(chunk) - 1]])
+        for token, row in zip(targets, rows):
+            job.prompt_logprobs.append(score(row, token, k))
+        job.previous_logits = logits[-1]
 
     def _step(self, job: Job) -> bool:
         """Do one unit of work for ``job``; return True when it has finished."""
         if job.pending:
             chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
             if job.embeds is None:
-                self._feed(job.choices[0], chunk)
+                logits = self._feed(job.choices[0], chunk, all_logits=job.params.prompt_logprobs)
+                if job.params.prompt_logprobs:
+                    self._score_prompt(job, chunk, logits)
             else:
                 self._feed(job.choices[0], embeds=job.embeds[job.fed : job.fed + len(chunk)])
             job.fed += len(chunk)
             self.stats["prompt_tokens_fed"] += len(chunk)
             if job.session is not None:
                 job.session.consumed.extend(chunk)
-            if not job.pending and job.params.n > 1:  # the prompt is shared: copy its cache for the other choices
-                first = job.choices[0]
-                for _ in range(job.params.n - 1):
-                    job.choices.append(Choice(cache=copy.deepcopy(first.cache), logits=first.logits.clone()))
+            if not job.pending and job.params.n > 1:
+                self._fork(job)
             return False
         for index, choice in enumerate(job.choices):
             if choice.finish_reason is None:
                 self._decode_one(job, index, choice)
         return all(c.finish_reason is not None for c in job.choices)
+
+    def _fork(self, job: Job) -> None:
+        """The prompt is shared by the ``n`` choices: copy its filled cache rows (never the pre-allocated room) for
+        choices 1..n-1, after making room for them under the memory bound."""
+        first = job.choices[0]
+        needed = (job.params.n - 1) * first.cache.nbytes()
+        with self._cond:
+            fits = self.sessions.make_room(needed, self._job_cache_bytes())
+        if not fits:
+            raise Engine.OutOfCacheMemory(
+                f"n={job.params.n} needs {needed / 2**20:.1f} MB more cache memory than the server's bound allows "
+                "(--session-memory-mb); ask for fewer choices or try again later")
+        for _ in range(job.params.n - 1):
+            job.choices.append(Choice(cache=first.cache.copy(), logits=first.logits.clone()))
 
     def _decode_one(self, job: Job, index: int, choice: Choice) -> None:
         p = job.params
@@ -309,13 +423,13 @@ class Engine:
             self._emit(job, index, choice, "stop")
             return
         choice.ids.append(token)
+        if p.logprobs is not None:
+            choice.logprobs.append(score(choice.logits, token, p.logprobs))
         text = self.tok.decode(choice.ids, skip_special_tokens=True)
         reason = None
-        for s in p.stop:
-            at = text.find(s, max(0, len(choice.text) - len(s)))
-            if at >= 0:
-                text, reason = text[:at], "stop"
-                break
+        at = first_stop(text, p.stop, len(choice.text))
+        if at is not None:
+            text, reason = text[:at], "stop"
         choice.text = text
         if reason is None and len(choice.ids) >= p.max_tokens:
             reason = "length"
@@ -337,4 +451,6 @@ class Engine:
         if upto > choice.sent or reason is not None:
             delta = choice.text[choice.sent : max(upto, choice.sent)]
             choice.sent = max(upto, choice.sent)
-            job.emit(index, delta, reason)
+            entries = choice.logprobs[choice.logprobs_sent :]
+            choice.logprobs_sent = len(choice.logprobs)
+            job.emit(index, delta, reason, entries)

@@ -1,9 +1,12 @@
 """Start ``tenfold serve`` in a subprocess on a free loopback port (for benchmarks, tests and scripts)."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -16,21 +19,31 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess(["--window", "252"]) as srv: srv.base`` -> ``http://127.0.0.1:PORT``; stopped on exit."""
 
-    def __init__(self, args: list[str] | None = None, start_timeout: float = 300):
+    def __init__(self, args: list[str] | None = None, start_timeout: float = 300, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.args, self.start_timeout = list(args or []), start_timeout
+        self.env = None if env is None else {**os.environ, **env}
         self.proc: subprocess.Popen | None = None
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="tenfold-serve-", suffix=".log", delete=False)
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        with open(self._log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
 
     def __enter__(self) -> "ServerProcess":
         import httpx
 
         self.proc = subprocess.Popen([sys.executable, "-m", "tenfold", "serve", "--port", str(self.port), *self.args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=self._log, text=True, env=self.env)
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tenfold serve exited: {self.proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"tenfold serve exited: {self.log()[-2000:]}")
             try:
                 if httpx.get(self.base + "/health", timeout=2).status_code == 200:
                     return self

@@ -1,16 +1,48 @@
-"""Request bodies of the OpenAI-compatible API (the fields tenfold serves; others are accepted and ignored)."""
+"""Request bodies of the OpenAI-compatible API: every field tenfold serves, validated; output-changing fields it
+does not serve are refused.
+
+A request field that would change the answer is either implemented or refused with a 400 whose ``code`` is
+``unsupported_parameter`` and whose ``param`` names the field (:meth:`_Sampling.unsupported`). Fields that never
+change the output (``metadata``, ``store``, ``service_tier``, ...) are accepted and ignored; so are the neutral
+values of fields tenfold does not implement (``presence_penalty: 0``, ``logit_bias: {}``, ``best_of`` equal to ``n``).
+"""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# torch.Generator.manual_seed takes any integer in [-2**63, 2**64 - 1]; OpenAI documents an integer seed.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+# Fields that do not change what is generated: accepted and ignored.
+_HARMLESS = {"metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
+             "stream_options"}
+# Fields accepted when they carry their neutral value (the value that leaves the output unchanged).
+_NEUTRAL = {"presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
+            "logit_bias": (None,), "top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "modalities": (None,),
+            "reasoning_effort": (None,), "suffix": (None, ""), "prediction": (None,), "functions": (None,),
+            "function_call": (None, "none", "auto"), "audio": (None,), "web_search_options": (None,),
+            "verbosity": (None,), "user_id": (None,)}
+
+
+def _utf8(text: str, where: str) -> str:
+    """``text`` unchanged, or ValueError when it holds a lone surrogate (not encodable as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where} is not valid Unicode text (it holds a lone surrogate)") from None
+    return text
 
 
 class Message(BaseModel):
+    """One chat message: ``content`` is text or a list of text / image_url parts."""
+
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict] | None = ""
+    name: str | None = None
 
     @field_validator("content")
     @classmethod
@@ -18,19 +50,21 @@ class Message(BaseModel):
         """Text, or a list of ``{"type": "text", "text": ...}`` and ``{"type": "image_url", "image_url": {"url"}}``."""
         if value is None:
             return ""
-        if isinstance(value, list):
-            for part in value:
-                kind = part.get("type")
-                if kind == "text":
-                    if not isinstance(part.get("text"), str):
-                        raise ValueError("a text part needs a string 'text'")
-                elif kind == "image_url":
-                    url = part.get("image_url")
-                    url = url.get("url") if isinstance(url, dict) else url
-                    if not isinstance(url, str):
-                        raise ValueError("an image_url part needs image_url.url (a data: URL)")
-                else:
-                    raise ValueError(f"unsupported content part type {kind!r} (text and image_url are supported)")
+        if isinstance(value, str):
+            return _utf8(value, "content")
+        for part in value:
+            kind = part.get("type")
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ValueError("a text part needs a string 'text'")
+                _utf8(part["text"], "a text part")
+            elif kind == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str):
+                    raise ValueError("an image_url part needs image_url.url (a data: URL)")
+            else:
+                raise ValueError(f"unsupported content part type {kind!r} (text and image_url are supported)")
         return value
 
     def text_and_images(self, placeholder: str) -> tuple[str, list[str]]:
@@ -49,14 +83,14 @@ class Message(BaseModel):
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=8)
     stream: bool = False
     stream_options: dict | None = None
@@ -70,7 +104,12 @@ class _Sampling(BaseModel):
         stops = [value] if isinstance(value, str) else value
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop must be up to 4 non-empty strings")
-        return stops
+        return [_utf8(s, "stop") for s in stops]
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value):
+        return None if value is None else _utf8(value, "user")
 
     @field_validator("temperature", "top_p")
     @classmethod
@@ -79,22 +118,66 @@ class _Sampling(BaseModel):
             raise ValueError("must be a number")
         return value
 
+    def unsupported(self) -> str | None:
+        """The first request field that would change the output but is not served here, or None."""
+        for name, value in (self.model_extra or {}).items():
+            if name in _HARMLESS:
+                continue
+            if name in _NEUTRAL and _is_neutral(value, _NEUTRAL[name]):
+                continue
+            if name == "best_of" and value in (None, self.n):
+                continue
+            return name
+        return None
+
+
+def _is_neutral(value: Any, neutral: tuple) -> bool:
+    if isinstance(value, (dict, list)) and not value:
+        return True
+    return any(value is v or (type(value) is type(v) and value == v) or
+               (isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(v, (int, float))
+                and value == v) for v in neutral)
+
 
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    """``prompt``: a string, a list of strings, a list of token ids, or a list of token-id lists (at most 8)."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(default=16, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
 
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, value):
-        prompts = [value] if isinstance(value, str) else value
-        if not prompts or any(not p for p in prompts):
-            raise ValueError("prompt must be a non-empty string (or a list of them)")
-        if len(prompts) > 8:
+        if isinstance(value, str):
+            value = [value]
+        elif value and isinstance(value[0], int):
+            value = [value]
+        if not value or any(len(p) == 0 for p in value):
+            raise ValueError("prompt must be non-empty (a string, a list of strings, or token ids)")
+        if len(value) > 8:
             raise ValueError("at most 8 prompts per request")
+        for p in value:
+            if isinstance(p, str):
+                _utf8(p, "prompt")
+            elif any(isinstance(t, bool) or t < 0 for t in p):
+                raise ValueError("token ids must be non-negative integers")
         return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, one per entry: text or token ids (after validation ``prompt`` is always a list)."""
+        return list(self.prompt)

@@ -4,7 +4,8 @@ A session remembers the token ids its cache has consumed, so a later request who
 with them only feeds the rest (each chat turn then costs its new tokens, however long the
 conversation: StreamingLLM's multi-round setting, Sec. 4.4). Idle sessions are evicted least
 recently used first, to keep at most ``max_sessions`` sessions, ``max_memory_mb`` of caches and
-none idle for longer than ``ttl_s``; a session in use by a request is never evicted.
+none idle for longer than ``ttl_s``; a session in use by a request is never evicted. The memory bound also covers
+caches outside the store that the engine reports (``n`` choices forked from one prompt): see :meth:`make_room`.
 """
 from __future__ import annotations
 
@@ -17,14 +18,8 @@ from tenfold.streaming.sink_cache import SinkCache
 
 
 def cache_bytes(cache: SinkCache) -> int:
-    """Bytes held by a sink cache's key/value buffers."""
-    total = 0
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if t is not None:
-                total += t.numel() * t.element_size()
-    return total
+    """Bytes held by a sink cache's key/value buffers (pre-allocated room included)."""
+    return cache.nbytes()
 
 
 @dataclass
@@ -71,12 +66,20 @@ class SessionStore:
         if session_id is not None and self._items.pop(session_id, None) is not None:
             self.evicted += 1
 
-    def evict(self) -> None:
-        """Evict idle sessions, least recently used first, until every bound holds."""
+    def evict(self, other_bytes: int = 0) -> None:
+        """Evict idle sessions, least recently used first, until every bound holds.
+
+        ``other_bytes``: cache memory held outside the store, counted against ``max_memory_mb`` too.
+        """
         now = time.monotonic()
         for sid, s in list(self._items.items()):
             if not s.busy and now - s.last_used > self.ttl_s:
                 self.drop(sid)
         idle = [sid for sid, s in self._items.items() if not s.busy]  # oldest first
-        while idle and (len(self._items) > self.max_sessions or self.memory_bytes() > self.max_bytes):
+        while idle and (len(self._items) > self.max_sessions or self.memory_bytes() + other_bytes > self.max_bytes):
             self.drop(idle.pop(0))
+
+    def make_room(self, needed: int, other_bytes: int = 0) -> bool:
+        """Evict idle sessions until ``needed`` more bytes fit under the memory bound; False if they cannot."""
+        self.evict(other_bytes + needed)
+        return self.memory_bytes() + other_bytes + needed <= self.max_bytes

@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_chat)
 
 
-def _check_cache_args(sinks: int, window: int) -> None:
+def check_cache_args(sinks: int, window: int) -> None:
     if sinks < 0:
         raise TenfoldError(f"--sinks must be >= 0 (got {sinks})")
     if window < 1:
@@ -53,7 +53,7 @@ def _check_cache_args(sinks: int, window: int) -> None:
         raise TenfoldError(f"--window ({window}) must not be smaller than --sinks ({sinks})")
 
 
-def _load(model_name, dtype):
+def load_model(model_name, dtype):
     import torch
 
     from tenfold.models import load_lm
@@ -67,13 +67,13 @@ def _stream_ppl(args) -> int:
     from tenfold.data import austen, read_text
     from tenfold.streaming.perplexity import perplexity
 
-    _check_cache_args(args.sinks, args.window)
+    check_cache_args(args.sinks, args.window)
     if args.blocked and args.method not in ("window", "sink"):
         raise TenfoldError("--blocked applies to --method window or sink")
     if args.tokens < 2:
         raise TenfoldError(f"--tokens must be >= 2 (got {args.tokens})")
     text = read_text(args.text) if args.text else austen(None if args.book == "all" else args.book)
-    model, tok = _load(args.model, args.dtype)
+    model, tok = load_model(args.model, args.dtype)
     ids = tok(text, return_tensors="pt").input_ids[0]
     if ids.numel() < args.tokens:
         raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
@@ -99,13 +99,13 @@ def _stream_ppl(args) -> int:
 def _chat(args) -> int:
     from tenfold.streaming.chat import StreamingChat
 
-    _check_cache_args(args.sinks, args.window)
+    check_cache_args(args.sinks, args.window)
     if args.memory and args.memory_k < 1:
         raise TenfoldError(f"--memory-k must be >= 1 (got {args.memory_k})")
     if args.memory and not -1 <= args.memory_min_score <= 1:
         raise TenfoldError(f"--memory-min-score is a cosine similarity in [-1, 1] (got {args.memory_min_score})")
     memory = {"k": args.memory_k, "min_score": args.memory_min_score} if args.memory else False
-    model, tok = _load(args.model, args.dtype)
+    model, tok = load_model(args.model, args.dtype)
     chat = StreamingChat(model, tok, args.sinks, args.window, system=args.system,
                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, memory=memory)
     interactive = sys.stdin.isatty()

@@ -34,9 +34,10 @@ class SinkLayer(CacheLayerMixin):
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, capacity: int = 0):
+    def __init__(self, capacity: int = 0, max_capacity: int | None = None):
         super().__init__()
-        self.capacity = capacity
+        self.capacity = self.initial_capacity = capacity  # columns allocated at first (and after reset)
+        self.max_capacity = capacity if max_capacity is None else max_capacity  # growth stops here (unless a step needs more)
         self.n = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -47,7 +48,7 @@ class SinkLayer(CacheLayerMixin):
         self.n, self.is_initialized = 0, True
 
     def _grow(self, needed: int) -> None:
-        cap = max(needed, 2 * self.capacity)
+        cap = max(needed, min(2 * self.capacity, max(self.max_capacity, needed)))
         keys = self.keys.new_empty((*self.keys.shape[:2], cap, self.keys.shape[-1]))
         values = self.values.new_empty((*self.values.shape[:2], cap, self.values.shape[-1]))
         keys[:, :, : self.n] = self.keys[:, :, : self.n]
@@ -76,6 +77,16 @@ class SinkLayer(CacheLayerMixin):
 
     def reset(self) -> None:
         self.n, self.is_initialized = 0, False  # buffers are re-allocated on the next update (batch may change)
+        self.keys = self.values = None  # freed now, not when the next update re-allocates them
+        self.capacity = self.initial_capacity
+
+    def compact_copy(self) -> "SinkLayer":
+        """A copy holding only the ``n`` filled columns (capacity ``n``; it grows again as tokens arrive)."""
+        other = SinkLayer(1, self.max_capacity)
+        if self.is_initialized:
+            other.keys, other.values = self.keys[:, :, : self.n].clone(), self.values[:, :, : self.n].clone()
+            other.device, other.n, other.capacity, other.is_initialized = self.device, self.n, max(self.n, 1), True
+        return other
 
     def shift_window(self, sinks: int, keep: int, shift: RopeShift) -> None:
         """Fast path (no padding): keep ``sinks`` + the last ``keep`` tokens, moving the latter left and re-rotating them."""
@@ -102,16 +113,21 @@ class SinkCache(Cache):
 
     Needs :func:`enable_streaming` on the model (it assigns the in-cache positions).
     ``prefill_chunk``: inputs longer than this are fed in chunks when called from ``generate``.
+    ``initial_capacity``: columns allocated at first (default: all ``num_sinks + window``); a smaller start grows
+    by doubling as tokens arrive, so a short conversation holds memory for its own tokens only.
     """
 
-    def __init__(self, num_sinks: int = 4, window: int = 1020, prefill_chunk: int | None = None):
+    def __init__(self, num_sinks: int = 4, window: int = 1020, prefill_chunk: int | None = None,
+                 initial_capacity: int | None = None):
         if not isinstance(num_sinks, int) or num_sinks < 0:
             raise ValueError(f"num_sinks must be an integer >= 0, got {num_sinks!r}")
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an integer >= 1, got {window!r}")
         if window < num_sinks:
             raise ValueError(f"window ({window}) must not be smaller than num_sinks ({num_sinks})")
-        super().__init__(layer_class_to_replicate=lambda: SinkLayer(capacity=num_sinks + window))
+        size = num_sinks + window
+        first = size if initial_capacity is None else max(1, min(initial_capacity, size))
+        super().__init__(layer_class_to_replicate=lambda: SinkLayer(first, size))
         self.num_sinks, self.window = num_sinks, window
         self.prefill_chunk = prefill_chunk or max(1, window // 4)
         if not 1 <= self.prefill_chunk <= window:
@@ -149,6 +165,27 @@ class SinkCache(Cache):
         for layer in self.layers:
             layer.reset()
         self.valid, self.seen_columns, self.tokens_seen, self.evicted, self._pending = None, 0, 0, 0, 0
+
+    def copy(self) -> "SinkCache":
+        """An independent copy of the cache's state that holds only the filled columns, not the pre-allocated room.
+
+        Used to fork one prefilled prompt into ``n`` continuations: each copy costs the tokens it holds.
+        """
+        other = SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=1)
+        other.layers = [layer.compact_copy() for layer in self.layers]
+        other.valid = None if self.valid is None else self.valid.clone()
+        other.seen_columns, other.tokens_seen, other.evicted = self.seen_columns, self.tokens_seen, self.evicted
+        return other
+
+    def nbytes(self) -> int:
+        """Bytes held by the key/value buffers (allocated room included)."""
+        total = 0
+        for layer in self.layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None) if layer.is_initialized else None
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         raise NotImplementedError("beam search is not supported with the sink cache")

@@ -1,0 +1,77 @@
+"""Response objects of the OpenAI-compatible API: chat completions and text completions, whole or as SSE chunks.
+
+Shapes follow OpenAI's API reference (``chat.completion``, ``chat.completion.chunk``, ``text_completion``);
+``created`` is the response's own time (Unix seconds), and ``usage.prompt_tokens_details.cached_tokens`` counts the
+prompt tokens a session's cache had already consumed. Log-probabilities are shaped by :mod:`tenfold.serve.logprobs`.
+"""
+from __future__ import annotations
+
+import time
+
+from tenfold.serve.logprobs import TokenText, chat_content, completion_logprobs
+
+
+def usage(prompt: int, completion: int, cached: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+class ChatRender:
+    """Builds ``chat.completion`` objects and ``chat.completion.chunk`` events for one response.
+
+    ``texts``: a :class:`TokenText` when the request asked for logprobs, else None.
+    """
+
+    prefix, object, chunk_object = "chatcmpl", "chat.completion", "chat.completion.chunk"
+
+    def __init__(self, model: str, include_usage: bool, texts: TokenText | None = None):
+        self.model, self.include_usage, self.texts = model, include_usage, texts
+        self.created = int(time.time())
+
+    def _base(self, rid: str, obj: str) -> dict:
+        return {"id": rid, "object": obj, "created": self.created, "model": self.model}
+
+    def _logprobs(self, entries) -> dict | None:
+        return None if self.texts is None else {"content": chat_content(entries, self.texts), "refusal": None}
+
+    def chunk(self, rid: str, i: int, delta: str | None, reason: str | None, entries=(), start: bool = False):
+        d = {"role": "assistant", "content": ""} if start else ({"content": delta} if delta else {})
+        return {**self._base(rid, self.chunk_object),
+                "choices": [{"index": i, "delta": d, "logprobs": None if start else self._logprobs(entries),
+                             "finish_reason": reason}]}
+
+    def usage_chunk(self, rid: str, usage_: dict) -> dict:
+        return {**self._base(rid, self.chunk_object), "choices": [], "usage": usage_}
+
+    def full(self, rid: str, texts: list[str], reasons: list[str], usage_: dict, entries: list[list]) -> dict:
+        return {**self._base(rid, self.object), "usage": usage_,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": self._logprobs(e),
+                             "finish_reason": r} for i, (t, r, e) in enumerate(zip(texts, reasons, entries))]}
+
+
+class TextRender(ChatRender):
+    """Builds ``text_completion`` objects and their stream events.
+
+    ``echo``: per choice, the prompt text (prepended to the completion) and the prompt's scored tokens.
+    """
+
+    prefix, object, chunk_object = "cmpl", "text_completion", "text_completion"
+
+    def __init__(self, model: str, include_usage: bool, texts: TokenText | None = None):
+        super().__init__(model, include_usage, texts)
+        self.echo: list[tuple[str, list]] | None = None
+
+    def chunk(self, rid, i, delta, reason, entries=(), start=False):
+        if start:
+            return None
+        lp = None if self.texts is None else completion_logprobs(list(entries), self.texts)
+        return {**self._base(rid, self.chunk_object),
+                "choices": [{"index": i, "text": delta, "logprobs": lp, "finish_reason": reason}]}
+
+    def full(self, rid, texts, reasons, usage_, entries):
+        choices = []
+        for i, (t, r, e) in enumerate(zip(texts, reasons, entries)):
+            prompt, prompt_entries = self.echo[i] if self.echo is not None else ("", [])
+            lp = None if self.texts is None else completion_logprobs(prompt_entries + list(e), self.texts)
+            choices.append({"index": i, "text": prompt + t, "logprobs": lp, "finish_reason": r})
+        return {**self._base(rid, self.object), "usage": usage_, "choices": choices}

@@ -1,0 +1,204 @@
+"""Former 500s, refused fields and protocol details of ``tenfold serve``, over real HTTP on loopback."""
+import json
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tenfold.serve.launch import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m-instruct"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0}
+
+
+def test_former_500s_are_400s_and_the_connection_survives(server):
+    with httpx.Client(base_url=server, timeout=60) as c:  # one keep-alive connection for all of them
+        cases = {
+            "seed 2**64": ("/v1/chat/completions", json.dumps({**CHAT, "seed": 2**64}), 400, "seed"),
+            "seed -2**64": ("/v1/chat/completions", json.dumps({**CHAT, "seed": -(2**64)}), 400, "seed"),
+            "lone surrogate (completions)": ("/v1/completions",
+                                             '{"model": "%s", "prompt": "a \\ud800 b", "max_tokens": 2}' % MODEL, 400,
+                                             "prompt"),
+            "lone surrogate (chat)": ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", '
+                                      '"content": "\\udfff"}], "max_tokens": 2}' % MODEL, 400, "messages"),
+            "token id out of range": ("/v1/completions", json.dumps({"model": MODEL, "prompt": [1, 10**9]}), 400,
+                                      "prompt"),
+            "negative token id": ("/v1/completions", json.dumps({"model": MODEL, "prompt": [1, -5]}), 400, "prompt"),
+        }
+        for name, (path, body, status, param) in cases.items():
+            r = c.post(path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == status, (name, r.status_code, r.text)
+            assert (r.json()["error"]["param"] or "").startswith(param), (name, r.text)
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 200, f"connection broken after {name}"
+        # the largest seed torch takes still works
+        assert c.post("/v1/chat/completions", json={**CHAT, "seed": 2**64 - 1, "temperature": 1}).status_code == 200
+
+
+def test_chunked_body_over_the_limit_gets_413(server):
+    def body():
+        for _ in range(30):
+            yield b"x" * 10_000  # 300 kB in chunks, no Content-Length; the limit is 200 kB
+
+    r = httpx.post(server + "/v1/completions", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("presence_penalty", 0.5), ("frequency_penalty", -1), ("logit_bias", {"100": 5}), ("top_k", 5),
+    ("best_of", 3), ("suffix", " end"), ("some_future_field", 1),
+])
+def test_output_changing_fields_are_refused_by_name(server, field, value):
+    for path, body in (("/v1/chat/completions", CHAT), ("/v1/completions", {"model": MODEL, "prompt": "Hi"})):
+        r = httpx.post(server + path, json={**body, field: value}, timeout=60)
+        assert r.status_code == 400, (path, field, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "unsupported_parameter" and err["param"] == field, err
+
+
+def test_neutral_values_and_harmless_fields_are_accepted(server):
+    body = {**CHAT, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "metadata": {"a": "b"},
+            "store": False, "best_of": 1}
+    assert httpx.post(server + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+
+
+def test_token_id_prompts_single_and_batched(server):
+    from transformers import AutoTokenizer
+
+    from tenfold.models.lm import cached_dir
+
+    ids = AutoTokenizer.from_pretrained(cached_dir())("1, 2, 3, 4,", add_special_tokens=False).input_ids
+    text = httpx.post(server + "/v1/completions", json={"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 4,
+                                                         "temperature": 0}, timeout=60).json()
+    single = httpx.post(server + "/v1/completions", json={"model": MODEL, "prompt": ids, "max_tokens": 4,
+                                                           "temperature": 0}, timeout=60).json()
+    batch = httpx.post(server + "/v1/completions", json={"model": MODEL, "prompt": [ids, ids[:3]], "max_tokens": 4,
+                                                          "temperature": 0}, timeout=60).json()
+    assert single["choices"][0]["text"] == text["choices"][0]["text"] == batch["choices"][0]["text"]
+    assert single["usage"]["prompt_tokens"] == len(ids) and len(batch["choices"]) == 2
+
+
+def test_earliest_stop_string_wins_whatever_the_list_order(server):
+    body = {"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0}
+    plain = httpx.post(server + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+    assert " 7" in plain and " 5" in plain and plain.index(" 5") < plain.index(" 7"), plain
+    for stops in ([" 7", " 5"], [" 5", " 7"]):
+        out = httpx.post(server + "/v1/completions", json={**body, "stop": stops}, timeout=60).json()["choices"][0]
+        assert out["text"] == plain[: plain.index(" 5")] and out["finish_reason"] == "stop", (stops, out)
+
+
+def test_request_ids_created_and_model_lookup(server):
+    r = httpx.post(server + "/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "trace-42"}, timeout=60)
+    assert r.headers["x-request-id"] == "trace-42"
+    other = httpx.post(server + "/v1/chat/completions", json=CHAT, timeout=60)
+    assert len(other.headers["x-request-id"]) >= 16 and other.headers["x-request-id"] != "trace-42"
+    before = time.time()
+    time.sleep(1.1)
+    late = httpx.post(server + "/v1/chat/completions", json=CHAT, timeout=60).json()
+    assert late["created"] >= int(before) + 1  # the response's own time, not the server's start
+    assert httpx.get(server + f"/v1/models/{MODEL}").json()["id"] == MODEL
+    missing = httpx.get(server + "/v1/models/gpt-17")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_prompt_length_and_image_limits(server):
+    long = {**CHAT, "messages": [{"role": "user", "content": "word " * 2500}]}
+    r = httpx.post(server + "/v1/chat/completions", json=long, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    png = "data:image/png;base64,iVBORw0KGgo="
+    many = {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}] * 5}]}
+    r = httpx.post(server + "/v1/chat/completions", json=many, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images"
+
+
+def test_disconnected_non_streamed_client_is_cancelled_cleanly(served):
+    body = {**CHAT, "messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 400,
+            "temperature": 0.8}
+    before = httpx.get(served.base + "/health").json()["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(served.base + "/v1/chat/completions", json=body, timeout=1.5)
+    deadline = time.time() + 30
+    while time.time() < deadline and httpx.get(served.base + "/health").json()["cancelled"] == before:
+        time.sleep(0.3)
+    assert httpx.get(served.base + "/health").json()["cancelled"] > before
+    log = served.log()
+    assert "InvalidStateError" not in log and "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def small():
+    with ServerProcess(["--window", "124", "--max-active", "1", "--max-queue", "1", "--idle-timeout", "2",
+                        "--drain-timeout", "3", "--session-memory-mb", "8", "--threads", "1"],
+                       start_timeout=180) as srv:
+        yield srv
+
+
+def test_queue_full_gets_429_with_retry_after(small):
+    body = {**CHAT, "max_tokens": 60, "temperature": 0.8, "messages": [{"role": "user", "content": "Tell a story."}]}
+    statuses, lock = [], threading.Lock()
+
+    def one():
+        r = httpx.post(small.base + "/v1/chat/completions", json=body, timeout=120)
+        with lock:
+            statuses.append((r.status_code, r.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    refused = [s for s in statuses if s[0] == 429]
+    assert refused and all(ra is not None and int(ra) >= 1 for _, ra in refused), statuses
+    assert any(s[0] == 200 for s in statuses), statuses
+
+
+def test_n_choices_count_against_the_cache_memory_bound(small):
+    long = {"model": MODEL, "prompt": "The history of the world, told briefly: " * 20, "max_tokens": 4,
+            "temperature": 1.0}
+    assert httpx.post(small.base + "/v1/completions", json=long, timeout=120).status_code == 200
+    r = httpx.post(small.base + "/v1/completions", json={**long, "n": 8}, timeout=120)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "out_of_cache_memory", r.text
+    assert r.headers.get("retry-after")
+    assert httpx.post(small.base + "/v1/completions", json={**long, "n": 2, "prompt": "Hi"}, timeout=120).status_code == 200
+
+
+def test_idle_and_half_open_connections_time_out(small):
+    idle, partial = socket.create_connection(("127.0.0.1", small.port)), socket.create_connection(("127.0.0.1", small.port))
+    partial.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    for s in (idle, partial):
+        s.settimeout(10)
+    start = time.time()
+    assert idle.recv(100) == b"" and partial.recv(100) == b""  # closed by the server (--idle-timeout 2)
+    assert time.time() - start < 8
+    idle.close()
+    partial.close()
+
+
+def test_sigterm_drains_then_ends_open_streams_with_done():
+    with ServerProcess(["--window", "124", "--drain-timeout", "2", "--threads", "1"], start_timeout=180) as srv:
+        body = {**CHAT, "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 2000,
+                "temperature": 0.8, "stream": True}
+        lines = []
+        with httpx.stream("POST", srv.base + "/v1/chat/completions", json=body, timeout=60) as r:
+            it = r.iter_lines()
+            while not any('"content"' in x for x in lines[1:]):
+                lines.append(next(it))
+            srv.signal(signal.SIGTERM)
+            time.sleep(0.5)
+            refused = None
+            try:
+                refused = httpx.post(srv.base + "/v1/chat/completions", json=CHAT, timeout=10).status_code
+            except httpx.TransportError:
+                refused = "closed"
+            lines += list(it)
+        data = [x for x in lines if x.startswith("data: ")]
+        assert data[-1] == "data: [DONE]", data[-3:]
+        last = json.loads(data[-2][6:])["choices"][0]
+        assert last["finish_reason"] == "abort", last
+        assert refused in (503, "closed")
+        assert srv.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught

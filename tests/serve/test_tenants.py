@@ -1,0 +1,86 @@
+"""Serve options reach the engine, and API keys keep tenants apart (a real ``tenfold serve`` over loopback)."""
+import time
+
+import httpx
+import openai
+import pytest
+
+from tenfold.serve.launch import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m-instruct"
+K1, K2 = "key-one-123", "key-two-456"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    key_file.write_text(f"# team keys\n{K2}\n\n")
+    with ServerProcess(["--window", "124", "--api-key", K1, "--api-key-file", str(key_file), "--max-sessions", "3",
+                        "--session-ttl", "6", "--threads", "1", "--allowed-origins", "http://app.example"],
+                       start_timeout=180) as srv:
+        yield srv
+
+
+def _chat(base, key, messages, user=None, **extra):
+    client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=120)
+    return client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0, user=user,
+                                          **extra)
+
+
+def test_requests_need_a_valid_key_and_health_stays_open(keyed):
+    assert httpx.get(keyed.base + "/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {K1}"}):
+        r = httpx.get(keyed.base + "/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", (headers, r.text)
+    with pytest.raises(openai.AuthenticationError):
+        _chat(keyed.base, "not-a-key", [{"role": "user", "content": "hi"}])
+    for key in (K1, K2):  # one from --api-key, one from --api-key-file
+        assert httpx.get(keyed.base + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_env_key_is_read():
+    from tenfold.serve.cli import read_api_keys
+
+    assert read_api_keys(["a"], None, env={"TENFOLD_API_KEY": "b"}) == ["a", "b"]
+
+
+def test_one_key_cannot_wipe_or_probe_another_keys_session(keyed):
+    history = [{"role": "user", "content": "My name is Ada. Please remember it."}]
+    first = _chat(keyed.base, K1, history, user="shared-name")
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "What is my name?"}]
+    # Key two guesses key one's exact transcript under the same user id: its own namespace, so no cache hit
+    # (the side channel: cached_tokens must not reveal whether the guess matches) ...
+    probe = _chat(keyed.base, K2, history, user="shared-name")
+    assert probe.usage.prompt_tokens_details.cached_tokens == 0
+    # ... and key one's session was not wiped by it: its next turn reuses the cached prefix.
+    second = _chat(keyed.base, K1, history, user="shared-name")
+    assert second.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_session_options_reach_the_engine(keyed):
+    headers = {"Authorization": f"Bearer {K1}"}
+    for i in range(6):
+        _chat(keyed.base, K1, [{"role": "user", "content": f"Say the number {i}."}], user=f"many-{i}")
+        assert httpx.get(keyed.base + "/health").json()["sessions"] <= 3  # --max-sessions 3
+    deadline = time.time() + 20
+    while time.time() < deadline and httpx.get(keyed.base + "/health").json()["sessions"]:
+        time.sleep(0.5)
+    health = httpx.get(keyed.base + "/health", headers=headers).json()
+    assert health["sessions"] == 0, health  # --session-ttl 6: idle sessions go without any new request
+    assert health["threads"] == 1  # --threads 1
+
+
+def test_cors_only_for_allowed_origins(keyed):
+    pre = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization,content-type"}
+    ok = httpx.options(keyed.base + "/v1/chat/completions", headers=pre)
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://app.example"
+    bad = httpx.options(keyed.base + "/v1/chat/completions", headers={**pre, "Origin": "http://evil.example"})
+    assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+
+
+def test_without_keys_the_server_says_sessions_are_shared(server_log):
+    assert "sessions are shared by all clients" in server_log
