@@ -28,6 +28,7 @@ from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, er
 from tenfold.serve.logprobs import TokenText
 from tenfold.serve.render import ChatRender, TextRender, usage
 from tenfold.serve.schemas import ChatRequest, CompletionRequest
+from tenfold.serve.structured import GrammarError, Grammars, call_text, tools_prompt
 
 
 @dataclass
@@ -76,8 +77,26 @@ def _vision_messages(req: ChatRequest, vision, max_pixels: int) -> tuple[list[di
                 images.append(decode_data_url(url, max_pixels))
             except BadImage as exc:
                 raise APIError(400, str(exc), param=f"messages.{i}.content", code="invalid_image") from None
+        if m.tool_calls:  # an earlier assistant turn's calls, as the text the model wrote for them
+            text = (text + "\n" if text else "") + call_text(m.tool_calls)
         messages.append({"role": "system" if m.role == "developer" else m.role, "content": text})
     return messages, images
+
+
+def _with_tools(tok, messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Messages that tell the model about ``tools``: the chat template's own way when it renders them, else a
+    system-prompt section (tenfold.serve.structured.tools_prompt)."""
+    try:
+        plain = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        native = tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        if native != plain:
+            return messages  # the template renders them; chat_ids is called with them below
+    except Exception:  # noqa: BLE001 - a template without tool support
+        pass
+    section = tools_prompt(tools)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": messages[0]["content"] + "\n\n" + section}, *messages[1:]]
+    return [{"role": "system", "content": section}, *messages]
 
 
 def create_app(engine: Engine, settings: ServeSettings):
@@ -85,8 +104,9 @@ def create_app(engine: Engine, settings: ServeSettings):
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
     tok, s = engine.tok, settings
     model_name = s.model_name
-    token_text = TokenText(tok)
     vocab_size = engine.model.get_input_embeddings().num_embeddings
+    token_text = TokenText(tok)
+    grammars = Grammars(tok, vocab_size, engine.stop_ids)
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -213,7 +233,9 @@ def create_app(engine: Engine, settings: ServeSettings):
                         if first is not None:
                             yield f"data: {json.dumps(first)}\n\n"
                     async for i, delta, reason, entries in events():
-                        yield f"data: {json.dumps(render.chunk(rid, i, delta, reason, entries))}\n\n"
+                        chunk = render.chunk(rid, i, delta, reason, entries)
+                        if chunk is not None:
+                            yield f"data: {json.dumps(chunk)}\n\n"
                     if render.include_usage:
                         yield f"data: {json.dumps(render.usage_chunk(rid, _usage()))}\n\n"
                     yield "data: [DONE]\n\n"
@@ -261,6 +283,26 @@ def create_app(engine: Engine, settings: ServeSettings):
         return render.full(rid, choices, [reasons.get(i, "stop") for i in range(len(choices))], _usage(),
                            [scored.get(i, []) for i in range(len(choices))])
 
+    async def _constraint(req: ChatRequest, tools: list[dict] | None):
+        """The grammar factory for ``response_format`` / ``tools`` (None when the output is free text)."""
+        fmt = (req.response_format or {}).get("type", "text")
+        if fmt != "text" and tools:
+            raise APIError(400, "response_format and tools cannot be combined in one request", param="response_format",
+                           code="unsupported_parameter")
+        try:
+            if fmt == "json_object":
+                grammar = await asyncio.to_thread(grammars.json_grammar, None)
+            elif fmt == "json_schema":
+                schema = req.response_format["json_schema"].get("schema") or {"type": "object"}
+                grammar = await asyncio.to_thread(grammars.json_grammar, schema)
+            elif tools:
+                grammar = await asyncio.to_thread(grammars.tools_grammar, tools, req.tool_choice, req.parallel_tool_calls)
+            else:
+                return None
+        except GrammarError as exc:
+            raise APIError(400, str(exc), param="tools" if tools else "response_format", code="invalid_schema") from None
+        return grammars.factory(grammar) if grammar is not None else None
+
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest, request: Request):
         params = _check(req, req.max_completion_tokens or req.max_tokens)
@@ -273,15 +315,26 @@ def create_app(engine: Engine, settings: ServeSettings):
             messages, images = await asyncio.to_thread(_vision_messages, req, engine.vision, s.max_image_pixels)
         else:
             messages, images = _vision_messages(req, engine.vision, s.max_image_pixels)
+        tools = req.tools or None  # shown to the model even with tool_choice "none" (which only forbids calling)
+        params.constraint = await _constraint(req, tools)
+        if tools:
+            messages = _with_tools(tok, messages, tools)
         try:
-            ids = engine.vision.prompt_ids(messages) if engine.vision is not None else chat_ids(tok, messages)[0].tolist()
+            if engine.vision is not None:
+                ids = engine.vision.prompt_ids(messages)
+            elif tools and getattr(tok, "chat_template", None):
+                ids = list(tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"])
+            else:
+                ids = chat_ids(tok, messages)[0].tolist()
         except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
             raise APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
         if engine.vision is not None and engine.vision.count_images(ids) != len(images):
             raise APIError(400, f"the messages hold {len(images)} image(s) but {engine.vision.count_images(ids)} "
                            "image placeholder(s); do not write the placeholder text yourself", param="messages")
         _check_length(ids, "messages")
-        render = ChatRender(model_name, _include_usage(req), token_text if req.logprobs else None)
+        render = ChatRender(model_name, _include_usage(req), token_text if req.logprobs else None,
+                            tools=bool(tools) and req.tool_choice != "none")
         return await _run(request, [ids], params, _session(request, req), req.stream, render, images)
 
     @app.post("/v1/completions")

@@ -36,6 +36,9 @@ class GenParams:
     n: int = 1
     logprobs: int | None = None  # None: off; k >= 0: each sampled token's logprob and the k most likely alternatives
     prompt_logprobs: bool = False  # also score every prompt token (completions ``echo`` + ``logprobs``)
+    # Structured output: makes one grammar state per choice (``mask(logits)``, ``consume(token)``, ``finished``);
+    # see tenfold.serve.structured. None: unconstrained.
+    constraint: Callable[[], object] | None = None
 
 
 # One scored token: (token id, log-probability under the model, [(alternative id, log-probability), ...]).
@@ -65,6 +68,7 @@ class Choice:
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token in ``ids`` (when asked for)
     logprobs_sent: int = 0
+    constraint: object | None = None  # this choice's grammar state (structured output)
 
 
 def first_stop(text: str, stops: list[str], old_length: int = 0) -> int | None:
@@ -354,7 +358,8 @@ class Engine:
             cache = session.cache
         job.pending = job.keys[job.reused :]
         job.fed = job.reused
-        job.choices = [Choice(cache=cache if cache is not None else self._new_cache())]
+        job.choices = [Choice(cache=cache if cache is not None else self._new_cache(),
+                              constraint=job.params.constraint() if job.params.constraint else None)]
         self.stats["prompt_tokens_reused"] += job.reused
 
     def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None,
@@ -412,17 +417,21 @@ class Engine:
                 f"n={job.params.n} needs {needed / 2**20:.1f} MB more cache memory than the server's bound allows "
                 "(--session-memory-mb); ask for fewer choices or try again later")
         for _ in range(job.params.n - 1):
-            job.choices.append(Choice(cache=first.cache.copy(), logits=first.logits.clone()))
+            job.choices.append(Choice(cache=first.cache.copy(), logits=first.logits.clone(),
+                                      constraint=job.params.constraint() if job.params.constraint else None))
 
     def _decode_one(self, job: Job, index: int, choice: Choice) -> None:
         p = job.params
-        token = sample_next(choice.logits, p.temperature, p.top_p, job.generator)
+        logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
+        token = sample_next(logits, p.temperature, p.top_p, job.generator)
         if job.first_token_at is None:
             job.first_token_at = time.perf_counter()
         if token in self.stop_ids:
             self._emit(job, index, choice, "stop")
             return
         choice.ids.append(token)
+        if choice.constraint is not None:
+            choice.constraint.consume(token)
         if p.logprobs is not None:
             choice.logprobs.append(score(choice.logits, token, p.logprobs))
         text = self.tok.decode(choice.ids, skip_special_tokens=True)
@@ -431,6 +440,8 @@ class Engine:
         if at is not None:
             text, reason = text[:at], "stop"
         choice.text = text
+        if reason is None and choice.constraint is not None and choice.constraint.finished:
+            reason = "stop"  # the grammar is complete: nothing more may follow
         if reason is None and len(choice.ids) >= p.max_tokens:
             reason = "length"
         if reason is None:

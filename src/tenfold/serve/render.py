@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from tenfold.serve.logprobs import TokenText, chat_content, completion_logprobs
+from tenfold.serve.structured import parse_calls
 
 
 def usage(prompt: int, completion: int, cached: int) -> dict:
@@ -24,9 +25,10 @@ class ChatRender:
 
     prefix, object, chunk_object = "chatcmpl", "chat.completion", "chat.completion.chunk"
 
-    def __init__(self, model: str, include_usage: bool, texts: TokenText | None = None):
-        self.model, self.include_usage, self.texts = model, include_usage, texts
+    def __init__(self, model: str, include_usage: bool, texts: TokenText | None = None, tools: bool = False):
+        self.model, self.include_usage, self.texts, self.tools = model, include_usage, texts, tools
         self.created = int(time.time())
+        self._held: dict[int, list] = {}  # with tools: each choice's text and logprobs, sent whole at its end
 
     def _base(self, rid: str, obj: str) -> dict:
         return {"id": rid, "object": obj, "created": self.created, "model": self.model}
@@ -34,8 +36,28 @@ class ChatRender:
     def _logprobs(self, entries) -> dict | None:
         return None if self.texts is None else {"content": chat_content(entries, self.texts), "refusal": None}
 
+    def _message(self, text: str, reason: str) -> tuple[dict, str]:
+        """The message fields for ``text`` (tool calls parsed out when the request had tools) and finish_reason."""
+        if not self.tools:
+            return {"content": text}, reason
+        content, calls = parse_calls(text)
+        if not calls:
+            return {"content": content or ""}, reason
+        return {"content": content, "tool_calls": calls}, "tool_calls"
+
     def chunk(self, rid: str, i: int, delta: str | None, reason: str | None, entries=(), start: bool = False):
-        d = {"role": "assistant", "content": ""} if start else ({"content": delta} if delta else {})
+        if self.tools and not start:  # a call is only known once its text is complete: send each choice at its end
+            held = self._held.setdefault(i, ["", []])
+            held[0] += delta or ""
+            held[1] += list(entries)
+            if reason is None:
+                return None
+            fields, reason = self._message(held[0], reason)
+            if "tool_calls" in fields:
+                fields["tool_calls"] = [{"index": k, **c} for k, c in enumerate(fields["tool_calls"])]
+            delta, entries, d = None, held[1], fields
+        else:
+            d = {"role": "assistant", "content": ""} if start else ({"content": delta} if delta else {})
         return {**self._base(rid, self.chunk_object),
                 "choices": [{"index": i, "delta": d, "logprobs": None if start else self._logprobs(entries),
                              "finish_reason": reason}]}
@@ -45,8 +67,10 @@ class ChatRender:
 
     def full(self, rid: str, texts: list[str], reasons: list[str], usage_: dict, entries: list[list]) -> dict:
         return {**self._base(rid, self.object), "usage": usage_,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": self._logprobs(e),
-                             "finish_reason": r} for i, (t, r, e) in enumerate(zip(texts, reasons, entries))]}
+                "choices": [{"index": i, "message": {"role": "assistant", **fields}, "logprobs": self._logprobs(e),
+                             "finish_reason": reason}
+                            for i, (t, r, e) in enumerate(zip(texts, reasons, entries))
+                            for fields, reason in [self._message(t, r)]]}
 
 
 class TextRender(ChatRender):

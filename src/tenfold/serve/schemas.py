@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 # Fields that do not change what is generated: accepted and ignored.
-_HARMLESS = {"metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-             "stream_options"}
+_HARMLESS = {"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options"}
 # Fields accepted when they carry their neutral value (the value that leaves the output unchanged).
 _NEUTRAL = {"presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
             "logit_bias": (None,), "top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "modalities": (None,),
@@ -43,6 +42,17 @@ class Message(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict] | None = ""
     name: str | None = None
+    tool_calls: list[dict] | None = None  # an assistant's earlier calls (OpenAI shape)
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls(cls, value):
+        for call in value or []:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError("each tool call needs function.name (and function.arguments, a JSON string)")
+        return value
 
     @field_validator("content")
     @classmethod
@@ -145,10 +155,61 @@ class ChatRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
+    response_format: dict | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool = True
+
     @model_validator(mode="after")
     def _top_needs_logprobs(self):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @field_validator("response_format")
+    @classmethod
+    def _format(cls, value):
+        if value is None:
+            return None
+        kind = value.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise ValueError("response_format.type must be 'text', 'json_object' or 'json_schema'")
+        if kind == "json_schema":
+            spec = value.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("response_format.json_schema needs a 'schema' object")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value):
+        names = set()
+        for tool in value or []:
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if tool.get("type", "function") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+                raise ValueError("each tool must be {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}")
+            if not isinstance(fn.get("parameters", {}), dict):
+                raise ValueError(f"tool {fn['name']!r}: parameters must be a JSON schema object")
+            if fn["name"] in names:
+                raise ValueError(f"tool {fn['name']!r} is defined twice")
+            names.add(fn["name"])
+        return value
+
+    @model_validator(mode="after")
+    def _choice(self):
+        choice = self.tool_choice
+        if choice is None:
+            self.tool_choice = "auto" if self.tools else "none"
+            return self
+        if isinstance(choice, str):
+            if choice not in ("none", "auto", "required"):
+                raise ValueError("tool_choice must be 'none', 'auto', 'required' or {'type': 'function', ...}")
+        else:
+            name = (choice.get("function") or {}).get("name")
+            if not name or name not in {t["function"]["name"] for t in self.tools or []}:
+                raise ValueError(f"tool_choice names a function that is not in tools: {name!r}")
+        if choice != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools")
         return self
 
 

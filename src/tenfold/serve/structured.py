@@ -1,0 +1,175 @@
+"""Structured output for ``tenfold serve``: JSON mode, JSON schemas and tool calls, enforced by a grammar engine.
+
+Library: llguidance (Microsoft's Rust engine behind guidance; also used by vLLM, SGLang and llama.cpp). It takes a
+JSON schema or a Lark grammar, needs no torch of its own (so it cannot pull in another torch build), and computes
+each step's allowed-token mask in microseconds. At every decoding step the mask sets the logits of tokens that would
+break the grammar to -inf before sampling (a logits processor), so the output always parses.
+
+- ``response_format: {"type": "json_object"}``: any JSON object.
+- ``response_format: {"type": "json_schema", "json_schema": {"schema": ...}}``: JSON matching the schema.
+- ``tools`` with ``tool_choice``: the model calls functions in the Hermes / Qwen style
+  ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. ``required`` and a named function force one or more
+  calls (arguments matching the function's ``parameters`` schema); ``auto`` leaves the model free to write text, and
+  once it opens ``<tool_call>`` the call must be well formed (llguidance's lazy structural tags); ``none`` adds no
+  constraint. The calls are returned as OpenAI ``tool_calls``; assistant ``tool_calls`` sent back in later turns are
+  rendered as the same text, so a conversation round-trips through the chat template (and its session cache).
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from functools import cached_property
+
+import torch
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
+
+
+class GrammarError(ValueError):
+    """A schema or tool definition the grammar engine cannot use (HTTP 400)."""
+
+
+class Constraint:
+    """One choice's grammar state: masks the next token's logits, then follows the sampled token."""
+
+    def __init__(self, matcher, vocab_size: int):
+        import llguidance.torch as llt
+
+        self.matcher, self._llt = matcher, llt
+        self.bitmask = llt.allocate_token_bitmask(1, vocab_size)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) logits with every token the grammar forbids now set to -inf (a new float32 tensor)."""
+        out = logits.float().clone()[None]
+        self._llt.fill_next_token_bitmask(self.matcher, self.bitmask, 0)
+        self._llt.apply_token_bitmask_inplace(out, self.bitmask)
+        return out[0]
+
+    def consume(self, token: int) -> None:
+        self.matcher.consume_token(int(token))
+        if self.matcher.is_error():
+            raise RuntimeError(f"grammar engine error: {self.matcher.get_error()}")
+
+    @property
+    def finished(self) -> bool:
+        """True when the grammar admits nothing more (the output is complete)."""
+        return self.matcher.is_stopped()
+
+
+class Grammars:
+    """Builds llguidance grammars for one tokenizer (the tokenizer wrapper is made once, on first use)."""
+
+    def __init__(self, tokenizer, vocab_size: int, eos_ids: set[int]):
+        self.tok, self.vocab_size, self.eos_ids = tokenizer, vocab_size, sorted(eos_ids)
+
+    @cached_property
+    def lltokenizer(self):
+        import llguidance.hf
+
+        return llguidance.hf.from_tokenizer(self.tok, n_vocab=self.vocab_size, eos_token=self.eos_ids)
+
+    def check(self, grammar: str) -> str:
+        """``grammar`` if llguidance accepts it; GrammarError with its message otherwise."""
+        from llguidance import LLMatcher
+
+        is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self.lltokenizer)
+        if is_error:
+            raise GrammarError("; ".join(messages) or "invalid grammar")
+        return grammar
+
+    def factory(self, grammar: str):
+        """A function making a fresh :class:`Constraint` per choice."""
+        from llguidance import LLMatcher
+
+        return lambda: Constraint(LLMatcher(self.lltokenizer, grammar, log_level=0), self.vocab_size)
+
+    # -- grammars --------------------------------------------------------------------------------
+    def json_grammar(self, schema: dict | None) -> str:
+        from llguidance import LLMatcher
+
+        schema = {"type": "object"} if schema is None else schema
+        try:
+            return self.check(LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False}))
+        except (ValueError, TypeError) as exc:
+            raise GrammarError(f"the JSON schema cannot be used: {exc}") from None
+
+    def tools_grammar(self, tools: list[dict], choice: str | dict, parallel: bool) -> str | None:
+        """The grammar for ``tools`` under ``tool_choice`` (None for ``none``)."""
+        from llguidance import LLMatcher, StructTag
+
+        if choice == "none":
+            return None
+        if isinstance(choice, dict):
+            name = choice["function"]["name"]
+            tools = [t for t in tools if t["function"]["name"] == name]
+        call = {"anyOf": [_call_schema(t) for t in tools]} if len(tools) > 1 else _call_schema(tools[0])
+        try:
+            if choice == "auto":
+                tag = StructTag(trigger=CALL_OPEN, begin=CALL_OPEN, grammar=call, end=CALL_CLOSE)
+                return self.check(StructTag.to_grammar([tag], assume_special=False))
+            more = ' ("\\n" call)*' if parallel else ""
+            lark = f'start: call{more}\ncall: "{CALL_OPEN}" %json {json.dumps(call)} "{CALL_CLOSE}"\n'
+            return self.check(LLMatcher.grammar_from_lark(lark))
+        except GrammarError:
+            raise
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise GrammarError(f"the tool definitions cannot be used: {exc}") from None
+
+
+def _call_schema(tool: dict) -> dict:
+    """One call's JSON schema. Arguments take only the declared properties unless the tool's schema says otherwise
+    (``additionalProperties`` unset means false here, as in OpenAI's strict mode): small models otherwise ramble."""
+    fn = tool["function"]
+    params = dict(fn.get("parameters") or {"type": "object", "properties": {}})
+    if params.get("type") == "object":
+        params.setdefault("additionalProperties", False)
+    return {"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"], "additionalProperties": False,
+            "x-guidance": {"whitespace_flexible": False}}
+
+
+def tools_prompt(tools: list[dict]) -> str:
+    """A system-prompt section describing the tools and the call format, for chat templates that ignore ``tools``."""
+    lines = ["You can call these functions:"]
+    for t in tools:
+        fn = t["function"]
+        lines.append(json.dumps({"name": fn["name"], "description": fn.get("description", ""),
+                                 "parameters": fn.get("parameters", {})}))
+    lines.append(f'To call a function, reply with {CALL_OPEN}{{"name": <function name>, "arguments": <JSON object>}}'
+                 f"{CALL_CLOSE}")
+    return "\n".join(lines)
+
+
+def call_text(tool_calls: list[dict]) -> str:
+    """Assistant ``tool_calls`` (OpenAI shape) as the text the model writes for them."""
+    parts = []
+    for call in tool_calls:
+        fn = call.get("function") or {}
+        args = fn.get("arguments", "{}")
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            pass
+        parts.append(CALL_OPEN + json.dumps({"name": fn.get("name"), "arguments": args}, separators=(",", ":"))
+                     + CALL_CLOSE)  # compact, as the grammar makes the model write it
+    return "\n".join(parts)
+
+
+def parse_calls(text: str) -> tuple[str | None, list[dict]]:
+    """Split generated text into (content, OpenAI ``tool_calls``); calls that do not parse stay in the content."""
+    calls, rest, last = [], [], 0
+    for match in _CALL.finditer(text):
+        try:
+            data = json.loads(match.group(1))
+            name, args = data["name"], data["arguments"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        rest.append(text[last : match.start()])
+        last = match.end()
+        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": name, "arguments": json.dumps(args)}})
+    rest.append(text[last:])
+    content = "".join(rest).strip()
+    return (content or None), calls
