@@ -202,3 +202,34 @@ def test_sigterm_drains_then_ends_open_streams_with_done():
         assert last["finish_reason"] == "abort", last
         assert refused in (503, "closed")
         assert srv.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+
+
+def _metric(text: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return total
+
+
+def test_prometheus_metrics_follow_the_traffic(server):
+    before = httpx.get(server + "/metrics")
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    history = [{"role": "user", "content": "Name a colour."}]
+    first = httpx.post(server + "/v1/chat/completions", json={**CHAT, "messages": history, "user": "metrics-s"},
+                       timeout=60).json()
+    history += [first["choices"][0]["message"], {"role": "user", "content": "And another?"}]
+    httpx.post(server + "/v1/chat/completions", json={**CHAT, "messages": history, "user": "metrics-s"}, timeout=60)
+    httpx.post(server + "/v1/chat/completions", json={**CHAT, "seed": 2**70}, timeout=60)  # a 400
+    after = httpx.get(server + "/metrics").text
+    grew = {name: _metric(after, name) - _metric(before.text, name) for name in (
+        "tenfold_prompt_tokens_total", "tenfold_completion_tokens_total", "tenfold_time_to_first_token_seconds_count",
+        "tenfold_inter_token_latency_seconds_count", "tenfold_session_hits_total")}
+    assert all(v > 0 for v in grew.values()), grew
+    assert 'tenfold_requests_total{endpoint="/v1/chat/completions",status="400"}' in after
+    for name in ("tenfold_queue_depth", "tenfold_active_requests", "tenfold_sessions", "tenfold_cache_memory_bytes",
+                 "tenfold_session_evictions_total", "tenfold_session_misses_total"):
+        assert name in after, name

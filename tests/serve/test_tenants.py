@@ -84,3 +84,9 @@ def test_cors_only_for_allowed_origins(keyed):
 
 def test_without_keys_the_server_says_sessions_are_shared(server_log):
     assert "sessions are shared by all clients" in server_log
+
+
+def test_metrics_need_a_key_when_keys_are_set(keyed):
+    assert httpx.get(keyed.base + "/metrics").status_code == 401
+    r = httpx.get(keyed.base + "/metrics", headers={"Authorization": f"Bearer {K2}"})
+    assert r.status_code == 200 and "tenfold_requests_total" in r.text

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP API of ``tenfold serve`` (FastAPI), on top of :class:`~tenfold.serve.engine.Engine`.
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``, ``POST /v1/completions``
-(both streamed as server-sent events or not), ``GET /health``. Errors are OpenAI-style objects
+(both streamed as server-sent events or not), ``GET /health``, ``GET /metrics`` (Prometheus). Errors are OpenAI-style objects
 ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a JSON 500 for
 anything unexpected. A request with ``user`` or an ``X-Session-Id`` header continues that session's sink cache;
 with API keys, session ids live in the key's own namespace.
@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenfold.models.lm import chat_ids
 from tenfold.serve.engine import Engine, GenParams, Job
 from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, error_body, json_500
 from tenfold.serve.logprobs import TokenText
+from tenfold.serve.metrics import ServeMetrics
 from tenfold.serve.render import ChatRender, TextRender, usage
 from tenfold.serve.schemas import ChatRequest, CompletionRequest
 from tenfold.serve.structured import GrammarError, Grammars, call_text, tools_prompt
@@ -44,6 +45,7 @@ class ServeSettings:
     max_images: int = 4
     api_keys: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
+    public_metrics: bool = False  # with API keys, /metrics needs a key unless this is set
 
 
 class APIError(Exception):
@@ -126,6 +128,14 @@ def create_app(engine: Engine, settings: ServeSettings):
     async def _http(request, exc: StarletteHTTPException):
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code)
+
+    metrics = ServeMetrics(engine)
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health():
@@ -222,8 +232,15 @@ def create_app(engine: Engine, settings: ServeSettings):
         prompt_tokens = sum(len(ids) for ids in prompts)
         rid = f"{render.prefix}-{uuid.uuid4().hex[:24]}"
 
+        counted = False
+
         def _usage():
-            return usage(prompt_tokens, sum(j.completion_tokens for j in jobs), sum(j.reused for j in jobs))
+            nonlocal counted
+            completion = sum(j.completion_tokens for j in jobs)
+            if not counted:
+                counted = True
+                metrics.tokens(prompt_tokens, completion)
+            return usage(prompt_tokens, completion, sum(j.reused for j in jobs))
 
         if stream:
             async def sse():
@@ -236,8 +253,9 @@ def create_app(engine: Engine, settings: ServeSettings):
                         chunk = render.chunk(rid, i, delta, reason, entries)
                         if chunk is not None:
                             yield f"data: {json.dumps(chunk)}\n\n"
+                    summary = _usage()
                     if render.include_usage:
-                        yield f"data: {json.dumps(render.usage_chunk(rid, _usage()))}\n\n"
+                        yield f"data: {json.dumps(render.usage_chunk(rid, summary))}\n\n"
                     yield "data: [DONE]\n\n"
                 except APIError as exc:
                     yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
@@ -367,14 +385,14 @@ def create_app(engine: Engine, settings: ServeSettings):
         return await _run(request, ids, params, session, req.stream, render, echo=echo)
 
     wrapped = BodyLimit(app, s.max_body_bytes)
-    wrapped = ApiKeys(wrapped, s.api_keys)
+    wrapped = ApiKeys(wrapped, s.api_keys, ("/health", "/metrics") if s.public_metrics else ("/health",))
     if s.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 
         wrapped = CORSMiddleware(wrapped, allow_origins=s.allowed_origins, allow_methods=["GET", "POST", "OPTIONS"],
                                  allow_headers=["Authorization", "Content-Type", "X-Session-Id", "X-Request-Id"],
                                  expose_headers=["X-Request-Id"])
-    return CatchAll(RequestId(wrapped))
+    return CatchAll(metrics.middleware(RequestId(wrapped)))
 
 
 def _include_usage(req) -> bool:

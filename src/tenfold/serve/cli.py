@@ -33,6 +33,8 @@ def add_commands(sub) -> None:
                       help="a key clients must send as 'Authorization: Bearer KEY' (repeatable; also env "
                       "TENFOLD_API_KEY); each key's sessions are its own")
     keys.add_argument("--api-key-file", default=None, metavar="FILE", help="more keys, one per line ('#' comments)")
+    keys.add_argument("--public-metrics", action="store_true",
+                      help="serve /metrics without a key even when API keys are set")
     keys.add_argument("--allowed-origins", default="", metavar="ORIGINS",
                       help="comma-separated origins browsers may call from (CORS), or '*'; default: none")
     lim = p.add_argument_group("limits")
@@ -133,7 +135,7 @@ def _serve(args) -> int:
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
                              max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
-                             allowed_origins=origins)
+                             allowed_origins=origins, public_metrics=args.public_metrics)
     app = create_app(engine, settings)
     print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}, {args.dtype}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)

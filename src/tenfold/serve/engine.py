@@ -69,6 +69,7 @@ class Choice:
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token in ``ids`` (when asked for)
     logprobs_sent: int = 0
     constraint: object | None = None  # this choice's grammar state (structured output)
+    last_token_at: float | None = None  # perf_counter() of the last sampled token (inter-token latency)
 
 
 def first_stop(text: str, stops: list[str], old_length: int = 0) -> int | None:
@@ -155,6 +156,9 @@ class Engine:
         self._stop = False
         self._draining = False
         self.started = int(time.time())  # Unix seconds: the model card's ``created``
+        # observer(kind, seconds) for "ttft" (submit -> first token) and "itl" (between a choice's tokens);
+        # tenfold.serve.metrics sets it. Called from the worker thread.
+        self.observer: Callable[[str, float], None] | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -274,6 +278,10 @@ class Engine:
                     continue
                 if finished:
                     self._finish(job)
+
+    def _observe(self, kind: str, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer(kind, seconds)
 
     def _end_aborted(self, job: Job) -> None:
         """A job ended by :meth:`abort_all` closes each unfinished choice with a final event (not a silent cut)."""
@@ -424,8 +432,13 @@ class Engine:
         p = job.params
         logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
         token = sample_next(logits, p.temperature, p.top_p, job.generator)
+        now = time.perf_counter()
         if job.first_token_at is None:
-            job.first_token_at = time.perf_counter()
+            job.first_token_at = now
+            self._observe("ttft", now - job.submitted)
+        elif choice.last_token_at is not None:
+            self._observe("itl", now - choice.last_token_at)
+        choice.last_token_at = now
         if token in self.stop_ids:
             self._emit(job, index, choice, "stop")
             return
