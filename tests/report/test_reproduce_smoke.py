@@ -30,6 +30,9 @@ def test_smoke_profile_runs_every_registered_experiment(tmp_path):
     assert set(rag["ours"]["grid"]) == {"long", "retrieve", "both"}
     serve = json.loads((tmp_path / "results" / "serve-load.json").read_text())
     assert serve["ours"]["stateless_vs_session_at_last_turn"] > 0 and set(serve["ours"]["load"]) == {"1", "4"}
+    retention = serve["ours"]["system_prompt_retention"]
+    assert {"keep_system", "sinks_only"} <= set(retention)
+    assert 0 <= retention["keep_system"]["french_share_last_turns"] <= 1
     pause = json.loads((tmp_path / "results" / "pause.json").read_text())
     assert set(pause["ours"]["accuracy"]) == {"StdPT+StdFT", "StdPT+PauseFT", "PausePT+StdFT", "PausePT+PauseFT"}
     assert "0" in pause["ours"]["m_inf_sweep (PausePT+PauseFT)"]["sort"]

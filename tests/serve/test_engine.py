@@ -203,3 +203,22 @@ def test_n_choices_memory_counts_against_the_bound(tiny, tok):
     with pytest.raises(Engine.OutOfCacheMemory):
         _run(eng, Job(_ids(tok, "word " * 40), GenParams(max_tokens=2, n=8)))
     _run(eng, Job(_ids(tok, "hi"), GenParams(max_tokens=2, n=2)))
+
+
+def test_keep_system_holds_the_system_prompt_as_sinks(tiny, tok):
+    from tenfold.streaming import enable_streaming
+
+    system = _ids(tok, "You are a careful assistant. Always answer in French, please.")
+    eng = Engine(tiny, tok, 2, 40, keep_max=30)
+    long = system + _ids(tok, " and then " * 60)  # far past the 2+40 cache
+    _run(eng, Job(long, GenParams(max_tokens=3), session_id="k", keep=len(system)))
+    cache = eng.sessions._items["k"].cache
+    assert cache.num_sinks == len(system) <= 30
+    # the kept columns are exactly the system prompt's keys, as a fresh pass over it alone computes them
+    alone = SinkCache(len(system), 40)
+    with torch.no_grad():
+        enable_streaming(tiny)(input_ids=torch.tensor([system]), cache=alone, use_cache=True)
+    kept = cache.layers[0].keys[:, :, : len(system)]
+    assert torch.allclose(kept, alone.layers[0].keys[:, :, : len(system)], atol=1e-5)
+    capped = Engine(tiny, tok, 2, 40, keep_max=5)
+    assert capped._new_cache(len(system)).num_sinks == 5 and Engine(tiny, tok, 2, 40)._new_cache(99).num_sinks == 2

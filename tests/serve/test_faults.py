@@ -132,9 +132,14 @@ def test_disconnected_non_streamed_client_is_cancelled_cleanly(served):
 @pytest.fixture(scope="module")
 def small():
     with ServerProcess(["--window", "124", "--max-active", "1", "--max-queue", "1", "--idle-timeout", "2",
-                        "--drain-timeout", "3", "--session-memory-mb", "8", "--threads", "1"],
+                        "--drain-timeout", "3", "--session-memory-mb", "8", "--threads", "1", "--keep", "system",
+                        "--keep-max", "100"],
                        start_timeout=180) as srv:
         yield srv
+
+
+def test_keep_system_reaches_the_engine(small):
+    assert httpx.get(small.base + "/health").json()["keep_max"] == 100
 
 
 def test_queue_full_gets_429_with_retry_after(small):

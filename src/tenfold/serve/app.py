@@ -190,7 +190,7 @@ def create_app(engine: Engine, settings: ServeSettings):
         return APIError(500, f"generation failed: {error.__class__.__name__}", "server_error", code="internal_error")
 
     async def _run(request: Request, prompts: list[list[int]], params: GenParams, session: str | None, stream: bool,
-                   render, images: list | None = None, echo: list[str] | None = None):
+                   render, images: list | None = None, echo: list[str] | None = None, keep: int = 0):
         """Submit one job per prompt; return a streaming response or the finished choices."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -205,7 +205,7 @@ def create_app(engine: Engine, settings: ServeSettings):
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", p, None, None, None))
 
             jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done,
-                            images=images))
+                            images=images, keep=keep))
         try:
             for job in jobs:
                 engine.submit(job)
@@ -301,6 +301,18 @@ def create_app(engine: Engine, settings: ServeSettings):
         return render.full(rid, choices, [reasons.get(i, "stop") for i in range(len(choices))], _usage(),
                            [scored.get(i, []) for i in range(len(choices))])
 
+    def _system_tokens(messages: list[dict]) -> int:
+        """Tokens of the rendered chat up to the end of its leading system message(s) (0 without one)."""
+        lead = 0
+        while lead < len(messages) and messages[lead]["role"] == "system":
+            lead += 1
+        if not lead:
+            return 0
+        try:
+            return int(chat_ids(tok, messages[:lead], add_generation_prompt=False).shape[1])
+        except Exception:  # noqa: BLE001 - a template that wants a user turn: keep nothing rather than fail
+            return 0
+
     async def _constraint(req: ChatRequest, tools: list[dict] | None):
         """The grammar factory for ``response_format`` / ``tools`` (None when the output is free text)."""
         fmt = (req.response_format or {}).get("type", "text")
@@ -353,7 +365,8 @@ def create_app(engine: Engine, settings: ServeSettings):
         _check_length(ids, "messages")
         render = ChatRender(model_name, _include_usage(req), token_text if req.logprobs else None,
                             tools=bool(tools) and req.tool_choice != "none")
-        return await _run(request, [ids], params, _session(request, req), req.stream, render, images)
+        keep = _system_tokens(messages) if engine.keep_max and engine.vision is None else 0
+        return await _run(request, [ids], params, _session(request, req), req.stream, render, images, keep=keep)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):

@@ -26,6 +26,11 @@ def add_commands(sub) -> None:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--keep", choices=["sinks", "system"], default="sinks",
+                   help="what the cache never evicts: the first --sinks tokens (StreamingLLM), or the conversation's "
+                   "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")
+    p.add_argument("--keep-max", type=int, default=None,
+                   help="most tokens --keep system holds (default: 256, or half the window if that is smaller)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads, set once at start (default: the number of physical cores)")
     keys = p.add_argument_group("tenants")
@@ -91,6 +96,10 @@ def _check(args) -> None:
     for name in ("max_active", "max_queue", "max_sessions", "max_prompt_tokens", "max_body_bytes", "max_image_pixels"):
         if getattr(args, name) < 1:
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.keep_max is None:
+        args.keep_max = min(256, args.window // 2)
+    if args.keep_max < 0 or args.keep_max > args.window:
+        raise TenfoldError(f"--keep-max must be between 0 and --window ({args.window})")
     if args.max_images < 0:
         raise TenfoldError("--max-images must be >= 0")
     if args.threads is not None and args.threads < 1:
@@ -131,13 +140,15 @@ def _serve(args) -> int:
         name = args.served_name or args.model or DEFAULT_LM
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
     engine = Engine(model, tok, args.sinks, args.window, max_active=args.max_active, max_queue=args.max_queue,
-                    sessions=sessions, vision=vision).start()
+                    sessions=sessions, vision=vision,
+                    keep_max=args.keep_max if args.keep == "system" else 0).start()
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
                              max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
                              allowed_origins=origins, public_metrics=args.public_metrics)
     app = create_app(engine, settings)
-    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}, {args.dtype}, {threads} threads) on "
+    kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
+    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {args.dtype}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if api_keys:
         print(f"tenfold serve: {len(api_keys)} API key(s); each key's sessions are private to it", file=sys.stderr)

@@ -96,12 +96,13 @@ class Job:
 
     def __init__(self, prompt_ids: list[int], params: GenParams, session_id: str | None = None,
                  emit: Callable[[int, str, str | None, list], None] | None = None, on_done: Callable[[], None] | None = None,
-                 images: list | None = None):
+                 images: list | None = None, keep: int = 0):
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         self.id = next(self._ids)
         self.prompt_ids, self.params, self.session_id = list(prompt_ids), params, session_id
         self.images = list(images or [])
+        self.keep = keep  # leading prompt tokens to hold as sinks (the system prompt), see Engine.keep_max
         self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
         self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
         self.fed = 0  # prompt positions fed so far
@@ -138,11 +139,14 @@ class Engine:
 
     def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, max_active: int = 16,
                  max_queue: int = 256, sessions: SessionStore | None = None, prefill_chunk: int | None = None,
-                 vision=None):
+                 vision=None, keep_max: int = 0):
         SinkCache(num_sinks, window)  # validates the sizes before anything starts
         self.model, self.tok = enable_streaming(model), tokenizer
         self.vision = vision  # a VisionLanguageModel whose ``lm`` is ``model``, or None
         self.num_sinks, self.window = num_sinks, window
+        if not 0 <= keep_max <= window:
+            raise ValueError(f"keep_max must be between 0 and the window ({window}), got {keep_max}")
+        self.keep_max = keep_max  # llama.cpp's --keep: a job's first ``keep`` tokens (its system prompt) become sinks
         self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
         self.max_active, self.max_queue = max_active, max_queue
         # ``is not None``: an empty store is falsy (len 0), and a configured store must never be replaced.
@@ -228,7 +232,7 @@ class Engine:
         with self._cond:
             self.sessions.evict(self._job_cache_bytes())
             return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
-                    "threads": torch.get_num_threads(), "draining": self._draining,
+                    "threads": torch.get_num_threads(), "draining": self._draining, "keep_max": self.keep_max,
                     "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
 
     # -- worker ----------------------------------------------------------------------------
@@ -322,10 +326,12 @@ class Engine:
         job.on_done()
 
     # -- one job -----------------------------------------------------------------------------
-    def _new_cache(self) -> SinkCache:
+    def _new_cache(self, keep: int = 0) -> SinkCache:
+        """A cache whose sinks are the configured ones or, with ``keep`` (capped at ``keep_max``), the first ``keep``
+        tokens: the conversation's system prompt then stays in the cache however long the chat gets."""
+        sinks = max(self.num_sinks, min(keep, self.keep_max))
         # Room for one prefill chunk at first; it doubles as tokens arrive (memory follows what a session holds).
-        return SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk,
-                         initial_capacity=self.prefill_chunk)
+        return SinkCache(sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=self.prefill_chunk)
 
     def _embed_images(self, job: Job) -> None:
         from tenfold.serve.images import image_key
@@ -352,7 +358,7 @@ class Engine:
             self._embed_images(job)
         cache = None
         if job.session_id is not None:
-            session = self.sessions.acquire(job.session_id, self._new_cache)
+            session = self.sessions.acquire(job.session_id, lambda: self._new_cache(job.keep))
             job.session = session
             seen = session.consumed
             if seen and len(job.keys) > len(seen) and job.keys[: len(seen)] == seen:
@@ -361,12 +367,12 @@ class Engine:
             else:
                 if seen:
                     self.stats["session_misses"] += 1
-                session.cache.reset()
+                session.cache = self._new_cache(job.keep)  # a fresh history: its own system prompt may be kept
                 session.consumed = []
             cache = session.cache
         job.pending = job.keys[job.reused :]
         job.fed = job.reused
-        job.choices = [Choice(cache=cache if cache is not None else self._new_cache(),
+        job.choices = [Choice(cache=cache if cache is not None else self._new_cache(job.keep),
                               constraint=job.params.constraint() if job.params.constraint else None)]
         self.stats["prompt_tokens_reused"] += job.reused
 

@@ -51,6 +51,48 @@ def _passages(n: int, words: int) -> list[str]:
     return [" ".join(text[2000 + i * words : 2000 + (i + 1) * words]) for i in range(n)]
 
 
+_TOPICS = ["the sea", "bread", "a cat", "the moon", "winter", "music", "a garden", "trains", "coffee", "the rain",
+           "a library", "mountains", "the market", "a river", "summer", "horses", "the city", "a letter", "apples",
+           "the forest", "a bicycle", "snow", "the kitchen", "birds", "a castle", "the night", "flowers", "a bridge",
+           "cheese", "the wind", "a school", "boats", "the sun", "a dog", "autumn", "the theatre", "tea", "a clock",
+           "the harbour", "a painting"]
+SYSTEM_RULE = "Always answer in French, whatever language the user writes in."
+
+
+def _french(text: str) -> bool:
+    """Whether a reply is French, by langdetect (a port of Google's language-detection; seeded, so repeatable)."""
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    DetectorFactory.seed = 0
+    try:
+        return detect(text) == "fr"
+    except LangDetectException:  # no letters at all
+        return False
+
+
+def _retention(window: int, keep: bool, turns: int, reply_tokens: int) -> dict:
+    """A ``turns``-turn chat under a system rule; the share of French replies early and late, with or without
+    ``--keep system``. The history outgrows the cache after a few turns, so without keep the rule is evicted."""
+    import httpx
+
+    args = ["--window", str(window)] + (["--keep", "system"] if keep else [])
+    replies = []
+    with ServerProcess(args) as server, httpx.Client() as client:
+        history = [{"role": "system", "content": SYSTEM_RULE}]
+        for turn in range(turns):
+            history.append({"role": "user", "content": f"Tell me about {_TOPICS[turn % len(_TOPICS)]}."})
+            _, out = _chat(client, server.base, history, reply_tokens, session="retention")
+            reply = out["choices"][0]["message"]["content"]
+            replies.append(reply)
+            history.append({"role": "assistant", "content": reply})
+        prompt_tokens = out["usage"]["prompt_tokens"]
+    span = max(1, min(10, turns // 4))
+    early, late = replies[:span], replies[-span:]
+    return {"french_share_first_turns": sum(map(_french, early)) / len(early),
+            "french_share_last_turns": sum(map(_french, late)) / len(late), "turns_counted": span,
+            "prompt_tokens_at_last_turn": prompt_tokens, "last_replies": late[-3:]}
+
+
 @experiment(
     "serve-load", paper="streamingllm",
     claim="Served over an OpenAI-compatible API, a session's sink cache makes each turn of a long conversation cost "
@@ -94,6 +136,13 @@ def serve_load(run):
             run.progress(f"stateless re-prefill at turn {turn}")
             stateless_s[turn] = _chat(client, server.base, snapshots[turn], reply_tokens)[0]
         health = client.get(server.base + "/health").json()
+    retention_turns = run.pick(6, 40, 40)
+    retention = {}
+    for keep in (False, True):
+        run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
+        retention["keep_system" if keep else "sinks_only"] = _retention(window, keep, retention_turns, reply_tokens)
+    ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
+    run.settings.update(retention_turns=retention_turns, retention_judge="langdetect == 'fr'")
     ratio = stateless_s[turns] / session_s[turns]
     ours.update({"session_s_per_turn": {str(k): v for k, v in session_s.items()},
                  "stateless_s_per_turn": {str(k): v for k, v in stateless_s.items()},
@@ -128,5 +177,9 @@ def serve_load(run):
     verdict = "reproduced" if ratio >= target else ("partly" if ratio >= 1.5 else "not reproduced")
     why = (f"turn {turns} ({prompt_tokens[turns]} prompt tokens, {ours['history_vs_window_at_last_turn']:.1f}x the "
            f"cache): {session_s[turns]:.2f} s with a session vs {stateless_s[turns]:.2f} s stateless ({ratio:.1f}x, "
-           f"target >= {target}x); {load[str(levels[-1])]['requests_per_s']:.2f} req/s at concurrency {levels[-1]}")
+           f"target >= {target}x); {load[str(levels[-1])]['requests_per_s']:.2f} req/s at concurrency {levels[-1]}; "
+           f"system rule at the last turns: {retention['keep_system']['french_share_last_turns']:.0%} French replies "
+           f"with --keep system vs {retention['sinks_only']['french_share_last_turns']:.0%} without "
+           f"(first turns {retention['keep_system']['french_share_first_turns']:.0%} / "
+           f"{retention['sinks_only']['french_share_first_turns']:.0%})")
     return {"ours": ours, "verdict": verdict, "why": why}
