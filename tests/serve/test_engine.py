@@ -197,12 +197,22 @@ def test_forked_choices_copy_filled_rows_only_and_continue_identically(tiny, tok
 
 
 def test_n_choices_memory_counts_against_the_bound(tiny, tok):
-    store = SessionStore(max_memory_mb=0.01)  # 10 kB: room for the prompt, not for 7 more copies of it
+    store = SessionStore(max_memory_mb=0.03)  # 30 kB: room for a prompt's cache, not for 7 more copies of it
     eng = Engine(tiny, tok, 2, 60, sessions=store)
     assert eng.sessions is store  # an empty store is falsy; it must still be the one used
-    with pytest.raises(Engine.OutOfCacheMemory):
+    with pytest.raises(Engine.RequestTooLarge):  # could never fit: a 400, and nothing evicted for it
         _run(eng, Job(_ids(tok, "word " * 40), GenParams(max_tokens=2, n=8)))
     _run(eng, Job(_ids(tok, "hi"), GenParams(max_tokens=2, n=2)))
+
+
+def test_a_refused_fork_evicts_no_session(tiny, tok):
+    store = SessionStore(max_memory_mb=0.03)
+    eng = Engine(tiny, tok, 2, 60, sessions=store)
+    _run(eng, Job(_ids(tok, "a session worth keeping " * 3), GenParams(max_tokens=2), session_id="victim"))
+    assert "victim" in store
+    with pytest.raises(Engine.RequestTooLarge):
+        _run(eng, Job(_ids(tok, "word " * 40), GenParams(max_tokens=2, n=8)))
+    assert "victim" in store
 
 
 def test_keep_system_holds_the_system_prompt_as_sinks(tiny, tok):

@@ -64,4 +64,11 @@ def test_first_stop_is_the_earliest_in_the_text():
     assert first_stop("a b c d", [" d", " b"]) == 1
     assert first_stop("a b c d", [" b", " d"]) == 1
     assert first_stop("abc", ["x"]) is None
-    assert first_stop("hello world", ["world"], old_length=9) == 6
+    assert first_stop("hello world", ["world"]) == 6
+    # "e " completes inside a longer stop string that started earlier: wait for it ...
+    stops = ["e ", " a classic example of a pun"]
+    assert first_stop(" is a classic example ", stops) is None
+    assert first_stop(" is a classic example of a pun, where", stops) == 3
+    # ... unless it cannot complete any more (the longer one diverged, or generation ended)
+    assert first_stop(" is a classic example of a cat", stops) == len(" is a classic exampl")
+    assert first_stop(" is a classic example ", stops, final=True) == len(" is a classic exampl")

@@ -126,6 +126,14 @@ def test_tool_calls_round_trip_through_the_chat_template(client):
 
 
 @pytest.mark.slow
+def test_a_call_cut_by_max_tokens_says_length_and_leaves_no_fragment(client):
+    out = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                         tools=[WEATHER], tool_choice="required", max_tokens=12, temperature=0)
+    c = out.choices[0]
+    assert c.finish_reason == "length" and "<tool_call>" not in (c.message.content or "")
+
+
+@pytest.mark.slow
 def test_streamed_tool_call(client):
     calls = []
     for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Add 2 and 3."}],
@@ -150,6 +158,18 @@ def test_structured_requests_that_cannot_be_served_get_400(server):
             "name": "x", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}},
         "format and tools": {**chat, "tools": [WEATHER], "response_format": {"type": "json_object"}},
         "unknown format": {**chat, "response_format": {"type": "yaml"}},
+        "schema only a self-reference": {**chat, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"$ref": "#"}}}},
+        "infinite required recursion": {**chat, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}},
+                                                     "required": ["c"]}}, "$ref": "#/$defs/n"}}}},
+        "pattern too large": {**chat, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "string", "pattern": "^a{1000000}$"}}}},
+        "absurdly nested call arguments": {**chat, "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
+                "name": "f", "arguments": "[" * 1000 + "]" * 1000}}]}], "tools": [WEATHER], "tool_choice": "none",
+            "response_format": {"type": "json_object"}},
         "top_logprobs without logprobs": {**chat, "top_logprobs": 2},
         "too many top_logprobs": {**chat, "logprobs": True, "top_logprobs": 21},
     }

@@ -30,7 +30,9 @@ def _chat(base, key, messages, user=None, **extra):
 
 
 def test_requests_need_a_valid_key_and_health_stays_open(keyed):
-    assert httpx.get(keyed.base + "/health").status_code == 200
+    open_health = httpx.get(keyed.base + "/health")
+    assert open_health.status_code == 200 and set(open_health.json()) == {"status", "model"}  # no tenants' counters
+    assert "sessions" in httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K1}"}).json()
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {K1}"}):
         r = httpx.get(keyed.base + "/v1/models", headers=headers)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", (headers, r.text)
@@ -62,11 +64,15 @@ def test_one_key_cannot_wipe_or_probe_another_keys_session(keyed):
 
 def test_session_options_reach_the_engine(keyed):
     headers = {"Authorization": f"Bearer {K1}"}
+
+    def sessions():
+        return httpx.get(keyed.base + "/health", headers=headers).json()["sessions"]
+
     for i in range(6):
         _chat(keyed.base, K1, [{"role": "user", "content": f"Say the number {i}."}], user=f"many-{i}")
-        assert httpx.get(keyed.base + "/health").json()["sessions"] <= 3  # --max-sessions 3
+        assert sessions() <= 3  # --max-sessions 3
     deadline = time.time() + 20
-    while time.time() < deadline and httpx.get(keyed.base + "/health").json()["sessions"]:
+    while time.time() < deadline and sessions():
         time.sleep(0.5)
     health = httpx.get(keyed.base + "/health", headers=headers).json()
     assert health["sessions"] == 0, health  # --session-ttl 6: idle sessions go without any new request

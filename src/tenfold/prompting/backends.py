@@ -72,7 +72,7 @@ class LocalLM(Backend):
         params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=1.0, stop=list(stop or []),
                            seed=self.seed + self.calls, n=n)
         texts: dict[int, list[str]] = {}
-        job = Job(ids, params, emit=lambda i, delta, reason: texts.setdefault(i, []).append(delta))
+        job = Job(ids, params, emit=lambda i, delta, reason, logprobs: texts.setdefault(i, []).append(delta))
         self.engine.run(job)
         self.calls += 1
         self.prompt_tokens += len(ids)

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenfold.models.lm import chat_ids
 from tenfold.serve.engine import Engine, GenParams, Job
-from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, error_body, json_500
+from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, error_body, json_500, log
 from tenfold.serve.logprobs import TokenText
 from tenfold.serve.metrics import ServeMetrics
 from tenfold.serve.render import ChatRender, TextRender, usage
@@ -46,6 +46,7 @@ class ServeSettings:
     api_keys: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     public_metrics: bool = False  # with API keys, /metrics needs a key unless this is set
+    body_timeout: float = 15.0  # seconds a request body may stall between chunks (408 past it)
 
 
 class APIError(Exception):
@@ -138,8 +139,15 @@ def create_app(engine: Engine, settings: ServeSettings):
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": model_name, "cache": f"{engine.num_sinks}+{engine.window}", **engine.health()}
+    async def health(request: Request):
+        brief = {"status": "ok", "model": model_name}
+        if s.api_keys and request.scope.get("state", {}).get("tenant") is None and not _valid_key(request):
+            return brief  # without a key: alive or not, nothing about other tenants' traffic
+        return {**brief, "cache": f"{engine.num_sinks}+{engine.window}", **engine.health()}
+
+    def _valid_key(request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and token.strip() in s.api_keys
 
     def _model_card():
         return {"id": model_name, "object": "model", "created": engine.started, "owned_by": "tenfold"}
@@ -179,14 +187,19 @@ def create_app(engine: Engine, settings: ServeSettings):
         sid = request.headers.get("x-session-id") or req.user or None
         if sid is None:
             return None
+        if len(sid) > 256:
+            raise APIError(400, "a session id (X-Session-Id or user) is at most 256 characters", param="user")
         tenant = request.scope.get("state", {}).get("tenant") or ""
         return f"{tenant}/{sid}" if tenant else sid
 
     def _job_error(error: BaseException) -> APIError:
         if isinstance(error, Engine.OutOfCacheMemory):
             return APIError(503, str(error), "server_error", code="out_of_cache_memory", headers={"Retry-After": "5"})
-        if isinstance(error, ValueError):
+        if isinstance(error, Engine.RequestTooLarge):
+            return APIError(400, str(error), param="n", code="request_too_large")
+        if isinstance(error, ValueError):  # e.g. GrammarError: the request's schema failed while generating
             return APIError(400, str(error))
+        log.error("generation failed", exc_info=error)
         return APIError(500, f"generation failed: {error.__class__.__name__}", "server_error", code="internal_error")
 
     async def _run(request: Request, prompts: list[list[int]], params: GenParams, session: str | None, stream: bool,
@@ -207,8 +220,9 @@ def create_app(engine: Engine, settings: ServeSettings):
             jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done,
                             images=images, keep=keep))
         try:
-            for job in jobs:
-                engine.submit(job)
+            engine.submit_all(jobs)
+        except Engine.RequestTooLarge as exc:
+            raise APIError(400, str(exc), param="prompt", code="request_too_large") from None
         except Engine.QueueFull as exc:
             for job in jobs:
                 job.cancel()
@@ -301,6 +315,18 @@ def create_app(engine: Engine, settings: ServeSettings):
         return render.full(rid, choices, [reasons.get(i, "stop") for i in range(len(choices))], _usage(),
                            [scored.get(i, []) for i in range(len(choices))])
 
+    placeholder = None if engine.vision is None else tok.convert_ids_to_tokens(engine.vision.image_token_id)
+    control = sorted({t for t in tok.all_special_tokens if len(t) > 2 and t != placeholder}, key=len, reverse=True)
+
+    def _check_control_tokens(messages: list[dict]) -> None:
+        """Chat content may not spell the template's control tokens (``<|im_start|>`` ...): the tokenizer would read
+        them as real turn boundaries, letting a user forge system or assistant turns."""
+        for i, m in enumerate(messages):
+            found = next((t for t in control if t in m["content"]), None)
+            if found is not None:
+                raise APIError(400, f"message {i} contains the control token {found!r}, which would forge a turn of "
+                               "the chat template; remove it", param=f"messages.{i}.content", code="control_token")
+
     def _system_tokens(messages: list[dict]) -> int:
         """Tokens of the rendered chat up to the end of its leading system message(s) (0 without one)."""
         lead = 0
@@ -363,6 +389,7 @@ def create_app(engine: Engine, settings: ServeSettings):
             raise APIError(400, f"the messages hold {len(images)} image(s) but {engine.vision.count_images(ids)} "
                            "image placeholder(s); do not write the placeholder text yourself", param="messages")
         _check_length(ids, "messages")
+        _check_control_tokens(messages)
         render = ChatRender(model_name, _include_usage(req), token_text if req.logprobs else None,
                             tools=bool(tools) and req.tool_choice != "none")
         keep = _system_tokens(messages) if engine.keep_max and engine.vision is None else 0
@@ -397,7 +424,7 @@ def create_app(engine: Engine, settings: ServeSettings):
         session = None if params.prompt_logprobs else _session(request, req)
         return await _run(request, ids, params, session, req.stream, render, echo=echo)
 
-    wrapped = BodyLimit(app, s.max_body_bytes)
+    wrapped = BodyLimit(app, s.max_body_bytes, s.body_timeout)
     wrapped = ApiKeys(wrapped, s.api_keys, ("/health", "/metrics") if s.public_metrics else ("/health",))
     if s.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware

@@ -71,11 +71,13 @@ def read_api_keys(keys: list[str], key_file: str | None, env: dict | None = None
     the ``TENFOLD_API_KEY`` environment variable; raises :class:`TenfoldError` for an unreadable file or a bad key."""
     env = os.environ if env is None else env
     found = list(keys)
-    if env.get("TENFOLD_API_KEY"):
+    if "TENFOLD_API_KEY" in env:
+        if not env["TENFOLD_API_KEY"].strip():
+            raise TenfoldError("TENFOLD_API_KEY is set but empty; unset it to serve without keys")
         found.append(env["TENFOLD_API_KEY"])
     if key_file:
         try:
-            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+            lines = Path(key_file).read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise TenfoldError(f"cannot read --api-key-file {key_file}: {exc.__class__.__name__}") from None
         found += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
@@ -145,7 +147,8 @@ def _serve(args) -> int:
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
                              max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
-                             allowed_origins=origins, public_metrics=args.public_metrics)
+                             allowed_origins=origins, public_metrics=args.public_metrics,
+                             body_timeout=args.idle_timeout)
     app = create_app(engine, settings)
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
     print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {args.dtype}, {threads} threads) on "

@@ -72,14 +72,24 @@ class Choice:
     last_token_at: float | None = None  # perf_counter() of the last sampled token (inter-token latency)
 
 
-def first_stop(text: str, stops: list[str], old_length: int = 0) -> int | None:
-    """Where the earliest stop string starts in ``text`` (the first in the text, whatever the list order), or None.
+def first_stop(text: str, stops: list[str], final: bool = False) -> int | None:
+    """Where ``text`` must be cut: the start of the stop string that starts first in the text (whatever the list
+    order), or None.
 
-    ``old_length``: characters already checked before the newest token; only matches reaching past it are new.
+    A match is only decided once no other stop string could still start earlier: if the text ends with the
+    beginning of a stop string that starts before the match, more tokens may complete it, so None is returned
+    until they do or do not (``final``: no more tokens will come; decide now).
     """
-    found = [text.find(s, max(0, old_length - len(s))) for s in stops]
-    found = [i for i in found if i >= 0]
-    return min(found) if found else None
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not found:
+        return None
+    at = min(found)
+    if not final:
+        for s in stops:
+            for b in range(max(0, len(text) - len(s) + 1), at):
+                if s.startswith(text[b:]):
+                    return None
+    return at
 
 
 class Job:
@@ -188,7 +198,10 @@ class Engine:
         """The engine is draining or stopped and takes no new work (HTTP 503)."""
 
     class OutOfCacheMemory(RuntimeError):
-        """Forking ``n`` choices would exceed the cache memory bound even after evicting idle sessions."""
+        """Forking ``n`` choices would exceed the cache memory bound even after evicting idle sessions (HTTP 503)."""
+
+    class RequestTooLarge(ValueError):
+        """The request could never fit the server's bounds, whatever else is running (HTTP 400)."""
 
     def drain(self) -> None:
         """Stop taking new jobs; jobs already submitted run on (:meth:`abort_all` ends them early)."""
@@ -204,14 +217,25 @@ class Engine:
             self._cond.notify_all()
 
     def submit(self, job: Job) -> Job:
+        return self.submit_all([job])[0]
+
+    def submit_all(self, jobs: list[Job]) -> list[Job]:
+        """Queue ``jobs`` together (a batched request) or none of them.
+
+        Raises Unavailable while draining, RequestTooLarge when they exceed the whole queue, QueueFull when the queue
+        has no room for them now.
+        """
         with self._cond:
             if self._stop or self._draining:
                 raise Engine.Unavailable("the server is shutting down and takes no new requests")
-            if len(self.waiting) >= self.max_queue:
+            if len(jobs) > self.max_queue:
+                raise Engine.RequestTooLarge(f"{len(jobs)} prompts in one request, more than this server's queue of "
+                                             f"{self.max_queue} (--max-queue) can ever hold")
+            if len(self.waiting) + len(jobs) > self.max_queue:
                 raise Engine.QueueFull(f"{len(self.waiting)} requests are already queued; try again later")
-            self.waiting.append(job)
+            self.waiting.extend(jobs)
             self._cond.notify_all()
-        return job
+        return jobs
 
     def run(self, job: Job) -> Job:
         """Run ``job`` to its end in the calling thread (in-process use, without :meth:`start`)."""
@@ -421,17 +445,29 @@ class Engine:
 
     def _fork(self, job: Job) -> None:
         """The prompt is shared by the ``n`` choices: copy its filled cache rows (never the pre-allocated room) for
-        choices 1..n-1, after making room for them under the memory bound."""
+        choices 1..n-1, after making room for them under the memory bound.
+
+        Raises :class:`RequestTooLarge` when the copies could never fit, :class:`OutOfCacheMemory` when they do not
+        fit now (other requests hold the memory); neither evicts anything.
+        """
         first = job.choices[0]
-        needed = (job.params.n - 1) * first.cache.nbytes()
+        copies = [first.cache.copy()]
+        needed = (job.params.n - 1) * copies[0].nbytes()
+        bound = self.sessions.max_bytes
+        if needed + first.cache.nbytes() > bound:
+            raise Engine.RequestTooLarge(
+                f"n={job.params.n} needs {(needed + first.cache.nbytes()) / 2**20:.1f} MB of cache for this prompt, "
+                f"more than the server's whole bound of {bound / 2**20:.1f} MB (--session-memory-mb); ask for fewer "
+                "choices or a shorter prompt")
         with self._cond:
             fits = self.sessions.make_room(needed, self._job_cache_bytes())
         if not fits:
             raise Engine.OutOfCacheMemory(
-                f"n={job.params.n} needs {needed / 2**20:.1f} MB more cache memory than the server's bound allows "
-                "(--session-memory-mb); ask for fewer choices or try again later")
-        for _ in range(job.params.n - 1):
-            job.choices.append(Choice(cache=first.cache.copy(), logits=first.logits.clone(),
+                f"n={job.params.n} needs {needed / 2**20:.1f} MB more cache memory, and other requests hold the rest "
+                f"of the {bound / 2**20:.1f} MB bound now; try again later")
+        copies += [first.cache.copy() for _ in range(job.params.n - 2)]
+        for cache in copies:
+            job.choices.append(Choice(cache=cache, logits=first.logits.clone(),
                                       constraint=job.params.constraint() if job.params.constraint else None))
 
     def _decode_one(self, job: Job, index: int, choice: Choice) -> None:
@@ -455,7 +491,7 @@ class Engine:
             choice.logprobs.append(score(choice.logits, token, p.logprobs))
         text = self.tok.decode(choice.ids, skip_special_tokens=True)
         reason = None
-        at = first_stop(text, p.stop, len(choice.text))
+        at = first_stop(text, p.stop, final=len(choice.ids) >= p.max_tokens)
         if at is not None:
             text, reason = text[:at], "stop"
         choice.text = text

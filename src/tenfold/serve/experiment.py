@@ -93,6 +93,31 @@ def _retention(window: int, keep: bool, turns: int, reply_tokens: int) -> dict:
             "prompt_tokens_at_last_turn": prompt_tokens, "last_replies": late[-3:]}
 
 
+def _rule_only_in_system(window: int, keep: bool, turns: int, finals: int, reply_tokens: int) -> dict:
+    """The rule carried by the system prompt alone: ``turns - 1`` earlier turns with written English replies (so the
+    history cannot teach French by example), then a last question; the share of French last replies over ``finals``
+    different last questions (stateless requests), with or without ``--keep system``."""
+    import httpx
+
+    args = ["--window", str(window)] + (["--keep", "system"] if keep else [])
+    history = [{"role": "system", "content": SYSTEM_RULE}]
+    for turn in range(turns - 1):
+        topic = _TOPICS[turn % len(_TOPICS)]
+        history += [{"role": "user", "content": f"Tell me about {topic}."},
+                    {"role": "assistant", "content": f"Here is a short note about {topic}: people like it."}]
+    french, replies = 0, []
+    with ServerProcess(args) as server, httpx.Client() as client:
+        for k in range(finals):
+            topic = _TOPICS[(turns + 7 * k) % len(_TOPICS)]
+            _, out = _chat(client, server.base, history + [{"role": "user", "content": f"Describe {topic}."}],
+                           reply_tokens)
+            reply = out["choices"][0]["message"]["content"]
+            french += _french(reply)
+            replies.append(reply)
+    return {"french_share": french / finals, "questions": finals, "prompt_tokens": out["usage"]["prompt_tokens"],
+            "replies": replies[:3]}
+
+
 @experiment(
     "serve-load", paper="streamingllm",
     claim="Served over an OpenAI-compatible API, a session's sink cache makes each turn of a long conversation cost "
@@ -141,6 +166,11 @@ def serve_load(run):
     for keep in (False, True):
         run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
         retention["keep_system" if keep else "sinks_only"] = _retention(window, keep, retention_turns, reply_tokens)
+    finals = run.pick(2, 10, 20)
+    for keep in (False, True):
+        run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={'system' if keep else 'sinks'}")
+        retention["rule_only_in_system_prompt, " + ("keep_system" if keep else "sinks_only")] = _rule_only_in_system(
+            window, keep, retention_turns, finals, reply_tokens)
     ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
     run.settings.update(retention_turns=retention_turns, retention_judge="langdetect == 'fr'")
     ratio = stateless_s[turns] / session_s[turns]
@@ -178,8 +208,10 @@ def serve_load(run):
     why = (f"turn {turns} ({prompt_tokens[turns]} prompt tokens, {ours['history_vs_window_at_last_turn']:.1f}x the "
            f"cache): {session_s[turns]:.2f} s with a session vs {stateless_s[turns]:.2f} s stateless ({ratio:.1f}x, "
            f"target >= {target}x); {load[str(levels[-1])]['requests_per_s']:.2f} req/s at concurrency {levels[-1]}; "
-           f"system rule at the last turns: {retention['keep_system']['french_share_last_turns']:.0%} French replies "
-           f"with --keep system vs {retention['sinks_only']['french_share_last_turns']:.0%} without "
-           f"(first turns {retention['keep_system']['french_share_first_turns']:.0%} / "
-           f"{retention['sinks_only']['french_share_first_turns']:.0%})")
+           f"system rule ('answer in French') at turn {retention_turns}: "
+           f"{retention['keep_system']['french_share_last_turns']:.0%} French with --keep system vs "
+           f"{retention['sinks_only']['french_share_last_turns']:.0%} without in a live chat (its own French "
+           f"replies carry the rule too); with English example replies, so only the system prompt carries it: "
+           f"{retention['rule_only_in_system_prompt, keep_system']['french_share']:.0%} vs "
+           f"{retention['rule_only_in_system_prompt, sinks_only']['french_share']:.0%}")
     return {"ours": ours, "verdict": verdict, "why": why}

@@ -6,6 +6,7 @@ Each class is plain ASGI (``__call__(scope, receive, send)``), so it composes wi
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -30,14 +31,15 @@ async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, by
 
 
 class BodyLimit:
-    """Read the whole request body first, at most ``max_bytes`` of it; a larger body gets 413.
+    """Read the whole request body first, at most ``max_bytes`` of it; a larger body gets 413, and a body that
+    stalls for ``timeout`` seconds between chunks gets 408 (a client cannot hold a connection by never finishing).
 
     Works for ``Content-Length`` and chunked bodies alike: the body is buffered, then replayed to the app, so
     the 413 is sent before any parsing. Later ``receive`` calls (disconnect detection) pass through.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = 15.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,7 +49,11 @@ class BodyLimit:
             return await self._too_big(send)
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                return await send_json(send, 408, error_body(f"the request body stalled for {self.timeout:g} s",
+                                                             code="request_timeout"), [(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 return None
             body = message.get("body", b"")

@@ -40,10 +40,11 @@ class ChatRender:
         """The message fields for ``text`` (tool calls parsed out when the request had tools) and finish_reason."""
         if not self.tools:
             return {"content": text}, reason
-        content, calls = parse_calls(text)
+        content, calls = parse_calls(text, truncated=reason == "length")
         if not calls:
             return {"content": content or ""}, reason
-        return {"content": content, "tool_calls": calls}, "tool_calls"
+        # a reply cut by max_tokens says so, even when it holds complete calls before the cut
+        return {"content": content, "tool_calls": calls}, ("length" if reason == "length" else "tool_calls")
 
     def chunk(self, rid: str, i: int, delta: str | None, reason: str | None, entries=(), start: bool = False):
         if self.tools and not start:  # a call is only known once its text is complete: send each choice at its end

@@ -19,7 +19,7 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 _HARMLESS = {"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options"}
 # Fields accepted when they carry their neutral value (the value that leaves the output unchanged).
 _NEUTRAL = {"presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
-            "logit_bias": (None,), "top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "modalities": (None,),
+            "logit_bias": (None, {}), "top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "modalities": (None, ["text"]),
             "reasoning_effort": (None,), "suffix": (None, ""), "prediction": (None,), "functions": (None,),
             "function_call": (None, "none", "auto"), "audio": (None,), "web_search_options": (None,),
             "verbosity": (None,), "user_id": (None,)}
@@ -34,24 +34,38 @@ def _utf8(text: str, where: str) -> str:
     return text
 
 
-class Message(BaseModel):
-    """One chat message: ``content`` is text or a list of text / image_url parts."""
+# Message keys that carry nothing the model sees (what the openai client echoes back from a response).
+_MESSAGE_HARMLESS = {"refusal", "annotations", "audio", "function_call", "reasoning_content"}
 
-    model_config = ConfigDict(extra="ignore")
+
+class Message(BaseModel):
+    """One chat message: ``content`` is text or a list of text / image_url parts.
+
+    Keys the server would have to ignore but that could matter (``name``, ``prefix``, ...) are refused.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict] | None = ""
-    name: str | None = None
     tool_calls: list[dict] | None = None  # an assistant's earlier calls (OpenAI shape)
     tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _no_unserved_keys(self):
+        for key, value in (self.model_extra or {}).items():
+            if key not in _MESSAGE_HARMLESS or value not in (None, [], ""):
+                raise ValueError(f"the message field {key!r} is not supported by this server")
+        return self
 
     @field_validator("tool_calls")
     @classmethod
     def _calls(cls, value):
         for call in value or []:
             fn = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise ValueError("each tool call needs function.name (and function.arguments, a JSON string)")
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or \
+                    not isinstance(fn.get("arguments", "{}"), str):
+                raise ValueError("each tool call needs function.name and function.arguments (a JSON string)")
         return value
 
     @field_validator("content")
@@ -106,6 +120,41 @@ class _Sampling(BaseModel):
     stream_options: dict | None = None
     user: str | None = Field(default=None, max_length=256)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_everywhere(cls, data):
+        """Refuse lone surrogates in any string of the body (keys included): they are not text."""
+        stack = [("", data)]
+        while stack:
+            where, item = stack.pop()
+            if isinstance(item, str):
+                _utf8(item, where or "the body")
+            elif isinstance(item, dict):
+                for key, value in item.items():
+                    path = f"{where}.{key}" if where else str(key)
+                    stack += [(f"a key in {where or 'the body'}", key), (path, value)]
+            elif isinstance(item, list):
+                stack += [(f"{where}.{i}", v) for i, v in enumerate(item)]
+        return data
+
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options(cls, value):
+        if value is None:
+            return None
+        unknown = set(value) - {"include_usage", "continuous_usage_stats"}
+        if unknown:
+            raise ValueError(f"unsupported stream_options: {sorted(unknown)}")
+        if not isinstance(value.get("include_usage", False), bool):
+            raise ValueError("stream_options.include_usage must be true or false")
+        return value
+
+    @model_validator(mode="after")
+    def _options_need_stream(self):
+        if self.stream_options and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        return self
+
     @field_validator("stop")
     @classmethod
     def _stops(cls, value):
@@ -142,8 +191,6 @@ class _Sampling(BaseModel):
 
 
 def _is_neutral(value: Any, neutral: tuple) -> bool:
-    if isinstance(value, (dict, list)) and not value:
-        return True
     return any(value is v or (type(value) is type(v) and value == v) or
                (isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(v, (int, float))
                 and value == v) for v in neutral)
@@ -164,6 +211,9 @@ class ChatRequest(_Sampling):
     def _top_needs_logprobs(self):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        if self.max_tokens is not None and self.max_completion_tokens is not None and \
+                self.max_tokens != self.max_completion_tokens:
+            raise ValueError("max_tokens and max_completion_tokens disagree; send one of them")
         return self
 
     @field_validator("response_format")
@@ -205,7 +255,9 @@ class ChatRequest(_Sampling):
             if choice not in ("none", "auto", "required"):
                 raise ValueError("tool_choice must be 'none', 'auto', 'required' or {'type': 'function', ...}")
         else:
-            name = (choice.get("function") or {}).get("name")
+            if choice.get("type") != "function" or not isinstance(choice.get("function"), dict):
+                raise ValueError("a tool_choice object must be {'type': 'function', 'function': {'name': ...}}")
+            name = choice["function"].get("name")
             if not name or name not in {t["function"]["name"] for t in self.tools or []}:
                 raise ValueError(f"tool_choice names a function that is not in tools: {name!r}")
         if choice != "none" and not self.tools:

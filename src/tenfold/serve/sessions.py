@@ -80,6 +80,11 @@ class SessionStore:
             self.drop(idle.pop(0))
 
     def make_room(self, needed: int, other_bytes: int = 0) -> bool:
-        """Evict idle sessions until ``needed`` more bytes fit under the memory bound; False if they cannot."""
+        """Evict idle sessions until ``needed`` more bytes fit under the memory bound, and return True; when even
+        evicting every idle session would not make them fit, evict nothing and return False (a request that is
+        refused must not cost other users their sessions)."""
+        busy = sum(cache_bytes(s.cache) for s in self._items.values() if s.busy)
+        if busy + other_bytes + needed > self.max_bytes:
+            return False
         self.evict(other_bytes + needed)
         return self.memory_bytes() + other_bytes + needed <= self.max_bytes

@@ -49,8 +49,8 @@ class Constraint:
 
     def consume(self, token: int) -> None:
         self.matcher.consume_token(int(token))
-        if self.matcher.is_error():
-            raise RuntimeError(f"grammar engine error: {self.matcher.get_error()}")
+        if self.matcher.is_error():  # e.g. a schema too complex for the engine's limits, found while generating
+            raise GrammarError(f"the grammar engine stopped: {self.matcher.get_error().splitlines()[0][:300]}")
 
     @property
     def finished(self) -> bool:
@@ -70,13 +70,23 @@ class Grammars:
 
         return llguidance.hf.from_tokenizer(self.tok, n_vocab=self.vocab_size, eos_token=self.eos_ids)
 
-    def check(self, grammar: str) -> str:
-        """``grammar`` if llguidance accepts it; GrammarError with its message otherwise."""
+    def check(self, grammar: str, needs_output: bool = False) -> str:
+        """``grammar`` if llguidance accepts it and can start matching; GrammarError with its message otherwise.
+
+        A matcher is built and its first mask computed, so errors the engine finds lazily surface here as a 400.
+        ``needs_output``: also refuse a grammar that accepts only the empty output (a schema no JSON value meets).
+        """
         from llguidance import LLMatcher
 
         is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self.lltokenizer)
         if is_error:
-            raise GrammarError("; ".join(messages) or "invalid grammar")
+            raise GrammarError("; ".join(messages)[:500] or "invalid grammar")
+        trial = Constraint(LLMatcher(self.lltokenizer, grammar, log_level=0), self.vocab_size)
+        allowed = trial.mask(torch.zeros(self.vocab_size))
+        if trial.matcher.is_error():
+            raise GrammarError(trial.matcher.get_error().splitlines()[0][:500])
+        if needs_output and (trial.matcher.is_accepting() or not bool((allowed > float("-inf")).any())):
+            raise GrammarError("no JSON value can satisfy this schema (is it only a reference to itself?)")
         return grammar
 
     def factory(self, grammar: str):
@@ -91,9 +101,10 @@ class Grammars:
 
         schema = {"type": "object"} if schema is None else schema
         try:
-            return self.check(LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False}))
-        except (ValueError, TypeError) as exc:
-            raise GrammarError(f"the JSON schema cannot be used: {exc}") from None
+            grammar = LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+        except Exception as exc:  # noqa: BLE001 - any failure to compile the user's schema is the user's 400
+            raise GrammarError(f"the JSON schema cannot be used: {str(exc)[:300]}") from None
+        return self.check(grammar, needs_output=True)
 
     def tools_grammar(self, tools: list[dict], choice: str | dict, parallel: bool) -> str | None:
         """The grammar for ``tools`` under ``tool_choice`` (None for ``none``)."""
@@ -114,8 +125,8 @@ class Grammars:
             return self.check(LLMatcher.grammar_from_lark(lark))
         except GrammarError:
             raise
-        except (ValueError, TypeError, AssertionError) as exc:
-            raise GrammarError(f"the tool definitions cannot be used: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's tool schemas
+            raise GrammarError(f"the tool definitions cannot be used: {str(exc)[:300]}") from None
 
 
 def _call_schema(tool: dict) -> dict:
@@ -150,15 +161,24 @@ def call_text(tool_calls: list[dict]) -> str:
         args = fn.get("arguments", "{}")
         try:
             args = json.loads(args) if isinstance(args, str) else args
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or absurdly deep): kept as the string it is
             pass
-        parts.append(CALL_OPEN + json.dumps({"name": fn.get("name"), "arguments": args}, separators=(",", ":"))
-                     + CALL_CLOSE)  # compact, as the grammar makes the model write it
+        try:
+            body = json.dumps({"name": fn.get("name"), "arguments": args}, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            body = json.dumps({"name": fn.get("name"), "arguments": str(fn.get("arguments"))}, separators=(",", ":"))
+        parts.append(CALL_OPEN + body + CALL_CLOSE)  # compact, as the grammar makes the model write it
     return "\n".join(parts)
 
 
-def parse_calls(text: str) -> tuple[str | None, list[dict]]:
-    """Split generated text into (content, OpenAI ``tool_calls``); calls that do not parse stay in the content."""
+def parse_calls(text: str, truncated: bool = False) -> tuple[str | None, list[dict]]:
+    """Split generated text into (content, OpenAI ``tool_calls``); calls that do not parse stay in the content.
+
+    ``truncated``: generation hit its token limit, so a call opened but never closed at the end is a fragment of a
+    call, not content: it is dropped.
+    """
+    if truncated and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE):
+        text = text[: text.rfind(CALL_OPEN)]
     calls, rest, last = [], [], 0
     for match in _CALL.finditer(text):
         try:
