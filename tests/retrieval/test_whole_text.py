@@ -171,3 +171,35 @@ def test_rag_cli_fingerprints_append_and_retriever_flag(tmp_path, capsys, monkey
     rc, out, err = _run(capsys, "rag", "ask", "--doc", str(b), "--index", str(idx), QUESTION, "--k", "1",
                         "--window", "1024", "--json")
     assert rc == 0 and "Bartholomew Quince" in json.loads(out)["chunks"][0]["text"], err
+
+
+@pytest.mark.slow
+def test_rag_cli_max_seq_length_and_unbound_indexes(tmp_path, capsys):
+    from tenfold.retrieval import VectorIndex
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text(_blocks("start"), encoding="utf-8")
+    sizes = {}
+    for length in ("256", "128"):
+        rc, out, err = _run(capsys, "rag", "index", str(doc), "--out", str(tmp_path / length), "--max-seq-length",
+                            length, "--json")
+        got = json.loads(out)
+        assert rc == 0 and got["source"]["embedder"]["max_seq_length"] == int(length), err
+        assert got["source"]["chunker"]["max_tokens"] == int(length) - 2 and got["source"]["share_embedded"] == 1.0
+        sizes[length] = got["added_chunks"]
+    assert sizes["128"] > sizes["256"]
+    loaded = Retriever.load(tmp_path / "128")  # the index's embedder comes back as it was built
+    assert loaded.embedder.max_seq_length == 128 and loaded.index.hnsw_m == 32
+    rc, _, err = _run(capsys, "rag", "index", str(doc), "--out", str(tmp_path / "128"), "--append",
+                      "--max-seq-length", "256")
+    assert rc == 1 and "was built with max_seq_length 128" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "rag", "index", str(doc), "--out", str(tmp_path / "x"), "--max-seq-length", "1000")
+    assert rc == 1 and "beyond the embedder's 512 positions" in err and not (tmp_path / "x").exists()
+    rc, _, err = _run(capsys, "rag", "ask", "what?")
+    assert rc == 1 and "--doc" in err and len(err.strip().splitlines()) == 1
+    # an index written before fingerprints existed cannot vouch for a document
+    old = VectorIndex(384)
+    old.add(np.eye(384, dtype=np.float32)[:2], ["one", "two"])
+    old.save(tmp_path / "old", {"embedder": "all-minilm-l6-v2"})
+    rc, _, err = _run(capsys, "rag", "ask", "--doc", str(doc), "--index", str(tmp_path / "old"), "what?")
+    assert rc == 1 and "records no source documents" in err and len(err.strip().splitlines()) == 1
