@@ -57,7 +57,7 @@ def radit(run):
     run.settings.update(passages=f"{len(data.passages)} passages, one chunk each, {max(passage_tokens)} tokens at "
                                  f"most (the embedder reads {retriever.embedder.max_tokens})",
                         embedder_reads=retriever.embedder.fingerprint(),
-                        share_of_text_embedded=1.0 - beyond / max(1, sum(passage_tokens)))
+                        share_of_text_embedded=f"{100 * (1.0 - beyond / max(1, sum(passage_tokens))):.1f}%")
     initial_query = copy.deepcopy(retriever.query_model)
     model, tok = load_lm(None)
     base_eval = copy.deepcopy(model).to(torch.bfloat16)

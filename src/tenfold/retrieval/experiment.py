@@ -60,7 +60,9 @@ def retrieval_long_context(run):
                     "seconds": a.seconds})
     run.progress("multilingual needle QA (Chinese)")
     multilingual = _chinese_needles(embedder, model, tok, zh_docs, zh_chars, zh_facts, windows[-1], ks)
-    run.settings.update(share_of_text_embedded=float(np.mean(shares + multilingual.pop("shares"))),
+    run.settings.update(share_of_text_embedded=_percent(
+                            float(np.mean(shares + multilingual.pop("shares"))),
+                            "non-space characters of the documents inside chunks the embedder reads whole"),
                         chunks_per_document=float(np.mean(counts)),
                         embedder_tokens_not_read=embedder.coverage["tokens_beyond_limit"])
     grid: dict = {}
@@ -113,6 +115,10 @@ def retrieval_long_context(run):
            + "; Chinese needles: " + " / ".join(f"{multilingual['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}"
                                                  for m in METHODS))
     return {"ours": ours, "verdict": verdict, "why": why}
+
+
+def _percent(share: float, of: str) -> str:
+    return f"{100 * share:.1f}% ({of})"
 
 
 def _retriever_recall(retriever, questions, ks) -> list[dict]:
@@ -205,7 +211,8 @@ def streameval(run):
             counts[method]["evicted_line_recalled"] = float(np.mean([r["recalled"] for r in rows if r["evicted"]] or [0]))
     run.settings.update(memory_chunker=embedder.chunker(memory["chunk_words"]).settings(),
                         memory_embedder_reads=embedder.fingerprint(),
-                        memory_share_of_text_embedded=embedder.share_embedded(),
+                        memory_share_of_text_embedded=_percent(
+                            embedder.share_embedded(), "tokens of every text embedded that the embedder read"),
                         memory_texts_embedded=embedder.coverage["texts"])
     import matplotlib.pyplot as plt
 
