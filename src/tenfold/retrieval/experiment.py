@@ -58,6 +58,12 @@ def retrieval_long_context(run):
                     "correct": correct(a.answer, q.answer), "in_prompt": q.answer in a.context,
                     "retrieved": any(q.answer in c["text"] for c in a.chunks), "tokens": a.prompt_tokens,
                     "seconds": a.seconds})
+    run.progress("dense recall when the embedder reads 512 tokens (the model's positions) instead of 256")
+    wide, wide_rows = Embedder(max_seq_length=512), []
+    for doc in docs:
+        retriever = Retriever(wide)
+        retriever.add_document(doc.text)
+        wide_rows += _retriever_recall(retriever, doc.questions, ks, ("dense",))
     run.progress("multilingual needle QA (Chinese)")
     multilingual = _chinese_needles(embedder, model, tok, zh_docs, zh_chars, zh_facts, windows[-1], ks)
     run.settings.update(share_of_text_embedded=_percent(
@@ -84,7 +90,9 @@ def retrieval_long_context(run):
             "short_retrieval_vs_longest_window": {
                 "accuracy": [best_retrieval[short]["accuracy"], long_at[longest]["accuracy"]],
                 "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]},
-            "retriever_recall": _mean_recall(recall_rows), "multilingual": multilingual}
+            "retriever_recall": _mean_recall(recall_rows), "multilingual": multilingual,
+            "dense_recall_by_max_seq_length": {"256": _mean_recall(recall_rows)["dense"],
+                                               "512": _mean_recall(wide_rows, ("dense",))["dense"]}}
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -121,19 +129,19 @@ def _percent(share: float, of: str) -> str:
     return f"{100 * share:.1f}% ({of})"
 
 
-def _retriever_recall(retriever, questions, ks) -> list[dict]:
+def _retriever_recall(retriever, questions, ks, methods=METHODS) -> list[dict]:
     """One row per question and method: did the top-k chunks hold the answer, for each k."""
     out = []
     for q in questions:
-        for method in METHODS:
+        for method in methods:
             hits = retriever.search(q.question, max(ks), method)
             out.append({"method": method, **{k: any(q.answer in h.text for h in hits[:k]) for k in ks}})
     return out
 
 
-def _mean_recall(rows: list[dict]) -> dict:
+def _mean_recall(rows: list[dict], methods=METHODS) -> dict:
     return {m: {f"recall@{k}": float(np.mean([r[k] for r in rows if r["method"] == m]))
-                for k in rows[0] if k != "method"} for m in METHODS}
+                for k in rows[0] if k != "method"} for m in methods}
 
 
 def _chinese_needles(embedder, model, tok, n_docs, chars, facts, window, ks) -> dict:
