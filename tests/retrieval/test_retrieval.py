@@ -8,21 +8,26 @@ import pytest
 
 from tenfold.errors import TenfoldError
 from tenfold.retrieval import Retriever, VectorIndex, chunk
+from tenfold.retrieval.chunking import count_words
 
 
 def test_chunk_edge_cases():
     assert chunk("") == [] and chunk("   \n\t ") == []
     short = chunk("only a few words here", words=300)
-    assert len(short) == 1 and short[0].text == "only a few words here" and short[0].start_word == 0
+    assert len(short) == 1 and short[0].text == "only a few words here" and short[0].start == 0
     text = " ".join(f"w{i}" for i in range(10))
     parts = chunk(text, words=4)
     assert [c.text for c in parts] == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w8 w9"]
+    assert [text[c.start : c.start + len(c.text)] for c in parts] == [c.text for c in parts]
     over = chunk(text, words=4, overlap=2)
-    assert [c.start_word for c in over] == [0, 2, 4, 6] and over[-1].text == "w6 w7 w8 w9"
-    uni = chunk("naïve café  東京\u3000タワー ümlaut", words=2)
-    assert [c.text for c in uni] == ["naïve café", "東京 タワー", "ümlaut"]
+    assert [c.text for c in over] == ["w0 w1 w2 w3", "w2 w3 w4 w5", "w4 w5 w6 w7", "w6 w7 w8 w9"]
+    # a sentence boundary wins over filling the chunk; each character of an unspaced script is a word
+    assert [c.text for c in chunk("First sentence here. Second one is here too. Third.", words=6)] == [
+        "First sentence here.", "Second one is here too. Third."]
+    assert count_words("naïve café 東京タワー") == 2 + 5
+    assert [c.text for c in chunk("東京タワーへ行く", words=3)] == ["東京", "タワー", "へ行く"]  # Unicode word boundaries
     for bad in ({"words": 0}, {"words": 3, "overlap": 3}, {"words": 3, "overlap": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises(TenfoldError):
             chunk("a b c", **bad)
 
 

@@ -9,5 +9,7 @@ __all__ = ["BOOKS", "TITLES", "austen", "book_key", "prepare_all", "prepare_aust
 def prepare_all() -> dict[str, str]:
     """Fetch and cache every corpus tenfold uses; returns {corpus: where it is cached}."""
     from tenfold.data.calendar import prepare as prepare_calendar
+    from tenfold.data.chinese import prepare as prepare_chinese
 
-    return {"austen": str(prepare_austen()), "calendar": str(prepare_calendar())}
+    return {"austen": str(prepare_austen()), "calendar": str(prepare_calendar()),
+            "fortunes-zh": str(prepare_chinese())}

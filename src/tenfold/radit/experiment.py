@@ -52,6 +52,12 @@ def radit(run):
     data = build(n_cities, n_films)
     test, train = stratified(data.split("test"), per_kind_test, 0), stratified(data.split("train"), per_kind_train, 1)
     retriever = DualEncoder(data.passages, cache_dir=f"{home()}/radit")
+    passage_tokens = [retriever.embedder.count_tokens(p) for p in data.passages]
+    beyond = sum(max(0, n - retriever.embedder.max_tokens) for n in passage_tokens)
+    run.settings.update(passages=f"{len(data.passages)} passages, one chunk each, {max(passage_tokens)} tokens at "
+                                 f"most (the embedder reads {retriever.embedder.max_tokens})",
+                        embedder_reads=retriever.embedder.fingerprint(),
+                        share_of_text_embedded=f"{100 * (1.0 - beyond / max(1, sum(passage_tokens))):.1f}%")
     initial_query = copy.deepcopy(retriever.query_model)
     model, tok = load_lm(None)
     base_eval = copy.deepcopy(model).to(torch.bfloat16)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ class DualEncoder:
         self.query_model.eval()
 
     def _passage_vectors(self, cache_dir) -> np.ndarray:
-        key = hashlib.sha1(("\n".join(self.passages) + self.embedder.name).encode()).hexdigest()[:16]
+        reads = self.embedder.fingerprint()  # name, dim and max_seq_length all decide the vectors
+        key = hashlib.sha1(("\n".join(self.passages) + json.dumps(reads, sort_keys=True)).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"passages-{key}.npy" if cache_dir else None
         if path is not None and path.exists():
             return np.load(path)

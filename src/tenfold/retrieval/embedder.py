@@ -1,0 +1,111 @@
+"""Normalised sentence embeddings that say what they read (Xu et al. Sec. 3: dense retrievers).
+
+A sentence-transformers model reads at most ``max_seq_length`` tokens of a text and silently drops
+the rest. :class:`Embedder` shows that limit, counts every text's tokens, and warns (with a count)
+whenever a text is longer than what the model reads, so no text is cut without a word. The limit
+can be raised up to the model's position limit (all-MiniLM-L6-v2: trained at 256, 512 positions).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from tenfold.errors import TenfoldError
+
+# Measured on the needle QA (see the README's retrieval section and issue 26): 256 vs 512.
+DEFAULT_MAX_SEQ_LENGTH = 256
+
+
+class TruncationWarning(UserWarning):
+    """Some text was longer than the embedder reads: its end is not in the embedding."""
+
+
+class Embedder:
+    """Normalised sentence embeddings (the bundled all-MiniLM-L6-v2 by default, or any sentence-transformers model).
+
+    ``max_seq_length``: tokens the model reads, special tokens included (default: 256 for the bundled
+    model, the model's own setting otherwise); at most the model's position limit, else TenfoldError.
+    ``coverage`` accumulates, over every text encoded: texts, tokens, and tokens beyond the limit.
+    """
+
+    def __init__(self, model=None, batch_size: int = 64, max_seq_length: int | None = None):
+        from tenfold.models import DEFAULT_EMBEDDER, load_embedder
+
+        if model is None or isinstance(model, str):
+            bundled = (model or DEFAULT_EMBEDDER).lower() == DEFAULT_EMBEDDER
+            self.name = DEFAULT_EMBEDDER if bundled else model
+            model = load_embedder(model)
+        else:
+            card = getattr(model, "model_card_data", None)
+            self.name = getattr(card, "base_model", None) or "custom"
+            bundled = False
+        self.model, self.batch_size = model, batch_size
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(dim())
+        config = getattr(getattr(model[0], "auto_model", None), "config", None) if hasattr(model, "__getitem__") else None
+        self.position_limit = getattr(config, "max_position_embeddings", None)
+        if max_seq_length is None and bundled:
+            max_seq_length = DEFAULT_MAX_SEQ_LENGTH
+        if max_seq_length is not None:
+            if not isinstance(max_seq_length, int) or max_seq_length < 8:
+                raise TenfoldError(f"max_seq_length must be an integer >= 8 (got {max_seq_length!r})")
+            if self.position_limit and max_seq_length > self.position_limit:
+                raise TenfoldError(f"max_seq_length {max_seq_length} is beyond the embedder's "
+                                   f"{self.position_limit} positions")
+            model.max_seq_length = max_seq_length
+        self.max_seq_length = int(model.max_seq_length)
+        self._counter = self._token_counter(model.tokenizer)
+        self.special_tokens = self._counter("", True)
+        self.max_tokens = self.max_seq_length - self.special_tokens  # text tokens read, special tokens aside
+        self.coverage = {"texts": 0, "tokens": 0, "tokens_beyond_limit": 0, "texts_cut": 0}
+
+    @staticmethod
+    def _token_counter(tokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # a copy without the truncation and padding some tokenizer files carry
+            from tokenizers import Tokenizer
+
+            fast = Tokenizer.from_str(backend.to_str())
+            fast.no_truncation()
+            fast.no_padding()
+            return lambda text, special=False: len(fast.encode(text, add_special_tokens=special).ids)
+        return lambda text, special=False: len(tokenizer(text, add_special_tokens=special,
+                                                         truncation=False).input_ids)
+
+    def count_tokens(self, text: str) -> int:
+        """The embedder's tokens in ``text``, special tokens not counted."""
+        return self._counter(text)
+
+    def fingerprint(self) -> dict:
+        """What decides the vectors: the model's name, its dimension and the tokens it reads."""
+        return {"name": self.name, "dim": self.dim, "max_seq_length": self.max_seq_length}
+
+    def chunker(self, words: int = 300, overlap: int = 0):
+        """A :class:`~tenfold.retrieval.chunking.Chunker` whose chunks this embedder reads whole."""
+        from tenfold.retrieval.chunking import Chunker
+
+        return Chunker(words, overlap, self.count_tokens, self.max_tokens,
+                       tokenizer_name=f"{self.name} (max_seq_length {self.max_seq_length})")
+
+    def share_embedded(self) -> float:
+        """Share of all tokens encoded so far that the model read (1.0 when nothing was cut or nothing encoded)."""
+        total = self.coverage["tokens"]
+        return 1.0 if not total else 1.0 - self.coverage["tokens_beyond_limit"] / total
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, (len(texts), dim) float32. Warns (TruncationWarning) with a count when texts are cut."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        counts = [self._counter(t) for t in texts]
+        beyond = [n - self.max_tokens for n in counts if n > self.max_tokens]
+        self.coverage["texts"] += len(texts)
+        self.coverage["tokens"] += sum(counts)
+        self.coverage["tokens_beyond_limit"] += sum(beyond)
+        self.coverage["texts_cut"] += len(beyond)
+        if beyond:
+            warnings.warn(f"{len(beyond)} of {len(texts)} texts are longer than the {self.max_seq_length} tokens "
+                          f"{self.name} reads: {sum(beyond)} of their {sum(counts)} tokens are not embedded",
+                          TruncationWarning, stacklevel=2)
+        return np.asarray(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
