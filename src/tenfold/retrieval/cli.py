@@ -77,6 +77,9 @@ def _index(args) -> int:
     from tenfold.retrieval import Embedder, Retriever
 
     text = read_text(args.doc)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # an index is a folder: never write one over a file (the document itself)
+        raise TenfoldError(f"--out {args.out} is an existing file; an index is a folder, give a new or index folder")
     with _warnings_as_lines():
         if args.append and _has_index(args.out):
             retriever = Retriever.load(args.out)
