@@ -82,8 +82,12 @@ def resolve(name_or_path: str | None) -> str:
 
 
 def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None,
-            attn_implementation: str | None = None):
+            attn_implementation: str | None = None, quantize: str | None = None):
     """Return ``(model, tokenizer)`` for a causal LM, in eval mode.
+
+    ``quantize="int4"``: int4 weight-only linear layers with bfloat16 activations for CPU decoding
+    (:mod:`tenfold.models.quantize`; ``dtype`` is then bfloat16, and no full-precision copy is kept).
+    Raises TenfoldError for an unknown ``quantize`` or a model that cannot be loaded.
 
     ``name_or_path``: None or 'smollm2-135m-instruct' (bundled), a local directory, or a
     Hugging Face id already in the local cache (nothing is downloaded when offline).
@@ -95,6 +99,10 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if quantize not in (None, "int4"):
+        raise TenfoldError(f"unknown quantization {quantize!r}; choose int4 (or none)")
+    if quantize:
+        dtype = torch.bfloat16
     source = resolve(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -108,6 +116,12 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
         tokenizer.pad_token = tokenizer.eos_token
     if device:
         model.to(device)
+    if quantize == "int4":
+        from tenfold.models.quantize import quantize_int4
+
+        if next(model.parameters()).device.type != "cpu":
+            raise TenfoldError("int4 quantization runs on CPU; load without it on other devices")
+        quantize_int4(model)
     model.eval()
     return model, tokenizer
 

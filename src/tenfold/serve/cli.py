@@ -25,7 +25,8 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
     p.add_argument("--keep", choices=["sinks", "system"], default="sinks",
                    help="what the cache never evicts: the first --sinks tokens (StreamingLLM), or the conversation's "
                    "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")
@@ -134,6 +135,8 @@ def _serve(args) -> int:
 
         if args.model:
             raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
+        if args.dtype == "int4":
+            raise TenfoldError("--dtype int4 applies to language models; give --vlm with float32, float16 or bfloat16")
         vision = VisionLanguageModel.load(args.vlm, lm_dtype=getattr(torch, args.dtype))
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name

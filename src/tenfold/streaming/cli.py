@@ -6,7 +6,7 @@ import sys
 
 from tenfold.errors import TenfoldError
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: weight-only, bfloat16 activations (CPU)
 
 
 def add_commands(sub) -> None:
@@ -19,7 +19,8 @@ def add_commands(sub) -> None:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
     p.add_argument("--model", default=None)
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
     p.add_argument("--blocked", action="store_true",
                    help="window/sink: compute the same numbers as one token per step, 256 tokens per forward pass "
                         "(far faster; tokens/s then measures evaluation, not decoding)")
@@ -34,7 +35,8 @@ def add_commands(sub) -> None:
     p.add_argument("--system", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
     p.add_argument("--memory", action="store_true",
                    help="keep what the cache evicts in a retrieval index and recall the most relevant of it into "
                         "each new turn (recalled chunks are listed on stderr)")
@@ -58,6 +60,8 @@ def load_model(model_name, dtype):
 
     from tenfold.models import load_lm
 
+    if dtype == "int4":
+        return load_lm(model_name, quantize="int4")
     return load_lm(model_name, dtype=getattr(torch, dtype))
 
 

@@ -25,6 +25,8 @@ from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 def _model(dtype: str):
     from tenfold.models import load_lm
 
+    if dtype == "int4":
+        return load_lm(quantize="int4")
     return load_lm(dtype=getattr(torch, dtype))
 
 
@@ -259,7 +261,8 @@ def streaming_decode(run):
     from tenfold.streaming import decode_bench as bench
 
     caches = run.pick([(4, 60)], [(4, 252), (4, 1020)], [(4, 252), (4, 1020)])
-    dtypes = run.pick(["float32"], ["float32", "bfloat16", "float16"], ["float32", "bfloat16", "float16"])
+    dtypes = run.pick(["float32", "int4"], ["float32", "bfloat16", "float16", "int4"],
+                      ["float32", "bfloat16", "float16", "int4"])
     thread_counts = run.pick([1], [1, 2], [1, 2])
     steps, repeats = run.pick(4, 24, 96), run.pick(1, 3, 5)
     have_llama = bench.llama_cpp_available()

@@ -1,0 +1,71 @@
+"""Int4 weight-only linear layers (issue 25): exact against their own de-quantised weights, perplexity near fp32."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from tenfold.errors import TenfoldError
+from tenfold.models.quantize import Int4Linear, int4_available, quantize_int4
+
+pytestmark = pytest.mark.skipif(not int4_available(), reason="this PyTorch build has no CPU int4 kernel")
+
+
+def _dequantised(layer: Int4Linear, weight: torch.Tensor) -> torch.Tensor:
+    """What the layer should compute with: min/max groups of 32, 16 levels (recomputed here independently)."""
+    n, k = weight.shape
+    g = weight.view(n, k // 32, 32)
+    low, high = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    scale = (high - low) / 15
+    return (((g - low) / scale).round().clamp(0, 15) * scale + low).view(n, k)
+
+
+def test_int4_linear_computes_with_its_quantised_weights():
+    torch.manual_seed(0)
+    linear = nn.Linear(128, 96, bias=True)
+    layer = Int4Linear.from_linear(linear)
+    x = torch.randn(5, 7, 128)
+    reference = x @ _dequantised(layer, linear.weight.detach()).T + linear.bias.detach()
+    got = layer(x)
+    assert got.shape == (5, 7, 96) and got.dtype == x.dtype
+    # bfloat16 activations: about 3 significant digits
+    assert float((got - reference).abs().max()) <= 0.02 * float(reference.abs().max())
+    assert float((got - x @ linear.weight.detach().T - linear.bias.detach()).abs().mean()) > 1e-3  # it is quantised
+
+
+def test_a_layer_the_kernel_cannot_take_is_refused():
+    with pytest.raises(TenfoldError, match="multiple of the group size"):
+        Int4Linear.from_linear(nn.Linear(100, 64))
+
+
+@pytest.mark.slow
+def test_bundled_model_in_int4_keeps_perplexity_and_streams(lm):
+    from tenfold.models import load_lm
+    from tenfold.streaming.experiment import _austen_ids
+
+    model, _ = lm
+    q, _ = load_lm(quantize="int4")
+    linears = [n for n, m in q.named_modules() if isinstance(m, nn.Linear)]
+    assert linears == ["lm_head"] and sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30
+    ids = _austen_ids(513)[None]
+    with torch.no_grad():
+        nll = {name: float(nn.functional.cross_entropy(m(input_ids=ids[:, :-1]).logits[0].float(), ids[0, 1:]))
+               for name, m in (("fp32", model), ("int4", q))}
+    assert abs(torch.tensor(nll["int4"] - nll["fp32"]).exp() - 1) <= 0.01, nll  # perplexity within 1%
+    with pytest.raises(TenfoldError, match="unknown quantization"):
+        load_lm(quantize="int3")
+
+
+@pytest.mark.slow
+def test_dtype_int4_flag_reaches_the_model_through_the_cli():
+    """`stream-ppl --dtype int4` streams through the sink cache on int4 weights: close to, not equal to, fp32."""
+    out = {}
+    for dtype in ("float32", "int4"):
+        r = subprocess.run([sys.executable, "-m", "tenfold", "stream-ppl", "--book", "emma", "--tokens", "400",
+                            "--window", "124", "--dtype", dtype, "--json"], capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr
+        out[dtype] = json.loads(r.stdout)
+    a, b = out["float32"]["ppl"], out["int4"]["ppl"]
+    assert a != b and abs(b / a - 1) <= 0.02, (a, b)
