@@ -80,15 +80,15 @@ def _run_args(args, keys: list[str]) -> dict:
     if not path.exists():
         raise TenfoldError(f"{out} has no args.json; it was not written by tenfold pause")
     saved = json.loads(path.read_text())
+    if json.loads((out / "state.json").read_text()).get("step", 0) >= saved["steps"]:
+        raise TenfoldError(f"the run in {out} already finished ({saved['steps']} steps)")
     # --model and --task are required, so always given; the others only when typed (argtypes.StoreGiven)
     given = set(getattr(args, "given", None) or ()) | ({"model", "task"} & set(keys))
     changed = [k for k in keys if k in given and k in saved and getattr(args, k) != saved[k]]
     if changed:
         what = ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r} (the run's: {saved[k]!r})" for k in changed)
         raise TenfoldError(f"--resume continues the run in {out} with its saved settings and cannot change {what}; "
-                           f"drop the option or start a new run in another --out")
-    if json.loads((out / "state.json").read_text()).get("step", 0) >= saved["steps"]:
-        raise TenfoldError(f"the run in {out} already finished ({saved['steps']} steps)")
+                           f"give the run's own values (or leave them out) or start a new run in another --out")
     return saved
 
 
