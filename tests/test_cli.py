@@ -195,3 +195,36 @@ def test_reproduce_exits_non_zero_when_an_experiment_failed(tmp_path, capsys, fa
     assert got["failed"] == ["test-always-fails"]
     assert "1 of 2 experiment(s) failed: test-always-fails" in out.err.strip().splitlines()[-1]
     assert "failed" in (tmp_path / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
+    import os
+    import pty
+
+    from tenfold.pause.corpus import generic_lines
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(generic_lines(3000, seed=0)))
+    args = [sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(text), "--steps", "4", "--vocab-size",
+            "400", "--checkpoint-every", "2"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=300)
+    os.close(master)
+    assert proc.returncode == 0
+    assert "pretrain (PausePT)" in seen.decode(errors="replace")  # the bar, on the terminal
+    assert out.startswith("pretrained") and len(out.strip().splitlines()) == 1  # stdout: the result only
+
+    piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "PausePT" not in piped.stderr and "PausePT" not in piped.stdout

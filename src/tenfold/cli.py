@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import rich
 
-    rich.reconfigure(stderr=True)  # every progress bar (rich's global console) goes to stderr: stdout is the result
+    # Every progress bar (rich's global console) goes to stderr, never to stdout (the result), and only to a terminal,
+    # as git and pip do: a log file or a test capturing stderr gets the one-line error, not a bar's last frame.
+    rich.reconfigure(stderr=True, quiet=not sys.stderr.isatty())
     try:
         return args.func(args) or 0
     except TenfoldError as exc:
