@@ -124,6 +124,10 @@ def _one_line_error(res, needle):
     (["generate", "hi", "--top-p", "0"], "--top-p: must be in (0, 1]"),
     (["analogical", "eval", "--strategy", "analogical", "--task", "gsm", "--temperature", "-1"], "--temperature"),
     (["reproduce", "--profile", "huge"], "invalid choice"),
+    (["chat", "--temperature", "-1"], "--temperature: must be 0 (greedy) or more"),
+    (["chat", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
+    (["lmm", "run", "suite.json", "--out", "x", "--max-tokens", "0"], "--max-tokens: must be at least 1"),
+    (["vision", "ask", "a.png", "what?", "--vlm", "x", "--max-tokens", "-5"], "--max-tokens: must be at least 1"),
 ])
 def test_bad_values_are_refused_by_the_parser(args, needle):
     _one_line_error(run_cli(*args), needle)

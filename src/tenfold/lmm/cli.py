@@ -8,6 +8,7 @@ from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int
     from tenfold.lmm.prompts import TECHNIQUES
     from tenfold.lmm.referring import POINTERS
     from tenfold.lmm.suite import CATEGORIES
@@ -35,7 +36,7 @@ def add_commands(sub) -> None:
     r.add_argument("--model", default=None, help="for --backend openai: the model name")
     r.add_argument("--technique", action="append", choices=TECHNIQUES, default=[],
                    help="prompting technique(s) from the paper (repeat)")
-    r.add_argument("--max-tokens", type=int, default=48)
+    r.add_argument("--max-tokens", type=positive_int, default=48)
     r.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai backend)")
     r.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
     r.add_argument("--retries", type=int, default=2, help="retries of a failed request (time-out, 5xx, garbage)")

@@ -8,6 +8,7 @@ from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int
     from tenfold.vision.world import SPLITS
 
     p = sub.add_parser("vision", help="the visual world, a small CLIP and a small VLM (world | parse | train-clip | train-vlm | ask)")
@@ -54,7 +55,7 @@ def add_commands(sub) -> None:
     a = verbs.add_parser("ask", help="ask a trained VLM about one or more images")
     a.add_argument("image", nargs="+", help="image file(s), then the question as the last argument")
     a.add_argument("--vlm", required=True, help="directory from `tenfold vision train-vlm`")
-    a.add_argument("--max-tokens", type=int, default=48)
+    a.add_argument("--max-tokens", type=positive_int, default=48)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_ask)
 
