@@ -122,13 +122,16 @@ def _cmd_reproduce(args) -> int:
         return _list_experiments(args)
     experiments = select(args.names)
     out_dir(args.out)
-    records = run_experiments(experiments, args.profile, args.out, show_progress=True)
+    records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
     index = os.path.abspath(os.path.join(args.out, "index.html"))
     failed = [r["name"] for r in records if r["status"] == "failed"]
+    kept = [r["name"] for r in records if r.get("kept")]
     if args.json:
-        print(json.dumps({"report": index, "failed": failed,
+        print(json.dumps({"report": index, "failed": failed, "kept": kept,
                           "results": [{k: r.get(k) for k in ("name", "verdict", "runtime_s")} for r in records]}))
     else:
+        if kept:
+            print(f"Kept {len(kept)} unchanged result(s) ({', '.join(kept)}); --force re-runs them.")
         print(f"Report: {index}")
     if failed:
         print(f"tenfold: error: {len(failed)} of {len(records)} experiment(s) failed: {', '.join(failed)} "
@@ -190,6 +193,9 @@ def build_parser() -> Parser:
                                          "(exits 1 if any experiment failed)")
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all; see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments (name, paper, claim) and exit")
+    p.add_argument("--force", action="store_true",
+                   help="re-run every experiment; by default a stored result made with the same profile, code, "
+                        "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--out", default="report", help="report directory (default: ./report)")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "

@@ -46,6 +46,9 @@ def run_one(exp: Experiment, profile: str, out_dir: str, progress=lambda message
     run = Run(profile=profile, out_dir=str(out_dir), name=exp.name, progress=progress)
     record = {"name": exp.name, "paper": exp.paper, "claim": exp.claim, "paper_numbers": exp.paper_numbers,
               "profile": profile, "settings": run.settings, "plots": run.plots}
+    from tenfold.report.fingerprint import fingerprint
+
+    record["fingerprint"] = fingerprint(exp, profile)  # what decides the numbers: a later run may keep this result
     started = provenance.now()
     provenance.seed_everything(SEED)
     with provenance.collect() as models:
@@ -75,24 +78,76 @@ def _outcome(exp: Experiment, run: Run) -> dict:
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
 
 
-def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, show_progress: bool = True) -> list[dict]:
-    """Run experiments in order with a progress bar, then rebuild ``out_dir/index.html``."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+class Plan:
+    """The ETA of a reproduce run: each experiment still to run is expected to take what it took last time with this
+    profile (:func:`~tenfold.report.fingerprint.expected_runtimes`); the one running counts down from its estimate."""
 
+    def __init__(self, names: list[str], expected: dict[str, float]):
+        self.names, self.expected, self.index, self.started = list(names), expected, 0, time.monotonic()
+
+    def start(self, index: int) -> None:
+        self.index, self.started = index, time.monotonic()
+
+    def left_s(self) -> tuple[float, int]:
+        """(seconds expected to be left, how many experiments still to run have no earlier runtime)."""
+        if self.index >= len(self.names):
+            return 0.0, 0
+        current, later = self.names[self.index], self.names[self.index + 1:]
+        unknown = sum(n not in self.expected for n in [current, *later])
+        left = max(self.expected.get(current, 0.0) - (time.monotonic() - self.started), 0.0)
+        return left + sum(self.expected.get(n, 0.0) for n in later), unknown
+
+    def eta(self) -> str:
+        left, unknown = self.left_s()
+        if unknown and not left:
+            return "ETA unknown (first run)"
+        minutes = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        return f"ETA {'>= ' if unknown else '~'}{minutes}" + (f" (+{unknown} never timed)" if unknown else "")
+
+
+def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, show_progress: bool = True,
+                    force: bool = False) -> list[dict]:
+    """Run experiments in order with a progress bar and an ETA, then rebuild ``out_dir/index.html``.
+
+    A stored result is kept instead of re-running when it succeeded with the same fingerprint (profile, reachable
+    code, libraries) and the same model weights (:func:`~tenfold.report.fingerprint.kept`); ``force`` re-runs all.
+    So an interrupted run resumes where it stopped. Kept records come back with ``"kept": True``.
+    """
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    from tenfold.report.fingerprint import expected_runtimes, kept, remember_runtime
     from tenfold.report.html import build_report
 
     if profile not in PROFILES:
         raise TenfoldError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     (Path(out_dir) / "results").mkdir(parents=True, exist_ok=True)
+    stored = {} if force else {e.name: rec for e in experiments if (rec := kept(e, profile, out_dir)) is not None}
+    to_run = [e for e in experiments if e.name not in stored]
+    plan = Plan([e.name for e in to_run], expected_runtimes(profile))
+
+    class Eta(ProgressColumn):
+        def render(self, task):
+            return Text(plan.eta(), style="cyan")
+
     records = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TextColumn("{task.fields[note]}"), disable=not show_progress,
+                  TimeElapsedColumn(), Eta(), TextColumn("{task.fields[note]}"), disable=not show_progress,
                   transient=False) as bar:
-        task = bar.add_task("reproduce", total=len(experiments), note="")
+        task = bar.add_task("reproduce", total=len(to_run), note=f"{len(stored)} unchanged, kept" if stored else "")
+        done = 0
         for exp in experiments:
+            if exp.name in stored:
+                records.append({**stored[exp.name], "kept": True})
+                continue
+            plan.start(done)
             bar.update(task, description=exp.name, note="")
             rec = run_one(exp, profile, out_dir, progress=lambda m: bar.update(task, note=m))
+            if rec["status"] == "ok":
+                remember_runtime(profile, exp.name, rec["runtime_s"])
             records.append(rec)
+            done += 1
+            plan.start(done)
             bar.update(task, advance=1, note=f"{rec['verdict']} ({rec['runtime_s']:.0f}s)")
     build_report(out_dir)
     return records
