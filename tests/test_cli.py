@@ -232,3 +232,37 @@ def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
 
     piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and "PausePT" not in piped.stderr and "PausePT" not in piped.stdout
+
+
+def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    from tenfold.report.registry import REGISTRY, experiment, load_all
+
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
+    load_all()
+    calls = {"first": 0, "second": 0}
+    interrupt = {"now": True}
+
+    @experiment("test-first", "ndp", "runs", {})
+    def _first(run):
+        calls["first"] += 1
+        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+
+    @experiment("test-second", "ndp", "is interrupted", {})
+    def _second(run):
+        calls["second"] += 1
+        if interrupt["now"]:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second experiment
+        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+
+    try:
+        out = tmp_path / "report"
+        assert main(["reproduce", "test-first", "test-second", "--out", str(out), "--profile", "smoke"]) == 130
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "tenfold: interrupted"
+        assert (out / "results" / "test-first.json").exists() and not (out / "results" / "test-second.json").exists()
+        interrupt["now"] = False
+        assert main(["reproduce", "test-first", "test-second", "--out", str(out), "--profile", "smoke"]) == 0
+        assert calls == {"first": 1, "second": 2}  # the finished experiment was kept, the interrupted one re-ran
+        assert "Kept 1 unchanged result(s) (test-first)" in capsys.readouterr().out
+    finally:
+        REGISTRY.pop("test-first")
+        REGISTRY.pop("test-second")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
@@ -117,9 +118,14 @@ def _run(args) -> int:
                          f"{suite.name} on {backend.name}")
     if args.json:
         print(json.dumps(s))
-        return 0
-    print(f"{s['samples']} samples: accuracy {s['accuracy']:.2f}, {s['errors']} errors -> {page}")
-    for group in ("by category", "by pointer"):
-        if s[group]:
-            print(f"  {group}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in s[group].items()))
+    else:
+        print(f"{s['samples']} samples: accuracy {s['accuracy']:.2f}, {s['errors']} errors -> {page}")
+        for group in ("by category", "by pointer"):
+            if s[group]:
+                print(f"  {group}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in s[group].items()))
+    if s["errors"]:
+        first = next(r.error for r in results if r.error)
+        print(f"tenfold: error: {s['errors']} of {s['samples']} requests failed (first: {first}); a rerun into "
+              f"{out} asks only those again", file=sys.stderr)
+        return 1
     return 0
