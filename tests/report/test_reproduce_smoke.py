@@ -17,8 +17,9 @@ from tenfold.report import PAPERS, build_report, load_all, run_one
 # room for such a machine and still name the experiment that hangs or slows down badly.
 LIMITS = {
     "streaming-ppl": 480, "streaming-sinks": 420, "streaming-speed": 420, "streaming-memory": 420,
-    "serve-load": 480, "retrieval-long-context": 900, "streameval": 900, "probes": 420, "ndp": 420, "stop": 420,
-    "analogical": 420, "pause": 420, "radit": 600, "vision-foundation": 900, "kosmos-g": 900, "lmm-probing": 900,
+    "streaming-decode": 420, "serve-load": 480, "retrieval-long-context": 900, "streameval": 900, "probes": 420,
+    "ndp": 420, "stop": 420, "analogical": 420, "pause": 420, "radit": 600, "vision-foundation": 900,
+    "kosmos-g": 900, "lmm-probing": 900,
 }
 
 

@@ -122,6 +122,7 @@ def test_rag_cli_index_and_ask_json(tmp_path):
     ("text", ["index", "{doc}", "--out", "{tmp}/i", "--words", "5", "--overlap", "5"], "overlap"),
     (None, ["ask", "--doc", "{doc}", "q?", "--index", "{tmp}"], "not found"),
     ("text", ["index", "{doc}", "--out", "{doc}"], "is an existing file"),
+    ("text", ["index", "{doc}", "--out", "{tmp}", "--append"], "is not an index"),
 ])
 def test_rag_cli_bad_input_is_one_line(tmp_path, setup, args, message):
     doc = tmp_path / "doc.txt"

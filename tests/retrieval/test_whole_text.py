@@ -78,10 +78,47 @@ def test_unspaced_text_with_a_needle_in_the_middle(embedder, language):
         warnings.simplefilter("error", TruncationWarning)  # nothing may be cut
         n = retriever.add_document(text, source=language)
     tokens = [m["tokens"] for m in retriever.index.meta]
-    assert n >= 5 and max(tokens) <= embedder.max_tokens and retriever.sources[0]["share_embedded"] == 1.0
+    record = retriever.sources[0]
+    assert n >= 5 and max(tokens) <= embedder.max_tokens and record["chunks_over_limit"] == 0
+    # nothing is cut; what the embedder does not read is only what its vocabulary lacks ([UNK]), and it says so
+    assert record["share_embedded"] == pytest.approx(1 - record["unknown_chars"] / record["nonspace_chars"])
     assert sum(embedder.count_tokens(t) for t in retriever.index.texts) >= embedder.count_tokens(text) - n
     assert needle in retriever.search(question, 1)[0].text
     assert needle in retriever.search(question, 1, "hybrid")[0].text
+
+
+def _thai(n_sentences: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    subjects = ["ชาวประมงในหมู่บ้าน", "นักเรียนหลายคน", "แม่ค้าที่ตลาดเช้า", "คุณยายของฉัน", "ครูประจำชั้น"]
+    predicates = ["เดินไปที่ท่าเรือทุกเช้า", "ชอบอ่านหนังสือเก่า", "ขายผลไม้สดริมถนน", "ปลูกดอกไม้ในสวนหลังบ้าน",
+                  "เล่าเรื่องฝนตกหนักเมื่อวาน"]
+    return "".join(str(rng.choice(subjects)) + str(rng.choice(predicates)) + " " for _ in range(n_sentences))
+
+
+@pytest.mark.slow
+def test_text_the_embedder_cannot_read_is_counted_and_warned(embedder, tmp_path, capsys):
+    """Thai in MiniLM's English WordPiece vocabulary is [UNK]: such chunks embed as nothing, and say so."""
+    from tenfold.retrieval import UnknownTextWarning
+
+    needle = "คนเฝ้าประภาคารบนเกาะทางเหนือชื่อบาร์โธโลมิว "
+    body = _thai(200, seed=1)
+    middle = body.index(" ", len(body) // 2) + 1  # between two sentences
+    text = body[:middle] + needle + body[middle:] + " The harbour opens at dawn."
+    assert embedder.unknown_chars("hello world") == 0 and embedder.unknown_chars("สวัสดี") == 6
+    retriever = Retriever(embedder)
+    with pytest.warns(UnknownTextWarning, match=r"texts hold characters .* not know: \d+ of their \d+ non-space"):
+        retriever.add_document(text, source="thai")
+    record = retriever.sources[0]
+    assert record["unknown_chars"] > 0.9 * record["nonspace_chars"] and record["share_embedded"] < 0.1, record
+    assert embedder.coverage["unknown_chars"] >= record["unknown_chars"] and embedder.share_embedded() < 1.0
+    assert "ประภาคารบนเกาะ" in retriever.search("คนเฝ้าประภาคารบนเกาะทางเหนือชื่ออะไร", 1, "bm25")[0].text
+    # the CLI reports the share honestly and points to BM25
+    doc = tmp_path / "thai.txt"
+    doc.write_text(text, encoding="utf-8")
+    rc, out, err = _run(capsys, "rag", "index", str(doc), "--out", str(tmp_path / "idx"))
+    share = float(out.rsplit("; ", 1)[1].split("%")[0])
+    assert rc == 0 and share < 10, out
+    assert "unknown to" in err and "--retriever bm25" in err, err
 
 
 @pytest.mark.slow
@@ -147,6 +184,13 @@ def test_rag_cli_fingerprints_append_and_retriever_flag(tmp_path, capsys, monkey
     assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "is not a document" in err and "a.txt" in err and "--append" in err
 
+    # without --append an existing index is kept: one line, exit 1; --append and --force together are refused
+    rc, out, err = _run(capsys, "rag", "index", str(b), "--out", str(idx))
+    assert rc == 1 and "already holds an index" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--append", "--force")
+    assert rc == 1 and "give one of them" in err
+    assert [s["source"] for s in Retriever.load(idx).sources] == [str(a)]
+
     # --append adds b once; the second time is a no-op
     rc, out, _ = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--append", "--json")
     first = json.loads(out)
@@ -171,6 +215,11 @@ def test_rag_cli_fingerprints_append_and_retriever_flag(tmp_path, capsys, monkey
     rc, out, err = _run(capsys, "rag", "ask", "--doc", str(b), "--index", str(idx), QUESTION, "--k", "1",
                         "--window", "1024", "--json")
     assert rc == 0 and "Bartholomew Quince" in json.loads(out)["chunks"][0]["text"], err
+
+    # --force replaces the index: only b remains
+    rc, out, err = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--force", "--json")
+    assert rc == 0 and [s["source"] for s in Retriever.load(idx).sources] == [str(b)], err
+    assert json.loads(out)["index_chunks"] == first["added_chunks"]
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def test_rerotated_keys_equal_keys_computed_at_new_positions(family_model):
     name, model = family_model
     enable_streaming(model)
     ids = torch.randint(1, 128, (1, 40))
-    cache = SinkCache(num_sinks=3, window=9)
+    cache = SinkCache(num_sinks=3, window=9, rerotate=True)
     for t in range(40):
         model(input_ids=ids[:, t : t + 1], cache=cache)
     n = cache.layers[0].n
@@ -43,19 +43,80 @@ def test_identical_to_dense_cache_before_anything_is_evicted(family_model):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_positions_stay_below_cache_size_during_generate():
+@pytest.mark.parametrize("rerotate", [True, False])
+def test_positions_stay_bounded_during_generate(rerotate):
+    """Re-rotating: in-cache positions, below the cache size; ring: frame positions, below ``rebase_at``."""
     model = tiny("llama")
     enable_streaming(model)
     seen = []
     rotary = find_rotary(model)
     handle = rotary.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(int(kwargs.get("position_ids", args[-1]).max())), with_kwargs=True)
-    cache = SinkCache(4, 12, prefill_chunk=5)
+    cache = SinkCache(4, 12, prefill_chunk=5, rerotate=rerotate)
     ids = torch.randint(1, 128, (1, 50))  # 3x the cache
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=20, do_sample=False)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=80, do_sample=False)
     handle.remove()
-    assert out.shape[1] == 70 and max(seen) < cache.size
-    assert cache.fill() == cache.size and cache.tokens_seen == 69
+    assert out.shape[1] == 130 and max(seen) < (cache.size if rerotate else cache.rebase_at)
+    assert cache.fill() == cache.size and cache.tokens_seen == 129
+    assert cache.rebases == 0 if rerotate else cache.rebases >= 4  # 80 decode steps past a 32-position frame
+
+
+def _stream_nll(model, ids, mask, cache, steps):
+    """Per-token NLL (B, T-1) streaming ``ids`` through ``cache`` in steps of the given sizes (cycled)."""
+    logp, start, i = [], 0, 0
+    length = ids.shape[1]
+    while start < length - 1:
+        q = min(steps[i % len(steps)], length - 1 - start)
+        i += 1
+        logits = model(input_ids=ids[:, start : start + q], attention_mask=mask[:, : start + q], cache=cache).logits
+        logp.append(torch.log_softmax(logits.float(), -1).gather(-1, ids[:, start + 1 : start + q + 1, None])[..., 0])
+        start += q
+    return -torch.cat(logp, dim=1)
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
+@pytest.mark.parametrize("steps", [(1,), (5, 1, 1, 3, 1)], ids=["decode", "chunks+decode"])
+def test_ring_eviction_equals_rerotating_eviction(family_model, padded, steps):
+    """Issue 25: no window re-rotation, same scores: NLL within 1e-4 over 7 windows and several re-bases."""
+    name, model = family_model
+    enable_streaming(model)
+    torch.manual_seed(1)
+    ids = torch.randint(1, 128, (2, 100))
+    mask = torch.ones_like(ids)
+    if padded:
+        ids[1, :7], mask[1, :7] = 0, 0
+    got = {}
+    for rerotate in (True, False):
+        cache = SinkCache(num_sinks=3, window=10, rerotate=rerotate)
+        got[rerotate] = _stream_nll(model, ids, mask, cache, steps)
+        if not rerotate:
+            ring = cache
+    real = mask[:, 1:].bool()
+    torch.testing.assert_close(got[False][real], got[True][real], atol=1e-4, rtol=0)
+    assert ring.rebases >= 3, ring.rebases
+
+
+def test_ring_slots_are_reused_and_nothing_is_rotated_on_a_decode_step():
+    model = enable_streaming(tiny("llama"))
+    cache = SinkCache(2, 6)
+    prefill(model, cache, torch.randint(1, 128, (1, 8)), chunk=1)
+    assert cache.fill() == 8 and cache.frame == 8 and cache.head == 0
+    before = cache.layers[0].keys[:, :, 2:8].clone()
+    model(input_ids=torch.randint(1, 128, (1, 1)), cache=cache)
+    keys = cache.layers[0].keys
+    assert cache.head == 1 and cache.frame == 9 and cache.sink_delta == 1 and cache.fill() == 8
+    torch.testing.assert_close(keys[:, :, 3:8], before[:, :, 1:])  # the window did not move or rotate
+    assert not torch.equal(keys[:, :, 2], before[:, :, 0])  # the oldest recent slot now holds the new token
+
+
+def test_a_ring_cache_copy_continues_like_the_original():
+    model = enable_streaming(tiny("qwen3"))
+    cache = SinkCache(2, 6)
+    prefill(model, cache, torch.randint(1, 128, (1, 11)), chunk=1)
+    assert cache.head != 0 and cache.sink_delta != 0
+    twin = cache.copy()
+    x = torch.randint(1, 128, (1, 1))
+    torch.testing.assert_close(model(input_ids=x, cache=twin).logits, model(input_ids=x, cache=cache).logits)
 
 
 def test_left_padded_batch_rows_equal_their_single_runs():
@@ -126,3 +187,23 @@ def test_reset_allows_a_new_batch_size():
     assert cache.fill() == 0 and cache.tokens_seen == 0
     prefill(model, cache, torch.randint(1, 128, (3, 20)))
     assert cache.valid.shape[0] == 3 and cache.fill() <= cache.size
+
+
+def test_a_long_ring_stream_matches_recomputing_the_kept_tokens():
+    """3,000 decode steps (about 200 re-bases, 3,000 sink placements): with one layer, the next-token logits
+    depend only on the kept tokens' layer-0 keys and values, so recomputing sinks + window from scratch at
+    in-cache positions must give the same logits: no rounding accumulates over a stream."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .conftest import COMMON
+
+    torch.manual_seed(0)
+    model = enable_streaming(LlamaForCausalLM(LlamaConfig(**{**COMMON, "num_hidden_layers": 1})).eval())
+    ids = torch.randint(1, 128, (1, 3000))
+    cache = SinkCache(4, 12)
+    for t in range(ids.shape[1]):
+        logits = model(input_ids=ids[:, t : t + 1], cache=cache).logits
+    assert cache.rebases > 100 and cache.frame < cache.rebase_at
+    kept = torch.cat([ids[:, :4], ids[:, -12:]], dim=1)
+    fresh = model(input_ids=kept, cache=DynamicCache()).logits[:, -1]
+    torch.testing.assert_close(logits[:, -1], fresh, atol=1e-4, rtol=0)

@@ -26,6 +26,7 @@ def add_commands(sub) -> None:
     q.add_argument("--out", required=True, help="directory for index.faiss and chunks.json")
     q.add_argument("--append", action="store_true",
                    help="add the document to the index already in --out (the same document twice is added once)")
+    q.add_argument("--force", action="store_true", help="replace an index already in --out")
     q.add_argument("--words", type=int, default=300,
                    help="word target per chunk (default 300, as in the paper), capped by the embedder's token limit")
     q.add_argument("--overlap", type=int, default=0, help="words consecutive chunks may share (default 0)")
@@ -53,15 +54,17 @@ def add_commands(sub) -> None:
 @contextlib.contextmanager
 def _warnings_as_lines():
     """Show the retrieval package's warnings as one 'warning: ...' line each on stderr."""
-    from tenfold.retrieval.embedder import TruncationWarning
+    from tenfold.retrieval.embedder import TruncationWarning, UnknownTextWarning
 
+    ours = (TruncationWarning, UnknownTextWarning)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TruncationWarning)
+        for category in ours:
+            warnings.simplefilter("always", category)
         try:
             yield
         finally:
             for w in caught:
-                if issubclass(w.category, TruncationWarning):
+                if issubclass(w.category, ours):
                     print(f"warning: {w.message}", file=sys.stderr)
                 else:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -80,6 +83,14 @@ def _index(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():  # an index is a folder: never write one over a file (the document itself)
         raise TenfoldError(f"--out {args.out} is an existing file; an index is a folder, give a new or index folder")
+    if args.append and args.force:
+        raise TenfoldError("--append adds to the index in --out and --force replaces it: give one of them")
+    if args.append and out.is_dir() and any(out.iterdir()) and not _has_index(args.out):
+        raise TenfoldError(f"--append: {args.out} is not an index (no index.faiss and chunks.json); "
+                           f"give an index folder, or a new folder without --append")
+    if not args.append and not args.force and _has_index(args.out):
+        raise TenfoldError(f"{args.out} already holds an index: --append to add {args.doc} to it, "
+                           f"--force to replace it")
     with _warnings_as_lines():
         if args.append and _has_index(args.out):
             retriever = Retriever.load(args.out)
@@ -107,6 +118,9 @@ def _index(args) -> int:
     print(f"indexed {n} chunks of at most {c['words']} words and {c['max_tokens']} tokens ({c['tokenizer']}) from "
           f"{args.doc} into {args.out} ({retriever.index.kind}, {len(retriever)} chunks in all); "
           f"{100 * record['share_embedded']:.1f}% of the text embedded")
+    if record.get("unknown_chars"):
+        print(f"warning: {record['unknown_chars']} of {record['nonspace_chars']} non-space characters are unknown "
+              f"to {retriever.embedder.name}; ask with --retriever bm25 (reads any script)", file=sys.stderr)
     return 0
 
 

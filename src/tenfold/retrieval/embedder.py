@@ -21,6 +21,11 @@ class TruncationWarning(UserWarning):
     """Some text was longer than the embedder reads: its end is not in the embedding."""
 
 
+class UnknownTextWarning(UserWarning):
+    """Some text maps to the embedder's unknown token (e.g. Thai for an English WordPiece vocabulary): the
+    embedding does not see it; BM25 (``--retriever bm25``) reads any script."""
+
+
 class Embedder:
     """Normalised sentence embeddings (the bundled all-MiniLM-L6-v2 by default, or any sentence-transformers model).
 
@@ -56,9 +61,11 @@ class Embedder:
             model.max_seq_length = max_seq_length
         self.max_seq_length = int(model.max_seq_length)
         self._counter = self._token_counter(model.tokenizer)
+        self._spans = self._unknown_spans(model.tokenizer)
         self.special_tokens = self._counter("", True)
         self.max_tokens = self.max_seq_length - self.special_tokens  # text tokens read, special tokens aside
-        self.coverage = {"texts": 0, "tokens": 0, "tokens_beyond_limit": 0, "texts_cut": 0}
+        self.coverage = {"texts": 0, "tokens": 0, "tokens_beyond_limit": 0, "texts_cut": 0,
+                         "unknown_tokens": 0, "unknown_chars": 0, "texts_with_unknown": 0}
 
     @staticmethod
     def _token_counter(tokenizer):
@@ -72,6 +79,44 @@ class Embedder:
             return lambda text, special=False: len(fast.encode(text, add_special_tokens=special).ids)
         return lambda text, special=False: len(tokenizer(text, add_special_tokens=special,
                                                          truncation=False).input_ids)
+
+    @staticmethod
+    def _unknown_spans(tokenizer):
+        backend, unk = getattr(tokenizer, "backend_tokenizer", None), getattr(tokenizer, "unk_token_id", None)
+        if backend is None or unk is None:  # a vocabulary without an unknown token reads every character
+            return lambda text: []
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_str(backend.to_str())
+        fast.no_truncation()
+        fast.no_padding()
+
+        def spans(text: str) -> list[tuple[int, int]]:
+            # unknown-token spans, each widened over the characters after it that no token covers (marks a
+            # normaliser strips, e.g. Thai vowel signs): those are just as unread
+            enc = fast.encode(text, add_special_tokens=False)
+            out, offsets = [], enc.offsets
+            for j, (i, (a, b)) in enumerate(zip(enc.ids, offsets)):
+                if i == unk:
+                    end = offsets[j + 1][0] if j + 1 < len(offsets) else len(text)
+                    while b < end and not text[b].isspace():
+                        b += 1
+                    out.append((a, b))
+            return out
+
+        return spans
+
+    def unknown_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans ``(start, end)`` of ``text`` that the embedder reads only as its unknown token.
+
+        Such text (a script outside the vocabulary, rare symbols) adds nothing to the embedding; empty for
+        tokenizers without an unknown token.
+        """
+        return self._spans(text)
+
+    def unknown_chars(self, text: str) -> int:
+        """Non-space characters of ``text`` inside :meth:`unknown_spans`."""
+        return sum(1 for a, b in self._spans(text) for ch in text[a:b] if not ch.isspace())
 
     def count_tokens(self, text: str) -> int:
         """The embedder's tokens in ``text``, special tokens not counted."""
@@ -89,9 +134,14 @@ class Embedder:
                        tokenizer_name=f"{self.name} (max_seq_length {self.max_seq_length})")
 
     def share_embedded(self) -> float:
-        """Share of all tokens encoded so far that the model read (1.0 when nothing was cut or nothing encoded)."""
+        """Share of all tokens encoded so far that the model read (1.0 when nothing was cut or nothing encoded).
+
+        Tokens cut at ``max_seq_length`` are not read; neither are texts' unknown tokens (see
+        :meth:`unknown_spans`), counted here as one token per unknown span.
+        """
         total = self.coverage["tokens"]
-        return 1.0 if not total else 1.0 - self.coverage["tokens_beyond_limit"] / total
+        return 1.0 if not total else 1.0 - (self.coverage["tokens_beyond_limit"]
+                                            + self.coverage["unknown_tokens"]) / total
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, (len(texts), dim) float32. Warns (TruncationWarning) with a count when texts are cut."""
@@ -103,6 +153,16 @@ class Embedder:
         self.coverage["tokens"] += sum(counts)
         self.coverage["tokens_beyond_limit"] += sum(beyond)
         self.coverage["texts_cut"] += len(beyond)
+        spans = [self._spans(t) for t in texts]
+        unknown = [sum(1 for a, b in sp for ch in t[a:b] if not ch.isspace()) for t, sp in zip(texts, spans)]
+        if any(unknown):
+            self.coverage["unknown_tokens"] += sum(len(sp) for sp in spans)
+            self.coverage["unknown_chars"] += sum(unknown)
+            self.coverage["texts_with_unknown"] += sum(1 for n in unknown if n)
+            total = sum(1 for t in texts for ch in t if not ch.isspace())
+            warnings.warn(f"{sum(1 for n in unknown if n)} of {len(texts)} texts hold characters {self.name} does "
+                          f"not know: {sum(unknown)} of their {total} non-space characters are read only as an "
+                          f"unknown token; --retriever bm25 reads any script", UnknownTextWarning, stacklevel=2)
         if beyond:
             warnings.warn(f"{len(beyond)} of {len(texts)} texts are longer than the {self.max_seq_length} tokens "
                           f"{self.name} reads: {sum(beyond)} of their {sum(counts)} tokens are not embedded",

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from tenfold.errors import TenfoldError
 from tenfold.retrieval import fingerprint as fp
-from tenfold.retrieval.embedder import Embedder, TruncationWarning
+from tenfold.retrieval.embedder import Embedder, TruncationWarning, UnknownTextWarning
 from tenfold.retrieval.index import VectorIndex
 from tenfold.retrieval.lexical import BM25, reciprocal_rank_fusion
 
 METHODS = ("dense", "bm25", "hybrid")
 
-__all__ = ["METHODS", "Embedder", "Hit", "Retriever", "TruncationWarning"]
+__all__ = ["METHODS", "Embedder", "Hit", "Retriever", "TruncationWarning", "UnknownTextWarning"]
 
 
 @dataclass
@@ -78,7 +78,8 @@ class Retriever:
         self.add_texts([c.text for c in chunks],
                        [{"source": source, "start_char": c.start, "tokens": c.tokens} for c in chunks])
         record = fp.fingerprint(text, source, chunker.settings(), self.embedder.fingerprint())
-        record.update(first_chunk=first, chunks=len(chunks), **coverage(text, chunks, chunker.max_tokens))
+        record.update(first_chunk=first, chunks=len(chunks), **coverage(text, chunks, chunker.max_tokens,
+                                                                       self.embedder.unknown_spans))
         self.sources.append(record)
         return len(chunks)
 
@@ -135,11 +136,13 @@ class Retriever:
         return self
 
 
-def coverage(text: str, chunks, max_tokens: int | None) -> dict:
+def coverage(text: str, chunks, max_tokens: int | None, unknown_spans=None) -> dict:
     """How much of ``text`` the embedder reads through its chunks (each chunk's ``start`` is a character offset).
 
-    ``share_embedded`` = non-space characters of ``text`` inside chunks within ``max_tokens`` / all its
-    non-space characters; 1.0 means every word is read by the embedder.
+    ``share_embedded`` = non-space characters of ``text`` inside chunks within ``max_tokens``, and not
+    inside a chunk's ``unknown_spans(chunk_text)`` (characters the embedder reads only as its unknown
+    token), / all its non-space characters; 1.0 means every word is read by the embedder.
+    ``unknown_chars`` counts the non-space characters lost to the unknown token.
     """
     seen = bytearray(len(text))
     over = 0
@@ -148,6 +151,10 @@ def coverage(text: str, chunks, max_tokens: int | None) -> dict:
             over += 1
             continue
         seen[c.start : c.start + len(c.text)] = b"\x01" * len(c.text)
+        for a, b in unknown_spans(c.text) if unknown_spans else ():
+            seen[c.start + a : c.start + b] = b"\x02" * (b - a)
     total = sum(1 for ch in text if not ch.isspace())
-    read = sum(1 for ch, s in zip(text, seen) if s and not ch.isspace())
-    return {"nonspace_chars": total, "share_embedded": 1.0 if not total else read / total, "chunks_over_limit": over}
+    read = sum(1 for ch, s in zip(text, seen) if s == 1 and not ch.isspace())
+    unknown = sum(1 for ch, s in zip(text, seen) if s == 2 and not ch.isspace())
+    return {"nonspace_chars": total, "share_embedded": 1.0 if not total else read / total, "chunks_over_limit": over,
+            "unknown_chars": unknown}

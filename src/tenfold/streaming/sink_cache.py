@@ -1,10 +1,23 @@
 """An attention-sink KV cache for transformers >= 5 (StreamingLLM, Xiao et al. 2023, Sec. 3.2).
 
 The cache keeps the first ``num_sinks`` tokens of each sequence (the "attention sinks") and the
-most recent ``window`` tokens. Positions are assigned *within the cache*: while a step of q new
-tokens is processed the cache holds at most ``num_sinks + window`` tokens including them, the
-new tokens take positions after the kept ones, and kept keys are re-rotated (fp32) by however
-far eviction moved them. Positions therefore never reach ``num_sinks + window``.
+most recent ``window`` tokens. Positions are assigned *within the cache* (the paper's rule): while
+a step of q new tokens is processed the cache holds at most ``num_sinks + window`` tokens
+including them, and the new tokens take positions after the kept ones, so every attention score
+sees in-cache distances.
+
+Eviction without re-rotation (the default). The original implementation re-rotates every kept key
+by however far eviction moved it, i.e. the whole window on every decode step. Here the recent
+keys keep the rotation they were written with ("frame" positions, contiguous in stream order), in
+a ring buffer whose oldest slot the next token overwrites, so nothing moves. Distances between a
+query and recent keys are the same either way; only the sinks must look as if they sat at
+positions ``0..S-1`` of the query's cache, so they are rewritten each step from an fp32 copy at
+``frame - in_cache_position + i`` (``S`` columns, not ``S + W``). Frame positions are re-based
+(the window rotated once, uniformly) when they would pass ``rebase_at``, so they stay as small
+as the in-cache ones and numerically safe over any stream length. Steps of several tokens (prefill
+chunks) still move the window into stream order, without rotating it. Left-padded batches use the
+re-rotating path until their padding is evicted. ``rerotate=True`` keeps the original path
+throughout (the reference the ring is tested against: equal to 1e-4 in NLL).
 
 Integration goes through public extension points only: ``SinkCache`` is a
 :class:`transformers.Cache` made of :class:`SinkLayer` (a ``CacheLayerMixin``), and
@@ -39,6 +52,8 @@ class SinkLayer(CacheLayerMixin):
         self.capacity = self.initial_capacity = capacity  # columns allocated at first (and after reset)
         self.max_capacity = capacity if max_capacity is None else max_capacity  # growth stops here (unless a step needs more)
         self.n = 0
+        self.slot: int | None = None  # set by the cache for one step: overwrite this column instead of appending
+        self.sink_keys: torch.Tensor | None = None  # fp32 copy of the sink keys at positions 0..S-1 (ring mode)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, q, d = key_states.shape
@@ -59,6 +74,11 @@ class SinkLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         q = key_states.shape[-2]
+        if self.slot is not None:  # ring mode: the new token replaces the oldest recent one, nothing moves
+            s, self.slot = self.slot, None
+            self.keys[:, :, s : s + q] = key_states
+            self.values[:, :, s : s + q] = value_states
+            return self.keys[:, :, : self.n], self.values[:, :, : self.n]
         if self.n + q > self.capacity:
             self._grow(self.n + q)
         self.keys[:, :, self.n : self.n + q] = key_states
@@ -79,6 +99,7 @@ class SinkLayer(CacheLayerMixin):
         self.n, self.is_initialized = 0, False  # buffers are re-allocated on the next update (batch may change)
         self.keys = self.values = None  # freed now, not when the next update re-allocates them
         self.capacity = self.initial_capacity
+        self.slot = self.sink_keys = None
 
     def compact_copy(self) -> "SinkLayer":
         """A copy holding only the ``n`` filled columns (capacity ``n``; it grows again as tokens arrive)."""
@@ -86,13 +107,40 @@ class SinkLayer(CacheLayerMixin):
         if self.is_initialized:
             other.keys, other.values = self.keys[:, :, : self.n].clone(), self.values[:, :, : self.n].clone()
             other.device, other.n, other.capacity, other.is_initialized = self.device, self.n, max(self.n, 1), True
+        other.sink_keys = None if self.sink_keys is None else self.sink_keys.clone()
         return other
 
-    def shift_window(self, sinks: int, keep: int, shift: RopeShift) -> None:
-        """Fast path (no padding): keep ``sinks`` + the last ``keep`` tokens, moving the latter left and re-rotating them."""
+    def place_sinks(self, sinks: int, delta: int, shift: RopeShift) -> None:
+        """Write the ``sinks`` first keys rotated to positions ``delta + 0..sinks-1``, from an fp32 copy at ``0..``.
+
+        The copy is taken the first time (the keys must then sit at ``0..sinks-1``), so no rounding accumulates.
+        """
+        if not self.is_initialized or not sinks:
+            return
+        if self.sink_keys is None:
+            self.sink_keys = self.keys[:, :, :sinks].float().clone()
+        self.keys[:, :, :sinks] = shift.rotate(self.sink_keys, delta) if delta else self.sink_keys
+
+    def rotate_recent(self, sinks: int, delta: int, shift: RopeShift) -> None:
+        """Rotate every recent key (columns ``sinks..n-1``, in any order) by ``delta`` positions, in place."""
+        if self.is_initialized and delta and self.n > sinks:
+            shift.rotate_into(self.keys[:, :, sinks : self.n], self.keys[:, :, sinks : self.n], delta)
+
+    def unroll(self, sinks: int, head: int) -> None:
+        """Put the ring of recent columns back in stream order (oldest at column ``sinks``); keys are not rotated."""
+        if self.is_initialized and head:
+            for buf in (self.keys, self.values):
+                buf[:, :, sinks : self.n] = torch.roll(buf[:, :, sinks : self.n], -head, dims=2)
+
+    def shift_window(self, sinks: int, keep: int, shift: RopeShift | None) -> None:
+        """Keep ``sinks`` + the last ``keep`` tokens (no padding), moving the latter left; re-rotated unless
+        ``shift`` is None (ring mode: keys keep their frame positions)."""
         n, moved = self.n, self.n - keep - sinks
-        if keep:
-            shift.rotate_into(self.keys[:, :, sinks : sinks + keep], self.keys[:, :, n - keep : n], -moved)
+        if keep and moved:
+            if shift is None:
+                self.keys[:, :, sinks : sinks + keep] = self.keys[:, :, n - keep : n].clone()
+            else:
+                shift.rotate_into(self.keys[:, :, sinks : sinks + keep], self.keys[:, :, n - keep : n], -moved)
             self.values[:, :, sinks : sinks + keep] = self.values[:, :, n - keep : n].clone()
         self.n = sinks + keep
 
@@ -105,7 +153,7 @@ class SinkLayer(CacheLayerMixin):
         m = index.shape[1]
         self.keys[:, :, :m] = shift.rotate(keys, delta)
         self.values[:, :, :m] = values
-        self.n = m
+        self.n, self.sink_keys = m, None
 
 
 class SinkCache(Cache):
@@ -115,10 +163,14 @@ class SinkCache(Cache):
     ``prefill_chunk``: inputs longer than this are fed in chunks when called from ``generate``.
     ``initial_capacity``: columns allocated at first (default: all ``num_sinks + window``); a smaller start grows
     by doubling as tokens arrive, so a short conversation holds memory for its own tokens only.
+    ``rerotate``: re-rotate the whole window at every eviction (the original implementation) instead of
+    the ring buffer (see the module docstring); both give the same scores up to rounding.
+    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``).
+    Raises ValueError for settings out of range.
     """
 
     def __init__(self, num_sinks: int = 4, window: int = 1020, prefill_chunk: int | None = None,
-                 initial_capacity: int | None = None):
+                 initial_capacity: int | None = None, rerotate: bool = False, rebase_at: int | None = None):
         if not isinstance(num_sinks, int) or num_sinks < 0:
             raise ValueError(f"num_sinks must be an integer >= 0, got {num_sinks!r}")
         if not isinstance(window, int) or window < 1:
@@ -132,8 +184,20 @@ class SinkCache(Cache):
         self.prefill_chunk = prefill_chunk or max(1, window // 4)
         if not 1 <= self.prefill_chunk <= window:
             raise ValueError(f"prefill_chunk must be between 1 and window ({window}), got {prefill_chunk}")
+        self.rerotate = bool(rerotate)
+        self.rebase_at = 2 * size if rebase_at is None else rebase_at
+        if not isinstance(self.rebase_at, int) or self.rebase_at < size + window:
+            raise ValueError(f"rebase_at must be an integer >= num_sinks + 2 * window ({size + window}), "
+                             f"got {rebase_at!r}")
         self.shift: RopeShift | None = None
         self.valid: torch.Tensor | None = None  # (B, N) which cached columns are real tokens (not padding)
+        # Ring mode (all columns real tokens): frame position of the next token (None: frame = in-cache
+        # positions), ring slot of the oldest recent token, and where the sinks sit now (positions delta + i).
+        self.frame: int | None = None
+        self.head = 0
+        self.sink_delta = 0
+        self.rebases = 0
+        self._slot = False  # this step overwrites a ring slot instead of appending a column
         self.seen_columns = 0  # input columns consumed so far (what generate() calls the sequence length)
         self.tokens_seen = 0  # real tokens streamed through the cache so far (batch row 0)
         self.evicted = 0  # real tokens evicted so far (batch row 0)
@@ -165,16 +229,20 @@ class SinkCache(Cache):
         for layer in self.layers:
             layer.reset()
         self.valid, self.seen_columns, self.tokens_seen, self.evicted, self._pending = None, 0, 0, 0, 0
+        self.frame, self.head, self.sink_delta, self.rebases, self._slot = None, 0, 0, 0, False
 
     def copy(self) -> "SinkCache":
         """An independent copy of the cache's state that holds only the filled columns, not the pre-allocated room.
 
         Used to fork one prefilled prompt into ``n`` continuations: each copy costs the tokens it holds.
         """
-        other = SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=1)
+        other = SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=1,
+                          rerotate=self.rerotate, rebase_at=self.rebase_at)
         other.layers = [layer.compact_copy() for layer in self.layers]
         other.valid = None if self.valid is None else self.valid.clone()
         other.seen_columns, other.tokens_seen, other.evicted = self.seen_columns, self.tokens_seen, self.evicted
+        other.frame, other.head, other.sink_delta, other.rebases = self.frame, self.head, self.sink_delta, self.rebases
+        other.shift = self.shift
         return other
 
     def nbytes(self) -> int:
@@ -185,6 +253,8 @@ class SinkCache(Cache):
                 t = getattr(layer, name, None) if layer.is_initialized else None
                 if t is not None:
                     total += t.numel() * t.element_size()
+            if layer.sink_keys is not None:
+                total += layer.sink_keys.numel() * layer.sink_keys.element_size()
         return total
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -202,19 +272,90 @@ class SinkCache(Cache):
             self.valid = new_valid.new_zeros((new_valid.shape[0], 0))
         elif self.valid.shape[0] != new_valid.shape[0]:
             raise ValueError(f"batch size changed from {self.valid.shape[0]} to {new_valid.shape[0]}; reset() the cache first")
-        budget = self.size - q  # old tokens that may stay while these q are processed
-        counts = self.valid.sum(1)
-        if bool((counts > budget).any()):
-            self.evicted += max(0, int(counts[0]) - budget)
-            self._evict(budget)
+        self._slot = False
+        if not self.rerotate and bool(self.valid.all()) and bool(new_valid.all()):
+            positions = self._ring_step(q)
+        else:
+            self._to_cache_positions()
+            budget = self.size - q  # old tokens that may stay while these q are processed
             counts = self.valid.sum(1)
-        positions = counts[:, None] + new_valid.long().cumsum(1) - 1
-        positions = positions.masked_fill(~new_valid, 0)
-        self.valid = torch.cat([self.valid, new_valid], dim=1)
+            if bool((counts > budget).any()):
+                self.evicted += max(0, int(counts[0]) - budget)
+                self._evict(budget)
+                counts = self.valid.sum(1)
+            positions = counts[:, None] + new_valid.long().cumsum(1) - 1
+            positions = positions.masked_fill(~new_valid, 0)
+            self.valid = torch.cat([self.valid, new_valid], dim=1)
         self.seen_columns += q
         self.tokens_seen += int(new_valid[0].sum())
         self._pending = q
         return positions, self.valid.long()
+
+    # -- ring mode --------------------------------------------------------------------------
+    def _ring_step(self, q: int) -> torch.Tensor:
+        """Evict for ``q`` new tokens of a padding-free batch without re-rotating the window; their frame positions."""
+        n = self.valid.shape[1]
+        if self.frame is None:
+            self.frame, self.head, self.sink_delta = n, 0, 0  # frame positions start as the in-cache ones
+        if self.frame + q > self.rebase_at:
+            self._rebase(n)
+        budget = self.size - q
+        if n > budget:
+            self.evicted += n - budget
+            sinks = self.num_sinks
+            if q == 1:  # decoding a full cache: the token takes the oldest recent token's slot
+                for layer in self.layers:
+                    layer.slot = sinks + self.head
+                self.head = (self.head + 1) % (n - sinks)
+                self._slot = True
+                kept = n - 1
+            else:  # a chunk: back to stream order, then drop the oldest (moved, not rotated)
+                for layer in self.layers:
+                    layer.unroll(sinks, self.head)
+                    layer.shift_window(sinks, budget - sinks, None)
+                self.head = 0
+                kept = budget
+                self.valid = self.valid[:, :kept]
+            delta = self.frame - kept  # in-cache position of the first new token is `kept`
+            if delta != self.sink_delta:
+                for layer in self.layers:
+                    layer.place_sinks(sinks, delta, self.shift)
+                self.sink_delta = delta
+        else:
+            kept = n
+        batch = self.valid.shape[0]
+        positions = torch.arange(self.frame, self.frame + q, device=self.valid.device).expand(batch, q)
+        self.frame += q
+        if not self._slot:
+            self.valid = torch.cat([self.valid, self.valid.new_ones((batch, q))], dim=1)
+        return positions
+
+    def _rebase(self, n: int) -> None:
+        """Rotate all recent keys back so frame positions equal in-cache ones again (once per ``rebase_at``)."""
+        offset = self.frame - n
+        if offset:
+            sinks = min(self.num_sinks, n)
+            for layer in self.layers:
+                layer.rotate_recent(sinks, -offset, self.shift)
+            self.frame -= offset
+            self.rebases += 1
+
+    def _to_cache_positions(self) -> None:
+        """Leave ring mode: stream order, in-cache positions, sinks at 0..S-1 (what the padded path expects)."""
+        if self.frame is None:
+            return
+        n = self.valid.shape[1]
+        sinks = min(self.num_sinks, n)
+        for layer in self.layers:
+            layer.unroll(sinks, self.head)
+        self.head = 0
+        self._rebase(n)
+        if self.sink_delta:
+            for layer in self.layers:
+                layer.place_sinks(sinks, 0, self.shift)
+        for layer in self.layers:
+            layer.sink_keys = None
+        self.frame, self.sink_delta = None, 0
 
     def _evict(self, budget: int) -> None:
         sinks, keep = min(self.num_sinks, budget), max(0, budget - self.num_sinks)
@@ -246,7 +387,8 @@ class SinkCache(Cache):
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         held = self.layers[layer_idx].n if layer_idx < len(self.layers) else 0
-        if self.valid is None or held + key_states.shape[-2] != self.valid.shape[1]:
+        added = 0 if self._slot else key_states.shape[-2]
+        if self.valid is None or held + added != self.valid.shape[1]:
             raise RuntimeError("SinkCache: call tenfold.streaming.enable_streaming(model) before using the cache "
                                "(it assigns the StreamingLLM in-cache positions at every step)")
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
