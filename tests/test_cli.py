@@ -266,3 +266,15 @@ def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_pat
     finally:
         REGISTRY.pop("test-first")
         REGISTRY.pop("test-second")
+
+
+def test_doctor_says_what_is_in_place_and_what_to_fix(tmp_path, capsys, monkeypatch):
+    assert main(["doctor", "--json"]) == 0, capsys.readouterr().err
+    got = json.loads(capsys.readouterr().out)
+    assert got["problems"] == [] and got["model"]["converted"] and all(got["corpora"].values())
+    assert got["libraries"]["torch"] and got["tenfold"]["version"] and "isolation" in got["sandbox"]
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "fresh"))  # a fresh machine: nothing prepared yet
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: the bundled model is not converted yet: `tenfold data prepare`" in out
+    assert "corpora not fetched yet: austen, calendar, fortunes-zh" in out

@@ -154,6 +154,14 @@ def _list_experiments(args) -> int:
     return 0
 
 
+def _cmd_doctor(args) -> int:
+    from tenfold.doctor import render, report
+
+    r = report()
+    print(json.dumps(r, indent=2) if args.json else render(r))
+    return 1 if r["problems"] else 0
+
+
 def _cmd_report(args) -> int:
     from tenfold.report import build_report
 
@@ -201,6 +209,11 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
                                                        "still goes to stderr)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("doctor", help="versions, machine, caches, bundled model and corpora, sandbox: what to check "
+                                      "first when something fails (exits 1 if something is missing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("report", help="rebuild DIR/index.html from DIR/results/*.json")
     p.add_argument("dir", nargs="?", default="report")

@@ -106,7 +106,7 @@ def _run(args) -> int:
         raise TenfoldError("this suite has samples scored by a judge: give --judge-base-url/--judge-model")
     backend = backend_from_args(args)
     out = Path(args.out)
-    with _bar("probing", args.json) as bar:
+    with _bar("probing") as bar:  # on stderr: --json keeps it
         job = bar.add_task("run", total=len(suite.samples), info=backend.name)
         results = run_suite(suite, suite_path.parent, backend, out, args.technique, args.max_tokens,
                             args.concurrency, args.rate, args.retries, judge,

@@ -44,8 +44,7 @@ def _run(args) -> int:
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
     model, tok = load_lm(args.model)
-    quiet = getattr(args, "json", False)
-    with Progress(disable=quiet, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
 
         def tick(what, done, total):

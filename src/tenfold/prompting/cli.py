@@ -35,7 +35,7 @@ def _eval(args) -> int:
     if args.n < 1 or args.k < 1 or args.max_tokens < 1:
         raise TenfoldError("--n, --k and --max-tokens must be >= 1")
     backend = backend_from_args(args)
-    with Progress(disable=args.json, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr: --json keeps it
         job = bar.add_task(f"{args.strategy} on {args.task}", total=args.n)
         result = evaluate(backend, args.strategy, args.task, args.n, args.k, args.max_tokens, args.temperature,
                           progress=lambda done, total: bar.update(job, completed=done, total=total))
