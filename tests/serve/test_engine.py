@@ -234,3 +234,44 @@ def test_keep_system_holds_the_system_prompt_as_sinks(tiny, tok):
     assert torch.allclose(kept, alone.layers[0].keys[:, :, : len(system)], atol=1e-5)
     capped = Engine(tiny, tok, 2, 40, keep_max=5)
     assert capped._new_cache(len(system)).num_sinks == 5 and Engine(tiny, tok, 2, 40)._new_cache(99).num_sinks == 2
+
+
+@pytest.mark.slow
+def test_batched_rows_equal_their_batch_1_outputs(lm, tok):
+    """Issue 25: eight prompts (four continuing sessions, past the 4+60 window) decoded together, one forward per
+    step, give each prompt's temperature-0 output alone."""
+    model, _ = lm
+    prompts = [_ids(tok, f"{opening} " * reps) for opening, reps in [
+        ("Once upon a time", 1), ("The capital of France is", 1), ("List three colours:", 2),
+        ("It is a truth universally acknowledged", 5), ("def fibonacci(n):", 1), ("Dear Sir, I write to", 3),
+        ("The weather in the mountains", 8), ("Emma Woodhouse, handsome, clever and rich,", 4)]]
+    sessions = [f"s{i}" if i % 2 else None for i in range(8)]
+
+    def outputs(engine, concurrent):
+        for i, p in enumerate(prompts):  # a first turn, so that sessions continue a cache
+            if sessions[i]:
+                engine.run(Job(p, GenParams(max_tokens=4), session_id=sessions[i]))
+        texts = [[] for _ in prompts]
+        jobs = []
+        for i, p in enumerate(prompts):
+            history = engine.sessions._items[sessions[i]].consumed + p if sessions[i] else p
+            jobs.append(Job(history, GenParams(max_tokens=24), session_id=sessions[i],
+                            emit=lambda k, delta, reason, lp, i=i: texts[i].append(delta)))
+        if concurrent:
+            engine.start()
+            engine.submit_all(jobs)
+            for j in jobs:
+                assert j.done.wait(300) and j.error is None, j.error
+            engine.shutdown()
+        else:
+            for j in jobs:
+                engine.run(j)
+        return ["".join(t) for t in texts]
+
+    alone = Engine(model, tok, 4, 60, max_active=1)
+    together = Engine(model, tok, 4, 60, max_active=8)
+    expected, got = outputs(alone, False), outputs(together, True)
+    assert alone.stats["max_batch_rows"] == 1 and together.stats["max_batch_rows"] >= 6, together.stats
+    assert together.stats["decoded_rows"] > 2 * together.stats["decode_steps"]
+    for i, (a, b) in enumerate(zip(expected, got)):
+        assert a == b, f"prompt {i}: {a!r} alone vs {b!r} batched"

@@ -1,8 +1,10 @@
 """The generation engine behind ``tenfold serve``: one model, sink caches, fair token-level scheduling.
 
-Every request becomes a :class:`Job`. One worker thread owns the model and runs the jobs round
-robin, one unit of work at a time (a prefill chunk, or one decoded token for each of a job's
-choices), so concurrent streams advance together and a long prompt cannot starve short ones.
+Every request becomes a :class:`Job`. One worker thread owns the model. Each round it gives every
+job still reading its prompt one prefill chunk, then decodes one token for every choice of every
+other active job in a single batched forward (continuous batching, :mod:`tenfold.serve.batching`):
+jobs join and leave between rounds, concurrent streams share the cost of the linear layers, and a
+long prompt, read a chunk per round, cannot stall the streams.
 Prompts of any length are prefilled through a :class:`~tenfold.streaming.SinkCache` (StreamingLLM,
 Sec. 3.2), so no conversation hits a context limit. A job tied to a session continues that
 session's cache: only tokens after the longest prefix the cache has already consumed are fed.
@@ -22,6 +24,7 @@ from typing import Callable
 import torch
 
 from tenfold.models.sampling import sample_next, stop_token_ids
+from tenfold.serve.batching import decode_rows, enable_row_batching
 from tenfold.serve.sessions import Session, SessionStore
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
@@ -152,6 +155,7 @@ class Engine:
                  vision=None, keep_max: int = 0):
         SinkCache(num_sinks, window)  # validates the sizes before anything starts
         self.model, self.tok = enable_streaming(model), tokenizer
+        enable_row_batching(model)
         self.vision = vision  # a VisionLanguageModel whose ``lm`` is ``model``, or None
         self.num_sinks, self.window = num_sinks, window
         if not 0 <= keep_max <= window:
@@ -165,7 +169,8 @@ class Engine:
         self.waiting: deque[Job] = deque()
         self.active: list[Job] = []
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "session_hits": 0, "session_misses": 0,
-                      "prompt_tokens_fed": 0, "prompt_tokens_reused": 0}
+                      "prompt_tokens_fed": 0, "prompt_tokens_reused": 0, "decode_steps": 0, "decoded_rows": 0,
+                      "max_batch_rows": 0}
         self._cond = threading.Condition()
         self._stop = False
         self._draining = False
@@ -246,6 +251,9 @@ class Engine:
             with torch.no_grad():
                 while not self._step(job):
                     pass
+            if job.error is not None:
+                error, job.error = job.error, None
+                raise error
         except Exception as exc:
             self._finish(job, error=exc)
             raise
@@ -293,19 +301,22 @@ class Engine:
                     return
                 self._admit()
                 jobs = list(self.active)
+            decoding = []
             for job in jobs:
                 if job.cancelled.is_set():
                     self._end_aborted(job)
                     self._finish(job, cancelled=True)
                     continue
+                if not job.pending:
+                    decoding.append(job)
+                    continue
                 try:
                     with torch.no_grad():
-                        finished = self._step(job)
+                        self._prefill_step(job)
                 except Exception as exc:  # noqa: BLE001
                     self._finish(job, error=exc)
-                    continue
-                if finished:
-                    self._finish(job)
+            if decoding:
+                self._decode_round(decoding)
 
     def _observe(self, kind: str, seconds: float) -> None:
         if self.observer is not None:
@@ -422,26 +433,73 @@ class Engine:
         job.previous_logits = logits[-1]
 
     def _step(self, job: Job) -> bool:
-        """Do one unit of work for ``job``; return True when it has finished."""
+        """Do one unit of work for ``job`` alone (a prefill chunk or one token per choice); True when it has ended."""
         if job.pending:
-            chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
-            if job.embeds is None:
-                logits = self._feed(job.choices[0], chunk, all_logits=job.params.prompt_logprobs)
-                if job.params.prompt_logprobs:
-                    self._score_prompt(job, chunk, logits)
-            else:
-                self._feed(job.choices[0], embeds=job.embeds[job.fed : job.fed + len(chunk)])
-            job.fed += len(chunk)
-            self.stats["prompt_tokens_fed"] += len(chunk)
-            if job.session is not None:
-                job.session.consumed.extend(chunk)
-            if not job.pending and job.params.n > 1:
-                self._fork(job)
+            self._prefill_step(job)
             return False
-        for index, choice in enumerate(job.choices):
-            if choice.finish_reason is None:
-                self._decode_one(job, index, choice)
-        return all(c.finish_reason is not None for c in job.choices)
+        self._decode_round([job], finish=False)
+        return job.error is not None or all(c.finish_reason is not None for c in job.choices)
+
+    def _prefill_step(self, job: Job) -> None:
+        """Feed the next prefill chunk of ``job``'s prompt; after the last one, fork its ``n`` choices."""
+        chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
+        if job.embeds is None:
+            logits = self._feed(job.choices[0], chunk, all_logits=job.params.prompt_logprobs)
+            if job.params.prompt_logprobs:
+                self._score_prompt(job, chunk, logits)
+        else:
+            self._feed(job.choices[0], embeds=job.embeds[job.fed : job.fed + len(chunk)])
+        job.fed += len(chunk)
+        self.stats["prompt_tokens_fed"] += len(chunk)
+        if job.session is not None:
+            job.session.consumed.extend(chunk)
+        if not job.pending and job.params.n > 1:
+            self._fork(job)
+
+    def _decode_round(self, jobs: list[Job], finish: bool = True) -> None:
+        """One token for every unfinished choice of ``jobs``: sample and emit each, then feed them all in one forward.
+
+        A job whose sampling fails ends with its error alone; a failed forward ends every job in it (their caches
+        took half a step). ``finish``: end finished jobs here (the worker) or leave that to the caller (:meth:`run`).
+        """
+        rows = []  # (job, index, choice, token) to feed
+        for job in jobs:
+            try:
+                for index, choice in enumerate(job.choices):
+                    if choice.finish_reason is None:
+                        token = self._sample_one(job, index, choice)
+                        if token is not None:
+                            rows.append((job, index, choice, token))
+            except Exception as exc:  # noqa: BLE001 - reported to the request, the engine keeps running
+                rows = [r for r in rows if r[0] is not job]
+                self._fail(job, exc, finish)
+        if rows:
+            try:
+                with torch.no_grad():
+                    logits = decode_rows(self.model, [r[2].cache for r in rows], [r[3] for r in rows])
+                self.stats["decode_steps"] += 1
+                self.stats["decoded_rows"] += len(rows)
+                self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))
+            except Exception as exc:  # noqa: BLE001
+                for job in dict.fromkeys(r[0] for r in rows):
+                    self._fail(job, exc, finish)
+                return
+            for (job, index, choice, token), row in zip(rows, logits):
+                choice.logits = row
+                if index == 0 and job.session is not None:
+                    job.session.consumed.append(token)
+        if finish:
+            for job in jobs:
+                if job.error is None and not job.done.is_set() and all(c.finish_reason is not None
+                                                                       for c in job.choices):
+                    self._finish(job)
+
+    def _fail(self, job: Job, exc: BaseException, finish: bool) -> None:
+        if finish:
+            if not job.done.is_set():
+                self._finish(job, error=exc)
+        else:
+            job.error = exc
 
     def _fork(self, job: Job) -> None:
         """The prompt is shared by the ``n`` choices: copy its filled cache rows (never the pre-allocated room) for
@@ -470,7 +528,9 @@ class Engine:
             job.choices.append(Choice(cache=cache, logits=first.logits.clone(),
                                       constraint=job.params.constraint() if job.params.constraint else None))
 
-    def _decode_one(self, job: Job, index: int, choice: Choice) -> None:
+    def _sample_one(self, job: Job, index: int, choice: Choice) -> int | None:
+        """Sample choice ``index``'s next token and emit what is final; return the token to feed, or None when the
+        choice ended (a stop token or string, a complete grammar, ``max_tokens``)."""
         p = job.params
         logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
         token = sample_next(logits, p.temperature, p.top_p, job.generator)
@@ -483,7 +543,7 @@ class Engine:
         choice.last_token_at = now
         if token in self.stop_ids:
             self._emit(job, index, choice, "stop")
-            return
+            return None
         choice.ids.append(token)
         if choice.constraint is not None:
             choice.constraint.consume(token)
@@ -499,11 +559,8 @@ class Engine:
             reason = "stop"  # the grammar is complete: nothing more may follow
         if reason is None and len(choice.ids) >= p.max_tokens:
             reason = "length"
-        if reason is None:
-            self._feed(choice, [token])
-            if index == 0 and job.session is not None:
-                job.session.consumed.append(token)
         self._emit(job, index, choice, reason)
+        return token if reason is None else None
 
     def _emit(self, job: Job, index: int, choice: Choice, reason: str | None) -> None:
         """Send the text that is final: hold back a trailing partial character or a possible stop-string prefix."""

@@ -44,6 +44,71 @@ def _load(base: str, concurrency: int, requests: int, max_tokens: int) -> dict:
             "p95_s": float(np.percentile(lat, 95))}
 
 
+def _streams(base: str, model: str, concurrency: int, requests: int, max_tokens: int, tokenizer) -> dict:
+    """``requests`` streamed chat completions, ``concurrency`` at a time, through the official ``openai`` client.
+
+    Aggregate decode throughput (completion tokens, counted with the model's own tokenizer on the text received,
+    per wall second) and time to first token (TTFT, first content chunk) percentiles.
+    """
+    import openai
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=900)
+
+    def one(i):
+        start, first, text = time.perf_counter(), None, []
+        stream = client.chat.completions.create(
+            model=model, stream=True, max_tokens=max_tokens, temperature=0,
+            messages=[{"role": "user", "content": f"Tell me a long story about {_TOPICS[i % len(_TOPICS)]}."}])
+        for chunk in stream:
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                first = first or time.perf_counter()
+                text.append(delta)
+        return first - start if first else float("nan"), len(tokenizer("".join(text)).input_ids)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        done = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    ttft = [t for t, _ in done]
+    tokens = sum(n for _, n in done)
+    return {"requests": requests, "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 2),
+            "ttft_p50_s": round(float(np.nanpercentile(ttft, 50)), 3),
+            "ttft_p95_s": round(float(np.nanpercentile(ttft, 95)), 3)}
+
+
+def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, progress) -> dict:
+    """{server: {concurrency: _streams(...)}} for each ``servers`` entry (name -> (ServerProcess, model name))."""
+    from transformers import AutoTokenizer
+
+    from tenfold.models.lm import cached_dir, convert_bundled
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_bundled() and cached_dir())
+    out = {}
+    for name, (make, model) in servers.items():
+        with make() as server:
+            _streams(server.base, model, 1, 1, 4, tokenizer)  # warm-up
+            out[name] = {}
+            for c in levels:
+                progress(f"throughput, {name}, {c} stream(s)")
+                out[name][str(c)] = _streams(server.base, model, c, per_level(c), max_tokens, tokenizer)
+    return out
+
+
+def _transformers_serve():
+    """``transformers serve --continuous-batching`` on the bundled model (fp32, CPU): the anchor in the same venv."""
+    import sys
+    from pathlib import Path
+
+    from tenfold.models.lm import cached_dir, convert_bundled
+
+    convert_bundled()
+    exe = str(Path(sys.executable).with_name("transformers"))
+    return ServerProcess(command=[exe, "serve", str(cached_dir()), "--continuous-batching", "--port", "{port}",
+                                  "--dtype", "float32", "--device", "cpu"], start_timeout=300,
+                         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
 def _passages(n: int, words: int) -> list[str]:
     from tenfold.data import austen
 
@@ -175,6 +240,20 @@ def serve_load(run):
         retention["rule_only_in_system_prompt, " + ("keep_system" if keep else "sinks_only")] = _rule_only_in_system(
             window, keep, retention_turns, finals, reply_tokens)
     ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
+    stream_tokens = run.pick(16, 48, 64)
+    from tenfold.models.lm import cached_dir
+
+    servers = {"tenfold serve": (lambda: ServerProcess(["--window", str(window)]), MODEL),
+               "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir()))}
+    throughput = _throughput(servers, levels, lambda c: 2 * c if c > 1 else run.pick(2, 4, 8), stream_tokens,
+                             run.progress)
+    ours["decode_throughput"] = throughput
+    t_one, t_top = throughput["tenfold serve"][str(levels[0])], throughput["tenfold serve"][str(levels[-1])]
+    ours["tenfold_streams_speedup"] = round(t_top["tokens_per_s"] / t_one["tokens_per_s"], 2)
+    hf = throughput["transformers serve --continuous-batching"][str(levels[-1])]
+    ours["tenfold_vs_transformers_serve_at_top"] = round(t_top["tokens_per_s"] / hf["tokens_per_s"], 2)
+    run.settings.update(throughput_streams=f"streamed chat completions, max_tokens {stream_tokens}, temperature 0, "
+                                           "official openai client; tokens counted with the model's tokenizer")
     run.settings.update(retention_turns=retention_turns, retention_judge="langdetect == 'fr'")
     ratio = stateless_s[turns] / session_s[turns]
     ours.update({"session_s_per_turn": {str(k): v for k, v in session_s.items()},
@@ -217,4 +296,7 @@ def serve_load(run):
            f"replies carry the rule too); with English example replies, so only the system prompt carries it: "
            f"{retention['rule_only_in_system_prompt, keep_system']['french_share']:.0%} vs "
            f"{retention['rule_only_in_system_prompt, sinks_only']['french_share']:.0%}")
+    why += (f"; continuous batching: {levels[-1]} streams decode {ours['tenfold_streams_speedup']}x the tokens/s of "
+            f"{levels[0]} (target >= 4x at 16), {ours['tenfold_vs_transformers_serve_at_top']}x transformers serve "
+            f"--continuous-batching at {levels[-1]} streams (TTFT p95 {t_top['ttft_p95_s']} s vs {hf['ttft_p95_s']} s)")
     return {"ours": ours, "verdict": verdict, "why": why}

@@ -17,10 +17,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``with ServerProcess(["--window", "252"]) as srv: srv.base`` -> ``http://127.0.0.1:PORT``; stopped on exit."""
+    """``with ServerProcess(["--window", "252"]) as srv: srv.base`` -> ``http://127.0.0.1:PORT``; stopped on exit.
 
-    def __init__(self, args: list[str] | None = None, start_timeout: float = 300, env: dict | None = None):
+    ``command``: another OpenAI-compatible server to start instead (a peer in a benchmark), its argv with
+    ``{port}`` where the port goes; it must answer ``GET /health`` with 200 once ready.
+    """
+
+    def __init__(self, args: list[str] | None = None, start_timeout: float = 300, env: dict | None = None,
+                 command: list[str] | None = None):
         self.port = free_port()
+        self.command = command
         self.base = f"http://127.0.0.1:{self.port}"
         self.args, self.start_timeout = list(args or []), start_timeout
         self.env = None if env is None else {**os.environ, **env}
@@ -38,19 +44,21 @@ class ServerProcess:
     def __enter__(self) -> "ServerProcess":
         import httpx
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "tenfold", "serve", "--port", str(self.port), *self.args],
+        argv = ([a.replace("{port}", str(self.port)) for a in self.command] if self.command else
+                [sys.executable, "-m", "tenfold", "serve", "--port", str(self.port)]) + self.args
+        self.proc = subprocess.Popen(argv,
                                      stdout=subprocess.DEVNULL, stderr=self._log, text=True, env=self.env)
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tenfold serve exited: {self.log()[-2000:]}")
+                raise RuntimeError(f"{argv[0]} exited: {self.log()[-2000:]}")
             try:
                 if httpx.get(self.base + "/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.5)
         self.__exit__()
-        raise RuntimeError(f"tenfold serve did not start within {self.start_timeout:.0f} s")
+        raise RuntimeError(f"{argv[0]} did not start within {self.start_timeout:.0f} s")
 
     def __exit__(self, *exc) -> None:
         if self.proc is None:

@@ -1,0 +1,109 @@
+"""Continuous batching for the serve engine: one forward pass decodes one token for every active row.
+
+Each row (a choice of a request) keeps its own :class:`~tenfold.streaming.SinkCache`, with its own sinks,
+window, fill and positions: the rows of a batch are at different points of different conversations. A
+decode step stacks the rows' new tokens into one (B, 1) forward, so the linear layers (most of a step,
+see the ``streaming-decode`` profile) run once for all rows; only attention runs per row, against that
+row's own cache, so nothing is copied into a padded batch tensor and a row's result is what it would be
+alone. Rows join and leave between steps (:class:`~tenfold.serve.engine.Engine` decides which).
+
+Integration uses transformers' public extension points: :class:`RowCaches` is a ``Cache`` whose ``update``
+writes each row into its own sink cache, and :data:`ROW_ATTENTION` is a registered attention function
+(``AttentionInterface``) that attends per row when the forward carries ``row_caches`` and otherwise is
+:func:`~tenfold.models.decode_attention.decode_attention_forward` (SDPA with the CPU half-precision
+decode path), so prefill and every other use of the model are unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from tenfold.models.decode_attention import decode_attention_forward
+from tenfold.streaming.sink_cache import SinkCache, enable_streaming
+
+ROW_ATTENTION = "tenfold_rows"
+
+
+def row_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, row_caches=None,
+                          **kwargs):
+    """Attention of (B, H, 1, D) queries, row ``i`` against row ``i``'s own cache; plain attention otherwise."""
+    if row_caches is None:
+        return decode_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        **kwargs)
+    outs = [decode_attention_forward(module, query[i : i + 1], k, v, None, scaling=scaling, **kwargs)[0]
+            for i, (k, v) in enumerate(row_caches.current[module.layer_idx])]
+    return torch.cat(outs, dim=0), None
+
+
+AttentionInterface.register(ROW_ATTENTION, row_attention_forward)
+AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)
+
+
+class _RowLayer(CacheLayerMixin):
+    """Placeholder layer: the rows' own caches hold the keys and values."""
+
+    is_sliding = False
+    is_compileable = False
+
+    def lazy_initialization(self, key_states, value_states):
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        raise RuntimeError("RowCaches.update writes into the rows' own caches")
+
+    def get_mask_sizes(self, query_length: int):
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class RowCaches(Cache):
+    """``B`` independent batch-1 sink caches seen by the model as one batch of ``B`` rows (decode steps only)."""
+
+    def __init__(self, caches: list[SinkCache], num_layers: int):
+        super().__init__(layers=[_RowLayer() for _ in range(num_layers)])
+        self.caches = caches
+        self.current: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        self.current[layer_idx] = [c.update(key_states[i : i + 1], value_states[i : i + 1], layer_idx)
+                                   for i, c in enumerate(self.caches)]
+        return key_states, value_states  # attention reads the rows from ``current``
+
+
+def enable_row_batching(model) -> None:
+    """Route ``model``'s attention through :data:`ROW_ATTENTION` (idempotent; plain calls behave as before).
+
+    Raises ValueError for attention implementations other than eager, sdpa and tenfold's CPU decode.
+    """
+    from tenfold.models.decode_attention import DECODE_ATTENTION
+
+    enable_streaming(model)
+    impl = model.config._attn_implementation
+    if impl == ROW_ATTENTION:
+        return
+    if impl not in ("eager", "sdpa", DECODE_ATTENTION):
+        raise ValueError(f"continuous batching needs sdpa or eager attention, not {impl!r}")
+    model.set_attn_implementation(ROW_ATTENTION)
+
+
+@torch.no_grad()
+def decode_rows(model, caches: list[SinkCache], tokens: list[int]) -> torch.Tensor:
+    """Feed ``tokens[i]`` to the row with cache ``caches[i]``, all in one forward; return (B, V) next-token logits.
+
+    Each cache takes one step exactly as a batch-1 forward would (its own eviction and positions).
+    """
+    shift = model._tenfold_rope_shift
+    one = torch.ones((1, 1), dtype=torch.bool)
+    positions = torch.cat([c.begin_step(one, shift)[0] for c in caches], dim=0)  # (B, 1): each row's own position
+    rows = RowCaches(caches, model.config.get_text_config(decoder=True).num_hidden_layers)
+    b = len(caches)
+    out = model(input_ids=torch.tensor(tokens).view(b, 1), position_ids=positions, cache=rows, use_cache=True,
+                attention_mask=torch.ones((b, 1, 1, 1), dtype=torch.bool), row_caches=rows, logits_to_keep=1)
+    return out.logits[:, -1]
