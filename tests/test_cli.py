@@ -42,3 +42,239 @@ def test_generate_streams_an_answer():
     res = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12")
     assert res.returncode == 0, res.stderr
     assert "Paris" in res.stdout
+
+
+# --- every verb behaves like a good CLI (issue 29) ---
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "diffusers", "faiss", "accelerate", "peft", "matplotlib",
+         "gymnasium", "sklearn", "scipy")
+
+
+def _verbs():
+    from tenfold.cli import build_parser, iter_parsers
+
+    return [path for path, _ in iter_parsers(build_parser())]
+
+
+def test_the_verb_walk_covers_subverbs():
+    verbs = _verbs()
+    assert () in verbs and ("generate",) in verbs and ("rag", "index") in verbs and ("pause", "pretrain") in verbs
+    assert ("analogical", "eval") in verbs and len(verbs) > 30
+
+
+@pytest.mark.parametrize("path", _verbs(), ids=lambda p: " ".join(p) or "tenfold")
+def test_every_verb_help_works_and_shows_defaults(path, capsys):
+    import argparse
+
+    from tenfold.cli import build_parser, iter_parsers
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([*path, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tenfold") and "Traceback" not in out
+    flat = " ".join(out.split())  # argparse wraps lines
+    parser = dict(iter_parsers(build_parser()))[path]
+    for action in parser._actions:
+        default = action.default
+        if not action.option_strings or default is None or default is False or default == [] \
+                or default is argparse.SUPPRESS or action.help is argparse.SUPPRESS:
+            continue
+        says = f"default: {default}" in flat or "default" in (action.help or "")
+        assert says, f"{' '.join(path)} {action.option_strings[0]} hides its default"
+
+
+def _probe_startup(argv: list[str]) -> dict:
+    code = ("import json, sys, time\nt = time.perf_counter()\nfrom tenfold.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print(json.dumps({{'s': time.perf_counter() - t, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}),"
+            " file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return json.loads(res.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["rag", "index", "--help"], ["serve", "--help"]])
+def test_help_and_version_import_no_heavy_library(argv):
+    # measured, not timed: start-up stays under a second as long as building the parser imports none of these
+    got = _probe_startup(argv)
+    assert got["heavy"] == [], f"building the parser imported {got['heavy']}"
+
+
+def test_version_prints_the_version():
+    import tenfold
+
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"tenfold {tenfold.__version__}"
+
+
+def _one_line_error(res, needle):
+    assert res.returncode != 0
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert needle in lines[0], lines[0]
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["generate", "hi", "--max-new-tokens", "-1"], "--max-new-tokens: must be at least 1"),
+    (["generate", "hi", "--max-new-tokens", "many"], "is not an integer"),
+    (["generate", "hi", "--temperature", "-1"], "--temperature: must be 0 (greedy) or more"),
+    (["generate", "hi", "--temperature", "nan"], "not a finite number"),
+    (["generate", "hi", "--top-p", "2"], "--top-p: must be in (0, 1]"),
+    (["generate", "hi", "--top-p", "0"], "--top-p: must be in (0, 1]"),
+    (["analogical", "eval", "--strategy", "analogical", "--task", "gsm", "--temperature", "-1"], "--temperature"),
+    (["reproduce", "--profile", "huge"], "invalid choice"),
+    (["chat", "--temperature", "-1"], "--temperature: must be 0 (greedy) or more"),
+    (["chat", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
+    (["lmm", "run", "suite.json", "--out", "x", "--max-tokens", "0"], "--max-tokens: must be at least 1"),
+    (["vision", "ask", "a.png", "what?", "--vlm", "x", "--max-tokens", "-5"], "--max-tokens: must be at least 1"),
+])
+def test_bad_values_are_refused_by_the_parser(args, needle):
+    _one_line_error(run_cli(*args), needle)
+
+
+def test_out_naming_an_existing_file_is_one_line_before_any_work(tmp_path):
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    _one_line_error(run_cli("reproduce", "streaming-memory", "--out", str(existing)), "is an existing file")
+    _one_line_error(run_cli("probes", "plot", "--dataset", "world-places", "--out", str(existing)),
+                    "is an existing file")
+    assert existing.read_text() == "keep me"
+
+
+def test_pause_resume_refuses_new_limits_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = {"text": None, "size": "tiny", "seq_len": 64, "vocab_size": 1024, "pause_rate": 0.1, "steps": 400,
+             "batch_size": 32, "lr": 1e-3, "seed": 0, "checkpoint_every": 100}
+    (run / "args.json").write_text(json.dumps(saved))
+    (run / "state.json").write_text(json.dumps({"step": 100}))
+    res = run_cli("pause", "pretrain", "--out", str(run), "--resume", "--steps", "8")
+    _one_line_error(res, "cannot change --steps 8 (the run's: 400)")
+    res = run_cli("pause", "pretrain", "--out", str(run), "--resume", "--steps", "400", "--lr", "0.5", "--seed", "0")
+    _one_line_error(res, "cannot change --lr 0.5 (the run's: 0.001)")  # the same values may be repeated
+    assert "--steps" not in res.stderr and "--seed" not in res.stderr
+
+
+def test_reproduce_list(capsys):
+    assert main(["reproduce", "--list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in rows]
+    assert {"streaming-ppl", "probes", "pause", "kosmos-g"} <= set(names) and all(r["claim"] for r in rows)
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in names)
+
+
+@pytest.fixture
+def failing_experiment():
+    from tenfold.report.registry import REGISTRY, experiment, load_all
+
+    load_all()
+
+    @experiment("test-always-fails", "ndp", "an experiment that always fails", {})
+    def _fails(run):
+        run.progress("about to fail")
+        raise RuntimeError("boom")
+
+    @experiment("test-always-works", "ndp", "an experiment that always works", {})
+    def _works(run):
+        return {"ours": {"x": 1}, "verdict": "reproduced", "why": "it works"}
+
+    yield
+    REGISTRY.pop("test-always-fails")
+    REGISTRY.pop("test-always-works")
+
+
+def test_reproduce_exits_non_zero_when_an_experiment_failed(tmp_path, capsys, failing_experiment):
+    assert main(["reproduce", "test-always-works", "--out", str(tmp_path), "--profile", "smoke"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == f"Report: {tmp_path / 'index.html'}"  # stdout carries the result only
+
+    rc = main(["reproduce", "test-always-works", "test-always-fails", "--out", str(tmp_path), "--profile", "smoke",
+               "--json"])
+    out = capsys.readouterr()
+    assert rc == 1
+    got = json.loads(out.out)  # progress went to stderr, so stdout is exactly the JSON
+    assert got["failed"] == ["test-always-fails"]
+    assert "1 of 2 experiment(s) failed: test-always-fails" in out.err.strip().splitlines()[-1]
+    assert "failed" in (tmp_path / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
+    import os
+    import pty
+
+    from tenfold.pause.corpus import generic_lines
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(generic_lines(3000, seed=0)))
+    args = [sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(text), "--steps", "4", "--vocab-size",
+            "400", "--checkpoint-every", "2"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=300)
+    os.close(master)
+    assert proc.returncode == 0
+    assert "pretrain (PausePT)" in seen.decode(errors="replace")  # the bar, on the terminal
+    assert out.startswith("pretrained") and len(out.strip().splitlines()) == 1  # stdout: the result only
+
+    piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "PausePT" not in piped.stderr and "PausePT" not in piped.stdout
+
+
+def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    from tenfold.report.registry import REGISTRY, experiment, load_all
+
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
+    load_all()
+    calls = {"first": 0, "second": 0}
+    interrupt = {"now": True}
+
+    @experiment("test-first", "ndp", "runs", {})
+    def _first(run):
+        calls["first"] += 1
+        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+
+    @experiment("test-second", "ndp", "is interrupted", {})
+    def _second(run):
+        calls["second"] += 1
+        if interrupt["now"]:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second experiment
+        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+
+    try:
+        out = tmp_path / "report"
+        assert main(["reproduce", "test-first", "test-second", "--out", str(out), "--profile", "smoke"]) == 130
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "tenfold: interrupted"
+        assert (out / "results" / "test-first.json").exists() and not (out / "results" / "test-second.json").exists()
+        interrupt["now"] = False
+        assert main(["reproduce", "test-first", "test-second", "--out", str(out), "--profile", "smoke"]) == 0
+        assert calls == {"first": 1, "second": 2}  # the finished experiment was kept, the interrupted one re-ran
+        assert "Kept 1 unchanged result(s) (test-first)" in capsys.readouterr().out
+    finally:
+        REGISTRY.pop("test-first")
+        REGISTRY.pop("test-second")
+
+
+def test_doctor_says_what_is_in_place_and_what_to_fix(tmp_path, capsys, monkeypatch):
+    assert main(["doctor", "--json"]) == 0, capsys.readouterr().err
+    got = json.loads(capsys.readouterr().out)
+    assert got["problems"] == [] and got["model"]["converted"] and all(got["corpora"].values())
+    assert got["libraries"]["torch"] and got["tenfold"]["version"] and "isolation" in got["sandbox"]
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "fresh"))  # a fresh machine: nothing prepared yet
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: the bundled model is not converted yet: `tenfold data prepare`" in out
+    assert "corpora not fetched yet: austen, calendar, fortunes-zh" in out

@@ -1,15 +1,12 @@
 """tenfold: ten systems from one week of ML papers (2023-10-02..08), made usable.
 
-Everything runs offline by default: the Hugging Face libraries are told not to touch the
-network unless the user has set these variables themselves.
+Importing tenfold (or any of its packages) changes nothing in the process: no environment
+variables, no global settings. The ``tenfold`` command line runs offline by default; it sets
+that up in its own entry point (:func:`tenfold.cli.main`).
 """
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from tenfold.errors import TenfoldError  # noqa: E402
+from tenfold.errors import TenfoldError
 
 __version__ = "0.1.0"
 __all__ = ["TenfoldError", "__version__", "home"]

@@ -1,6 +1,8 @@
 """The ``tenfold`` command line: one verb per job; paper packages add their own verbs.
 
-Errors are one line on stderr with a non-zero exit code; ``--json`` gives machine-readable output.
+Errors are one line on stderr with a non-zero exit code; ``--json`` gives machine-readable output on stdout;
+progress bars go to stderr. Building the parser imports no torch or transformers (each verb imports what it needs
+when it runs), so ``--help`` and ``--version`` start at once.
 """
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import json
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from tenfold.argtypes import out_dir, positive_int, probability, temperature
+from tenfold.errors import TenfoldError
 
-from tenfold.errors import TenfoldError  # noqa: E402
+# The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
+# libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
+CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 # Each paper package's cli module exposes add_commands(subparsers).
 PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
@@ -21,11 +25,35 @@ PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli"
               "tenfold.vision.cli", "tenfold.kosmos_g.cli", "tenfold.lmm.cli"]
 
 
+def _say_default(action: argparse.Action) -> None:
+    """Make ``action``'s help end with its default (also an option without help, which argparse lists bare),
+    unless it has no meaningful default or its help already speaks of it."""
+    default, text = action.default, action.help
+    if (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)) and not (
+            default is None or default is False or default is argparse.SUPPRESS or default == []
+            or text is argparse.SUPPRESS or "default" in (text or "")):
+        action.help = f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (plus the exit code 2), not a usage dump."""
+    """argparse, but a usage error is one line (plus the exit code 2), not a usage dump; help shows defaults."""
+
+    def format_help(self) -> str:  # noqa: D102
+        for action in self._actions:  # here rather than in add_argument: argument groups add theirs directly
+            _say_default(action)
+        return super().format_help()
 
     def error(self, message):  # noqa: D102
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def iter_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every (verb path, parser) below ``parser``, itself first: ``()``, ``("generate",)``, ``("rag", "index")``..."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from iter_parsers(sub, (*path, name))
 
 
 def _cmd_generate(args) -> int:
@@ -90,14 +118,48 @@ def _cmd_data_prepare(args) -> int:
 def _cmd_reproduce(args) -> int:
     from tenfold.report import run_experiments, select
 
+    if args.list:
+        return _list_experiments(args)
     experiments = select(args.names)
-    records = run_experiments(experiments, args.profile, args.out, show_progress=not args.json)
+    out_dir(args.out)
+    records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
     index = os.path.abspath(os.path.join(args.out, "index.html"))
+    failed = [r["name"] for r in records if r["status"] == "failed"]
+    kept = [r["name"] for r in records if r.get("kept")]
     if args.json:
-        print(json.dumps({"report": index, "results": [{k: r.get(k) for k in ("name", "verdict", "runtime_s")} for r in records]}))
+        print(json.dumps({"report": index, "failed": failed, "kept": kept,
+                          "results": [{k: r.get(k) for k in ("name", "verdict", "runtime_s")} for r in records]}))
     else:
+        if kept:
+            print(f"Kept {len(kept)} unchanged result(s) ({', '.join(kept)}); --force re-runs them.")
         print(f"Report: {index}")
-    return 1 if any(r["status"] == "failed" for r in records) and args.strict else 0
+    if failed:
+        print(f"tenfold: error: {len(failed)} of {len(records)} experiment(s) failed: {', '.join(failed)} "
+              f"(their errors are in the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _list_experiments(args) -> int:
+    from tenfold.report import load_all
+
+    rows = [{"name": e.name, "paper": e.paper, "claim": e.claim}
+            for e in sorted(load_all().values(), key=lambda e: e.order)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['paper']:<10} {r['claim']}")
+    return 0
+
+
+def _cmd_doctor(args) -> int:
+    from tenfold.doctor import render, report
+
+    r = report()
+    print(json.dumps(r, indent=2) if args.json else render(r))
+    return 1 if r["problems"] else 0
 
 
 def _cmd_report(args) -> int:
@@ -118,9 +180,9 @@ def build_parser() -> Parser:
 
     add_backend_args(p)
     p.add_argument("--system", default=None, help="optional system message")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--max-new-tokens", type=positive_int, default=200)
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_generate)
 
@@ -135,13 +197,23 @@ def build_parser() -> Parser:
     dp.add_argument("--json", action="store_true")
     dp.set_defaults(func=_cmd_data_prepare)
 
-    p = sub.add_parser("reproduce", help="run the papers' experiments and write the HTML report")
-    p.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
+    p = sub.add_parser("reproduce", help="run the papers' experiments and write the HTML report "
+                                         "(exits 1 if any experiment failed)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments (name, paper, claim) and exit")
+    p.add_argument("--force", action="store_true",
+                   help="re-run every experiment; by default a stored result made with the same profile, code, "
+                        "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--out", default="report", help="report directory (default: ./report)")
-    p.add_argument("--strict", action="store_true", help="exit non-zero when an experiment fails")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
+                                                       "still goes to stderr)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("doctor", help="versions, machine, caches, bundled model and corpora, sandbox: what to check "
+                                      "first when something fails (exits 1 if something is missing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("report", help="rebuild DIR/index.html from DIR/results/*.json")
     p.add_argument("dir", nargs="?", default="report")
@@ -153,11 +225,18 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for key, value in CLI_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import rich
+
+    # Every progress bar (rich's global console) goes to stderr, never to stdout (the result), and only to a terminal,
+    # as git and pip do: a log file or a test capturing stderr gets the one-line error, not a bar's last frame.
+    rich.reconfigure(stderr=True, quiet=not sys.stderr.isatty())
     try:
         return args.func(args) or 0
     except TenfoldError as exc:

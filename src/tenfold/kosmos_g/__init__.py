@@ -7,11 +7,13 @@ stage and instruction tuning through the frozen U-Net; ``pipeline``: the cached 
 ``model``: ``KosmosG`` (generate, save, load); ``scoring`` / ``evaluate``: parser accuracy, CLIP-I / CLIP-T and the
 baselines; ``cli``: ``tenfold kosmos-g train|generate``; ``experiment``: ``kosmos-g``.
 """
-from tenfold.kosmos_g.aligner import AlignerNet, mllm_states
-from tenfold.kosmos_g.decoder import TextConditionedDecoder, clip_text_condition, small_unet, to_images, train_decoder
-from tenfold.kosmos_g.tasks import TASKS, Instruction, instructions
-from tenfold.kosmos_g.model import KosmosG
-from tenfold.kosmos_g.training import align_stage, generate, instruct_stage
+import lazy_loader as _lazy
 
-__all__ = ["TASKS", "AlignerNet", "KosmosG", "Instruction", "TextConditionedDecoder", "align_stage", "clip_text_condition",
-           "generate", "instruct_stage", "instructions", "mllm_states", "small_unet", "to_images", "train_decoder"]
+# The public API, imported on first use: `import tenfold.kosmos_g` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "aligner": ["AlignerNet", "mllm_states"],
+    "decoder": ["TextConditionedDecoder", "clip_text_condition", "small_unet", "to_images", "train_decoder"],
+    "tasks": ["TASKS", "Instruction", "instructions"],
+    "model": ["KosmosG"],
+    "training": ["align_stage", "generate", "instruct_stage"],
+})

@@ -66,7 +66,7 @@ def _train(args) -> int:
         raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps >= 1)")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
                                   vlm_steps=args.vlm_steps, lora_rank=args.lora_rank, seed=args.seed)
-    with _bar("Kosmos-G", args.json) as bar:
+    with _bar("Kosmos-G") as bar:  # on stderr: --json keeps it
         jobs = {}
 
         def progress(label, i, n, loss):

@@ -66,6 +66,7 @@ def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
 
     from tenfold.kosmos_g.decoder import TextConditionedDecoder, small_unet, train_decoder
     from tenfold.kosmos_g.tasks import decoder_scenes
+    from tenfold.provenance import note_model
     from tenfold.vision.cache import atomic_dir, cached_vlm
     from tenfold.vision.vlm import VisionLanguageModel
 
@@ -76,6 +77,7 @@ def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
         tok = AutoTokenizer.from_pretrained(where / "clip")
         decoder = TextConditionedDecoder.load(where / "decoder")
         vlm = VisionLanguageModel.load(where / "mllm", lm_dtype=torch.bfloat16)
+        note_model(f"kosmos-g-foundation/{settings.key()}", where)
         return clip, tok, decoder, vlm, {**info, "source": f"cached in {where}"}
     t0 = time.perf_counter()
     clip, tok, vlm, base = cached_vlm(settings.recipe(), progress=progress, cache=cache)
@@ -95,6 +97,7 @@ def foundation(settings: FoundationSettings, cache: bool = True, progress=None):
             decoder.save(tmp / "decoder")
             vlm.save(tmp / "mllm")
             (tmp / "done.json").write_text(json.dumps(info))
+    note_model(f"kosmos-g-foundation/{settings.key()}", foundation_dir(settings) if cache else None)
     return clip, tok, decoder, vlm, {**info, "source": "trained in this run"}
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int
     from tenfold.lmm.prompts import TECHNIQUES
     from tenfold.lmm.referring import POINTERS
     from tenfold.lmm.suite import CATEGORIES
@@ -35,7 +37,7 @@ def add_commands(sub) -> None:
     r.add_argument("--model", default=None, help="for --backend openai: the model name")
     r.add_argument("--technique", action="append", choices=TECHNIQUES, default=[],
                    help="prompting technique(s) from the paper (repeat)")
-    r.add_argument("--max-tokens", type=int, default=48)
+    r.add_argument("--max-tokens", type=positive_int, default=48)
     r.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai backend)")
     r.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
     r.add_argument("--retries", type=int, default=2, help="retries of a failed request (time-out, 5xx, garbage)")
@@ -104,7 +106,7 @@ def _run(args) -> int:
         raise TenfoldError("this suite has samples scored by a judge: give --judge-base-url/--judge-model")
     backend = backend_from_args(args)
     out = Path(args.out)
-    with _bar("probing", args.json) as bar:
+    with _bar("probing") as bar:  # on stderr: --json keeps it
         job = bar.add_task("run", total=len(suite.samples), info=backend.name)
         results = run_suite(suite, suite_path.parent, backend, out, args.technique, args.max_tokens,
                             args.concurrency, args.rate, args.retries, judge,
@@ -116,9 +118,14 @@ def _run(args) -> int:
                          f"{suite.name} on {backend.name}")
     if args.json:
         print(json.dumps(s))
-        return 0
-    print(f"{s['samples']} samples: accuracy {s['accuracy']:.2f}, {s['errors']} errors -> {page}")
-    for group in ("by category", "by pointer"):
-        if s[group]:
-            print(f"  {group}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in s[group].items()))
+    else:
+        print(f"{s['samples']} samples: accuracy {s['accuracy']:.2f}, {s['errors']} errors -> {page}")
+        for group in ("by category", "by pointer"):
+            if s[group]:
+                print(f"  {group}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in s[group].items()))
+    if s["errors"]:
+        first = next(r.error for r in results if r.error)
+        print(f"tenfold: error: {s['errors']} of {s['samples']} requests failed (first: {first}); a rerun into "
+              f"{out} asks only those again", file=sys.stderr)
+        return 1
     return 0

@@ -5,15 +5,19 @@ backend's name, the techniques and the exact messages sent; a rerun (or a run th
 is not there yet. A request that keeps failing (time-outs, connection errors, 5xx / 429, replies without text) is
 retried ``retries`` times with exponential back-off and then recorded as an error - it counts as wrong, is reported
 as an error, and is asked again on the next run; the other samples go on.
+
+Ctrl-C (any exception in the caller's thread) stops the run at once: no queued request is sent, back-off waits end,
+and the workers are daemon threads, so a request already in flight does not hold the process (its answer, if it
+comes, is not waited for). What was answered is in the cache for the next run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,20 +84,29 @@ class RateLimit:
         self.next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, stop: threading.Event | None = None) -> None:
         with self._lock:
             now = time.monotonic()
             start = max(now, self.next)
             self.next = start + self.gap
         if start > now:
-            time.sleep(start - now)
+            (stop or threading.Event()).wait(start - now)
 
 
-def ask_with_retries(backend, messages, max_tokens: int, retries: int, limit: RateLimit, backoff: float = 0.5):
-    """The backend's answer, retrying :class:`BackendError` (and time-outs) up to ``retries`` times."""
+class Cancelled(Exception):
+    """The run was stopped (Ctrl-C) before this request was sent."""
+
+
+def ask_with_retries(backend, messages, max_tokens: int, retries: int, limit: RateLimit, backoff: float = 0.5,
+                     stop: threading.Event | None = None):
+    """The backend's answer, retrying :class:`BackendError` (and time-outs) up to ``retries`` times; once ``stop``
+    is set, no (further) attempt is made: :class:`Cancelled`."""
+    stop = stop or threading.Event()
     delay = backoff
     for attempt in range(retries + 1):
-        limit.wait()
+        limit.wait(stop)
+        if stop.is_set():
+            raise Cancelled()
         try:
             answer = backend.answer(messages, max_tokens)
             if not isinstance(answer, str):
@@ -102,7 +115,7 @@ def ask_with_retries(backend, messages, max_tokens: int, retries: int, limit: Ra
         except (BackendError, TimeoutError) as exc:
             if attempt == retries:
                 raise BackendError(f"gave up after {retries + 1} attempts: {exc}") from None
-            time.sleep(delay)
+            stop.wait(delay)
             delay *= 2
 
 
@@ -116,6 +129,7 @@ def run_suite(suite, base: str | Path, backend, out_dir: str | Path, techniques=
     limit = RateLimit(rate)
     jobs = [(s, build_messages(s, base, techniques)) for s in suite.samples]
     results: list[Result | None] = [None] * len(jobs)
+    stop = threading.Event()
 
     def one(i: int) -> Result:
         sample, messages = jobs[i]
@@ -124,7 +138,9 @@ def run_suite(suite, base: str | Path, backend, out_dir: str | Path, techniques=
         if answer is None:
             cached = False
             try:
-                answer = ask_with_retries(backend, messages, max_tokens, retries, limit)
+                answer = ask_with_retries(backend, messages, max_tokens, retries, limit, stop=stop)
+                if stop.is_set():  # answered after Ctrl-C: nobody waits for it, and the cache is being left
+                    raise Cancelled()
                 cache.put(key, answer)
             except TenfoldError as exc:
                 error = str(exc)
@@ -136,14 +152,43 @@ def run_suite(suite, base: str | Path, backend, out_dir: str | Path, techniques=
                 error = str(exc)
         return Result(sample.id, sample.category, sample.pointer, list(techniques), answer, correct, error, cached)
 
-    done = 0
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(one, i): i for i in range(len(jobs))}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            done += 1
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                finished.put((i, one(i), None))
+            except Cancelled:
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+                finished.put((i, None, exc))
+
+    workers = [threading.Thread(target=worker, name=f"lmm-request-{k}", daemon=True)
+               for k in range(min(concurrency, len(jobs)))]
+    for t in workers:
+        t.start()
+    try:
+        for done in range(1, len(jobs) + 1):
+            while True:  # a short timeout keeps the wait responsive to Ctrl-C
+                try:
+                    i, result, exc = finished.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    continue
+            if exc is not None:
+                raise exc
+            results[i] = result
             if progress:
                 progress(done, len(jobs))
+    finally:
+        stop.set()  # on Ctrl-C or an error: queued requests are never sent, back-off waits end
     return results
 
 

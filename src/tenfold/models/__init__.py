@@ -1,14 +1,22 @@
 """Model loading: language models and sentence embedders, bundled defaults first."""
-from tenfold.models.embedder import DEFAULT_EMBEDDER, load_embedder
-from tenfold.models.lm import DEFAULT_LM, chat_ids, convert_bundled, is_cached, load_lm
+import lazy_loader as _lazy
 
-__all__ = ["DEFAULT_EMBEDDER", "DEFAULT_LM", "available", "chat_ids", "convert_bundled", "is_cached", "load_embedder", "load_lm"]
+# Imported on first use: models.lm needs torch, which building the CLI must not import.
+__getattr__, _lazy_dir, _lazy_all = _lazy.attach(__name__, submod_attrs={
+    "embedder": ["DEFAULT_EMBEDDER", "load_embedder"],
+    "lm": ["DEFAULT_LM", "chat_ids", "convert_bundled", "is_cached", "load_lm"],
+})
+__all__ = sorted([*_lazy_all, "available"])
+
+
+def __dir__():
+    return list(__all__)
 
 
 def available() -> list[dict]:
     """What models tenfold can use offline right now, and whether they are cached."""
-    from tenfold.models.embedder import bundled_embedder_dir
-    from tenfold.models.lm import bundled_gguf, cached_dir
+    from tenfold.models.embedder import DEFAULT_EMBEDDER, bundled_embedder_dir
+    from tenfold.models.lm import DEFAULT_LM, bundled_gguf, cached_dir, is_cached
     from tenfold.errors import TenfoldError
 
     rows = []

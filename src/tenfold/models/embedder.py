@@ -30,6 +30,10 @@ def load_embedder(name_or_path: str | None = None, device: str = "cpu"):
         source = str(bundled_embedder_dir())
     else:
         source = name_or_path
+    from tenfold.provenance import note_model
+
+    note_model(DEFAULT_EMBEDDER if source != name_or_path else name_or_path,
+               Path(source).resolve() if Path(source).exists() else None)
     try:
         return SentenceTransformer(source, device=device)
     except (OSError, ValueError) as exc:

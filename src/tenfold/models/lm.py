@@ -104,6 +104,7 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
     if quantize:
         dtype = torch.bfloat16
     source = resolve(name_or_path)
+    note_lm(name_or_path, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn_implementation)
@@ -124,6 +125,30 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype = torch.float32,
         quantize_int4(model)
     model.eval()
     return model, tokenizer
+
+
+def note_lm(name_or_path: str | None = None, source: str | None = None) -> None:
+    """Tell :mod:`tenfold.provenance` which weights are in use (a no-op outside ``tenfold reproduce``).
+
+    :func:`load_lm` calls it; code that keeps a loaded model across experiments calls it on each use.
+    """
+    from tenfold import provenance
+
+    if not provenance.collecting():
+        return
+    source = source or resolve(name_or_path)
+    if name_or_path is None or name_or_path.lower() in BUNDLED_LMS:
+        name = DEFAULT_LM if name_or_path is None else name_or_path.lower()
+        provenance.note_model(name, source, origin=bundled_gguf(BUNDLED_LMS[name][0]))
+    elif Path(source).exists():
+        provenance.note_model(name_or_path, Path(source).resolve())
+    else:  # a Hugging Face id: its files in the local cache
+        from huggingface_hub import snapshot_download
+
+        try:
+            provenance.note_model(source, snapshot_download(source, local_files_only=True))
+        except Exception:  # noqa: BLE001 - provenance must never stop a load that worked
+            provenance.note_model(source)
 
 
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Neural Developmental Programs (Najarro, Sudhakaran & Risi 2023): networks that grow themselves."""
-from tenfold.ndp.evolve import TrainConfig, load_run, train
-from tenfold.ndp.growth import NDP, Grown, NDPConfig
-from tenfold.ndp.policy import GrownPolicy
-from tenfold.ndp.tasks import TASKS, make_task
+import lazy_loader as _lazy
 
-__all__ = ["NDP", "NDPConfig", "Grown", "GrownPolicy", "TrainConfig", "train", "load_run", "TASKS", "make_task"]
+# The public API, imported on first use: `import tenfold.ndp` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "evolve": ["TrainConfig", "load_run", "train"],
+    "growth": ["NDP", "Grown", "NDPConfig"],
+    "policy": ["GrownPolicy"],
+    "tasks": ["TASKS", "make_task"],
+})

@@ -65,7 +65,7 @@ def _train(args) -> int:
     check_run_dir(out, args.resume)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}")]
-    with Progress(*columns, disable=args.json, transient=False) as bar:
+    with Progress(*columns, transient=False) as bar:  # on stderr: --json keeps it
         job = bar.add_task(f"ndp {args.task}", total=args.generations, stats="")
 
         top = [float("-inf")]

@@ -8,28 +8,33 @@ from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import StoreGiven
+    from tenfold.pause.sizes import SIZES
     from tenfold.pause.tasks import TASKS
-    from tenfold.pause.training import SIZES
 
     p = sub.add_parser("pause", help="pause tokens: pause-pretraining, pause-finetuning, inference with pauses")
     verbs = p.add_subparsers(dest="pause_verb", required=True, metavar="{pretrain,finetune,eval}")
 
     def common(q, steps, lr, batch):
+        # StoreGiven: --resume refuses a setting given anew that differs from the run's saved one
         q.add_argument("--out", required=True, help="run directory (checkpoints, the final model in OUT/model)")
-        q.add_argument("--steps", type=int, default=steps)
-        q.add_argument("--batch-size", type=int, default=batch)
-        q.add_argument("--lr", type=float, default=lr)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints")
-        q.add_argument("--resume", action="store_true", help="continue the run in --out (its saved arguments)")
+        q.add_argument("--steps", type=int, default=steps, action=StoreGiven)
+        q.add_argument("--batch-size", type=int, default=batch, action=StoreGiven)
+        q.add_argument("--lr", type=float, default=lr, action=StoreGiven)
+        q.add_argument("--seed", type=int, default=0, action=StoreGiven)
+        q.add_argument("--checkpoint-every", type=int, default=100, action=StoreGiven,
+                       help="steps between resumable checkpoints")
+        q.add_argument("--resume", action="store_true",
+                       help="continue the run in --out with its saved settings (giving a different one is an error)")
 
     t = verbs.add_parser("pretrain", help="pretrain a small Llama-style model from scratch, with or without pauses")
     common(t, 2000, 1e-3, 32)
-    t.add_argument("--text", default=None, help="a text file to pretrain on (default: Austen + generic text)")
-    t.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    t.add_argument("--seq-len", type=int, default=64)
-    t.add_argument("--vocab-size", type=int, default=1024)
-    t.add_argument("--pause-rate", type=float, default=0.1,
+    t.add_argument("--text", default=None, action=StoreGiven,
+                   help="a text file to pretrain on (default: Austen + generic text)")
+    t.add_argument("--size", choices=sorted(SIZES), default="tiny", action=StoreGiven)
+    t.add_argument("--seq-len", type=int, default=64, action=StoreGiven)
+    t.add_argument("--vocab-size", type=int, default=1024, action=StoreGiven)
+    t.add_argument("--pause-rate", type=float, default=0.1, action=StoreGiven,
                    help="fraction of each sequence replaced by <pause> (0 = standard pretraining; default 0.1)")
     t.set_defaults(func=_pretrain)
 
@@ -38,8 +43,9 @@ def add_commands(sub) -> None:
     f.add_argument("--model", required=True, help="a pretrain run directory, a saved model, or an LM name/path "
                                                   "(e.g. smollm2-135m-instruct)")
     f.add_argument("--task", action="append", choices=sorted(TASKS), required=True, help="repeat for a mixture")
-    f.add_argument("--m-ft", type=int, default=10, help="pauses appended to every input (0 = standard fine-tuning)")
-    f.add_argument("--n-train", type=int, default=2000, help="training examples per task")
+    f.add_argument("--m-ft", type=int, default=10, action=StoreGiven,
+                   help="pauses appended to every input (0 = standard fine-tuning)")
+    f.add_argument("--n-train", type=int, default=2000, action=StoreGiven, help="training examples per task")
     f.set_defaults(func=_finetune)
 
     e = verbs.add_parser("eval", help="held-out exact-match accuracy with M_inf pauses at inference")
@@ -76,6 +82,13 @@ def _run_args(args, keys: list[str]) -> dict:
     saved = json.loads(path.read_text())
     if json.loads((out / "state.json").read_text()).get("step", 0) >= saved["steps"]:
         raise TenfoldError(f"the run in {out} already finished ({saved['steps']} steps)")
+    # --model and --task are required, so always given; the others only when typed (argtypes.StoreGiven)
+    given = set(getattr(args, "given", None) or ()) | ({"model", "task"} & set(keys))
+    changed = [k for k in keys if k in given and k in saved and getattr(args, k) != saved[k]]
+    if changed:
+        what = ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)!r} (the run's: {saved[k]!r})" for k in changed)
+        raise TenfoldError(f"--resume continues the run in {out} with its saved settings and cannot change {what}; "
+                           f"give the run's own values (or leave them out) or start a new run in another --out")
     return saved
 
 

@@ -21,12 +21,9 @@ import torch
 from tenfold.errors import TenfoldError
 from tenfold.models.finetune import check_run_dir, fit, load_checkpoint, save_checkpoint, write_json
 from tenfold.pause.collators import PauseFinetuneCollator, PausePretrainCollator
+from tenfold.pause.sizes import SIZES
 from tenfold.pause.tokens import add_pause_token
 
-SIZES = {  # Llama-style decoder-only configs for training from scratch on a CPU
-    "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4),
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8),
-}
 
 
 def small_llama(vocab_size: int, size: str = "tiny", max_positions: int = 512, seed: int = 0):

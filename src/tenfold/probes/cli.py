@@ -30,19 +30,21 @@ def add_commands(sub) -> None:
 def _run(args) -> int:
     from rich.progress import Progress
 
+    from tenfold.argtypes import out_dir
     from tenfold.models import load_lm
     from tenfold.probes.activations import cached_extract
     from tenfold.probes.datasets import load_dataset
     from tenfold.probes.study import run_study
 
+    if args.probes_verb == "plot":
+        out_dir(args.out)  # refused before minutes of extraction, not after
     if args.limit is not None and args.limit < 20:
         raise TenfoldError(f"--limit must be >= 20 (got {args.limit})")
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
     model, tok = load_lm(args.model)
-    quiet = getattr(args, "json", False)
-    with Progress(disable=quiet, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
 
         def tick(what, done, total):

@@ -7,19 +7,20 @@ from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int, temperature
     from tenfold.prompting.analogical import STRATEGIES
     from tenfold.prompting.backends import add_backend_args
     from tenfold.prompting.evaluation import TASKS
 
     p = sub.add_parser("analogical", help="analogical prompting vs. zero-/few-shot (CoT) on math and code (eval)")
     verbs = p.add_subparsers(dest="analogical_verb", required=True, metavar="{eval}")
-    e = verbs.add_parser("eval", help="accuracy of one strategy on the test split, with a 95% interval")
+    e = verbs.add_parser("eval", help="accuracy of one strategy on the test split, with a 95%% interval")
     e.add_argument("--strategy", required=True, choices=STRATEGIES)
     e.add_argument("--task", required=True, choices=TASKS)
     e.add_argument("--n", type=int, default=20, help="test problems (default 20)")
     e.add_argument("--k", type=int, default=3, help="exemplars recalled (analogical) or given (few-shot); default 3")
-    e.add_argument("--max-tokens", type=int, default=768)
-    e.add_argument("--temperature", type=float, default=0.0)
+    e.add_argument("--max-tokens", type=positive_int, default=768)
+    e.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
     e.add_argument("--json", action="store_true", help="print the result (with per-problem rows) as JSON")
     add_backend_args(e)
     e.set_defaults(func=_eval)
@@ -34,7 +35,7 @@ def _eval(args) -> int:
     if args.n < 1 or args.k < 1 or args.max_tokens < 1:
         raise TenfoldError("--n, --k and --max-tokens must be >= 1")
     backend = backend_from_args(args)
-    with Progress(disable=args.json, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr: --json keeps it
         job = bar.add_task(f"{args.strategy} on {args.task}", total=args.n)
         result = evaluate(backend, args.strategy, args.task, args.n, args.k, args.max_tokens, args.temperature,
                           progress=lambda done, total: bar.update(job, completed=done, total=total))

@@ -20,7 +20,7 @@ th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.failed{background:#555}.none{background:#9e9e9e}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
-.muted{color:#777}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
+.muted{color:#777}.prov{font-size:13px;color:#444;margin-top:.4em}.prov code{overflow-wrap:anywhere}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
 """
 
 
@@ -109,6 +109,48 @@ def _plot(results: Path, name: str) -> str:
     return f"<img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
 
 
+def _models_html(models: list[dict]) -> str:
+    if not models:
+        return "<p class='muted'>no pretrained model or stored foundation loaded</p>"
+    rows = []
+    for m in models:
+        files = [*m.get("weights", []), *([{**m["origin"], "file": f"converted from {m['origin']['file']}"}]
+                                          if isinstance(m.get("origin"), dict) else [])]
+        cells = "<br>".join(f"{escape(w['file'])}: <code>sha256 {escape(w['sha256'])}</code> "
+                            f"({w['bytes'] / 1e6:.1f} MB)" for w in files) or escape(
+            "not stored (trained in this run)" if not m.get("source") else m.get("error", "no weight files found"))
+        rows.append(f"<tr><td>{escape(m['id'])}</td><td>{escape(str(m.get('source')))}</td><td>{cells}</td></tr>")
+    return f"<table><tr><th>model</th><th>loaded from</th><th>weights</th></tr>{''.join(rows)}</table>"
+
+
+def _provenance_line(env: dict) -> str:
+    code, libs = env.get("tenfold", {}), env.get("libraries", {})
+    commit = code.get("commit")
+    where = (f"commit {commit[:10]}{' + uncommitted changes' if code.get('dirty') else ''}" if commit
+             else "not a git checkout")
+    models = ", ".join(f"{m['id']} ({m['weights'][0]['sha256'][:12]}...)" if m.get("weights") else m["id"]
+                       for m in env.get("models", [])) or "none"
+    machine, threads = env.get("machine", {}), env.get("threads", {})
+    return (f"tenfold {code.get('version')} ({where}); Python {env.get('python', {}).get('version')}, "
+            f"torch {libs.get('torch')}, transformers {libs.get('transformers')}; models: {models}; "
+            f"seeds {_fmt(env.get('seeds', {}))}; torch threads {threads.get('torch')}; "
+            f"{machine.get('cpu')} ({machine.get('logical_cpus')} CPUs)")
+
+
+def _provenance_html(rec: dict) -> str:
+    """What produced the result (``env``, :mod:`tenfold.provenance`): one line, the details folded below it."""
+    env = rec.get("env")
+    if not env:
+        return "<p class='muted prov'>Provenance: not recorded (a result file from before tenfold recorded it).</p>"
+    details = "".join(f"<h4>{title}</h4>{body}" for title, body in (
+        ("Code", _table(env.get("tenfold", {}))), ("Models", _models_html(env.get("models", []))),
+        ("Seeds", _table(env.get("seeds", {}))), ("Threads", _table(env.get("threads", {}))),
+        ("Machine", _table({**env.get("machine", {}), "started": env.get("started")})),
+        ("Python", _table(env.get("python", {}))), ("Libraries", _table(env.get("libraries", {})))))
+    return (f"<details class='prov'><summary><b>Provenance:</b> {escape(_provenance_line(env))}</summary>"
+            f"{details}</details>")
+
+
 def _experiment_html(rec: dict, results: Path) -> str:
     parts = [f"<div class='exp' id='{escape(rec['name'])}'><h3>{escape(rec['name'])} {_badge(rec.get('verdict', 'failed'))}</h3>",
              f"<p><b>Claim:</b> {escape(rec.get('claim', ''))}</p>",
@@ -119,7 +161,8 @@ def _experiment_html(rec: dict, results: Path) -> str:
     if rec.get("status") == "failed":
         parts.append(f"<details open><summary>Error</summary><pre>{escape(rec.get('traceback', rec.get('error', '')))}</pre></details>")
     parts.append(f"<details><summary>Settings (profile {escape(rec.get('profile', '?'))}, "
-                 f"runtime {rec.get('runtime_s', 0):.1f} s)</summary>{_table(rec.get('settings', {}))}</details></div>")
+                 f"runtime {rec.get('runtime_s', 0):.1f} s)</summary>{_table(rec.get('settings', {}))}</details>")
+    parts.append(_provenance_html(rec) + "</div>")
     return "".join(parts)
 
 

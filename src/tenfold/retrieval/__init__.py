@@ -1,9 +1,11 @@
 """Retrieval meets long context (Xu et al., 2023): chunk, embed, index, read."""
-from tenfold.retrieval.chunking import Chunk, Chunker, chunk
-from tenfold.retrieval.embedder import Embedder, TruncationWarning, UnknownTextWarning
-from tenfold.retrieval.index import VectorIndex
-from tenfold.retrieval.reader import Answer, Reader
-from tenfold.retrieval.retriever import METHODS, Hit, Retriever
+import lazy_loader as _lazy
 
-__all__ = ["METHODS", "Answer", "Chunk", "Chunker", "Embedder", "Hit", "Reader", "Retriever", "TruncationWarning",
-           "UnknownTextWarning", "VectorIndex", "chunk"]
+# The public API, imported on first use: `import tenfold.retrieval` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "chunking": ["Chunk", "Chunker", "chunk"],
+    "embedder": ["Embedder", "TruncationWarning", "UnknownTextWarning"],
+    "index": ["VectorIndex"],
+    "reader": ["Answer", "Reader"],
+    "retriever": ["METHODS", "Hit", "Retriever"],
+})

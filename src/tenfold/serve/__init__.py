@@ -1,5 +1,8 @@
 """An OpenAI-compatible server over the sink cache (StreamingLLM's unbounded multi-round setting)."""
-from tenfold.serve.engine import Engine, GenParams, Job
-from tenfold.serve.sessions import SessionStore
+import lazy_loader as _lazy
 
-__all__ = ["Engine", "GenParams", "Job", "SessionStore"]
+# The public API, imported on first use: `import tenfold.serve` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "engine": ["Engine", "GenParams", "Job"],
+    "sessions": ["SessionStore"],
+})

@@ -202,6 +202,9 @@ def serve_load(run):
     run.settings.update(model=MODEL, dtype="float32", cache=f"4+{window}", concurrency=levels, turns=turns,
                         reply_tokens=reply_tokens, passage_words=70, stateless_checkpoints=checkpoints,
                         transport="HTTP on loopback, server in a subprocess")
+    from tenfold.models.lm import note_lm
+
+    note_lm(MODEL)  # the server subprocess loads it; the record names the weights here
     ours: dict = {}
     with ServerProcess(["--window", str(window)]) as server, httpx.Client() as client:
         _chat(client, server.base, [{"role": "user", "content": "Hello"}], 2)  # warm-up

@@ -1,5 +1,8 @@
 """StreamingLLM (Xiao et al., 2023): attention sinks for unbounded streaming with a bounded KV cache."""
-from tenfold.streaming.rope import RopeShift
-from tenfold.streaming.sink_cache import SinkCache, SinkLayer, enable_streaming, prefill
+import lazy_loader as _lazy
 
-__all__ = ["RopeShift", "SinkCache", "SinkLayer", "enable_streaming", "prefill"]
+# The public API, imported on first use: `import tenfold.streaming` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "rope": ["RopeShift"],
+    "sink_cache": ["SinkCache", "SinkLayer", "enable_streaming", "prefill"],
+})

@@ -10,6 +10,8 @@ DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: weight-only, bfloat
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int, temperature
+
     p = sub.add_parser("stream-ppl", help="exact streaming perplexity: dense / window / recompute / sink (StreamingLLM)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="a UTF-8 text file to stream")
@@ -33,8 +35,8 @@ def add_commands(sub) -> None:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--system", default=None)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
     p.add_argument("--memory", action="store_true",

@@ -21,8 +21,15 @@ from tenfold.streaming.perplexity import perplexity
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
 
-@lru_cache(maxsize=2)
 def _model(dtype: str):
+    from tenfold.models.lm import note_lm
+
+    note_lm()  # the load is cached across experiments; each one's record still names the weights it used
+    return _load_model(dtype)
+
+
+@lru_cache(maxsize=4)
+def _load_model(dtype: str):
     from tenfold.models import load_lm
 
     if dtype == "int4":

@@ -4,11 +4,11 @@
 ``questions`` (questions with exact answers), ``vlm`` (CLIP vision tower + projector + causal LM, ``<image>``
 placeholders), ``vlm_eval`` (held-out accuracy per question kind). Serving: ``tenfold serve --vlm DIR``.
 """
-from tenfold.vision.questions import KINDS, Question, questions
-from tenfold.vision.vlm import IMAGE_TOKEN, VisionLanguageModel, build_vlm, train_vlm
-from tenfold.vision.world import (COLOURS, HELD_OUT, SHAPES, Obj, Scene, parse, render, same_objects, sample_scene,
-                                  scenes, write_dataset)
+import lazy_loader as _lazy
 
-__all__ = ["COLOURS", "HELD_OUT", "IMAGE_TOKEN", "KINDS", "SHAPES", "Obj", "Question", "Scene", "VisionLanguageModel",
-           "build_vlm", "parse", "questions", "render", "same_objects", "sample_scene", "scenes", "train_vlm",
-           "write_dataset"]
+# The public API, imported on first use: `import tenfold.vision` (and building the CLI) stays cheap.
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "questions": ["KINDS", "Question", "questions"],
+    "vlm": ["IMAGE_TOKEN", "VisionLanguageModel", "build_vlm", "train_vlm"],
+    "world": ["COLOURS", "HELD_OUT", "SHAPES", "Obj", "Scene", "parse", "render", "same_objects", "sample_scene", "scenes", "write_dataset"],
+})

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tenfold.provenance import note_model
+
 DONE = "done.json"
 
 
@@ -79,6 +81,7 @@ def load(recipe: VLMRecipe, lm=None):
     tok = AutoTokenizer.from_pretrained(where / "clip")
     vlm = VisionLanguageModel.load(where / "vlm", lm=lm, lm_dtype=torch.bfloat16).eval()
     info = json.loads((where / DONE).read_text())
+    note_model(f"vision-foundation/{recipe.key()}", where)
     return clip, tok, vlm, {**info, "source": f"cached in {where}"}
 
 
@@ -137,7 +140,6 @@ def cached_vlm(recipe: VLMRecipe, progress=None, cache: bool = True):
     clip, tok, clip_losses = trained_clip(recipe, progress)
     vlm, vlm_losses = trained_vlm(recipe, clip, progress)
     losses, train_s = {"clip": clip_losses, "vlm": vlm_losses}, time.perf_counter() - t0
-    if cache:
-        store(recipe, clip, tok, vlm, losses, train_s)
+    note_model(f"vision-foundation/{recipe.key()}", store(recipe, clip, tok, vlm, losses, train_s) if cache else None)
     return clip, tok, vlm, {"recipe": asdict(recipe), "trained": time.strftime("%Y-%m-%d %H:%M"),
                             "train_s": round(train_s, 1), "losses": losses, "source": "trained in this run"}

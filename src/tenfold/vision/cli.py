@@ -8,6 +8,7 @@ from tenfold.errors import TenfoldError
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import positive_int
     from tenfold.vision.world import SPLITS
 
     p = sub.add_parser("vision", help="the visual world, a small CLIP and a small VLM (world | parse | train-clip | train-vlm | ask)")
@@ -54,7 +55,7 @@ def add_commands(sub) -> None:
     a = verbs.add_parser("ask", help="ask a trained VLM about one or more images")
     a.add_argument("image", nargs="+", help="image file(s), then the question as the last argument")
     a.add_argument("--vlm", required=True, help="directory from `tenfold vision train-vlm`")
-    a.add_argument("--max-tokens", type=int, default=48)
+    a.add_argument("--max-tokens", type=positive_int, default=48)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_ask)
 
@@ -122,7 +123,7 @@ def _train_clip(args) -> int:
         model, image_size = small_clip(len(tok), seed=args.seed), 64
     columns = [TextColumn("[bold]CLIP"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("loss {task.fields[loss]}")]
-    with Progress(*columns, disable=args.json) as bar:
+    with Progress(*columns) as bar:  # on stderr: --json keeps it
         job = bar.add_task("clip", total=args.steps, loss="-")
         losses = train_clip(model, tok, args.steps, args.batch_size, args.lr, args.seed, image_size,
                             progress=lambda i, n, loss: bar.update(job, completed=i, loss=f"{loss:.3f}"))
@@ -145,7 +146,7 @@ def _train_clip(args) -> int:
     return 0
 
 
-def _bar(label: str, disable: bool):
+def _bar(label: str, disable: bool = False):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -174,7 +175,7 @@ def _train_vlm(args) -> int:
     if args.lora_rank < 0:
         raise TenfoldError("--lora-rank must be >= 0")
     vlm = build_vlm(clip, args.model, args.image_tokens, train_vision=not args.freeze_vision, lora_rank=args.lora_rank)
-    with _bar("VLM", args.json) as bar:
+    with _bar("VLM") as bar:  # on stderr: --json keeps it
         job = bar.add_task("train", total=args.steps, info="")
         losses = train_vlm(vlm, args.steps, args.batch_size, args.lr, KINDS, args.seed, run_dir=out, resume=args.resume,
                            checkpoint_every=args.checkpoint_every,

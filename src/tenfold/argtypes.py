@@ -1,0 +1,69 @@
+"""Argument types and checks shared by the verbs: a bad value is one line from argparse, before any work starts.
+
+Kept free of heavy imports: every verb's parser is built from these at start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from tenfold.errors import TenfoldError
+
+
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (token budgets, counts, steps)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def temperature(text: str) -> float:
+    """A sampling temperature: 0 (greedy) or more."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or more (got {value:g})")
+    return value
+
+
+def probability(text: str) -> float:
+    """A nucleus (top-p) mass: more than 0, at most 1."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (got {value:g})")
+    return value
+
+
+class StoreGiven(argparse.Action):
+    """Store the value like argparse's default action, and remember that the option was given on the command line
+    (``args.given``): ``--resume`` uses it to tell a new limit from an option left at its default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, "given", frozenset(getattr(namespace, "given", None) or ()) | {self.dest})
+
+
+def out_dir(path: str | Path, what: str = "--out") -> Path:
+    """A directory to write into: refused in one line when it names an existing file (before any work starts)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TenfoldError(f"{what} {path} is an existing file; give a directory")
+    return path

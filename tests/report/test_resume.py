@@ -1,0 +1,114 @@
+"""``tenfold reproduce`` keeps what has not changed: a second run skips everything and rebuilds the report in seconds;
+a change re-runs only the experiments it can affect; an interrupted run resumes; the ETA comes from earlier runs."""
+import json
+import time
+
+import pytest
+
+from tenfold import provenance
+from tenfold.report import REGISTRY, experiment, run_experiments
+from tenfold.report import fingerprint as fp
+from tenfold.report.runner import Plan
+
+CALLS: dict[str, int] = {}
+
+
+@pytest.fixture
+def two_experiments(tmp_path, monkeypatch):
+    """Two tiny experiments that pose as the ndp and probes experiments (their code is what they can reach), and one
+    that loads a 'model' from a weight file."""
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
+    CALLS.clear()
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"v1")
+
+    def make(name, module):
+        @experiment(name, "ndp", f"{name} works", {})
+        def fn(run):
+            CALLS[name] = CALLS.get(name, 0) + 1
+            run.settings["profile"] = run.profile
+            if name == "t-model":
+                provenance.note_model("tiny", weights)
+            return {"ours": {"calls": CALLS[name]}, "verdict": "reproduced", "why": "ok"}
+
+        fn.__module__ = module
+        return REGISTRY.pop(name)
+
+    exps = [make("t-ndp", "tenfold.ndp.experiment"), make("t-probes", "tenfold.probes.experiment"),
+            make("t-model", "tenfold.vision.experiment")]
+    return exps, weights
+
+
+def _run(exps, out, **kw):
+    return run_experiments(exps, "smoke", str(out), show_progress=False, **kw)
+
+
+def test_a_second_run_keeps_everything_and_rebuilds_the_report(tmp_path, two_experiments):
+    exps, _ = two_experiments
+    out = tmp_path / "report"
+    first = _run(exps, out)
+    assert CALLS == {"t-ndp": 1, "t-probes": 1, "t-model": 1} and not any(r.get("kept") for r in first)
+    (out / "index.html").unlink()
+    t0 = time.perf_counter()
+    second = _run(exps, out)
+    assert time.perf_counter() - t0 < 10
+    assert CALLS == {"t-ndp": 1, "t-probes": 1, "t-model": 1}  # nothing ran again
+    assert all(r["kept"] for r in second) and [r["ours"] for r in second] == [r["ours"] for r in first]
+    assert "t-ndp" in (out / "index.html").read_text()  # the report was rebuilt from the kept results
+    _run(exps, out, force=True)
+    assert CALLS == {"t-ndp": 2, "t-probes": 2, "t-model": 2}
+
+
+def test_only_what_a_change_can_affect_runs_again(tmp_path, two_experiments, monkeypatch):
+    exps, weights = two_experiments
+    out = tmp_path / "report"
+    _run(exps, out)
+    # an edit in tenfold/ndp: only the experiment whose code reaches it runs again
+    real = fp.code_hash
+    monkeypatch.setattr(fp, "code_hash", lambda modules: real(modules) + ("+edit" if "tenfold.ndp.growth" in modules
+                                                                         else ""))
+    _run(exps, out)
+    assert CALLS == {"t-ndp": 2, "t-probes": 1, "t-model": 1}
+    # another profile is another result
+    run_experiments(exps[1:2], "quick", str(out), show_progress=False)
+    assert CALLS["t-probes"] == 2
+    # new weights in the file the model was loaded from: that experiment runs again
+    _run(exps, out)  # back to smoke for t-probes
+    weights.write_bytes(b"v2, retrained")
+    _run(exps, out)
+    assert CALLS == {"t-ndp": 2, "t-probes": 3, "t-model": 2}
+
+
+def test_an_interrupted_or_failed_run_resumes_with_what_is_missing(tmp_path, two_experiments):
+    exps, _ = two_experiments
+    out = tmp_path / "report"
+    _run(exps, out)
+    (out / "results" / "t-probes.json").unlink()  # stopped before t-probes was written
+    record = json.loads((out / "results" / "t-ndp.json").read_text())
+    (out / "results" / "t-ndp.json").write_text(json.dumps({**record, "status": "failed", "verdict": "failed"}))
+    _run(exps, out)
+    assert CALLS == {"t-ndp": 2, "t-probes": 2, "t-model": 1}
+
+
+def test_reachable_code_follows_imports_and_lazy_exports():
+    ndp = fp.reachable("tenfold.ndp.experiment")
+    assert "tenfold.ndp.growth" in ndp and not any(m.startswith("tenfold.streaming") for m in ndp)
+    radit = fp.reachable("tenfold.radit.experiment")
+    assert "tenfold.retrieval.embedder" in radit  # through tenfold.retrieval's lazy exports
+    serve = fp.reachable("tenfold.serve.experiment")
+    assert "tenfold.serve.cli" in serve  # its own package whole: serve-load runs `tenfold serve` in a subprocess
+    assert not any(m.startswith(fp.NOT_COMPUTING) for m in serve)
+
+
+def test_the_eta_comes_from_earlier_runtimes(tmp_path, two_experiments):
+    exps, _ = two_experiments
+    assert Plan(["a", "b"], {}).eta() == "ETA unknown (first run)"
+    _run(exps, tmp_path / "report")
+    expected = fp.expected_runtimes("smoke")
+    assert set(expected) == {"t-ndp", "t-probes", "t-model"}
+    plan = Plan(["a", "b", "c"], {"a": 100.0, "b": 200.0})
+    assert plan.eta() == "ETA >= 5 min (+1 never timed)"
+    plan.start(1)
+    assert plan.left_s() == (pytest.approx(200.0, abs=1), 1)
+    plan = Plan(["a", "b"], {"a": 30.0, "b": 20.0})
+    assert plan.eta() == "ETA ~50 s"

@@ -1,0 +1,78 @@
+"""tenfold's sink cache as a transformers ``custom_generate`` repository (hub/sink-cache), run from the local path the
+way transformers documents it: ``model.generate(..., custom_generate=FOLDER, trust_remote_code=True, num_sinks=..,
+window=..)``."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "hub" / "sink-cache"
+
+
+def _export():
+    spec = importlib.util.spec_from_file_location("export_custom_generate", ROOT / "scripts" / "export_custom_generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_folder_is_the_generated_copy_of_the_source():
+    files = _export().render()
+    on_disk = {str(p.relative_to(FOLDER)) for p in FOLDER.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert on_disk == set(files)
+    for rel, text in files.items():
+        assert (FOLDER / rel).read_text(encoding="utf-8") == text, \
+            f"hub/sink-cache/{rel} is out of date: run python scripts/export_custom_generate.py"
+    for rel in files:  # the repository stands alone: no tenfold import anywhere in its code
+        if rel.endswith(".py"):
+            lines = (FOLDER / rel).read_text().splitlines()
+            assert not any(line.lstrip().startswith(("from tenfold", "import tenfold")) for line in lines), rel
+
+
+def _generate(model, ids, **kw):
+    return model.generate(ids, custom_generate=str(FOLDER), trust_remote_code=True, do_sample=False,
+                          return_dict_in_generate=True, **kw)
+
+
+def _reference(model, ids, sinks, window, **kw):
+    from tenfold.streaming import SinkCache, enable_streaming
+
+    enable_streaming(model)
+    return model.generate(ids, cache=SinkCache(sinks, window), do_sample=False, **kw)
+
+
+def test_a_tiny_random_llama_streams_far_past_its_positions():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 128, (1, 50))  # a prompt longer than the window, then 100 tokens: 5x the positions
+    out = _generate(model, ids, num_sinks=2, window=16, max_new_tokens=100, min_new_tokens=100, pad_token_id=0)
+    assert out.sequences.shape == (1, 150)
+    cache = out.cache
+    assert type(cache).__module__.startswith("transformers_modules.")  # the folder's copy, not tenfold's class
+    assert cache.fill() <= 18 and cache.tokens_seen == 149 and cache.evicted == 149 - cache.fill()
+    ref = _reference(model, ids, 2, 16, max_new_tokens=100, min_new_tokens=100, pad_token_id=0)
+    assert torch.equal(out.sequences, ref)  # token for token what tenfold's own SinkCache gives
+    with pytest.raises(ValueError, match="makes its own cache"):
+        _generate(model, ids, num_sinks=2, window=16, max_new_tokens=2, cache=ref)
+
+
+@pytest.mark.slow
+def test_the_bundled_model_generates_past_the_window(lm):
+    from tenfold.models import chat_ids
+
+    model, tok = lm
+    story = " ".join(f"Day {i}: the ship sailed north and the crew counted {i} gulls." for i in range(12))
+    ids = chat_ids(tok, [{"role": "user", "content": f"{story}\nWhat happened next?"}])
+    assert ids.shape[1] > 68  # the prompt alone overflows the 4 + 64 cache
+    out = _generate(model, ids, num_sinks=4, window=64, max_new_tokens=40, min_new_tokens=40,
+                    pad_token_id=tok.pad_token_id)
+    assert out.sequences.shape[1] == ids.shape[1] + 40 and out.cache.fill() <= 68
+    ref = _reference(model, ids, 4, 64, max_new_tokens=40, min_new_tokens=40, pad_token_id=tok.pad_token_id)
+    assert torch.equal(out.sequences, ref)
+    assert tok.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True).strip()
