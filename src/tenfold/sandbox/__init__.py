@@ -1,25 +1,37 @@
 """A sandbox for model-written code: STOP's programs and improvers (Zelikman et al. 2023, Sec. 6-7) and
 HumanEval completions (analogical prompting) are run, never trusted.
 
-``run_program(source, entry, calls)`` runs ``source`` in a fresh Python process (``-I``: no user
-site, no PYTHON* variables) in a temporary working directory that is deleted afterwards, with a
-clean environment (no secrets: only PATH, HOME and TMPDIR pointing into the work dir) and:
+``run_program(source, entry, calls)`` runs ``source`` in a fresh Python process in a temporary
+working directory that is deleted afterwards, with a clean environment (no secrets), and:
 
+- **isolation by the operating system** (:mod:`tenfold.sandbox.namespaces`): new user, mount, PID,
+  network, IPC and UTS namespaces through bubblewrap; the program sees a read-only Python with numpy,
+  its own work dir, a private ``/tmp`` and nothing else of the machine, and has no network at all;
+  a seccomp filter (libseccomp, through pyseccomp) refuses new processes where it can be loaded.
+  Where namespaces are unavailable (no ``bwrap``, no user namespaces, macOS) the sandbox falls back
+  to the in-process guard alone, and says so: :func:`isolation_status`, ``SandboxResult.isolation``;
+  ``isolation="namespaces"`` (or ``TENFOLD_SANDBOX=namespaces``) makes that fallback an error;
 - resource limits: CPU seconds, address space, size of files written, no core dumps, processes;
   a wall-clock limit enforced from outside (the whole process group is killed);
-- an audit hook (``sys.addaudithook``; a program cannot remove it) that ends the process at the
-  first forbidden action: starting processes (fork, exec, system, spawn, subprocess), sockets
-  and name lookups, ctypes, changing resource limits or the environment, importing modules that
-  give such powers, and writing, renaming or deleting anything outside the work dir;
+- an audit hook (``sys.addaudithook``) that ends the process at the first forbidden action: starting
+  processes, sockets and name lookups, ctypes, changing resource limits or the environment, importing
+  modules that give such powers, writing outside the work dir, and (guard only) reading or listing
+  outside the Python installation, numpy and the work dir. CPython's documentation says audit hooks
+  are no sandbox; behind the namespaces it is a tripwire that names what the program tried;
 - bounded output: stdout/stderr go to files capped by the file-size limit, and only their first
   kilobytes are read back.
 
 Python's ``random`` and numpy's global generator are seeded (0) before the program runs, so a
-program scores the same on the same inputs. Only plain data crosses the boundary: the program's entry function is called with JSON
-arguments and its return values come back as JSON; scoring happens here, outside, on data the
-program never saw. Statuses: ``ok``, ``error`` (the program raised or returned non-data),
-``timeout``, ``memory``, ``blocked`` (with the violation). :func:`circumvention_signals` lists
-static signs of an attempt to get around the sandbox in a program's text, which STOP counts.
+program scores the same on the same inputs. Only plain data crosses the boundary: the program's
+entry function is called with JSON arguments and its return values come back as JSON; scoring
+happens here, outside, on data the program never saw. Statuses: ``ok``, ``error`` (the program
+raised or returned non-data), ``timeout``, ``memory``, ``blocked`` (with the violation).
+
+Circumvention accounting (STOP, Sec. 7, measured at run time): :meth:`SandboxResult.denied` counts
+what the program tried and was denied, by kind (:data:`CIRCUMVENTION_KINDS`: read outside, write
+outside, network, process start, resource limit, other), from the hook's records, from the
+``OSError`` the program died of, and from the limits it hit. :func:`circumvention_signals` lists
+static signs of an attempt in a program's text (the paper's "sandbox flag disabled" among them).
 """
 from __future__ import annotations
 
@@ -38,11 +50,20 @@ from tenfold.errors import TenfoldError
 
 RUNNER = Path(__file__).with_name("_runner.py")
 BLOCKED_EXIT = 86
-FORBIDDEN_MODULES = ("subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "socket", "_socket",
-                     "ssl", "ctypes", "_ctypes", "cffi", "urllib", "http", "ftplib", "smtplib", "requests", "httpx",
-                     "asyncio", "pty", "signal", "shutil", "tempfile", "threading", "_thread", "concurrent",
-                     "importlib", "sysconfig", "resource", "mmap", "fcntl", "pickle", "marshal", "code", "pdb")
+CIRCUMVENTION_KINDS = ("read outside", "write outside", "network", "process start", "resource limit", "other")
+_BY_KIND = {
+    "process start": ("subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "pty", "threading",
+                      "_thread", "concurrent"),
+    "network": ("socket", "_socket", "ssl", "urllib", "http", "ftplib", "smtplib", "requests", "httpx", "asyncio"),
+    "write outside": ("shutil", "tempfile"),
+    "resource limit": ("resource",),
+    "other": ("ctypes", "_ctypes", "cffi", "signal", "importlib", "sysconfig", "mmap", "fcntl", "pickle", "marshal",
+              "code", "pdb"),
+}
+FORBIDDEN_MODULES = tuple(m for modules in _BY_KIND.values() for m in modules)
+_MODULE_KIND = {m: kind for kind, modules in _BY_KIND.items() for m in modules}
 STATUSES = ("ok", "error", "timeout", "memory", "blocked")
+ISOLATION_MODES = ("auto", "namespaces", "guard")
 
 
 @dataclass(frozen=True)
@@ -65,10 +86,70 @@ class SandboxResult:
     outputs: list = field(default_factory=list)
     seconds: list = field(default_factory=list)  # per call, measured inside the sandbox
     message: str = ""
-    violations: list = field(default_factory=list)
+    violations: list = field(default_factory=list)  # actions that ended the run: {event, kind, detail}
     stdout: str = ""
     stderr: str = ""
     wall_seconds: float = 0.0
+    isolation: str = ""  # "namespaces+seccomp", "namespaces" or "guard"
+    attempts: list = field(default_factory=list)  # denied without ending the run: {event, kind, detail}
+
+    def denied(self) -> dict:
+        """What the program tried and was denied, counted by kind (see :data:`CIRCUMVENTION_KINDS`)."""
+        counts: dict = {}
+        for record in self.violations + self.attempts:
+            kind = record.get("kind") if record.get("kind") in CIRCUMVENTION_KINDS else "other"
+            counts[kind] = counts.get(kind, 0) + 1
+        if self.status in ("timeout", "memory") or self.message.startswith("wrote more than"):
+            counts["resource limit"] = counts.get("resource limit", 0) + 1
+        return counts
+
+
+class IsolationRequired(TenfoldError):
+    """Raised when namespaces were required (``isolation="namespaces"``) but cannot be used here."""
+
+
+def isolation_status() -> dict:
+    """``{"isolation": label, "available": bool, "reason": why not}`` for this machine (probed once).
+
+    ``label`` is what an ``auto`` run uses: ``namespaces+seccomp``, ``namespaces`` or ``guard``.
+    """
+    from tenfold.sandbox import namespaces
+
+    label, why = namespaces.probe()
+    return {"isolation": label or "guard", "available": label is not None, "reason": why}
+
+
+def resolve_isolation(isolation: str | None = None) -> str:
+    """The isolation a run gets: ``isolation`` (else ``$TENFOLD_SANDBOX``, else ``auto``) on this machine.
+
+    Raises :class:`IsolationRequired` for ``namespaces`` where they are unavailable, ``TenfoldError`` for
+    an unknown mode.
+    """
+    mode = isolation or os.environ.get("TENFOLD_SANDBOX") or "auto"
+    if mode not in ISOLATION_MODES:
+        raise TenfoldError(f"unknown sandbox isolation {mode!r}; choose one of: {', '.join(ISOLATION_MODES)}")
+    if mode == "guard":
+        return "guard"
+    status = isolation_status()
+    if status["available"]:
+        return status["isolation"]
+    if mode == "namespaces":
+        raise IsolationRequired(f"sandbox isolation required but Linux namespaces are unavailable: {status['reason']}")
+    return "guard"
+
+
+def fallback_warning(isolation: str | None = None, require: bool = False) -> str | None:
+    """The one warning line a command prints when model-written code would run under the guard only.
+
+    ``require`` (the CLI's ``--require-isolation``) raises :class:`IsolationRequired` instead.
+    """
+    used = resolve_isolation("namespaces" if require else isolation)
+    if used != "guard":
+        return None
+    why = "forced by TENFOLD_SANDBOX=guard" if (isolation or os.environ.get("TENFOLD_SANDBOX")) == "guard" else \
+        isolation_status()["reason"]
+    return (f"warning: model-written code runs under the in-process guard only, without OS isolation ({why}); "
+            f"install bubblewrap, or pass --require-isolation to refuse")
 
 
 def _read(path: Path, limit: int) -> str:
@@ -79,14 +160,32 @@ def _read(path: Path, limit: int) -> str:
         return ""
 
 
+def _guard_read_roots() -> list[str]:
+    """What a program may read when only the guard stands: the standard library, numpy, the work dir."""
+    import importlib.util
+
+    roots = {os.path.realpath(os.path.dirname(os.__file__))}
+    roots |= {os.path.realpath(p) for p in sys.path if p.rstrip("/").endswith("lib-dynload")}
+    spec = importlib.util.find_spec("numpy")
+    if spec is not None and spec.submodule_search_locations:
+        numpy_dir = os.path.realpath(list(spec.submodule_search_locations)[0])
+        roots |= {numpy_dir, os.path.join(os.path.dirname(numpy_dir), "numpy.libs")}
+    return sorted(roots)
+
+
 def _clean_env(workdir: str) -> dict:
     return {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_program(source: str, entry: str, calls: list[list], limits: Limits | None = None,
-                services: dict | None = None) -> SandboxResult:
+                services: dict | None = None, isolation: str | None = None) -> SandboxResult:
     """Run ``source`` in the sandbox and call ``entry(*args)`` for each ``args`` in ``calls`` (JSON data).
+
+    ``isolation``: ``auto`` (namespaces where available, else the guard; the default, or
+    ``$TENFOLD_SANDBOX``), ``namespaces`` (raises :class:`IsolationRequired` where unavailable) or
+    ``guard`` (the in-process guard alone: for comparisons). The result's ``isolation`` says which ran.
+    The program's own failures never raise: they are statuses.
 
     ``services``: ``{"language_model" | "utility": (info, handler)}``; each is passed to ``entry``
     after the data arguments as a proxy object (``info`` gives its attributes: budget,
@@ -95,10 +194,18 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
     :class:`ServiceError` sends the error message back instead.
     """
     limits = limits or Limits()
+    used = resolve_isolation(isolation)
     if not isinstance(source, str) or not source.strip():
-        return SandboxResult("error", message="the program is empty")
+        return SandboxResult("error", message="the program is empty", isolation=used)
     services = services or {}
-    spec = {"entry": entry, "calls": calls, "forbidden_modules": list(FORBIDDEN_MODULES),
+    if used == "guard":
+        roots = {"read_roots": _guard_read_roots(), "write_roots": []}
+    else:
+        from tenfold.sandbox import namespaces
+
+        roots = {"read_roots": namespaces.read_roots(), "write_roots": namespaces.write_roots()}
+    spec = {"entry": entry, "calls": calls, "forbidden_modules": sorted(_MODULE_KIND.items()), "isolation": used,
+            **roots,
             "limits": {"memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
                        "file_bytes": limits.file_bytes, "processes": limits.processes},
             "inject": list(services), "services": {k: info for k, (info, _) in services.items()}}
@@ -112,11 +219,22 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         work = Path(tmp)
         (work / "program.py").write_text(source, encoding="utf-8")
         (work / "input.json").write_text(json.dumps(spec), encoding="utf-8")
+        extra_fds = []
+        if used == "guard":
+            argv, env = [sys.executable, "-I", "-B", str(RUNNER), str(work)], _clean_env(str(work))
+        else:
+            env = {"PATH": "/usr/bin:/bin"}
+            argv, extra_fds = namespaces.command(str(work), str(RUNNER), _clean_env(namespaces.INSIDE_WORK),
+                                                 seccomp=used.endswith("+seccomp"))
         start = time.perf_counter()
         with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", str(RUNNER), str(work)], cwd=work,
-                                    env=_clean_env(str(work)), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, pass_fds=(pipes[1], pipes[2]) if pipes else ())
+            try:
+                proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        start_new_session=True,
+                                        pass_fds=((pipes[1], pipes[2]) if pipes else ()) + tuple(extra_fds))
+            finally:
+                for fd in extra_fds:
+                    os.close(fd)
             timed_out = False
             try:
                 if pipes:
@@ -141,17 +259,20 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
                 proc.wait()
         wall = time.perf_counter() - start
         stdout, stderr = _read(work / "stdout.txt", limits.output_bytes), _read(work / "stderr.txt", limits.output_bytes)
-        violations = [json.loads(line) for line in _read(work / "violations.jsonl", 1 << 16).splitlines()
-                      if line.strip().startswith("{")]
+        violations, attempts = _records(work / "violations.jsonl"), _records(work / "attempts.jsonl")
         result_text = _read(work / "result.json", 8 << 20)
-    base = {"stdout": stdout, "stderr": stderr, "wall_seconds": wall, "violations": violations}
-    if proc.returncode == BLOCKED_EXIT or violations:
+    code = proc.returncode
+    if used != "guard" and code > 128:
+        code = -(code - 128)  # bwrap reports a child killed by signal N as 128 + N
+    base = {"stdout": stdout, "stderr": stderr, "wall_seconds": wall, "violations": violations, "isolation": used,
+            "attempts": attempts}
+    if code == BLOCKED_EXIT or violations:
         what = violations[0]["event"] if violations else "a forbidden action"
         return SandboxResult("blocked", message=f"blocked: {what}", **base)
-    if timed_out or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+    if timed_out or code in (-signal.SIGXCPU, -signal.SIGKILL):
         return SandboxResult("timeout", message=f"no result within {limits.wall_seconds:g} s wall / "
                                                 f"{limits.cpu_seconds} s CPU", **base)
-    if proc.returncode == -signal.SIGXFSZ:
+    if code == -signal.SIGXFSZ:
         return SandboxResult("error", message=f"wrote more than {limits.file_bytes} bytes", **base)
     try:
         payload = json.loads(result_text)
@@ -159,11 +280,23 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         if status not in STATUSES:
             raise ValueError(status)
     except (ValueError, KeyError, TypeError):
-        code = proc.returncode
         status = "memory" if "MemoryError" in stderr else "error"
         return SandboxResult(status, message=f"the program ended without a result (exit code {code})", **base)
     return SandboxResult(status, outputs=payload.get("outputs") or [], seconds=payload.get("seconds") or [],
                          message=payload.get("message", ""), **base)
+
+
+def _records(path: Path) -> list[dict]:
+    out = []
+    for line in _read(path, 1 << 16).splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("event"), str):
+            out.append({"event": record["event"], "kind": str(record.get("kind", "other")),
+                        "detail": str(record.get("detail", ""))[:200]})
+    return out
 
 
 class ServiceError(Exception):
