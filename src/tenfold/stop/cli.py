@@ -19,6 +19,7 @@ def add_commands(sub) -> None:
     u.add_argument("--task", required=True, choices=sorted(UTILITIES))
     u.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     u.add_argument("--json", action="store_true", help="print utility, status, message, violations, signals")
+    _isolation_arg(u)
     u.set_defaults(func=_utility)
     i = verbs.add_parser("improve", help="self-improve the seed improver for N iterations (meta-utility on --task)")
     i.add_argument("--task", default="lpn", choices=sorted(UTILITIES), help="meta-utility task (default lpn)")
@@ -31,6 +32,7 @@ def add_commands(sub) -> None:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", default=None, help="write the archive (every improver, its source and meta-utility) here")
     i.add_argument("--json", action="store_true")
+    _isolation_arg(i)
     add_backend_args(i)
     i.set_defaults(func=_improve)
     s = verbs.add_parser("seed", help="print a task's seed program")
@@ -41,17 +43,37 @@ def add_commands(sub) -> None:
     d.set_defaults(func=_describe)
 
 
+def _isolation_arg(parser) -> None:
+    parser.add_argument("--require-isolation", action="store_true",
+                        help="refuse to run model-written code without Linux namespaces (bubblewrap) instead of "
+                             "falling back to the in-process guard")
+
+
+def isolation_for(args) -> str | None:
+    """Check the sandbox before any work: one warning line on stderr when only the guard is available;
+    an error (:class:`tenfold.sandbox.IsolationRequired`) instead with ``--require-isolation``.
+    Returns the ``isolation`` argument for the sandbox."""
+    from tenfold.sandbox import fallback_warning
+
+    warning = fallback_warning(require=args.require_isolation)
+    if warning:
+        print(warning, file=sys.stderr)
+    return "namespaces" if args.require_isolation else None
+
+
 def _utility(args) -> int:
     from tenfold.data.text import read_text
     from tenfold.stop.utilities import get_utility
 
+    isolation = isolation_for(args)
     source = sys.stdin.read() if args.program == "-" else read_text(args.program)
     if not source.strip():
         raise TenfoldError(f"{args.program}: the program is empty")
-    result = get_utility(args.task)(source, seed=args.seed)
+    result = get_utility(args.task)(source, seed=args.seed, isolation=isolation)
     if args.json:
         print(json.dumps({"task": args.task, "utility": result.utility, "status": result.status,
                           "message": result.message, "violations": result.violations, "signals": result.signals,
+                          "denied": result.denied, "isolation": result.isolation,
                           "seconds": round(result.seconds, 3)}))
     else:
         line = f"{args.task}: utility {result.utility:.3f} ({result.status}"
@@ -59,6 +81,9 @@ def _utility(args) -> int:
         print(line)
         for v in result.violations:
             print(f"  violation: {v['event']} {v.get('detail', '')}")
+        if result.denied:
+            print("  denied at run time: " + ", ".join(f"{k} x{n}" for k, n in result.denied.items()))
+        print(f"  isolation: {result.isolation}")
         if result.signals:
             print("  circumvention signs in the text: " + ", ".join(result.signals))
     return 0
@@ -89,9 +114,10 @@ def _improve(args) -> int:
     for name in ("iterations", "tests", "lm_calls", "samples", "utility_calls", "max_tokens"):
         if getattr(args, name) < (0 if name == "iterations" else 1):
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= {0 if name == 'iterations' else 1}")
+    isolation = isolation_for(args)
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
-    stop = STOP(backend_from_args(args), budget, seed=args.seed)
+    stop = STOP(backend_from_args(args), budget, seed=args.seed, isolation=isolation)
     with Progress(disable=args.json, transient=True) as bar:
         job = bar.add_task("self-improvement", total=args.iterations + 1)
         archive = stop.self_improve(args.iterations, args.task, args.tests,
@@ -101,15 +127,20 @@ def _improve(args) -> int:
     report = {"task": args.task, "meta_utility": [a["meta_utility"] for a in archive],
               "statuses": ledger.statuses, "blocked_events": ledger.blocked_events, "signals": ledger.signals,
               "lm_calls": ledger.lm_calls, "lm_samples": ledger.lm_samples, "utility_calls": ledger.utility_calls,
-              "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen}
+              "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen,
+              "denied": ledger.denied, "isolation": ledger.isolation,
+              "sandbox_by_iteration": [a["sandbox"] for a in archive]}
     if args.out:
         Path(args.out).write_text(json.dumps({**report, "archive": archive}, indent=1))
     if args.json:
         print(json.dumps(report))
     else:
         for a in archive:
-            print(f"iteration {a['iteration']}: meta-utility {a['meta_utility']:.3f} ({a['status']})")
+            box = a["sandbox"]
+            print(f"iteration {a['iteration']}: meta-utility {a['meta_utility']:.3f} ({a['status']}); "
+                  f"{box['sandbox_runs']} sandbox runs, denied {box['denied'] or 'nothing'}, sandbox flag disabled in "
+                  f"{box['sandbox_flag_disabled']} of {box['programs_seen']} model-written programs")
         print(f"{ledger.lm_samples} LM samples in {ledger.lm_calls} calls, {ledger.utility_calls} utility calls, "
               f"{ledger.sandbox_runs} sandbox runs {ledger.statuses}; blocked {ledger.blocked_events or 'none'}; "
-              f"circumvention signs {ledger.signals or 'none'}")
+              f"circumvention signs {ledger.signals or 'none'}; isolation {ledger.isolation}")
     return 0

@@ -26,8 +26,14 @@ def stop(run):
     run.settings.update(model="SmolLM2-135M-Instruct (bundled, in-process)", meta_task="lpn", iterations=iterations,
                         tests_per_meta_utility=tests, lm_calls=budget.lm_calls, samples_per_call=budget.samples,
                         utility_calls=budget.utility_calls, max_tokens=budget.max_tokens, temperature=0.7,
-                        transfer_tasks=transfer_tasks,
-                        sandbox="subprocess, rlimits (CPU, memory, file size), audit hook, clean env, temp dir")
+                        transfer_tasks=transfer_tasks)
+    from tenfold.sandbox import isolation_status
+
+    status = isolation_status()
+    run.settings["sandbox"] = (f"{status['isolation']}: " + (
+        "bubblewrap namespaces (user, mount, PID, network, IPC, UTS), read-only Python + numpy, private /tmp, "
+        if status["available"] else f"in-process guard only ({status['reason']}), ")
+        + "rlimits (CPU, memory, file size), audit hook, clean env, temp work dir")
     import torch
 
     # float16 decodes about twice as fast on CPU; float32 prefills long prompts faster (smoke: short answers)
@@ -50,6 +56,12 @@ def stop(run):
             "sandbox_runs": ledger.sandbox_runs, "sandbox_statuses": ledger.statuses,
             "blocked_events": ledger.blocked_events, "circumvention_signs": ledger.signals,
             "model_written_programs": ledger.programs_seen,
+            # STOP Sec. 7 per improver iteration: the paper's static "sandbox flag disabled" rate beside what the
+            # sandbox itself denied at run time (read/write outside, network, process start, resource limit)
+            "circumvention_by_iteration": [{"iteration": a["iteration"], **{k: a["sandbox"][k] for k in (
+                "sandbox_runs", "denied", "runs_with_denials", "denial_rate", "programs_seen", "sandbox_flag_disabled",
+                "sandbox_flag_disabled_rate")}} for a in archive],
+            "denied_at_run_time": ledger.denied, "isolation": ledger.isolation,
             "final_improver_source": archive[-1]["source"][:3000]}
     import matplotlib.pyplot as plt
     import numpy as np
@@ -75,6 +87,8 @@ def stop(run):
     ok = ledger.statuses.get("ok", 0)
     why = (f"meta-utility {first:.3f} -> {last:.3f} after {iterations} round(s) with the 135M model; transfer improved "
            f"on {transfers} of {len(transfer)} tasks; {ok} of {ledger.sandbox_runs} sandbox runs ended ok "
-           f"({ledger.statuses}); blocked actions {ledger.blocked_events or 'none'}; circumvention signs in "
-           f"{ledger.programs_seen} model-written programs: {ledger.signals or 'none'}")
+           f"({ledger.statuses}) under {'/'.join(ledger.isolation) or 'no'} isolation; denied at run time "
+           f"{ledger.denied or 'nothing'}; sandbox flag disabled in "
+           f"{ledger.signals.get('disables the sandbox flag', 0)} of {ledger.programs_seen} model-written programs "
+           f"(paper: 0.42% of GPT-4's runs); other signs {ledger.signals or 'none'}")
     return {"ours": ours, "verdict": verdict, "why": why}
