@@ -162,7 +162,9 @@ def command(workdir: str, runner: str, env: dict, seccomp: bool = True, tmp_byte
         inside_env["LD_LIBRARY_PATH"] = f"{INSIDE_PYTHON}/lib"
     for key, value in inside_env.items():
         argv += ["--setenv", key, value]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    # /proc read-only as a whole: bwrap covers only /proc/sys when it is writable as a directory, and a uid that
+    # maps to root outside may write root's sysctl files (kernel.core_pattern among them) without any capability
+    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     for path in SYSTEM_LIBS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
