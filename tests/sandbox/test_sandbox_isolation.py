@@ -441,3 +441,16 @@ def test_cli_warns_once_without_bubblewrap_and_refuses_with_require_isolation(tm
     isolated = _cli(["stop", "utility", "--task", "lpn", str(prog), "--json", "--require-isolation"], os.environ["PATH"])
     assert isolated.returncode == 0 and isolated.stderr == "" and json.loads(isolated.stdout)["isolation"].startswith(
         "namespaces")
+
+
+def test_benchmark_measures_both_isolations_and_hostile_programs():
+    from tenfold.sandbox.benchmark import HOSTILE as BENCH_HOSTILE
+    from tenfold.sandbox.benchmark import benchmark
+
+    result = benchmark(runs=2, humaneval=3)
+    assert set(result["per_run"]) == {"namespaces", "guard"}
+    assert all(r["runs_per_s"] > 0 for r in result["per_run"].values())
+    assert result["humaneval"]["passed"] == {"namespaces": 3, "guard": 3}
+    assert result["runs_per_s_ratio"] > 0 and result["humaneval_time_ratio"] > 0  # speed itself: see stop-sandbox
+    assert set(result["hostile_hook_off"]) == set(BENCH_HOSTILE)
+    assert "ok" not in result["hostile_hook_off"].values(), result["hostile_hook_off"]

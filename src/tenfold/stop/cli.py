@@ -13,7 +13,7 @@ def add_commands(sub) -> None:
     from tenfold.prompting.backends import add_backend_args
 
     p = sub.add_parser("stop", help="STOP, the self-taught optimizer: sandboxed utilities and self-improvement")
-    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,improve,seed,describe}")
+    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,improve,seed,describe,sandbox-bench}")
     u = verbs.add_parser("utility", help="run PROGRAM.py in the sandbox and print its utility and status")
     u.add_argument("program", help="a Python file defining algorithm(...), or - for stdin")
     u.add_argument("--task", required=True, choices=sorted(UTILITIES))
@@ -41,6 +41,12 @@ def add_commands(sub) -> None:
     d = verbs.add_parser("describe", help="print a task's description (what a language model is shown)")
     d.add_argument("--task", required=True, choices=sorted(UTILITIES))
     d.set_defaults(func=_describe)
+    b = verbs.add_parser("sandbox-bench", help="runs per second and HumanEval time with and without namespaces; "
+                                               "hostile programs with the audit hook off")
+    b.add_argument("--runs", type=int, default=20, help="runs of a small numpy program per isolation (default 20)")
+    b.add_argument("--humaneval", type=int, default=164, help="canonical HumanEval solutions to run (default all 164)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_sandbox_bench)
 
 
 def _isolation_arg(parser) -> None:
@@ -86,6 +92,31 @@ def _utility(args) -> int:
         print(f"  isolation: {result.isolation}")
         if result.signals:
             print("  circumvention signs in the text: " + ", ".join(result.signals))
+    return 0
+
+
+def _sandbox_bench(args) -> int:
+    from tenfold.sandbox import fallback_warning
+    from tenfold.sandbox.benchmark import benchmark
+
+    if args.runs < 1 or not 1 <= args.humaneval <= 164:
+        raise TenfoldError("--runs must be >= 1 and --humaneval between 1 and 164")
+    warning = fallback_warning()
+    if warning:
+        print(warning, file=sys.stderr)
+    result = benchmark(args.runs, args.humaneval)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for iso, r in result["per_run"].items():
+        he = result["humaneval"]
+        print(f"{iso:<10} {r['runs_per_s']:6.1f} runs/s ({r['ms_per_run']:.0f} ms per run); HumanEval canonical "
+              f"{he['passed'][iso]}/{he['problems']} in {he['seconds'][iso]:.1f} s")
+    if "humaneval_time_ratio" in result:
+        print(f"namespaces ({result['isolation']}) cost {result['startup_overhead_ms']:+.0f} ms per run; HumanEval time "
+              f"{result['humaneval_time_ratio']:.2f}x the guard's")
+        print("hostile programs with the audit hook off: " + ", ".join(
+            f"{name} -> {status}" for name, status in result["hostile_hook_off"].items()))
     return 0
 
 
