@@ -2,8 +2,8 @@
 
 Started by :mod:`tenfold.sandbox` as ``python -I -S -B runner.py /sandbox /opt/lib`` inside bubblewrap's
 namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py WORKDIR`` where only the
-in-process guard is available; standard library and numpy only. It closes every file descriptor it
-did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces
+in-process guard is available; standard library and numpy only (numpy is loaded only for a program
+whose text names it). It closes every file descriptor it did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces
 the operating system is the boundary, without them the hook is all there is), loads
 ``WORKDIR/program.py`` and calls its entry function once per input, writing plain-JSON outputs to
 ``WORKDIR/result.json``.
@@ -46,8 +46,7 @@ def _close_stray_fds(keep) -> None:
 
 _close_stray_fds(set((SPEC.get("rpc") or {}).values()))
 
-import numpy  # noqa: E402  (loaded before the hook so programs may use it)
-
+numpy = None  # loaded before the hook, for programs that use it (see main)
 _VIOLATIONS = os.open(os.path.join(WORKDIR, "violations.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 _ATTEMPTS = os.open(os.path.join(WORKDIR, "attempts.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 _write, _exit, _realpath, _fspath, _getpid = os.write, os._exit, os.path.realpath, os.fspath, os.getpid
@@ -244,9 +243,9 @@ def extract_code(responses):
 
 
 def _plain(value):
-    if isinstance(value, numpy.ndarray):
+    if numpy is not None and isinstance(value, numpy.ndarray):
         return value.tolist()
-    if isinstance(value, numpy.generic):
+    if numpy is not None and isinstance(value, numpy.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
@@ -279,8 +278,13 @@ def main() -> None:
     clock = time.perf_counter
     import random
 
+    global numpy
+    if "numpy" in source:  # import numpy / from numpy ...: loaded here, before the hook (it imports ctypes);
+        import numpy  # noqa: F811  most programs (HumanEval's) never touch it, and it is most of a run's start-up
+
     random.seed(SPEC.get("seed", 0))  # the same program on the same inputs gives the same answers
-    numpy.random.seed(SPEC.get("seed", 0))
+    if numpy is not None:
+        numpy.random.seed(SPEC.get("seed", 0))
     sys.addaudithook(_hook)
     namespace = {"__name__": "program", "__builtins__": __builtins__, "extract_code": extract_code}
     injected = []
