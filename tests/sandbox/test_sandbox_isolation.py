@@ -321,7 +321,8 @@ def algorithm():
     return {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(), "root": sorted(os.listdir("/")),
             "pids": sorted(p for p in os.listdir("/proc") if p.isdigit()), "work": sorted(os.listdir(".")),
             "tmp": os.listdir("/tmp"), "hostname": os.uname().nodename, "path": sys.path,
-            "lib": sorted(os.listdir("/opt/lib")), "site": os.listdir(sys.path[1] + "/site-packages")}
+            "lib": sorted(os.listdir("/opt/lib")),
+            "site": os.listdir(sys.path[1] + "/site-packages") if os.path.isdir(sys.path[1] + "/site-packages") else []}
 """, "algorithm", [[]], FAST, isolation="namespaces")
     assert r.status == "ok", r.message
     seen = r.outputs[0]
@@ -333,8 +334,25 @@ def algorithm():
     assert seen["tmp"] == [] and seen["hostname"] == "sandbox"
     assert seen["lib"] == sorted(["numpy"] + (["numpy.libs"] if (Path(namespaces.python_layout().numpy).parent
                                                                  / "numpy.libs").is_dir() else []))
-    assert seen["site"] == []  # the base installation's own packages are hidden
+    assert seen["site"] == []  # the base installation's own packages are hidden (or there are none)
+    assert isolation_status()["uid_outside"] in (0, 65534, os.geteuid())
     assert all(p.startswith(("/opt/python", "/opt/lib")) for p in seen["path"])
+
+
+def test_reachable_by_others():
+    with tempfile.TemporaryDirectory() as tmp:  # not pytest's tmp_path: its parent is private to its user
+        root = Path(tmp)
+        os.chmod(root, 0o755)
+        private, shared = root / "private", root / "shared"
+        private.mkdir(mode=0o700)
+        shared.mkdir(mode=0o755)
+        (private / "f").write_text("x")
+        (shared / "f").write_text("x")
+        os.chmod(shared / "f", 0o644)
+        public = namespaces.reachable_by_others(tempfile.gettempdir())
+        assert namespaces.reachable_by_others(str(shared / "f")) == public == namespaces.reachable_by_others(str(shared))
+        assert not namespaces.reachable_by_others(str(private / "f")) and not namespaces.reachable_by_others(str(private))
+        assert not namespaces.reachable_by_others(str(root / "missing"))
 
 
 def test_writable_places_are_its_own():

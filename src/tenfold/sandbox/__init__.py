@@ -111,12 +111,17 @@ class IsolationRequired(TenfoldError):
 def isolation_status() -> dict:
     """``{"isolation": label, "available": bool, "reason": why not}`` for this machine (probed once).
 
-    ``label`` is what an ``auto`` run uses: ``namespaces+seccomp``, ``namespaces`` or ``guard``.
+    ``label`` is what an ``auto`` run uses: ``namespaces+seccomp``, ``namespaces`` or ``guard``; with
+    namespaces, ``uid_outside`` is what the sandbox's uid is on the host (0 when tenfold runs as root and
+    the Python installation is not readable by others: see :mod:`tenfold.sandbox.namespaces`).
     """
     from tenfold.sandbox import namespaces
 
     label, why = namespaces.probe()
-    return {"isolation": label or "guard", "available": label is not None, "reason": why}
+    status = {"isolation": label or "guard", "available": label is not None, "reason": why}
+    if label:
+        status["uid_outside"] = namespaces.host_uid()  # what the sandbox's uid 65534 is on the host (0: root)
+    return status
 
 
 def resolve_isolation(isolation: str | None = None) -> str:
@@ -219,11 +224,12 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         work = Path(tmp)
         (work / "program.py").write_text(source, encoding="utf-8")
         (work / "input.json").write_text(json.dumps(spec), encoding="utf-8")
-        extra_fds = []
+        extra_fds, as_user = [], {}
         if used == "guard":
             argv, env = [sys.executable, "-I", "-B", str(RUNNER), str(work)], _clean_env(str(work))
         else:
-            env = {"PATH": "/usr/bin:/bin"}
+            env, as_user = {"PATH": "/usr/bin:/bin"}, namespaces.popen_user()
+            namespaces.prepare_workdir(str(work))
             argv, extra_fds = namespaces.command(str(work), str(RUNNER), _clean_env(namespaces.INSIDE_WORK),
                                                  seccomp=used.endswith("+seccomp"))
         start = time.perf_counter()
@@ -231,7 +237,7 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
             try:
                 proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                         start_new_session=True,
-                                        pass_fds=((pipes[1], pipes[2]) if pipes else ()) + tuple(extra_fds))
+                                        pass_fds=((pipes[1], pipes[2]) if pipes else ()) + tuple(extra_fds), **as_user)
             finally:
                 for fd in extra_fds:
                     os.close(fd)

@@ -3,10 +3,10 @@
 Started by :mod:`tenfold.sandbox` as ``python -I -S -B runner.py /sandbox /opt/lib`` inside bubblewrap's
 namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py WORKDIR`` where only the
 in-process guard is available; standard library and numpy only (numpy is loaded only for a program
-whose text names it). It closes every file descriptor it did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces
-the operating system is the boundary, without them the hook is all there is), loads
-``WORKDIR/program.py`` and calls its entry function once per input, writing plain-JSON outputs to
-``WORKDIR/result.json``.
+whose text names it). It closes every file descriptor it did not ask for, lowers its own resource
+limits, installs an audit hook (a tripwire: under namespaces the operating system is the boundary,
+without them the hook is all there is), loads ``WORKDIR/program.py`` and calls its entry function
+once per input, writing plain-JSON outputs to ``WORKDIR/result.json``.
 
 What the program tried is written to ``violations.jsonl`` (actions that ended the run, exit code 86)
 and ``attempts.jsonl`` (denied without ending it: a read outside what the program was given, which

@@ -22,11 +22,15 @@ UTS and cgroup namespaces; uid/gid 65534 inside, every capability dropped, ``--d
 - optionally a seccomp filter, built with libseccomp through ``pyseccomp`` (never by hand), that
   refuses new processes (fork, vfork, clone without ``CLONE_THREAD``) with ``EPERM``.
 
-When tenfold runs as root, bwrap runs as root too (the Python installation often lives under a
-root-only home, e.g. pyenv's, which an unprivileged bwrap could not bind). Inside, the program is
-uid 65534 of a new user namespace with no capabilities at all; that uid maps to root outside, which
-is why everything of the host it can see is mounted read-only and why the seccomp layer (not
-RLIMIT_NPROC, which root's uid escapes) is what bounds process creation.
+When tenfold runs as root and everything to be bound (interpreter, standard library, numpy, the
+runner, the system libraries, the temp dir) is readable by uid 65534, bwrap itself is started as
+65534 (``subprocess.Popen(user=...)``, :func:`host_uid`): the program is then unprivileged outside
+too. Where it is not (the Python installation under a root-only home, e.g. pyenv's in ``/root``),
+bwrap runs as root: inside, the program is still uid 65534 of a new user namespace with no
+capabilities at all, but that uid maps to root outside, which is why everything of the host it can
+see is mounted read-only (``/proc`` included: root's uid may write sysctl files without any
+capability) and why the seccomp layer, not RLIMIT_NPROC (which root's uid escapes), is what bounds
+process creation.
 
 :func:`probe` tries the whole set-up once per process (a real interpreter start that imports numpy)
 and says why it cannot be used; :mod:`tenfold.sandbox` then falls back to the in-process guard.
@@ -37,6 +41,7 @@ import functools
 import importlib.util
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -137,6 +142,50 @@ def seccomp_filter() -> bytes | None:
         return None
 
 
+def reachable_by_others(path: str) -> bool:
+    """Whether any uid could reach ``path``: every directory above it searchable by others, it readable
+    by others (and searchable, for a directory). Symbolic links are resolved first."""
+    full = Path(os.path.realpath(path))
+    try:
+        for parent in full.parents:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+        mode = os.stat(full).st_mode
+    except OSError:
+        return False
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    return mode & need == need
+
+
+@functools.lru_cache(maxsize=1)
+def host_uid() -> int:
+    """The uid bwrap runs as, and so what the sandbox's uid 65534 is outside: ours, except as root when all that
+    is bound is reachable by 65534 (then 65534: an unprivileged uid outside too)."""
+    uid = os.geteuid()
+    if uid != 0:
+        return uid
+    layout = python_layout()
+    sources = [layout.executable, layout.stdlib, layout.numpy, layout.libpython, layout.numpy_libs,
+               str(Path(__file__).with_name("_runner.py")), tempfile.gettempdir()]
+    sources += [p for p in SYSTEM_LIBS if os.path.isdir(p) and not os.path.islink(p)]
+    return SANDBOX_UID if all(reachable_by_others(p) for p in sources if p) else 0
+
+
+def popen_user() -> dict:
+    """Extra ``subprocess.Popen`` arguments that start bwrap as :func:`host_uid` (none when that is us)."""
+    uid = host_uid()
+    if uid == os.geteuid():
+        return {}
+    return {"user": uid, "group": uid, "extra_groups": []}
+
+
+def prepare_workdir(workdir: str) -> None:
+    """Give the work dir to the uid bwrap runs as (it must write there)."""
+    uid = host_uid()
+    if uid != os.geteuid():
+        os.chown(workdir, uid, uid)
+
+
 def _memfd(data: bytes) -> int:
     fd = os.memfd_create("tenfold-seccomp", 0)
     os.write(fd, data)
@@ -220,10 +269,12 @@ def probe() -> tuple[str | None, str]:
             try:
                 argv, fds = command(tmp, str(Path(__file__).with_name("_runner.py")), {"PATH": "/usr/bin"}, seccomp,
                                     program=check)
+                prepare_workdir(tmp)
             except IsolationUnavailable as exc:
                 return None, str(exc)
             try:
-                done = subprocess.run(argv, pass_fds=fds, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+                done = subprocess.run(argv, pass_fds=fds, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                                      **popen_user())
             except (OSError, subprocess.TimeoutExpired) as exc:
                 done, why = None, f"bwrap did not start ({exc.__class__.__name__}: {exc})"
             finally:
