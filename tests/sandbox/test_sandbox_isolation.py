@@ -355,6 +355,36 @@ def test_reachable_by_others():
         assert not namespaces.reachable_by_others(str(root / "missing"))
 
 
+def test_what_it_leaves_in_its_work_dir_is_out_of_reach_of_other_users():
+    """Its uid may be root's outside: a setuid file in a work dir it opened up must still be unreachable."""
+    source = BYPASS + """
+import os, time
+def algorithm():
+    os.chmod("/sandbox", 0o777)
+    with open("/sandbox/evil", "w") as f:
+        f.write("#!/bin/sh\\n")
+    os.chmod("/sandbox/evil", 0o4755)
+    time.sleep(3)
+    return oct(os.stat("/sandbox").st_mode)
+"""
+    found = []
+
+    def watch():
+        for _ in range(300):
+            hits = list(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*/work/evil"))
+            if hits:
+                found.extend((str(h), namespaces.reachable_by_others(str(h))) for h in hits)
+                return
+            threading.Event().wait(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    r = run_program(source, "algorithm", [[]], FAST, isolation="namespaces")
+    watcher.join()
+    assert r.status == "ok" and r.outputs == ["0o40777"]  # it did open up its own dir
+    assert found and not any(reachable for _, reachable in found), found
+
+
 def test_writable_places_are_its_own():
     r = run_program("""
 def algorithm():

@@ -222,6 +222,11 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         spec["rpc"] = {"request_fd": request_w, "reply_fd": reply_r}
     with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-") as tmp:
         work = Path(tmp)
+        if used != "guard":
+            # the program owns /sandbox and may chmod it; its private (0700) parent stays out of its reach, so
+            # nothing it leaves there (a setuid file, when its uid is root's outside) is reachable by others
+            work = work / "work"
+            work.mkdir(mode=0o700)
         (work / "program.py").write_text(source, encoding="utf-8")
         (work / "input.json").write_text(json.dumps(spec), encoding="utf-8")
         extra_fds, as_user = [], {}

@@ -15,7 +15,8 @@ UTS and cgroup namespaces; uid/gid 65534 inside, every capability dropped, ``--d
   installation's own ``site-packages`` is covered by an empty read-only tmpfs);
 - ``/opt/lib``: numpy (and the BLAS it ships), read-only; nothing else that is installed;
 - the system's shared libraries (``/usr/lib``, ``/lib*`` and ``/etc/ld.so.cache``), read-only;
-- ``/sandbox``: its own empty writable work dir (a fresh host temp dir, deleted afterwards);
+- ``/sandbox``: its own empty writable work dir (a fresh host temp dir inside a private 0700 one,
+  deleted afterwards);
 - a private ``/tmp`` (a small tmpfs), a minimal ``/dev`` and the ``/proc`` of its own PID namespace;
 - no home, no project tree, no other ``/etc`` file, no network (only a loopback that is down);
 - a read-only root, a new session (no terminal injection), death with its parent, a clean environment;
@@ -180,9 +181,10 @@ def popen_user() -> dict:
 
 
 def prepare_workdir(workdir: str) -> None:
-    """Give the work dir to the uid bwrap runs as (it must write there)."""
+    """Give the work dir, and its private parent, to the uid bwrap runs as (it must write there)."""
     uid = host_uid()
     if uid != os.geteuid():
+        os.chown(os.path.dirname(workdir), uid, uid)
         os.chown(workdir, uid, uid)
 
 
@@ -266,10 +268,12 @@ def probe() -> tuple[str | None, str]:
         if seccomp and seccomp_filter() is None:
             continue
         with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-probe-") as tmp:
+            work = os.path.join(tmp, "work")
+            os.mkdir(work, 0o700)
             try:
-                argv, fds = command(tmp, str(Path(__file__).with_name("_runner.py")), {"PATH": "/usr/bin"}, seccomp,
+                argv, fds = command(work, str(Path(__file__).with_name("_runner.py")), {"PATH": "/usr/bin"}, seccomp,
                                     program=check)
-                prepare_workdir(tmp)
+                prepare_workdir(work)
             except IsolationUnavailable as exc:
                 return None, str(exc)
             try:
