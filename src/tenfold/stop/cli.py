@@ -108,13 +108,15 @@ def _sandbox_bench(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    he = result["humaneval"]
     for iso, r in result["per_run"].items():
-        he = result["humaneval"]
-        print(f"{iso:<10} {r['runs_per_s']:6.1f} runs/s ({r['ms_per_run']:.0f} ms per run); HumanEval canonical "
-              f"{he['passed'][iso]}/{he['problems']} in {he['seconds'][iso]:.1f} s")
+        print(f"{iso:<10} {r['runs_per_s']:6.1f} runs/s ({r['ms_per_run']:.0f} ms per run) of a small numpy program")
+    for iso, seconds in he["seconds"].items():
+        print(f"HumanEval canonical under {iso}: {he['passed'][iso]}/{he['problems']} in {seconds:.1f} s")
     if "humaneval_time_ratio" in result:
         print(f"namespaces ({result['isolation']}) cost {result['startup_overhead_ms']:+.0f} ms per run; HumanEval time "
-              f"{result['humaneval_time_ratio']:.2f}x the guard's")
+              f"{result['humaneval_time_vs_today']:.2f}x the sandbox's before namespaces, "
+              f"{result['humaneval_time_ratio']:.2f}x the guard's now")
         print("hostile programs with the audit hook off: " + ", ".join(
             f"{name} -> {status}" for name, status in result["hostile_hook_off"].items()))
     return 0

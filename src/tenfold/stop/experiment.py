@@ -100,7 +100,8 @@ def stop(run):
           "get around it never score, benign ones score as before, and namespaces add little to each run.",
     paper_numbers={"sandbox": "a flag the program itself can switch off; GPT-4 disabled it in 0.42% of runs",
                    "this reproduction's targets": "hostile programs contained with the audit hook switched off; "
-                                                  "HumanEval canonical 164/164; evaluation time <= 1.5x the guard's"})
+                                                  "HumanEval canonical 164/164; evaluation time <= 1.5x the "
+                                                  "sandbox's before namespaces"})
 def stop_sandbox(run):
     from tenfold.sandbox.benchmark import benchmark
 
@@ -117,7 +118,8 @@ def stop_sandbox(run):
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
     a.bar(isolations, [result["per_run"][i]["runs_per_s"] for i in isolations], color=["#4a7ebb", "#aaaaaa"][: len(isolations)])
     a.set_ylabel("sandboxed runs per second")
-    b.bar(isolations, [he["seconds"][i] for i in isolations], color=["#4a7ebb", "#aaaaaa"][: len(isolations)])
+    b.bar(list(he["seconds"]), list(he["seconds"].values()), color=["#4a7ebb", "#aaaaaa", "#dddddd"][: len(he["seconds"])])
+    b.tick_params(axis="x", labelsize=7)
     b.set_ylabel(f"HumanEval canonical, {he['problems']} problems (s)")
     fig.tight_layout()
     run.save_plot(fig, "cost")
@@ -127,12 +129,13 @@ def stop_sandbox(run):
                 "why": f"no namespaces on this machine ({result['reason']}): only the in-process guard was measured"}
     contained = [name for name, status in result["hostile_hook_off"].items() if status != "ok"]
     all_pass = he["passed"]["namespaces"] == he["problems"] == he["passed"]["guard"]
-    cheap = result["humaneval_time_ratio"] <= 1.5
+    cheap = result["humaneval_time_vs_today"] <= 1.5
     verdict = ("reproduced" if len(contained) == len(result["hostile_hook_off"]) and all_pass and cheap else
                "partly" if contained else "not reproduced")
     why = (f"{len(contained)} of {len(result['hostile_hook_off'])} hostile programs contained with the hook off; "
            f"HumanEval canonical {he['passed']['namespaces']}/{he['problems']} pass under {result['isolation']} "
            f"({he['passed']['guard']} under the guard); {result['per_run']['namespaces']['runs_per_s']:.1f} vs "
            f"{result['per_run']['guard']['runs_per_s']:.1f} runs/s ({result['startup_overhead_ms']:+.0f} ms per run); "
-           f"HumanEval time {result['humaneval_time_ratio']:.2f}x the guard's (target <= 1.5x)")
+           f"HumanEval time {result['humaneval_time_vs_today']:.2f}x the sandbox's before namespaces (target <= 1.5x), "
+           f"{result['humaneval_time_ratio']:.2f}x the guard's now that numpy is loaded only when used")
     return {"ours": ours, "verdict": verdict, "why": why}
