@@ -356,7 +356,8 @@ def test_reachable_by_others():
 
 
 def test_what_it_leaves_in_its_work_dir_is_out_of_reach_of_other_users():
-    """Its uid may be root's outside: a setuid file in a work dir it opened up must still be unreachable."""
+    """Its uid may be root's outside: a setuid file in a work dir it opened up must still be unreachable.
+    The work dir is a tmpfs of the namespaces: nothing written there appears on the host at all."""
     source = BYPASS + """
 import os, time
 def algorithm():
@@ -371,7 +372,7 @@ def algorithm():
 
     def watch():
         for _ in range(300):
-            hits = list(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*/work/evil"))
+            hits = list(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*/**/evil"))
             if hits:
                 found.extend((str(h), namespaces.reachable_by_others(str(h))) for h in hits)
                 return
@@ -382,7 +383,7 @@ def algorithm():
     r = run_program(source, "algorithm", [[]], FAST, isolation="namespaces")
     watcher.join()
     assert r.status == "ok" and r.outputs == ["0o40777"]  # it did open up its own dir
-    assert found and not any(reachable for _, reachable in found), found
+    assert found == [], found
 
 
 def test_writable_places_are_its_own():

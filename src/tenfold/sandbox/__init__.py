@@ -35,6 +35,7 @@ static signs of an attempt in a program's text (the paper's "sandbox flag disabl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -157,12 +158,22 @@ def fallback_warning(isolation: str | None = None, require: bool = False) -> str
             f"install bubblewrap, or pass --require-isolation to refuse")
 
 
-def _read(path: Path, limit: int) -> str:
+def _read_fd(fd: int, limit: int) -> str:
+    """The first ``limit`` bytes of an open file, as text. The parent reads what the program could touch only
+    through descriptors it opened itself before the run: never by a path the program may have replaced with a
+    symlink to a host file or a FIFO that would block the open."""
     try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
+        return os.pread(fd, limit, 0).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def _loads(text: str):
+    """JSON from the program's side, or None: malformed, or nested deeper than the parser recurses."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _guard_read_roots() -> list[str]:
@@ -220,27 +231,33 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         reply_r, reply_w = os.pipe()
         pipes = (request_r, request_w, reply_r, reply_w)
         spec["rpc"] = {"request_fd": request_w, "reply_fd": reply_r}
-    with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-") as tmp:
-        work = Path(tmp)
-        if used != "guard":
-            # the program owns /sandbox and may chmod it; its private (0700) parent stays out of its reach, so
-            # nothing it leaves there (a setuid file, when its uid is root's outside) is reachable by others
-            work = work / "work"
+    with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-") as tmp, contextlib.ExitStack() as files:
+        # tmp (0700): stdout.txt and stderr.txt, io/ (the runner's files) and, under the guard, work/ (the
+        # program's work dir; under namespaces it is a tmpfs inside them, and io/'s files are bound one by one)
+        io = Path(tmp) / "io"
+        io.mkdir(mode=0o700)
+        work = Path(tmp) / "work"
+        if used == "guard":
             work.mkdir(mode=0o700)
-        (work / "program.py").write_text(source, encoding="utf-8")
-        (work / "input.json").write_text(json.dumps(spec), encoding="utf-8")
+        spec["workdir"] = str(work) if used == "guard" else namespaces.INSIDE_WORK
+        (io / "program.py").write_text(source, encoding="utf-8")
+        (io / "input.json").write_text(json.dumps(spec), encoding="utf-8")
+        readers = {}
+        for name in ("result.json", "violations.jsonl", "attempts.jsonl"):
+            (io / name).touch(mode=0o600)
+            readers[name] = files.enter_context(open(io / name, "rb"))
         extra_fds, as_user = [], {}
         if used == "guard":
-            argv, env = [sys.executable, "-I", "-B", str(RUNNER), str(work)], _clean_env(str(work))
+            argv, env = [sys.executable, "-I", "-B", str(RUNNER), str(io)], _clean_env(str(work))
         else:
             env, as_user = {"PATH": "/usr/bin:/bin"}, namespaces.popen_user()
-            namespaces.prepare_workdir(str(work))
-            argv, extra_fds = namespaces.command(str(work), str(RUNNER), _clean_env(namespaces.INSIDE_WORK),
+            namespaces.prepare_iodir(str(io))
+            argv, extra_fds = namespaces.command(str(io), str(RUNNER), _clean_env(namespaces.INSIDE_WORK),
                                                  seccomp=used.endswith("+seccomp"))
         start = time.perf_counter()
-        with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
+        with open(Path(tmp) / "stdout.txt", "w+b") as out, open(Path(tmp) / "stderr.txt", "w+b") as err:
             try:
-                proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                proc = subprocess.Popen(argv, cwd=work if used == "guard" else io, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                         start_new_session=True,
                                         pass_fds=((pipes[1], pipes[2]) if pipes else ()) + tuple(extra_fds), **as_user)
             finally:
@@ -268,10 +285,11 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
                 except (ProcessLookupError, PermissionError):
                     pass
                 proc.wait()
-        wall = time.perf_counter() - start
-        stdout, stderr = _read(work / "stdout.txt", limits.output_bytes), _read(work / "stderr.txt", limits.output_bytes)
-        violations, attempts = _records(work / "violations.jsonl"), _records(work / "attempts.jsonl")
-        result_text = _read(work / "result.json", 8 << 20)
+            wall = time.perf_counter() - start
+            stdout, stderr = _read_fd(out.fileno(), limits.output_bytes), _read_fd(err.fileno(), limits.output_bytes)
+        violations = _records(readers["violations.jsonl"].fileno())
+        attempts = _records(readers["attempts.jsonl"].fileno())
+        result_text = _read_fd(readers["result.json"].fileno(), 8 << 20)
     code = proc.returncode
     if used != "guard" and code > 128:
         code = -(code - 128)  # bwrap reports a child killed by signal N as 128 + N
@@ -286,10 +304,13 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
     if code == -signal.SIGXFSZ:
         return SandboxResult("error", message=f"wrote more than {limits.file_bytes} bytes", **base)
     try:
-        payload = json.loads(result_text)
+        payload = _loads(result_text)
         status = payload["status"]
         if status not in STATUSES:
             raise ValueError(status)
+        if not isinstance(payload.get("outputs", []), list) or not isinstance(payload.get("message", ""), str) or \
+                not all(type(s) in (int, float) for s in payload.get("seconds", [])):
+            raise ValueError("a malformed result")  # only the program itself could have written it
     except (ValueError, KeyError, TypeError):
         status = "memory" if "MemoryError" in stderr else "error"
         return SandboxResult(status, message=f"the program ended without a result (exit code {code})", **base)
@@ -297,13 +318,10 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
                          message=payload.get("message", ""), **base)
 
 
-def _records(path: Path) -> list[dict]:
+def _records(fd: int) -> list[dict]:
     out = []
-    for line in _read(path, 1 << 16).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+    for line in _read_fd(fd, 1 << 16).splitlines():
+        record = _loads(line)
         if isinstance(record, dict) and isinstance(record.get("event"), str):
             out.append({"event": record["event"], "kind": str(record.get("kind", "other")),
                         "detail": str(record.get("detail", ""))[:200]})
@@ -338,14 +356,17 @@ def _serve(proc, request_fd: int, reply_fd: int, services: dict, deadline: float
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             try:
-                request = json.loads(line)
+                request = _loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("not a JSON object")
                 name, payload = request["service"], request["payload"]
                 if name not in services:
                     raise ServiceError(f"no service {name!r}")
                 reply = {"value": services[name][1](payload)}
             except ServiceError as exc:
                 reply = {"error": str(exc)}
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+                # what a handler makes of a payload the runner would never send (the program wrote its own)
                 reply = {"error": f"malformed request ({exc.__class__.__name__})"}
             try:
                 os.write(reply_fd, (json.dumps(reply) + "\n").encode())

@@ -1,12 +1,14 @@
 """The trusted harness that runs one model-written program inside tenfold's sandbox (a separate process).
 
-Started by :mod:`tenfold.sandbox` as ``python -I -S -B runner.py /sandbox /opt/lib`` inside bubblewrap's
-namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py WORKDIR`` where only the
-in-process guard is available; standard library and numpy only (numpy is loaded only for a program
+Started by :mod:`tenfold.sandbox` as ``python -I -S -B runner.py /opt/io /opt/lib`` inside bubblewrap's
+namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py IODIR`` where only the
+in-process guard is available (IODIR holds the program, its input and the files this runner writes; the
+program's work dir, ``SPEC["workdir"]``, is elsewhere: ``/sandbox``, or a sibling of IODIR); standard library and numpy only (numpy is loaded only for a program
 whose text names it). It closes every file descriptor it did not ask for, lowers its own resource
 limits, installs an audit hook (a tripwire: under namespaces the operating system is the boundary,
-without them the hook is all there is), loads ``WORKDIR/program.py`` and calls its entry function
-once per input, writing plain-JSON outputs to ``WORKDIR/result.json``.
+without them the hook is all there is), loads ``IODIR/program.py`` and calls its entry function
+once per input, writing plain-JSON outputs to ``IODIR/result.json`` (through a descriptor opened before the
+program runs: a program that writes a ``result.json`` of its own in its work dir claims nothing).
 
 What the program tried is written to ``violations.jsonl`` (actions that ended the run, exit code 86)
 and ``attempts.jsonl`` (denied without ending it: a read outside what the program was given, which
@@ -22,11 +24,12 @@ import sys
 import time
 
 BLOCKED_EXIT = 86
-WORKDIR = os.path.realpath(sys.argv[1])
+IODIR = os.path.realpath(sys.argv[1])
 if len(sys.argv) > 2:
     sys.path.append(sys.argv[2])  # numpy's parent directory inside the namespaces
-with open(os.path.join(WORKDIR, "input.json"), encoding="utf-8") as f:
+with open(os.path.join(IODIR, "input.json"), encoding="utf-8") as f:
     SPEC = json.load(f)
+WORKDIR = os.path.realpath(SPEC.get("workdir") or IODIR)
 LIMITS = SPEC["limits"]
 
 
@@ -47,8 +50,9 @@ def _close_stray_fds(keep) -> None:
 _close_stray_fds(set((SPEC.get("rpc") or {}).values()))
 
 numpy = None  # loaded before the hook, for programs that use it (see main)
-_VIOLATIONS = os.open(os.path.join(WORKDIR, "violations.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-_ATTEMPTS = os.open(os.path.join(WORKDIR, "attempts.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+_VIOLATIONS = os.open(os.path.join(IODIR, "violations.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+_ATTEMPTS = os.open(os.path.join(IODIR, "attempts.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+_RESULT = os.open(os.path.join(IODIR, "result.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 _write, _exit, _realpath, _fspath, _getpid = os.write, os._exit, os.path.realpath, os.fspath, os.getpid
 GUARD_ONLY = SPEC.get("isolation", "guard") == "guard"  # no namespaces behind the hook: reads outside end the run
 _PROC_SELF = f"/proc/{_getpid()}"
@@ -257,8 +261,9 @@ def _plain(value):
 
 
 def _finish(payload: dict) -> None:
-    with open(os.path.join(WORKDIR, "result.json"), "w", encoding="utf-8") as f:
-        json.dump(payload, f)
+    data = json.dumps(payload).encode()
+    while data:
+        data = data[_write(_RESULT, data):]
     sys.stdout.flush()
     _exit(0)
 
@@ -272,7 +277,7 @@ def main() -> None:
             resource.setrlimit(kind, (value, value))
         except (ValueError, OSError):
             pass  # e.g. a limit already lower than asked
-    with open(os.path.join(WORKDIR, "program.py"), encoding="utf-8") as f:
+    with open(os.path.join(IODIR, "program.py"), encoding="utf-8") as f:
         source = f.read()
     calls, entry = SPEC["calls"], SPEC["entry"]
     clock = time.perf_counter

@@ -15,8 +15,12 @@ UTS and cgroup namespaces; uid/gid 65534 inside, every capability dropped, ``--d
   installation's own ``site-packages`` is covered by an empty read-only tmpfs);
 - ``/opt/lib``: numpy (and the BLAS it ships), read-only; nothing else that is installed;
 - the system's shared libraries (``/usr/lib``, ``/lib*`` and ``/etc/ld.so.cache``), read-only;
-- ``/sandbox``: its own empty writable work dir (a fresh host temp dir inside a private 0700 one,
-  deleted afterwards);
+- ``/sandbox``: its own empty writable work dir, a small tmpfs (``WORK_BYTES``) that lives in the
+  namespaces only: nothing the program leaves there (a symlink to a host file, a FIFO, a setuid file,
+  gigabytes of files) ever reaches the host's disk or a path the host reads;
+- ``/opt/io``: the runner's files, each bound on its own from a private (0700) host dir: its program and
+  input read-only, its result and records writable (capped by the file-size limit) but not replaceable,
+  in a read-only directory;
 - a private ``/tmp`` (a small tmpfs), a minimal ``/dev`` and the ``/proc`` of its own PID namespace;
 - no home, no project tree, no other ``/etc`` file, no network (only a loopback that is down);
 - a read-only root, a new session (no terminal injection), death with its parent, a clean environment;
@@ -56,6 +60,10 @@ INSIDE_LIB = "/opt/lib"
 INSIDE_RUNNER = "/opt/tenfold/runner.py"
 SANDBOX_UID = 65534  # "nobody"
 TMP_BYTES = 64 << 20  # the private /tmp
+WORK_BYTES = 64 << 20  # the private /sandbox
+INSIDE_IO = "/opt/io"
+INPUT_FILES = ("program.py", "input.json")  # bound read-only
+OUTPUT_FILES = ("result.json", "violations.jsonl", "attempts.jsonl")  # bound writable, one by one
 SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
 LD_CACHE = "/etc/ld.so.cache"
 
@@ -180,12 +188,15 @@ def popen_user() -> dict:
     return {"user": uid, "group": uid, "extra_groups": []}
 
 
-def prepare_workdir(workdir: str) -> None:
-    """Give the work dir, and its private parent, to the uid bwrap runs as (it must write there)."""
+def prepare_iodir(iodir: str) -> None:
+    """Let the uid bwrap runs as reach the io dir, and its private parent, and write the output files."""
     uid = host_uid()
     if uid != os.geteuid():
-        os.chown(os.path.dirname(workdir), uid, uid)
-        os.chown(workdir, uid, uid)
+        os.chown(os.path.dirname(iodir), uid, uid)
+        os.chown(iodir, uid, uid)
+        for name in OUTPUT_FILES:
+            if os.path.isfile(os.path.join(iodir, name)):
+                os.chown(os.path.join(iodir, name), uid, uid)
 
 
 def _memfd(data: bytes) -> int:
@@ -195,9 +206,10 @@ def _memfd(data: bytes) -> int:
     return fd
 
 
-def command(workdir: str, runner: str, env: dict, seccomp: bool = True, tmp_bytes: int = TMP_BYTES,
-            program: list[str] | None = None) -> tuple[list[str], list[int]]:
-    """``(argv, fds_to_pass)`` that run ``runner`` on ``workdir`` (seen as ``/sandbox``) inside bwrap.
+def command(iodir: str, runner: str, env: dict, seccomp: bool = True, tmp_bytes: int = TMP_BYTES,
+            program: list[str] | None = None, work_bytes: int = WORK_BYTES) -> tuple[list[str], list[int]]:
+    """``(argv, fds_to_pass)`` that run ``runner`` inside bwrap on the files of ``iodir`` (:data:`INPUT_FILES`,
+    :data:`OUTPUT_FILES`, those present; seen in ``/opt/io``), in an empty ``/sandbox`` of ``work_bytes``.
 
     ``program`` replaces the runner's arguments (used by :func:`probe`). The caller passes the fds to
     ``subprocess.Popen(pass_fds=...)`` and closes them afterwards. Raises :class:`IsolationUnavailable`.
@@ -232,15 +244,19 @@ def command(workdir: str, runner: str, env: dict, seccomp: bool = True, tmp_byte
     argv += ["--ro-bind", layout.numpy, f"{INSIDE_LIB}/numpy"]
     if layout.numpy_libs:
         argv += ["--ro-bind", layout.numpy_libs, f"{INSIDE_LIB}/numpy.libs"]
-    argv += ["--ro-bind", runner, INSIDE_RUNNER, "--bind", workdir, INSIDE_WORK, "--chdir", INSIDE_WORK,
-             "--remount-ro", "/"]
+    argv += ["--ro-bind", runner, INSIDE_RUNNER, "--size", str(work_bytes), "--perms", "0700", "--tmpfs", INSIDE_WORK]
+    for names, how in ((INPUT_FILES, "--ro-bind"), (OUTPUT_FILES, "--bind")):
+        for name in names:
+            if os.path.isfile(os.path.join(iodir, name)):
+                argv += [how, os.path.join(iodir, name), f"{INSIDE_IO}/{name}"]
+    argv += ["--chdir", INSIDE_WORK, "--remount-ro", "/"]
     fds = []
     bpf = seccomp_filter() if seccomp else None
     if bpf:
         fds.append(_memfd(bpf))
         argv += ["--add-seccomp-fd", str(fds[-1])]
     argv += ["--", layout.inside_executable, "-I", "-S", "-B"]
-    argv += program if program is not None else [INSIDE_RUNNER, INSIDE_WORK, INSIDE_LIB]
+    argv += program if program is not None else [INSIDE_RUNNER, INSIDE_IO, INSIDE_LIB]
     return argv, fds
 
 
@@ -268,12 +284,12 @@ def probe() -> tuple[str | None, str]:
         if seccomp and seccomp_filter() is None:
             continue
         with tempfile.TemporaryDirectory(prefix="tenfold-sandbox-probe-") as tmp:
-            work = os.path.join(tmp, "work")
-            os.mkdir(work, 0o700)
+            io = os.path.join(tmp, "io")
+            os.mkdir(io, 0o700)
             try:
-                argv, fds = command(work, str(Path(__file__).with_name("_runner.py")), {"PATH": "/usr/bin"}, seccomp,
+                argv, fds = command(io, str(Path(__file__).with_name("_runner.py")), {"PATH": "/usr/bin"}, seccomp,
                                     program=check)
-                prepare_workdir(work)
+                prepare_iodir(io)
             except IsolationUnavailable as exc:
                 return None, str(exc)
             try:

@@ -1,0 +1,196 @@
+"""Attacks found by a review of issue 27: what the *host* does with what the program leaves behind.
+
+The program cannot read the host's files itself (the namespaces), but the parent reads files from the
+program's reach after the run, as the user tenfold runs as (root, here): a symlink there must not make
+the parent read a host file into the result, a FIFO must not hang it, JSON nested too deep must not crash
+it, and the program's writes must not fill the host's disk. Each program tries both with the audit hook
+on and switched off (``BYPASS``: the hook is a tripwire, not the boundary).
+"""
+import json
+import threading
+
+import pytest
+
+from tenfold.sandbox import Limits, isolation_status, namespaces, run_program
+
+# switches the runner's audit hook off from inside the program (as in test_sandbox_isolation)
+BYPASS = """
+import __main__ as _m
+_m._ALWAYS_BLOCKED = {}
+_m._FORBIDDEN_MODULES = {}
+_m._PATH_EVENTS = frozenset()
+_m.GUARD_ONLY = False
+_m._READ_ROOTS = ("/",)
+_m._WRITE_ROOTS = ("/",)
+"""
+CONTAINED = {"blocked", "error", "timeout", "memory"}
+
+FAST = Limits(wall_seconds=8, cpu_seconds=3)
+SECRET = "tenfold-review-secret-91c2"
+# every file name the parent has read back, in the work dir (cwd) and in /opt/io (the runner's files)
+NAMES = ("stdout.txt", "stderr.txt", "result.json", "violations.jsonl", "attempts.jsonl")
+PLACES = ("", "/opt/io/", "../", "../io/")
+
+
+def _run_with_deadline(*args, deadline=60, **kwargs):
+    """run_program in a thread: a parent that hangs fails the test instead of hanging it."""
+    box = {}
+
+    def go():
+        try:
+            box["result"] = run_program(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            box["raised"] = exc
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    thread.join(deadline)
+    assert not thread.is_alive(), "the parent hung on what the program left behind"
+    assert "raised" not in box, f"the parent raised {box.get('raised')!r}"
+    return box["result"]
+
+
+ISOLATIONS = ["namespaces", "guard"]
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / "host-secret.txt"
+    path.write_text(SECRET * 20)
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_symlinks_left_behind_do_not_make_the_parent_read_host_files(isolation, secret_file):
+    source = BYPASS + f"""
+import os
+def algorithm():
+    for place in {PLACES!r}:
+        for name in {NAMES!r}:
+            try:
+                os.unlink(place + name)
+            except OSError:
+                pass
+            try:
+                os.symlink({str(secret_file)!r}, place + name)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+    r = _run_with_deadline(source, "algorithm", [[]], FAST, isolation=isolation)
+    text = json.dumps([r.outputs, r.message, r.stdout, r.stderr, r.violations, r.attempts])
+    assert SECRET not in text, (r.status, text[:300])
+    assert r.status in CONTAINED
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["hook-on", "hook-bypassed"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_fifos_left_behind_do_not_hang_the_parent(isolation, bypass):
+    source = (BYPASS if bypass else "") + f"""
+import os
+def algorithm():
+    for place in {PLACES!r}:
+        for name in {NAMES!r}:
+            try:
+                os.unlink(place + name)
+            except OSError:
+                pass
+            try:
+                os.mkfifo(place + name)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+    r = _run_with_deadline(source, "algorithm", [[]], FAST, isolation=isolation)
+    assert r.status in CONTAINED
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["hook-on", "hook-bypassed"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_json_nested_too_deep_does_not_crash_the_parent(isolation, bypass):
+    deep = "[" * 200_000 + "]" * 200_000
+    source = (BYPASS if bypass else "") + f"""
+import os
+def algorithm():
+    deep = {deep[:10]!r} * 20_000 + {deep[-10:]!r} * 20_000
+    for place in {PLACES!r}:
+        for name, text in (("result.json", '{{"status": "ok", "outputs": ' + deep + '}}'),
+                           ("violations.jsonl", deep + "\\n"), ("attempts.jsonl", deep + "\\n")):
+            try:
+                with open(place + name, "w") as f:
+                    f.write(text)
+            except OSError:
+                pass
+    os._exit(0)
+"""
+    r = _run_with_deadline(source, "algorithm", [[]], FAST, isolation=isolation)
+    assert r.status in CONTAINED, r.status
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_service_request_nested_too_deep_does_not_crash_the_parent(isolation):
+    source = """
+import __main__ as m
+def algorithm(utility):
+    m._requests.write('{"service": "utility", "payload": ' + '[' * 200000 + ']' * 200000 + '}\\n')
+    m._requests.flush()
+    return m._replies.readline()
+"""
+    r = _run_with_deadline(source, "algorithm", [[]], FAST, isolation=isolation,
+                           services={"utility": ({"description": "d", "budget": 1}, lambda payload: 0.0)})
+    assert r.status in ("ok", "error") and "error" in json.dumps(r.outputs), (r.status, r.outputs, r.message)
+
+
+def test_a_naive_forged_result_does_not_score():
+    """Writing ``result.json`` in the work dir and leaving claims success without running anything."""
+    for isolation in ISOLATIONS:
+        r = _run_with_deadline("""
+import os
+def algorithm():
+    with open("result.json", "w") as f:
+        f.write('{"status": "ok", "outputs": [true], "seconds": [0.0]}')
+    os._exit(0)
+""", "algorithm", [[]], FAST, isolation=isolation)
+        assert r.status != "ok" and r.outputs == [], (isolation, r.status, r.outputs)
+
+
+def test_the_work_dir_cannot_fill_the_hosts_disk():
+    """Many files, each under the file-size limit, in the work dir: capped like the private /tmp, in memory."""
+    r = _run_with_deadline("""
+import os
+def algorithm():
+    block, written = b"x" * (1 << 20), 0
+    try:
+        for i in range(24):
+            with open(f"f{i}", "wb") as f:
+                for _ in range(4):
+                    f.write(block)
+                    written += len(block)
+    except OSError:
+        pass
+    return written
+""", "algorithm", [[]], Limits(wall_seconds=20, cpu_seconds=10), isolation="namespaces")
+    assert r.status == "ok", (r.status, r.message)
+    assert r.outputs[0] <= namespaces.TMP_BYTES, r.outputs
+
+
+def test_the_work_dir_starts_empty_and_the_runner_files_are_read_only():
+    r = _run_with_deadline(BYPASS + """
+import os
+def algorithm():
+    out = {"work": sorted(os.listdir("."))}
+    for name in ("program.py", "input.json"):
+        try:
+            open("/opt/io/" + name, "a").close()
+            out[name] = "writable"
+        except OSError as exc:
+            out[name] = type(exc).__name__
+    return out
+""", "algorithm", [[]], FAST, isolation="namespaces")
+    assert r.status == "ok", (r.status, r.message)
+    assert r.outputs[0]["work"] == [] and "writable" not in r.outputs[0].values(), r.outputs
+
+
+def test_isolation_is_available_for_these_tests():
+    assert isolation_status()["available"], isolation_status()["reason"]
