@@ -194,3 +194,36 @@ def algorithm():
 
 def test_isolation_is_available_for_these_tests():
     assert isolation_status()["available"], isolation_status()["reason"]
+
+
+def test_no_writable_place_inside_is_unbounded():
+    """/dev (and /dev/shm) were tmpfs mounts without a size: the host's memory, half of it by default, was
+    the only limit on what a program (hook switched off) could leave there, outside RLIMIT_AS."""
+    r = _run_with_deadline(BYPASS + """
+import os
+def algorithm():
+    block, out = b"x" * (1 << 20), {}
+    for place in ("/dev/shm", "/dev", "/tmp", "/sandbox"):
+        written = 0
+        try:
+            for i in range(20):
+                with open(f"{place}/f{i}", "wb") as f:
+                    for _ in range(4):
+                        f.write(block)
+                        written += len(block)
+        except OSError:
+            pass
+        out[place] = written
+        for i in range(20):
+            try:
+                os.unlink(f"{place}/f{i}")
+            except OSError:
+                pass
+    with open("/dev/null", "w") as f:
+        f.write("still a sink")
+    return out
+""", "algorithm", [[]], Limits(wall_seconds=30, cpu_seconds=20), isolation="namespaces")
+    assert r.status == "ok", (r.status, r.message, r.stderr[-300:])
+    written = r.outputs[0]
+    assert written["/dev/shm"] == written["/dev"] == 0, written
+    assert max(written.values()) <= max(namespaces.TMP_BYTES, namespaces.WORK_BYTES), written

@@ -21,7 +21,8 @@ UTS and cgroup namespaces; uid/gid 65534 inside, every capability dropped, ``--d
 - ``/opt/io``: the runner's files, each bound on its own from a private (0700) host dir: its program and
   input read-only, its result and records writable (capped by the file-size limit) but not replaceable,
   in a read-only directory;
-- a private ``/tmp`` (a small tmpfs), a minimal ``/dev`` and the ``/proc`` of its own PID namespace;
+- a private ``/tmp`` (a small tmpfs), a minimal read-only ``/dev`` (no ``/dev/shm`` to write: bwrap's is a
+  tmpfs without a size) and the ``/proc`` of its own PID namespace;
 - no home, no project tree, no other ``/etc`` file, no network (only a loopback that is down);
 - a read-only root, a new session (no terminal injection), death with its parent, a clean environment;
 - optionally a seccomp filter, built with libseccomp through ``pyseccomp`` (never by hand), that
@@ -227,7 +228,10 @@ def command(iodir: str, runner: str, env: dict, seccomp: bool = True, tmp_bytes:
         argv += ["--setenv", key, value]
     # /proc read-only as a whole: bwrap covers only /proc/sys when it is writable as a directory, and a uid that
     # maps to root outside may write root's sysctl files (kernel.core_pattern among them) without any capability
-    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    # /dev read-only too: bwrap makes it (and /dev/shm) a tmpfs without a size, whose only limit would be half the
+    # host's memory, outside RLIMIT_AS; its device nodes (/dev/null, ...) stay writable
+    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+             "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     for path in SYSTEM_LIBS:
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
