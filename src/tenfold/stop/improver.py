@@ -131,6 +131,13 @@ class STOP:
         b = self.budget
 
         def handle(payload):
+            # the runner's LanguageModel sends text, but a program may write its own requests on the pipe: only
+            # text reaches the backend (no multimodal parts, no structured system prompt)
+            if not (isinstance(payload, dict) and isinstance(payload.get("expertise"), str)
+                    and isinstance(payload.get("messages"), list)
+                    and all(isinstance(m, str) for m in payload["messages"])
+                    and type(payload.get("temperature")) in (int, float)):
+                raise ServiceError("batch_prompt takes (expertise: str, messages: list of str, temperature: number)")
             if used["calls"] >= b.lm_calls:
                 raise ServiceError("language model budget exhausted")
             used["calls"] += 1
@@ -152,6 +159,8 @@ class STOP:
         used = {"calls": 0}
 
         def handle(payload):
+            if not (isinstance(payload, dict) and isinstance(payload.get("program"), str)):
+                raise ServiceError("utility takes a program's source text")
             if used["calls"] >= self.budget.utility_calls:
                 return 0.0  # as the paper's utilities do past their budget
             used["calls"] += 1
