@@ -34,6 +34,7 @@ SECRET = "tenfold-secret-7f3a9c"
 BYPASS = """
 import __main__ as _m
 _m._ALWAYS_BLOCKED = {}
+_m._BLOCKED_PREFIXES = ()
 _m._FORBIDDEN_MODULES = {}
 _m._PATH_EVENTS = frozenset()
 _m.GUARD_ONLY = False

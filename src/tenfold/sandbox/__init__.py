@@ -257,7 +257,8 @@ def run_program(source: str, entry: str, calls: list[list], limits: Limits | Non
         start = time.perf_counter()
         with open(Path(tmp) / "stdout.txt", "w+b") as out, open(Path(tmp) / "stderr.txt", "w+b") as err:
             try:
-                proc = subprocess.Popen(argv, cwd=work if used == "guard" else io, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                proc = subprocess.Popen(argv, cwd=work if used == "guard" else io, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err,
                                         start_new_session=True,
                                         pass_fds=((pipes[1], pipes[2]) if pipes else ()) + tuple(extra_fds), **as_user)
             finally:

@@ -3,9 +3,9 @@
 Started by :mod:`tenfold.sandbox` as ``python -I -S -B runner.py /opt/io /opt/lib`` inside bubblewrap's
 namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py IODIR`` where only the
 in-process guard is available (IODIR holds the program, its input and the files this runner writes; the
-program's work dir, ``SPEC["workdir"]``, is elsewhere: ``/sandbox``, or a sibling of IODIR); standard library and numpy only (numpy is loaded only for a program
-whose text names it). It closes every file descriptor it did not ask for, lowers its own resource
-limits, installs an audit hook (a tripwire: under namespaces the operating system is the boundary,
+program's work dir, ``SPEC["workdir"]``, is elsewhere: ``/sandbox``, or a sibling of IODIR); standard library
+and numpy only (numpy is loaded only for a program whose text names it). It closes every file descriptor it
+did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces the operating system is the boundary,
 without them the hook is all there is), loads ``IODIR/program.py`` and calls its entry function
 once per input, writing plain-JSON outputs to ``IODIR/result.json`` (through a descriptor opened before the
 program runs: a program that writes a ``result.json`` of its own in its work dir claims nothing).
@@ -71,6 +71,7 @@ _ALWAYS_BLOCKED = {
     **dict.fromkeys(("os.kill", "os.killpg", "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "os.putenv",
                      "os.unsetenv", "os.chdir", "os.setuid", "os.setgid", "sys.remote_exec"), "other"),
 }
+_BLOCKED_PREFIXES = ("ctypes.",)  # every ctypes event ("other"): calls, buffers, string_at, ...
 _PATH_EVENTS = frozenset({"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.chmod",
                           "os.chown", "os.truncate", "os.utime", "os.chflags", "os.mkfifo", "os.mknod",
                           "shutil.rmtree", "shutil.move", "shutil.copyfile"})
@@ -124,6 +125,8 @@ def _hook(event, args):
     kind = _ALWAYS_BLOCKED.get(event)
     if kind:
         _blocked(event, kind, repr(args)[:200])
+    elif event.startswith(_BLOCKED_PREFIXES):  # numpy has loaded ctypes before the hook: memset, string_at ...
+        _blocked(event, "other", repr(args)[:200])
     elif event == "import":
         name = str(args[0]) if args else ""
         kind = _FORBIDDEN_MODULES.get(name.split(".")[0])

@@ -18,7 +18,8 @@ BENIGN = ("import numpy as np\n"
           "    return float(np.sqrt(x @ x))\n")
 
 # Each returns data only when its escape works; run with the audit hook switched off from inside.
-_BYPASS = ("import __main__ as _m\n_m._ALWAYS_BLOCKED = {}\n_m._FORBIDDEN_MODULES = {}\n_m._PATH_EVENTS = frozenset()\n"
+_BYPASS = ("import __main__ as _m\n_m._ALWAYS_BLOCKED = {}\n_m._BLOCKED_PREFIXES = ()\n_m._FORBIDDEN_MODULES = {}\n"
+           "_m._PATH_EVENTS = frozenset()\n"
            "_m.GUARD_ONLY = False\n_m._READ_ROOTS = ('/',)\n_m._WRITE_ROOTS = ('/',)\n")
 HOSTILE = {
     "read /etc/passwd": "def algorithm():\n    return open('/etc/passwd').read()\n",
