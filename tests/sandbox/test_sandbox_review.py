@@ -255,3 +255,19 @@ def algorithm():
             float(np.linalg.inv(np.eye(3))[1, 1])]
 """, "algorithm", [[]], FAST, isolation=isolation)
     assert r.status == "ok", (r.status, r.message, r.violations)
+
+
+def test_the_fallback_warning_gives_advice_that_fits_the_cause(monkeypatch):
+    """'install bubblewrap' was the advice even where it is installed but cannot make namespaces, or where
+    TENFOLD_SANDBOX=guard chose the guard."""
+    from tenfold.sandbox import fallback_warning
+
+    monkeypatch.delenv("TENFOLD_SANDBOX", raising=False)
+    monkeypatch.setattr(namespaces, "probe", lambda: (None, "bwrap: No permissions to create new namespace"))
+    broken = fallback_warning()
+    assert "install bubblewrap" not in broken and "user namespaces" in broken and len(broken.splitlines()) == 1
+    monkeypatch.setattr(namespaces, "probe", lambda: (None, "bubblewrap (bwrap) is not installed"))
+    assert "install bubblewrap" in fallback_warning()
+    monkeypatch.setenv("TENFOLD_SANDBOX", "guard")
+    forced = fallback_warning()
+    assert "install bubblewrap" not in forced and "unset TENFOLD_SANDBOX" in forced

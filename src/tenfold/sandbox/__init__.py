@@ -152,10 +152,20 @@ def fallback_warning(isolation: str | None = None, require: bool = False) -> str
     used = resolve_isolation("namespaces" if require else isolation)
     if used != "guard":
         return None
-    why = "forced by TENFOLD_SANDBOX=guard" if (isolation or os.environ.get("TENFOLD_SANDBOX")) == "guard" else \
-        isolation_status()["reason"]
-    return (f"warning: model-written code runs under the in-process guard only, without OS isolation ({why}); "
-            f"install bubblewrap, or pass --require-isolation to refuse")
+    if isolation == "guard":
+        why, advice = "asked for", "pass --require-isolation to refuse"
+    elif os.environ.get("TENFOLD_SANDBOX") == "guard":
+        why, advice = "forced by TENFOLD_SANDBOX=guard", "unset TENFOLD_SANDBOX, or pass --require-isolation to refuse"
+    else:
+        why = isolation_status()["reason"]
+        if "not installed" in why and "bwrap" in why:
+            advice = "install bubblewrap"
+        elif why.startswith("bwrap"):  # installed, but it cannot make the namespaces here
+            advice = "let bubblewrap create user namespaces here (a container or sysctl may forbid them)"
+        else:
+            advice = "fix that"
+        advice += ", or pass --require-isolation to refuse"
+    return f"warning: model-written code runs under the in-process guard only, without OS isolation ({why}); {advice}"
 
 
 def _read_fd(fd: int, limit: int) -> str:
