@@ -271,3 +271,18 @@ def test_the_fallback_warning_gives_advice_that_fits_the_cause(monkeypatch):
     monkeypatch.setenv("TENFOLD_SANDBOX", "guard")
     forced = fallback_warning()
     assert "install bubblewrap" not in forced and "unset TENFOLD_SANDBOX" in forced
+
+
+@pytest.mark.parametrize("task, answer", [("lpn", "[10 ** 30] * 10"), ("maxcut", "[1e300] * 40"),
+                                          ("lpn", "[float('inf')] * 10"), ("parity", "[float('nan')] * 10"),
+                                          ("3sat", "[10 ** 400]"), ("strgrid", "{'A': 1}")])
+def test_answers_that_overflow_score_zero_instead_of_crashing_the_scorer(task, answer):
+    """Scoring happens outside on the program's JSON: an integer too large for int64 (or an infinity) raised
+    OverflowError out of the utility, ending the whole STOP run."""
+    from tenfold.stop.utilities import get_utility
+
+    utility = get_utility(task)
+    args = {"lpn": "samples, labels", "parity": "samples, labels", "3sat": "formula, n_vars",
+            "maxcut": "weights", "strgrid": "t, distance"}[task]
+    result = utility(f"def {utility.entry}({args}):\n    return {answer}\n", isolation="namespaces")
+    assert result.status == "ok" and result.utility == 0.0, (result.status, result.message)

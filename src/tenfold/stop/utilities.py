@@ -8,6 +8,7 @@ instances drawn from a seed, so two programs compared on the same seed meet the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,9 +62,10 @@ class Utility:
             if took > self.per_call_seconds:
                 continue
             try:
-                total += float(self.score(answer, hidden))
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-                pass  # a malformed answer scores 0
+                score = float(self.score(answer, hidden))
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError, ArithmeticError, RecursionError):
+                continue  # a malformed answer scores 0 (an int too large for int64 overflows, ...)
+            total += score if math.isfinite(score) else 0.0
         return UtilityResult(total / self.instances, "ok", run.message, [], signals, run.wall_seconds, run.isolation,
                              run.denied())
 
