@@ -286,3 +286,39 @@ def test_answers_that_overflow_score_zero_instead_of_crashing_the_scorer(task, a
             "maxcut": "weights", "strgrid": "t, distance"}[task]
     result = utility(f"def {utility.entry}({args}):\n    return {answer}\n", isolation="namespaces")
     assert result.status == "ok" and result.utility == 0.0, (result.status, result.message)
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_api_keys_in_the_parents_environment_are_not_visible(isolation, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-review-leak-1")
+    monkeypatch.setenv("TENFOLD_API_KEY", "tf-review-leak-2")
+    r = _run_with_deadline("""
+import os
+def algorithm():
+    seen = [repr(dict(os.environ))]
+    for path in ("/proc/self/environ", "/proc/1/environ", "/proc/1/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                seen.append(f.read().decode("latin-1"))
+        except OSError:
+            pass
+    return seen
+""", "algorithm", [[]], FAST, isolation=isolation)
+    text = json.dumps([r.outputs, r.stdout, r.stderr, r.attempts, r.violations])
+    assert "review-leak" not in text and r.status in ("ok", "blocked"), (r.status, r.message)
+
+
+def test_reaching_into_the_harness_is_a_static_sign():
+    """The one-line forgery (``import __main__; __main__._finish({...})``) and the frame and globals routes to
+    the harness's state are flagged in the program's text; ``if __name__ == "__main__"`` is not."""
+    from tenfold.sandbox import circumvention_signals
+
+    sign = "reaches into the harness (__main__, frames, globals)"
+    for source in ("import __main__\n__main__._finish({'status': 'ok'})\n",
+                   "from __main__ import _finish\n",
+                   "import sys\nsys.modules['__main__']._finish({})\n",
+                   "import sys\ng = sys._getframe(1).f_globals\n",
+                   "g = extract_code.__globals__\n",
+                   "import gc\nobjs = gc.get_objects()\n"):
+        assert sign in circumvention_signals(source), source
+    assert sign not in circumvention_signals("def f():\n    return 1\n\nif __name__ == '__main__':\n    f()\n")

@@ -393,6 +393,10 @@ _SIGNALS = [
     ("imports ctypes", re.compile(r"^\s*(import|from)\s+ctypes\b", re.M)),
     ("touches the audit machinery or builtins", re.compile(r"\b(addaudithook|__builtins__|setrlimit|sys\.modules)\b")),
     ("calls exec/eval", re.compile(r"\b(exec|eval|compile)\s*\(")),
+    # the harness's state (its result, its timings, the hook's tables) is reachable only through these
+    ("reaches into the harness (__main__, frames, globals)",
+     re.compile(r"(\bimport\s+__main__|\bfrom\s+__main__\s+import|modules\s*\[\s*['\"]__main__|\b_getframe\b|"
+                r"\bf_globals\b|\b__globals__\b|\bf_back\b|\btb_frame\b|\bgc\s*\.\s*get_(objects|referrers))")),
 ]
 
 
