@@ -5,10 +5,10 @@ namespaces (:mod:`tenfold.sandbox.namespaces`), or as ``python -I -B _runner.py 
 in-process guard is available (IODIR holds the program, its input and the files this runner writes; the
 program's work dir, ``SPEC["workdir"]``, is elsewhere: ``/sandbox``, or a sibling of IODIR); standard library
 and numpy only (numpy is loaded only for a program whose text names it). It closes every file descriptor it
-did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces the operating system is the boundary,
-without them the hook is all there is), loads ``IODIR/program.py`` and calls its entry function
-once per input, writing plain-JSON outputs to ``IODIR/result.json`` (through a descriptor opened before the
-program runs: a program that writes a ``result.json`` of its own in its work dir claims nothing).
+did not ask for, lowers its own resource limits, installs an audit hook (a tripwire: under namespaces the
+operating system is the boundary, without them the hook is all there is), loads ``IODIR/program.py`` and
+calls its entry function once per input, writing plain-JSON outputs to ``IODIR/result.json`` (through a
+descriptor opened before the program runs: a ``result.json`` the program writes in its work dir claims nothing).
 
 What the program tried is written to ``violations.jsonl`` (actions that ended the run, exit code 86)
 and ``attempts.jsonl`` (denied without ending it: a read outside what the program was given, which

@@ -190,12 +190,13 @@ def popen_user() -> dict:
 
 
 def prepare_iodir(iodir: str) -> None:
-    """Let the uid bwrap runs as reach the io dir, and its private parent, and write the output files."""
+    """Let the uid bwrap runs as reach the io dir, and its private parent, read the input files (whatever the
+    umask made of them) and write the output files; inside, the files are bound read-only or cannot be replaced."""
     uid = host_uid()
     if uid != os.geteuid():
         os.chown(os.path.dirname(iodir), uid, uid)
         os.chown(iodir, uid, uid)
-        for name in OUTPUT_FILES:
+        for name in INPUT_FILES + OUTPUT_FILES:
             if os.path.isfile(os.path.join(iodir, name)):
                 os.chown(os.path.join(iodir, name), uid, uid)
 
