@@ -322,3 +322,19 @@ def test_reaching_into_the_harness_is_a_static_sign():
                    "import gc\nobjs = gc.get_objects()\n"):
         assert sign in circumvention_signals(source), source
     assert sign not in circumvention_signals("def f():\n    return 1\n\nif __name__ == '__main__':\n    f()\n")
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_program_that_never_reads_its_replies_does_not_hang_the_parent(isolation):
+    """Replies go back over a pipe: with 64 KiB of replies unread, a blocking write held the parent past the
+    wall-clock limit for as long as the program slept."""
+    source = """
+import __main__ as m, time
+def algorithm(utility):
+    m._requests.write('{"service": "nope", "payload": 1}\\n' * 20000)
+    m._requests.flush()
+    time.sleep(600)
+"""
+    r = _run_with_deadline(source, "algorithm", [[]], Limits(wall_seconds=5, cpu_seconds=3), isolation=isolation,
+                           deadline=40, services={"utility": ({"description": "d", "budget": 1}, lambda p: 0.0)})
+    assert r.status == "timeout", (r.status, r.message)

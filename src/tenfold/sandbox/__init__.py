@@ -344,17 +344,29 @@ class ServiceError(Exception):
 
 
 def _serve(proc, request_fd: int, reply_fd: int, services: dict, deadline: float) -> bool:
-    """Answer the program's service calls until it exits; True when the wall-clock deadline passed."""
+    """Answer the program's service calls until it exits; True when the wall-clock deadline passed.
+
+    Replies are written without blocking (a program that never reads them must not hold the parent past the
+    deadline): what the pipe cannot take yet waits here, up to 8 MiB.
+    """
     import select
 
-    buffer = b""
+    os.set_blocking(reply_fd, False)
+    buffer, pending = b"", b""
     while True:
         left = deadline - time.perf_counter()
         if left <= 0:
             return True
-        ready, _, _ = select.select([request_fd], [], [], min(left, 0.5))
+        ready, writable, _ = select.select([request_fd], [reply_fd] if pending else [], [], min(left, 0.5))
+        if writable:
+            try:
+                pending = pending[os.write(reply_fd, pending):]
+            except BlockingIOError:
+                pass
+            except OSError:  # the program closed its end
+                return False
         if not ready:
-            if proc.poll() is not None:
+            if not writable and proc.poll() is not None:
                 return False
             continue
         chunk = os.read(request_fd, 1 << 16)
@@ -362,9 +374,11 @@ def _serve(proc, request_fd: int, reply_fd: int, services: dict, deadline: float
             proc.wait(timeout=max(0.1, deadline - time.perf_counter()))
             return False
         buffer += chunk
-        if len(buffer) > (8 << 20):
-            return False  # a flood of requests: stop serving; the process is killed
+        if len(buffer) > (8 << 20) or len(pending) > (8 << 20):
+            return False  # a flood of requests, or of replies it does not read: stop serving; it is killed
         while b"\n" in buffer:
+            if time.perf_counter() > deadline:
+                return True
             line, buffer = buffer.split(b"\n", 1)
             try:
                 request = _loads(line)
@@ -379,10 +393,13 @@ def _serve(proc, request_fd: int, reply_fd: int, services: dict, deadline: float
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
                 # what a handler makes of a payload the runner would never send (the program wrote its own)
                 reply = {"error": f"malformed request ({exc.__class__.__name__})"}
-            try:
-                os.write(reply_fd, (json.dumps(reply) + "\n").encode())
-            except (BrokenPipeError, OSError):
-                return False
+            pending += (json.dumps(reply) + "\n").encode()
+        try:
+            pending = pending[os.write(reply_fd, pending):] if pending else pending
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
 
 
 _SIGNALS = [
