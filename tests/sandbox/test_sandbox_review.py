@@ -338,3 +338,29 @@ def algorithm(utility):
     r = _run_with_deadline(source, "algorithm", [[]], Limits(wall_seconds=5, cpu_seconds=3), isolation=isolation,
                            deadline=40, services={"utility": ({"description": "d", "budget": 1}, lambda p: 0.0)})
     assert r.status == "timeout", (r.status, r.message)
+
+
+def test_a_work_dir_thousands_of_levels_deep_is_removed_under_the_guard():
+    """Under the guard the work dir is a host directory: a 5000-level tree (made with dir_fd, allowed by the
+    hook) made the parent's cleanup (shutil.rmtree, recursive) raise RecursionError and leave it behind."""
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*"))
+    r = _run_with_deadline("""
+import os
+def algorithm():
+    fd = os.open(".", os.O_RDONLY)
+    for i in range(5000):
+        os.mkdir("d", dir_fd=fd)
+        os.chmod("d", 0o500, dir_fd=fd) if i % 1000 == 999 else None
+        fd2 = os.open("d", os.O_RDONLY, dir_fd=fd)
+        f = os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd2)
+        os.write(f, b"x")
+        os.close(f)
+        os.close(fd)
+        fd = fd2
+    return 1
+""", "algorithm", [[]], Limits(wall_seconds=30, cpu_seconds=20), isolation="guard")
+    assert r.status == "ok", (r.status, r.message, r.violations)
+    assert set(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*")) <= before
