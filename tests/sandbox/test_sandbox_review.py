@@ -1,10 +1,13 @@
-"""Attacks found by a review of issue 27: what the *host* does with what the program leaves behind.
+"""Attacks found by a review of issue 27, mostly on what the *host* does with what the program leaves behind.
 
-The program cannot read the host's files itself (the namespaces), but the parent reads files from the
+The program cannot read the host's files itself (the namespaces), but the parent reads back from the
 program's reach after the run, as the user tenfold runs as (root, here): a symlink there must not make
 the parent read a host file into the result, a FIFO must not hang it, JSON nested too deep must not crash
-it, and the program's writes must not fill the host's disk. Each program tries both with the audit hook
-on and switched off (``BYPASS``: the hook is a tripwire, not the boundary).
+it, the program's writes must not fill the host's disk or memory, its service requests and its answers
+must not crash or hang the parent, and a directory tree thousands of levels deep must not break the
+cleanup. Most programs try both with the audit hook on and switched off (``BYPASS``: the hook is a
+tripwire, not the boundary). Also: ctypes calls after numpy loaded ctypes, API keys in the parent's
+environment, the fallback warning's advice, and the static sign for reaching into the harness.
 """
 import json
 import threading
