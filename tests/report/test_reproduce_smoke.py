@@ -18,7 +18,7 @@ from tenfold.report import PAPERS, build_report, load_all, run_one
 LIMITS = {
     "streaming-ppl": 480, "streaming-sinks": 420, "streaming-speed": 420, "streaming-memory": 420,
     "streaming-decode": 420, "serve-load": 480, "retrieval-long-context": 900, "streameval": 900, "probes": 420,
-    "ndp": 420, "stop": 420, "analogical": 420, "pause": 420, "radit": 600, "vision-foundation": 900,
+    "ndp": 420, "stop": 420, "stop-sandbox": 420, "analogical": 420, "pause": 420, "radit": 600, "vision-foundation": 900,
     "kosmos-g": 900, "lmm-probing": 900,
 }
 
@@ -40,8 +40,15 @@ def _check_streaming_speed(ours):
     assert ours["speedup_vs_recompute"]
 
 
+def _check_streaming_decode(ours):
+    engines = {r["engine"] for r in ours["rows"]}
+    assert {"sink ring", "sink rerotate", "transformers DynamicCache"} <= engines
+    assert {"linear", "attention", "cache", "other"} <= set(ours["step_profile_ms"]["ring"])
+
+
 def _check_serve_load(ours):
     assert ours["stateless_vs_session_at_last_turn"] > 0 and set(ours["load"]) == {"1", "4"}
+    assert set(ours["decode_throughput"]) == {"tenfold serve", "transformers serve --continuous-batching"}
     retention = ours["system_prompt_retention"]
     assert {"keep_system", "sinks_only"} <= set(retention)
     assert 0 <= retention["keep_system"]["french_share_last_turns"] <= 1
@@ -78,7 +85,8 @@ def _check_lmm(ours):
 
 
 CHECKS = {"streaming-ppl": _check_streaming_ppl, "streaming-sinks": _check_streaming_sinks,
-          "streaming-speed": _check_streaming_speed, "serve-load": _check_serve_load,
+          "streaming-speed": _check_streaming_speed, "streaming-decode": _check_streaming_decode,
+          "serve-load": _check_serve_load,
           "retrieval-long-context": _check_retrieval, "probes": _check_probes, "pause": _check_pause,
           "radit": _check_radit, "kosmos-g": _check_kosmos, "lmm-probing": _check_lmm}
 
