@@ -207,3 +207,32 @@ def test_a_long_ring_stream_matches_recomputing_the_kept_tokens():
     kept = torch.cat([ids[:, :4], ids[:, -12:]], dim=1)
     fresh = model(input_ids=kept, cache=DynamicCache()).logits[:, -1]
     torch.testing.assert_close(logits[:, -1], fresh, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama-dynamic", "phi3-longrope"])
+def test_ring_frame_positions_stay_inside_the_rope_original_context(family):
+    """Review 25: RoPE types that change their frequencies past the model's original context (dynamic NTK,
+    LongRoPE) saw the ring's frame positions (up to ``rebase_at`` = 2x the cache) pass that context while every
+    in-cache position stayed inside it: keys were then written with other frequencies than the cached ones and the
+    ring drifted from the re-rotating reference from that step on. The ring re-bases before the limit instead."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
+    if family == "llama-dynamic":
+        model = LlamaForCausalLM(LlamaConfig(**common, max_position_embeddings=32, rope_parameters={
+            "rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}))
+    else:
+        model = Phi3ForCausalLM(Phi3Config(**common, max_position_embeddings=256, original_max_position_embeddings=32,
+                                           pad_token_id=0, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4, "long_factor": [4.0] * 4,
+            "original_max_position_embeddings": 32, "factor": 8.0, "partial_rotary_factor": 1.0}))
+    model = enable_streaming(model.eval())
+    ids = torch.randint(0, 100, (1, 90))
+    ring, reference = SinkCache(4, 20), SinkCache(4, 20, rerotate=True)  # 24 in-cache positions, below 32
+    for t in range(ids.shape[1]):
+        a = model(input_ids=ids[:, t : t + 1], cache=ring).logits
+        b = model(input_ids=ids[:, t : t + 1], cache=reference).logits
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"step {t}, frame {ring.frame}")
+    assert ring.frame <= 32 and ring.rebases > 0

@@ -165,7 +165,8 @@ class SinkCache(Cache):
     by doubling as tokens arrive, so a short conversation holds memory for its own tokens only.
     ``rerotate``: re-rotate the whole window at every eviction (the original implementation) instead of
     the ring buffer (see the module docstring); both give the same scores up to rounding.
-    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``).
+    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``), and below the
+    model's original context when its RoPE changes frequencies past it (dynamic NTK, LongRoPE).
     Raises ValueError for settings out of range.
     """
 
@@ -297,7 +298,10 @@ class SinkCache(Cache):
         n = self.valid.shape[1]
         if self.frame is None:
             self.frame, self.head, self.sink_delta = n, 0, 0  # frame positions start as the in-cache ones
-        if self.frame + q > self.rebase_at:
+        limit = self.rebase_at
+        if self.shift.position_limit is not None:  # dynamic RoPE: frame positions must not leave its original context
+            limit = min(limit, self.shift.position_limit)
+        if self.frame + q > limit:
             self._rebase(n)
         budget = self.size - q
         if n > budget:
