@@ -316,3 +316,21 @@ def test_long_prompts_share_one_prefill_budget_per_round_so_streams_keep_their_p
     served = [e[1] for e in log if e[0] == "p"]
     first = {j.id: served.index(j.id) for j in longs}
     assert max(first.values()) < 4 * 3, served  # every long prompt starts within a few rounds: turns rotate
+
+
+def test_a_long_prompt_is_not_starved_by_new_prompts_arriving_every_round(tiny, tok):
+    """Review 25: the per-round prefill budget goes to the least recently served prompts, and a newly admitted
+    prompt queues behind those already being read: a long prompt keeps advancing while a new prompt of a whole
+    round's budget arrives every round (before, every new prompt went first and the long one never moved again)."""
+    eng = Engine(tiny, tok, 2, 64, prefill_chunk=8, max_active=64)
+    long = Job(_ids(tok, "and so it goes on " * 12), GenParams(max_tokens=1))
+    eng.waiting.append(long)
+    fed = []
+    for _ in range(12):
+        eng.waiting.append(Job(_ids(tok, "a new short prompt here, please") + [11], GenParams(max_tokens=1)))  # 8
+        eng._admit()
+        before = len(long.pending)
+        eng._prefill_round([j for j in eng.active if j.pending])
+        fed.append(before - len(long.pending))
+        eng._round += 1
+    assert sum(1 for f in fed if f) >= len(fed) // 3, fed

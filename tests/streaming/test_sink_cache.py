@@ -210,7 +210,9 @@ def test_a_long_ring_stream_matches_recomputing_the_kept_tokens():
 
 
 @pytest.mark.parametrize("family", ["llama-dynamic", "phi3-longrope"])
-def test_ring_frame_positions_stay_inside_the_rope_original_context(family):
+@pytest.mark.parametrize("window, steps", [(20, [1] * 90), (28, [5, 7, 3] * 6 + [1] * 20 + [6, 2] * 5)],
+                         ids=["decode", "chunks-cache-equal-to-the-context"])
+def test_ring_frame_positions_stay_inside_the_rope_original_context(family, window, steps):
     """Review 25: RoPE types that change their frequencies past the model's original context (dynamic NTK,
     LongRoPE) saw the ring's frame positions (up to ``rebase_at`` = 2x the cache) pass that context while every
     in-cache position stayed inside it: keys were then written with other frequencies than the cached ones and the
@@ -229,10 +231,15 @@ def test_ring_frame_positions_stay_inside_the_rope_original_context(family):
             "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4, "long_factor": [4.0] * 4,
             "original_max_position_embeddings": 32, "factor": 8.0, "partial_rotary_factor": 1.0}))
     model = enable_streaming(model.eval())
-    ids = torch.randint(0, 100, (1, 90))
-    ring, reference = SinkCache(4, 20), SinkCache(4, 20, rerotate=True)  # 24 in-cache positions, below 32
-    for t in range(ids.shape[1]):
-        a = model(input_ids=ids[:, t : t + 1], cache=ring).logits
-        b = model(input_ids=ids[:, t : t + 1], cache=reference).logits
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"step {t}, frame {ring.frame}")
-    assert ring.frame <= 32 and ring.rebases > 0
+    ids = torch.randint(0, 100, (1, sum(steps)))
+    # in-cache positions stay below 4 + window <= 32, the original context; so must the ring's frame positions,
+    # also when chunks are fed into a cache as large as that context
+    ring, reference = SinkCache(4, window), SinkCache(4, window, rerotate=True)
+    start = 0
+    for q in steps:
+        a = model(input_ids=ids[:, start : start + q], cache=ring).logits[:, -1]
+        b = model(input_ids=ids[:, start : start + q], cache=reference).logits[:, -1]
+        start += q
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"at token {start}, frame {ring.frame}")
+        assert ring.frame <= 32
+    assert ring.rebases > 0

@@ -121,7 +121,7 @@ class Job:
         self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
         self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
         self.fed = 0  # prompt positions fed so far
-        self.prefill_turn = -1  # the engine round that last fed this job a prefill chunk (-1: none yet)
+        self.prefill_turn = -1  # the engine round that last fed this job a prefill chunk (or admitted it)
         self.emit = emit or (lambda i, delta, reason, logprobs: None)
         self.prompt_logprobs: list[TokenLogprob] = []
         self.previous_logits: torch.Tensor | None = None  # last prompt position's logits (scores the next chunk)
@@ -292,6 +292,7 @@ class Engine:
                 self._finish(job, error=exc)
                 continue
             self.active.append(job)
+            job.prefill_turn = self._round - 1  # queued behind the prompts already being read: turns rotate
             if job.session_id is not None:
                 busy.add(job.session_id)
 
@@ -319,8 +320,9 @@ class Engine:
             self._round += 1
 
     def _prefill_round(self, jobs: list[Job]) -> None:
-        """Feed prefill chunks to ``jobs``, least recently served first, ``prefill_chunk`` tokens in all (the last
-        chunk cut to fit), so the round's decode step is never held back by more than one chunk of prefill."""
+        """Feed prefill chunks to ``jobs``, least recently served (or admitted) first, ``prefill_chunk`` tokens in all
+        (the last chunk cut to fit), so the round's decode step is never held back by more than one chunk of prefill
+        and a long prompt is not starved by new ones."""
         left = self.prefill_chunk
         for job in sorted(jobs, key=lambda j: j.prefill_turn):  # stable: FIFO among equals
             if left <= 0:
