@@ -13,7 +13,7 @@ PROFILE ?= quick
 OUT ?= report
 PYTEST_ARGS ?=
 
-.PHONY: reproduce test install data clean-venv
+.PHONY: reproduce test install data sandbox clean-venv
 
 reproduce: data
 	$(BIN)/tenfold reproduce --profile $(PROFILE) --out $(OUT)
@@ -35,8 +35,21 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	touch $(STAMP)
 
 # Corpora (Debian's r-cran-janeaustenr via apt-get download) and the bundled model's one-time conversion.
-data: $(STAMP)
+data: $(STAMP) sandbox
 	$(BIN)/tenfold data prepare
+
+# Model-written code runs in Linux namespaces through bubblewrap (Debian package `bubblewrap`). Installed where
+# this can be done (root and apt-get; an `apt-get update` that fails, e.g. offline, does not stop the attempt);
+# elsewhere (no root, no apt, macOS) the sandbox falls back to its in-process guard and says so when it runs.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	    || echo "make: could not install bubblewrap; the sandbox will fall back to its in-process guard" >&2; \
+	else \
+	  echo "make: bubblewrap (bwrap) is not installed and cannot be installed here (needs root and apt-get); the sandbox will fall back to its in-process guard" >&2; \
+	fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -59,8 +59,11 @@ def test_bundled_model_in_int4_keeps_perplexity_and_streams(lm):
 
     model, _ = lm
     q, _ = load_lm(quantize="int4")
-    linears = [n for n, m in q.named_modules() if isinstance(m, nn.Linear)]
-    assert linears == ["lm_head"] and sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30
+    from tenfold.models.quantize import BFloat16Linear
+
+    assert not [n for n, m in q.named_modules() if isinstance(m, nn.Linear)]
+    assert sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30 and isinstance(q.lm_head, BFloat16Linear)
+    assert q.model.embed_tokens.weight.dtype == torch.float32 and q.model.norm.weight.dtype == torch.float32
     ids = _austen_ids(513)[None]
     with torch.no_grad():
         nll = {name: float(nn.functional.cross_entropy(m(input_ids=ids[:, :-1]).logits[0].float(), ids[0, 1:]))

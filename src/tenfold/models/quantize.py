@@ -4,9 +4,13 @@ Each ``nn.Linear`` weight (N, K) is quantised in groups of ``group_size`` input 
 (min/max per group, 16 levels: ``w ~ (q - 8) * scale + zero``), the layout of GGUF's Q4_1 blocks of 32 from
 which the bundled model comes, so re-quantising its de-quantised weights loses almost nothing. Matrix products
 run through PyTorch's own CPU int4 kernel (``torch._weight_int4pack_mm_for_cpu``, the kernel torchao's CPU int4
-layout calls) with bfloat16 activations; only the packed 4-bit weights and bfloat16 scales are kept.
+layout calls), which takes bfloat16 activations: each layer casts its input to bfloat16 and its output back to
+the model's dtype, so the rest of the model (norms, attention, the cache) keeps its own precision. Only the
+packed 4-bit weights and bfloat16 scales are kept.
 
-The output projection (``lm_head``, tied to the input embedding in small models) stays in bfloat16.
+The output projection (``lm_head``, tied to the input embedding in small models) is not quantised: in int4 it
+cost the bundled model 7.6% perplexity (23.12 vs 21.47). In a float32 model it runs in bfloat16 instead
+(:class:`BFloat16Linear`, a copy: the embedding keeps its float32 weights).
 """
 from __future__ import annotations
 
@@ -68,6 +72,20 @@ class Int4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
 
 
+class BFloat16Linear(nn.Module):
+    """``nn.Linear`` computed in bfloat16 (a copy of the weights), returning the input's dtype: half the bytes
+    of a float32 matrix-vector product, for the large output projection that int4 would damage."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16).contiguous())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+
 def check_shape(linear: nn.Linear, group_size: int = GROUP_SIZE, name: str = "") -> None:
     """Raise TenfoldError when the CPU int4 kernel cannot take ``linear``'s shape."""
     n, k = linear.weight.shape
@@ -80,22 +98,26 @@ def check_shape(linear: nn.Linear, group_size: int = GROUP_SIZE, name: str = "")
 
 
 def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` (but those named in ``skip``) by :class:`Int4Linear`, in place.
+    """Replace every ``nn.Linear`` of ``model`` by :class:`Int4Linear` in place, but those named in ``skip``,
+    which become :class:`BFloat16Linear` in a float32 model.
 
-    The model should already be in bfloat16 (its activations). The original weights are released. Raises
+    The rest of the model keeps its dtype. The original weights are released. Raises
     TenfoldError when this PyTorch has no CPU int4 kernel or a layer's shape does not fit it.
     """
     if not int4_available():
         raise TenfoldError("int4 needs PyTorch's CPU int4 kernel (torch._weight_int4pack_mm_for_cpu), "
                            "missing in this PyTorch build")
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in skip]
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in targets:  # every shape first: a refused model is left whole, not half-quantised
-        check_shape(linear, group_size, name)
+        if name.rpartition(".")[2] not in skip:
+            check_shape(linear, group_size, name)
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int4Linear.from_linear(linear, group_size))
+        if child not in skip:
+            setattr(parent, child, Int4Linear.from_linear(linear, group_size))
+        elif linear.weight.dtype == torch.float32:
+            setattr(parent, child, BFloat16Linear(linear))
     model.config.tenfold_quantization = {"method": "int4 weight-only", "group_size": group_size,
                                          "kept": list(skip)}
     return model

@@ -22,6 +22,9 @@ def add_commands(sub) -> None:
     e.add_argument("--max-tokens", type=positive_int, default=768)
     e.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
     e.add_argument("--json", action="store_true", help="print the result (with per-problem rows) as JSON")
+    e.add_argument("--require-isolation", action="store_true",
+                   help="humaneval: refuse to run model-written code without Linux namespaces (bubblewrap) instead "
+                        "of falling back to the in-process guard")
     add_backend_args(e)
     e.set_defaults(func=_eval)
 
@@ -34,15 +37,27 @@ def _eval(args) -> int:
 
     if args.n < 1 or args.k < 1 or args.max_tokens < 1:
         raise TenfoldError("--n, --k and --max-tokens must be >= 1")
+    isolation = None
+    if args.task == "humaneval":  # completions are model-written code: check the sandbox before loading a model
+        import sys
+
+        from tenfold.sandbox import fallback_warning
+
+        warning = fallback_warning(require=args.require_isolation)
+        if warning:
+            print(warning, file=sys.stderr)
+        isolation = "namespaces" if args.require_isolation else None
     backend = backend_from_args(args)
     with Progress(transient=True) as bar:  # on stderr: --json keeps it
         job = bar.add_task(f"{args.strategy} on {args.task}", total=args.n)
         result = evaluate(backend, args.strategy, args.task, args.n, args.k, args.max_tokens, args.temperature,
-                          progress=lambda done, total: bar.update(job, completed=done, total=total))
+                          progress=lambda done, total: bar.update(job, completed=done, total=total),
+                          isolation=isolation)
     if args.json:
         print(json.dumps(result))
     else:
         lo, hi = result["ci95"]
         print(f"{args.strategy} on {args.task}: accuracy {result['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}, "
-              f"n={result['n']}), {result['tokens_per_problem']:.0f} completion tokens per problem")
+              f"n={result['n']}), {result['tokens_per_problem']:.0f} completion tokens per problem"
+              + (f"; sandbox: {result['isolation']}" if result.get("isolation") else ""))
     return 0

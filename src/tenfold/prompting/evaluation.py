@@ -4,7 +4,8 @@ Math: ``gsm_symbolic`` from reasoning-gym (templates built from GSM8K, numbers r
 split is drawn with seed 1000 and the few-shot exemplars from a separate training split (seed 7),
 so nothing is tuned on test. Code: the 164 HumanEval problems; problems 0-19 are the exemplar
 pool (their canonical solutions), the rest the test split; a completion passes when the
-problem's own tests pass, run in tenfold's sandbox (never in this process).
+problem's own tests pass, run in tenfold's sandbox (never in this process): Linux namespaces through
+bubblewrap where available, else the in-process guard; the result records which (``isolation``).
 Accuracy comes with a 95% Wilson interval; completion tokens per problem measure the cost.
 """
 from __future__ import annotations
@@ -61,19 +62,28 @@ def program_for(problem: dict, completion: str) -> str:
     return problem["prompt"] + code
 
 
-def passes(problem: dict, completion: str) -> tuple[bool, str]:
-    """Run the problem's tests on the completion in the sandbox; (passed, sandbox status)."""
+def passes(problem: dict, completion: str, isolation: str | None = None, detail: bool = False):
+    """Run the problem's tests on the completion in the sandbox; (passed, sandbox status).
+
+    ``isolation`` as in :func:`tenfold.sandbox.run_program` (raises ``IsolationRequired`` for ``namespaces``
+    where they are unavailable); ``detail=True`` adds the :class:`tenfold.sandbox.SandboxResult`.
+    """
     from tenfold.sandbox import Limits, run_program
 
     source = (program_for(problem, completion) + "\n\n" + problem["test"]
               + f"\n\ndef __tenfold_check():\n    check({problem['entry_point']})\n    return True\n")
-    result = run_program(source, "__tenfold_check", [[]], Limits(wall_seconds=10, cpu_seconds=5))
-    return result.status == "ok" and result.outputs == [True], result.status
+    result = run_program(source, "__tenfold_check", [[]], Limits(wall_seconds=10, cpu_seconds=5), isolation=isolation)
+    ok = result.status == "ok" and result.outputs == [True]
+    return (ok, result.status, result) if detail else (ok, result.status)
 
 
 def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: int = 512,
-             temperature: float = 0.0, progress=None) -> dict:
-    """Accuracy of ``strategy`` on the first ``n`` test problems of ``task`` with ``backend``."""
+             temperature: float = 0.0, progress=None, isolation: str | None = None) -> dict:
+    """Accuracy of ``strategy`` on the first ``n`` test problems of ``task`` with ``backend``.
+
+    HumanEval completions run in the sandbox under ``isolation`` (see :func:`passes`); the result's
+    ``isolation`` names what they ran under and ``denied`` counts what they tried and were denied.
+    """
     if task not in TASKS:
         raise TenfoldError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if not isinstance(n, int) or n < 1:
@@ -87,6 +97,7 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
         exemplars = [(p["prompt"], f"```python\n{p['prompt']}{p['canonical_solution']}```")
                      for p in humaneval_problems(max(k, 1), "train")]
     rows, tokens_before = [], backend.completion_tokens
+    isolations, denied = set(), {}
     for i, p in enumerate(problems):
         problem = p["question"] if task == "gsm" else p["prompt"]
         messages = build_messages(strategy, problem, "math" if task == "gsm" else "code", k, exemplars)
@@ -96,7 +107,10 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
         if task == "gsm":
             ok, detail = is_correct(reply, p["answer"]), extract_answer(reply)
         else:
-            ok, detail = passes(p, reply)
+            ok, detail, run = passes(p, reply, isolation=isolation, detail=True)
+            isolations.add(run.isolation)
+            for kind, count in run.denied().items():
+                denied[kind] = denied.get(kind, 0) + count
         rows.append({"id": p.get("id") or p["task_id"], "correct": bool(ok), "detail": detail, "tokens": used})
         if progress:
             progress(i + 1, len(problems))
@@ -104,4 +118,5 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
     lo, hi = wilson(right, len(rows))
     return {"strategy": strategy, "task": task, "n": len(rows), "k": k, "accuracy": right / len(rows),
             "ci95": [round(lo, 4), round(hi, 4)],
-            "tokens_per_problem": (backend.completion_tokens - tokens_before) / len(rows), "rows": rows}
+            "tokens_per_problem": (backend.completion_tokens - tokens_before) / len(rows), "rows": rows,
+            **({"isolation": "/".join(sorted(isolations)), "denied": denied} if task == "humaneval" else {})}

@@ -23,6 +23,9 @@ def analogical(run):
     run.settings.update(model="SmolLM2-135M-Instruct (bundled, greedy)", problems=n, k=k, max_tokens=max_tokens,
                         math="reasoning-gym gsm_symbolic, test seed 1000, few-shot exemplars from seed 7",
                         code="HumanEval problems 20-163 (0-19 are the few-shot pool), tests run in the sandbox")
+    from tenfold.sandbox import isolation_status
+
+    run.settings["sandbox"] = isolation_status()["isolation"]  # namespaces(+seccomp), or guard where unavailable
     import torch
 
     # float16 decodes about twice as fast on CPU; float32 prefills long prompts faster (smoke: short answers)

@@ -26,7 +26,7 @@ def add_commands(sub) -> None:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
+                   help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
     p.add_argument("--keep", choices=["sinks", "system"], default="sinks",
                    help="what the cache never evicts: the first --sinks tokens (StreamingLLM), or the conversation's "
                    "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")

@@ -13,12 +13,13 @@ def add_commands(sub) -> None:
     from tenfold.prompting.backends import add_backend_args
 
     p = sub.add_parser("stop", help="STOP, the self-taught optimizer: sandboxed utilities and self-improvement")
-    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,improve,seed,describe}")
+    verbs = p.add_subparsers(dest="stop_verb", required=True, metavar="{utility,improve,seed,describe,sandbox-bench}")
     u = verbs.add_parser("utility", help="run PROGRAM.py in the sandbox and print its utility and status")
     u.add_argument("program", help="a Python file defining algorithm(...), or - for stdin")
     u.add_argument("--task", required=True, choices=sorted(UTILITIES))
     u.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     u.add_argument("--json", action="store_true", help="print utility, status, message, violations, signals")
+    _isolation_arg(u)
     u.set_defaults(func=_utility)
     i = verbs.add_parser("improve", help="self-improve the seed improver for N iterations (meta-utility on --task)")
     i.add_argument("--task", default="lpn", choices=sorted(UTILITIES), help="meta-utility task (default lpn)")
@@ -31,6 +32,7 @@ def add_commands(sub) -> None:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", default=None, help="write the archive (every improver, its source and meta-utility) here")
     i.add_argument("--json", action="store_true")
+    _isolation_arg(i)
     add_backend_args(i)
     i.set_defaults(func=_improve)
     s = verbs.add_parser("seed", help="print a task's seed program")
@@ -39,19 +41,45 @@ def add_commands(sub) -> None:
     d = verbs.add_parser("describe", help="print a task's description (what a language model is shown)")
     d.add_argument("--task", required=True, choices=sorted(UTILITIES))
     d.set_defaults(func=_describe)
+    b = verbs.add_parser("sandbox-bench", help="runs per second and HumanEval time with and without namespaces; "
+                                               "hostile programs with the audit hook off")
+    b.add_argument("--runs", type=int, default=20, help="runs of a small numpy program per isolation (default 20)")
+    b.add_argument("--humaneval", type=int, default=164, help="canonical HumanEval solutions to run (default all 164)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_sandbox_bench)
+
+
+def _isolation_arg(parser) -> None:
+    parser.add_argument("--require-isolation", action="store_true",
+                        help="refuse to run model-written code without Linux namespaces (bubblewrap) instead of "
+                             "falling back to the in-process guard")
+
+
+def isolation_for(args) -> str | None:
+    """Check the sandbox before any work: one warning line on stderr when only the guard is available;
+    an error (:class:`tenfold.sandbox.IsolationRequired`) instead with ``--require-isolation``.
+    Returns the ``isolation`` argument for the sandbox."""
+    from tenfold.sandbox import fallback_warning
+
+    warning = fallback_warning(require=args.require_isolation)
+    if warning:
+        print(warning, file=sys.stderr)
+    return "namespaces" if args.require_isolation else None
 
 
 def _utility(args) -> int:
     from tenfold.data.text import read_text
     from tenfold.stop.utilities import get_utility
 
+    isolation = isolation_for(args)
     source = sys.stdin.read() if args.program == "-" else read_text(args.program)
     if not source.strip():
         raise TenfoldError(f"{args.program}: the program is empty")
-    result = get_utility(args.task)(source, seed=args.seed)
+    result = get_utility(args.task)(source, seed=args.seed, isolation=isolation)
     if args.json:
         print(json.dumps({"task": args.task, "utility": result.utility, "status": result.status,
                           "message": result.message, "violations": result.violations, "signals": result.signals,
+                          "denied": result.denied, "isolation": result.isolation,
                           "seconds": round(result.seconds, 3)}))
     else:
         line = f"{args.task}: utility {result.utility:.3f} ({result.status}"
@@ -59,8 +87,38 @@ def _utility(args) -> int:
         print(line)
         for v in result.violations:
             print(f"  violation: {v['event']} {v.get('detail', '')}")
+        if result.denied:
+            print("  denied at run time: " + ", ".join(f"{k} x{n}" for k, n in result.denied.items()))
+        print(f"  isolation: {result.isolation}")
         if result.signals:
             print("  circumvention signs in the text: " + ", ".join(result.signals))
+    return 0
+
+
+def _sandbox_bench(args) -> int:
+    from tenfold.sandbox import fallback_warning
+    from tenfold.sandbox.benchmark import benchmark
+
+    if args.runs < 1 or not 1 <= args.humaneval <= 164:
+        raise TenfoldError("--runs must be >= 1 and --humaneval between 1 and 164")
+    warning = fallback_warning()
+    if warning:
+        print(warning, file=sys.stderr)
+    result = benchmark(args.runs, args.humaneval)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    he = result["humaneval"]
+    for iso, r in result["per_run"].items():
+        print(f"{iso:<10} {r['runs_per_s']:6.1f} runs/s ({r['ms_per_run']:.0f} ms per run) of a small numpy program")
+    for iso, seconds in he["seconds"].items():
+        print(f"HumanEval canonical under {iso}: {he['passed'][iso]}/{he['problems']} in {seconds:.1f} s")
+    if "humaneval_time_ratio" in result:
+        print(f"namespaces ({result['isolation']}) cost {result['startup_overhead_ms']:+.0f} ms per run; HumanEval time "
+              f"{result['humaneval_time_vs_today']:.2f}x the sandbox's before namespaces, "
+              f"{result['humaneval_time_ratio']:.2f}x the guard's now")
+        print("hostile programs with the audit hook off: " + ", ".join(
+            f"{name} -> {status}" for name, status in result["hostile_hook_off"].items()))
     return 0
 
 
@@ -89,9 +147,10 @@ def _improve(args) -> int:
     for name in ("iterations", "tests", "lm_calls", "samples", "utility_calls", "max_tokens"):
         if getattr(args, name) < (0 if name == "iterations" else 1):
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= {0 if name == 'iterations' else 1}")
+    isolation = isolation_for(args)
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
-    stop = STOP(backend_from_args(args), budget, seed=args.seed)
+    stop = STOP(backend_from_args(args), budget, seed=args.seed, isolation=isolation)
     with Progress(disable=args.json, transient=True) as bar:
         job = bar.add_task("self-improvement", total=args.iterations + 1)
         archive = stop.self_improve(args.iterations, args.task, args.tests,
@@ -101,15 +160,20 @@ def _improve(args) -> int:
     report = {"task": args.task, "meta_utility": [a["meta_utility"] for a in archive],
               "statuses": ledger.statuses, "blocked_events": ledger.blocked_events, "signals": ledger.signals,
               "lm_calls": ledger.lm_calls, "lm_samples": ledger.lm_samples, "utility_calls": ledger.utility_calls,
-              "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen}
+              "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen,
+              "denied": ledger.denied, "isolation": ledger.isolation,
+              "sandbox_by_iteration": [a["sandbox"] for a in archive]}
     if args.out:
         Path(args.out).write_text(json.dumps({**report, "archive": archive}, indent=1))
     if args.json:
         print(json.dumps(report))
     else:
         for a in archive:
-            print(f"iteration {a['iteration']}: meta-utility {a['meta_utility']:.3f} ({a['status']})")
+            box = a["sandbox"]
+            print(f"iteration {a['iteration']}: meta-utility {a['meta_utility']:.3f} ({a['status']}); "
+                  f"{box['sandbox_runs']} sandbox runs, denied {box['denied'] or 'nothing'}, sandbox flag disabled in "
+                  f"{box['sandbox_flag_disabled']} of {box['programs_seen']} model-written programs")
         print(f"{ledger.lm_samples} LM samples in {ledger.lm_calls} calls, {ledger.utility_calls} utility calls, "
               f"{ledger.sandbox_runs} sandbox runs {ledger.statuses}; blocked {ledger.blocked_events or 'none'}; "
-              f"circumvention signs {ledger.signals or 'none'}")
+              f"circumvention signs {ledger.signals or 'none'}; isolation {ledger.isolation}")
     return 0

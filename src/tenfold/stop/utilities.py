@@ -8,6 +8,7 @@ instances drawn from a seed, so two programs compared on the same seed meet the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ class UtilityResult:
     violations: list = field(default_factory=list)
     signals: list = field(default_factory=list)  # static circumvention signs in the program's text
     seconds: float = 0.0
+    isolation: str = ""  # what the sandbox ran under: namespaces(+seccomp) or guard
+    denied: dict = field(default_factory=dict)  # what the program tried and was denied, by kind (run time)
 
 
 class Utility:
@@ -41,22 +44,30 @@ class Utility:
     def score(self, answer, hidden) -> float:
         raise NotImplementedError
 
-    def __call__(self, source: str, seed: int = 0) -> UtilityResult:
+    def __call__(self, source: str, seed: int = 0, isolation: str | None = None) -> UtilityResult:
+        """Score ``source`` on instances drawn from ``seed``; ``isolation`` as in :func:`tenfold.sandbox.run_program`.
+
+        Raises :class:`tenfold.sandbox.IsolationRequired` only when namespaces are required and unavailable.
+        """
         rng = np.random.default_rng(seed)
         made = [self.make(rng) for _ in range(self.instances)]
-        run: SandboxResult = run_program(source, self.entry, [args for args, _ in made], self.limits)
+        run: SandboxResult = run_program(source, self.entry, [args for args, _ in made], self.limits,
+                                         isolation=isolation)
         signals = circumvention_signals(source)
         if run.status != "ok":
-            return UtilityResult(0.0, run.status, run.message, run.violations, signals, run.wall_seconds)
+            return UtilityResult(0.0, run.status, run.message, run.violations, signals, run.wall_seconds,
+                                 run.isolation, run.denied())
         total = 0.0
         for (_, hidden), answer, took in zip(made, run.outputs, run.seconds):
             if took > self.per_call_seconds:
                 continue
             try:
-                total += float(self.score(answer, hidden))
-            except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-                pass  # a malformed answer scores 0
-        return UtilityResult(total / self.instances, "ok", run.message, [], signals, run.wall_seconds)
+                score = float(self.score(answer, hidden))
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError, ArithmeticError, RecursionError):
+                continue  # a malformed answer scores 0 (an int too large for int64 overflows, ...)
+            total += score if math.isfinite(score) else 0.0
+        return UtilityResult(total / self.instances, "ok", run.message, [], signals, run.wall_seconds, run.isolation,
+                             run.denied())
 
 
 class ParityNoise(Utility):

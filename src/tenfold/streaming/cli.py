@@ -6,7 +6,7 @@ import sys
 
 from tenfold.errors import TenfoldError
 
-DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: weight-only, bfloat16 activations (CPU)
+DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: int4 linear weights, the rest float32 (CPU)
 
 
 def add_commands(sub) -> None:
@@ -22,7 +22,7 @@ def add_commands(sub) -> None:
     p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
     p.add_argument("--model", default=None)
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
+                   help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
     p.add_argument("--blocked", action="store_true",
                    help="window/sink: compute the same numbers as one token per step, 256 tokens per forward pass "
                         "(far faster; tokens/s then measures evaluation, not decoding)")
@@ -38,7 +38,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (default float32); int4: int4 weights, bfloat16 activations, CPU")
+                   help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
     p.add_argument("--memory", action="store_true",
                    help="keep what the cache evicts in a retrieval index and recall the most relevant of it into "
                         "each new turn (recalled chunks are listed on stderr)")

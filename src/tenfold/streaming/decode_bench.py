@@ -160,9 +160,12 @@ def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: i
     cache = _TimedSinkCache(num_sinks, window, rerotate=rerotate)
     prefill(model, cache, ids[None, :size])
     model(input_ids=ids[None, size : size + 1], cache=cache)
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    from tenfold.models.quantize import BFloat16Linear, Int4Linear
+
+    kinds = (torch.nn.Linear, Int4Linear, BFloat16Linear)
+    linears = [m for m in model.modules() if isinstance(m, kinds)]
     attentions = [m for name, m in model.named_modules() if name.endswith("self_attn")]
-    projections = [m for a in attentions for m in a.modules() if isinstance(m, torch.nn.Linear)]
+    projections = [m for a in attentions for m in a.modules() if isinstance(m, kinds)]
     cache.step_s = cache.update_s = 0.0
     with _module_timer(linears) as lin, _module_timer(attentions) as att, _module_timer(projections) as proj:
         t0 = time.perf_counter()
