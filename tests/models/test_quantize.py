@@ -40,6 +40,18 @@ def test_a_layer_the_kernel_cannot_take_is_refused():
         Int4Linear.from_linear(nn.Linear(100, 64))
 
 
+def test_out_features_the_kernel_cannot_pack_are_refused_and_the_model_is_left_whole():
+    """Review 25: the CPU int4 packer needs out_features divisible by 16; a layer with 100 outputs raised a bare
+    RuntimeError from torch, after the layers before it had already been replaced (a half-quantised model)."""
+    with pytest.raises(TenfoldError, match="out_features 100"):
+        Int4Linear.from_linear(nn.Linear(64, 100))
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 100))
+    model.config = type("Config", (), {})()
+    with pytest.raises(TenfoldError, match="out_features 100"):
+        quantize_int4(model)
+    assert all(isinstance(m, nn.Linear) for m in model)  # nothing was replaced
+
+
 @pytest.mark.slow
 def test_bundled_model_in_int4_keeps_perplexity_and_streams(lm):
     from tenfold.models import load_lm

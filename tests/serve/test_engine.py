@@ -275,3 +275,62 @@ def test_batched_rows_equal_their_batch_1_outputs(lm, tok):
     assert together.stats["decoded_rows"] > 2 * together.stats["decode_steps"]
     for i, (a, b) in enumerate(zip(expected, got)):
         assert a == b, f"prompt {i}: {a!r} alone vs {b!r} batched"
+
+
+def test_long_prompts_share_one_prefill_budget_per_round_so_streams_keep_their_pace(tiny, tok):
+    """Review 25: each round gave *every* job still reading its prompt a chunk, so four long prompts arriving
+    together put four chunks of prefill between two tokens of a running stream. A round now prefills at most one
+    chunk's worth of tokens (least recently served prompts first), and every prompt still gets its turn."""
+    eng = Engine(tiny, tok, 2, 64, prefill_chunk=8, max_active=8)
+    log = []
+    step = eng._prefill_step
+
+    def logged(job, size=None):
+        log.append(("p", job.id, min(len(job.pending), size or eng.prefill_chunk)))
+        step(job, size)
+
+    eng._prefill_step = logged
+    eng.start()
+    try:
+        stream = Job(_ids(tok, "a short stream"), GenParams(max_tokens=120), emit=lambda *a: log.append(("d",)))
+        eng.submit(stream)
+        while ("d",) not in log:
+            time.sleep(0.001)
+        longs = [Job(_ids(tok, f"long prompt number {k}: " + "and so it goes on " * 12), GenParams(max_tokens=2))
+                 for k in range(4)]
+        eng.submit_all(longs)
+        for j in longs:
+            assert j.done.wait(60) and j.error is None
+        stream.cancel()
+        assert stream.done.wait(30)
+    finally:
+        eng.shutdown()
+    gaps, fed = [], 0  # prefill tokens between consecutive tokens of the stream
+    for event in log[log.index(("d",)):]:
+        if event[0] == "d":
+            gaps.append(fed)
+            fed = 0
+        elif event[1] != stream.id:
+            fed += event[2]
+    assert max(gaps) <= eng.prefill_chunk, gaps
+    served = [e[1] for e in log if e[0] == "p"]
+    first = {j.id: served.index(j.id) for j in longs}
+    assert max(first.values()) < 4 * 3, served  # every long prompt starts within a few rounds: turns rotate
+
+
+def test_a_long_prompt_is_not_starved_by_new_prompts_arriving_every_round(tiny, tok):
+    """Review 25: the per-round prefill budget goes to the least recently served prompts, and a newly admitted
+    prompt queues behind those already being read: a long prompt keeps advancing while a new prompt of a whole
+    round's budget arrives every round (before, every new prompt went first and the long one never moved again)."""
+    eng = Engine(tiny, tok, 2, 64, prefill_chunk=8, max_active=64)
+    long = Job(_ids(tok, "and so it goes on " * 12), GenParams(max_tokens=1))
+    eng.waiting.append(long)
+    fed = []
+    for _ in range(12):
+        eng.waiting.append(Job(_ids(tok, "a new short prompt here, please") + [11], GenParams(max_tokens=1)))  # 8
+        eng._admit()
+        before = len(long.pending)
+        eng._prefill_round([j for j in eng.active if j.pending])
+        fed.append(before - len(long.pending))
+        eng._round += 1
+    assert sum(1 for f in fed if f) >= len(fed) // 3, fed

@@ -207,3 +207,39 @@ def test_a_long_ring_stream_matches_recomputing_the_kept_tokens():
     kept = torch.cat([ids[:, :4], ids[:, -12:]], dim=1)
     fresh = model(input_ids=kept, cache=DynamicCache()).logits[:, -1]
     torch.testing.assert_close(logits[:, -1], fresh, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama-dynamic", "phi3-longrope"])
+@pytest.mark.parametrize("window, steps", [(20, [1] * 90), (28, [5, 7, 3] * 6 + [1] * 20 + [6, 2] * 5)],
+                         ids=["decode", "chunks-cache-equal-to-the-context"])
+def test_ring_frame_positions_stay_inside_the_rope_original_context(family, window, steps):
+    """Review 25: RoPE types that change their frequencies past the model's original context (dynamic NTK,
+    LongRoPE) saw the ring's frame positions (up to ``rebase_at`` = 2x the cache) pass that context while every
+    in-cache position stayed inside it: keys were then written with other frequencies than the cached ones and the
+    ring drifted from the re-rotating reference from that step on. The ring re-bases before the limit instead."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
+    if family == "llama-dynamic":
+        model = LlamaForCausalLM(LlamaConfig(**common, max_position_embeddings=32, rope_parameters={
+            "rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}))
+    else:
+        model = Phi3ForCausalLM(Phi3Config(**common, max_position_embeddings=256, original_max_position_embeddings=32,
+                                           pad_token_id=0, rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4, "long_factor": [4.0] * 4,
+            "original_max_position_embeddings": 32, "factor": 8.0, "partial_rotary_factor": 1.0}))
+    model = enable_streaming(model.eval())
+    ids = torch.randint(0, 100, (1, sum(steps)))
+    # in-cache positions stay below 4 + window <= 32, the original context; so must the ring's frame positions,
+    # also when chunks are fed into a cache as large as that context
+    ring, reference = SinkCache(4, window), SinkCache(4, window, rerotate=True)
+    start = 0
+    for q in steps:
+        a = model(input_ids=ids[:, start : start + q], cache=ring).logits[:, -1]
+        b = model(input_ids=ids[:, start : start + q], cache=reference).logits[:, -1]
+        start += q
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"at token {start}, frame {ring.frame}")
+        assert ring.frame <= 32
+    assert ring.rebases > 0

@@ -20,6 +20,7 @@ from torch import nn
 from tenfold.errors import TenfoldError
 
 GROUP_SIZE = 32
+PACK_ROWS = 16  # the CPU packer (torch._convert_weight_to_int4pack_for_cpu) takes out_features in multiples of this
 
 
 def int4_available() -> bool:
@@ -45,11 +46,10 @@ class Int4Linear(nn.Module):
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear, group_size: int = GROUP_SIZE) -> "Int4Linear":
         """Quantise ``linear`` (min/max per group of ``group_size`` inputs). Raises TenfoldError on shapes the
-        kernel cannot take (in_features not a multiple of ``group_size``)."""
+        kernel cannot take (in_features not a multiple of ``group_size``, out_features not a multiple of 16)."""
+        check_shape(linear, group_size)
         w = linear.weight.detach().float()
         n, k = w.shape
-        if k % group_size:
-            raise TenfoldError(f"int4: in_features {k} is not a multiple of the group size {group_size}")
         groups = w.view(n, k // group_size, group_size)
         low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-10)
@@ -86,6 +86,17 @@ class BFloat16Linear(nn.Module):
         return nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
 
 
+def check_shape(linear: nn.Linear, group_size: int = GROUP_SIZE, name: str = "") -> None:
+    """Raise TenfoldError when the CPU int4 kernel cannot take ``linear``'s shape."""
+    n, k = linear.weight.shape
+    where = f" ({name})" if name else ""
+    if k % group_size:
+        raise TenfoldError(f"int4: in_features {k}{where} is not a multiple of the group size {group_size}")
+    if n % PACK_ROWS:
+        raise TenfoldError(f"int4: out_features {n}{where} is not a multiple of {PACK_ROWS}, which PyTorch's CPU int4 "
+                           "kernel needs; use --dtype bfloat16 for this model")
+
+
 def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` by :class:`Int4Linear` in place, but those named in ``skip``,
     which become :class:`BFloat16Linear` in a float32 model.
@@ -97,6 +108,9 @@ def quantize_int4(model: nn.Module, group_size: int = GROUP_SIZE, skip: tuple[st
         raise TenfoldError("int4 needs PyTorch's CPU int4 kernel (torch._weight_int4pack_mm_for_cpu), "
                            "missing in this PyTorch build")
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in targets:  # every shape first: a refused model is left whole, not half-quantised
+        if name.rpartition(".")[2] not in skip:
+            check_shape(linear, group_size, name)
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -1,10 +1,12 @@
 """The generation engine behind ``tenfold serve``: one model, sink caches, fair token-level scheduling.
 
-Every request becomes a :class:`Job`. One worker thread owns the model. Each round it gives every
-job still reading its prompt one prefill chunk, then decodes one token for every choice of every
-other active job in a single batched forward (continuous batching, :mod:`tenfold.serve.batching`):
-jobs join and leave between rounds, concurrent streams share the cost of the linear layers, and a
-long prompt, read a chunk per round, cannot stall the streams.
+Every request becomes a :class:`Job`. One worker thread owns the model. Each round it prefills at
+most one chunk's worth of prompt tokens (``prefill_chunk``), shared among the jobs still reading
+their prompts, least recently served first (several short prompts fit in one round; a long one takes
+its chunk), then decodes one token for every choice of every other active job in a single batched
+forward (continuous batching, :mod:`tenfold.serve.batching`): jobs join and leave between rounds,
+concurrent streams share the cost of the linear layers, and long prompts, however many arrive
+together, put at most one chunk of prefill between two tokens of a stream.
 Prompts of any length are prefilled through a :class:`~tenfold.streaming.SinkCache` (StreamingLLM,
 Sec. 3.2), so no conversation hits a context limit. A job tied to a session continues that
 session's cache: only tokens after the longest prefix the cache has already consumed are fed.
@@ -119,6 +121,7 @@ class Job:
         self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
         self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
         self.fed = 0  # prompt positions fed so far
+        self.prefill_turn = -1  # the engine round that last fed this job a prefill chunk (or admitted it)
         self.emit = emit or (lambda i, delta, reason, logprobs: None)
         self.prompt_logprobs: list[TokenLogprob] = []
         self.previous_logits: torch.Tensor | None = None  # last prompt position's logits (scores the next chunk)
@@ -162,6 +165,7 @@ class Engine:
             raise ValueError(f"keep_max must be between 0 and the window ({window}), got {keep_max}")
         self.keep_max = keep_max  # llama.cpp's --keep: a job's first ``keep`` tokens (its system prompt) become sinks
         self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
+        self._round = 0  # worker rounds so far (orders prefill turns)
         self.max_active, self.max_queue = max_active, max_queue
         # ``is not None``: an empty store is falsy (len 0), and a configured store must never be replaced.
         self.sessions = sessions if sessions is not None else SessionStore()
@@ -288,6 +292,7 @@ class Engine:
                 self._finish(job, error=exc)
                 continue
             self.active.append(job)
+            job.prefill_turn = self._round - 1  # queued behind the prompts already being read: turns rotate
             if job.session_id is not None:
                 busy.add(job.session_id)
 
@@ -301,22 +306,35 @@ class Engine:
                     return
                 self._admit()
                 jobs = list(self.active)
-            decoding = []
+            decoding, reading = [], []
             for job in jobs:
                 if job.cancelled.is_set():
                     self._end_aborted(job)
                     self._finish(job, cancelled=True)
                     continue
-                if not job.pending:
-                    decoding.append(job)
-                    continue
-                try:
-                    with torch.no_grad():
-                        self._prefill_step(job)
-                except Exception as exc:  # noqa: BLE001
-                    self._finish(job, error=exc)
+                (reading if job.pending else decoding).append(job)
+            if reading:
+                self._prefill_round(reading)
             if decoding:
                 self._decode_round(decoding)
+            self._round += 1
+
+    def _prefill_round(self, jobs: list[Job]) -> None:
+        """Feed prefill chunks to ``jobs``, least recently served (or admitted) first, ``prefill_chunk`` tokens in all
+        (the last chunk cut to fit), so the round's decode step is never held back by more than one chunk of prefill
+        and a long prompt is not starved by new ones."""
+        left = self.prefill_chunk
+        for job in sorted(jobs, key=lambda j: j.prefill_turn):  # stable: FIFO among equals
+            if left <= 0:
+                break
+            size = min(len(job.pending), left)
+            left -= size
+            job.prefill_turn = self._round
+            try:
+                with torch.no_grad():
+                    self._prefill_step(job, size)
+            except Exception as exc:  # noqa: BLE001 - reported to the request, the engine keeps running
+                self._finish(job, error=exc)
 
     def _observe(self, kind: str, seconds: float) -> None:
         if self.observer is not None:
@@ -440,9 +458,11 @@ class Engine:
         self._decode_round([job], finish=False)
         return job.error is not None or all(c.finish_reason is not None for c in job.choices)
 
-    def _prefill_step(self, job: Job) -> None:
-        """Feed the next prefill chunk of ``job``'s prompt; after the last one, fork its ``n`` choices."""
-        chunk, job.pending = job.pending[: self.prefill_chunk], job.pending[self.prefill_chunk :]
+    def _prefill_step(self, job: Job, size: int | None = None) -> None:
+        """Feed the next prefill chunk (``size`` tokens, at most ``prefill_chunk``) of ``job``'s prompt; after the
+        last one, fork its ``n`` choices."""
+        size = self.prefill_chunk if size is None else max(1, min(size, self.prefill_chunk))
+        chunk, job.pending = job.pending[:size], job.pending[size:]
         if job.embeds is None:
             logits = self._feed(job.choices[0], chunk, all_logits=job.params.prompt_logprobs)
             if job.params.prompt_logprobs:

@@ -35,6 +35,20 @@ class RopeShift:
     def inv_freq(self) -> torch.Tensor:
         return self.rotary.inv_freq.float()
 
+    @property
+    def position_limit(self) -> int | None:
+        """Positions the RoPE keeps one set of frequencies below (dynamic NTK and LongRoPE switch past the model's
+        original context), or None when any position will do."""
+        rope_type = getattr(self.rotary, "rope_type", "default")
+        if not isinstance(rope_type, str):
+            return None
+        if "dynamic" in rope_type:
+            return getattr(self.rotary, "original_max_seq_len", None)
+        if rope_type == "longrope":
+            params = getattr(getattr(self.rotary, "config", None), "rope_parameters", None) or {}
+            return params.get("original_max_position_embeddings") or getattr(self.rotary, "original_max_seq_len", None)
+        return None
+
     def _cos_sin(self, delta: int, inv_freq: torch.Tensor):
         """cos/sin of one integer shift, memoised: every layer of every step shifts by the same few deltas."""
         key = (delta, inv_freq.device, inv_freq.data_ptr())

@@ -165,7 +165,8 @@ class SinkCache(Cache):
     by doubling as tokens arrive, so a short conversation holds memory for its own tokens only.
     ``rerotate``: re-rotate the whole window at every eviction (the original implementation) instead of
     the ring buffer (see the module docstring); both give the same scores up to rounding.
-    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``).
+    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``), and below the
+    model's original context when its RoPE changes frequencies past it (dynamic NTK, LongRoPE).
     Raises ValueError for settings out of range.
     """
 
@@ -297,9 +298,12 @@ class SinkCache(Cache):
         n = self.valid.shape[1]
         if self.frame is None:
             self.frame, self.head, self.sink_delta = n, 0, 0  # frame positions start as the in-cache ones
-        if self.frame + q > self.rebase_at:
-            self._rebase(n)
         budget = self.size - q
+        limit = self.rebase_at
+        if self.shift.position_limit is not None:  # dynamic RoPE: frame positions must not leave its original context
+            limit = min(limit, self.shift.position_limit)
+        if self.frame + q > limit:  # re-base so the new tokens take their in-cache positions after this eviction
+            self._rebase(n if n <= budget else (n - 1 if q == 1 else budget))
         if n > budget:
             self.evicted += n - budget
             sinks = self.num_sinks
@@ -331,10 +335,11 @@ class SinkCache(Cache):
         return positions
 
     def _rebase(self, n: int) -> None:
-        """Rotate all recent keys back so frame positions equal in-cache ones again (once per ``rebase_at``)."""
+        """Rotate all recent keys back by one offset so that the next token's frame position is ``n``: the in-cache
+        position it takes (once per ``rebase_at``)."""
         offset = self.frame - n
         if offset:
-            sinks = min(self.num_sinks, n)
+            sinks = min(self.num_sinks, self.valid.shape[1])
             for layer in self.layers:
                 layer.rotate_recent(sinks, -offset, self.shift)
             self.frame -= offset
