@@ -19,7 +19,7 @@ class TenfoldError(ValueError):
     """The model cannot stream with the sink cache."""
 
 
-SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION, "tenfold_rows")  # the last: tenfold.serve.batching
+SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION)
 
 
 def find_rotary(model: nn.Module) -> nn.Module:

@@ -20,8 +20,17 @@ DECODE_ATTENTION = "sdpa_cpu_decode"
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def decode_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """SDPA, except for one-query half-precision CPU steps, which use two float32 matrix products."""
+def decode_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, row_caches=None,
+                             **kwargs):
+    """SDPA, except for one-query half-precision CPU steps, which use two float32 matrix products.
+
+    ``row_caches`` (continuous batching, :mod:`tenfold.serve.batching`): row ``i`` of the (B, H, 1, D) queries
+    attends to ``row_caches.current[layer][i]``, its own cache's keys and values, instead of ``key``/``value``.
+    """
+    if row_caches is not None:
+        outs = [decode_attention_forward(module, query[i : i + 1], k, v, None, scaling=scaling, **kwargs)[0]
+                for i, (k, v) in enumerate(row_caches.current[module.layer_idx])]
+        return torch.cat(outs, dim=0), None
     b, heads, q_len, dim = query.shape
     if q_len != 1 or dropout or query.dtype not in _HALF or query.device.type != "cpu" or kwargs.get("sinks") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)

@@ -8,37 +8,20 @@ row's own cache, so nothing is copied into a padded batch tensor and a row's res
 alone. Rows join and leave between steps (:class:`~tenfold.serve.engine.Engine` decides which).
 
 Integration uses transformers' public extension points: :class:`RowCaches` is a ``Cache`` whose ``update``
-writes each row into its own sink cache, and :data:`ROW_ATTENTION` is a registered attention function
-(``AttentionInterface``) that attends per row when the forward carries ``row_caches`` and otherwise is
-:func:`~tenfold.models.decode_attention.decode_attention_forward` (SDPA with the CPU half-precision
-decode path), so prefill and every other use of the model are unchanged.
+writes each row into its own sink cache, and the attention function tenfold registers for CPU decoding
+(``AttentionInterface``, :func:`~tenfold.models.decode_attention.decode_attention_forward`, the default of
+``load_lm``) attends per row when the forward carries ``row_caches`` and is SDPA otherwise, so prefill and
+every other use of the model are unchanged.
 """
 from __future__ import annotations
 
 import torch
-from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from tenfold.models.decode_attention import decode_attention_forward
+from tenfold.models.decode_attention import DECODE_ATTENTION
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
-ROW_ATTENTION = "tenfold_rows"
-
-
-def row_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, row_caches=None,
-                          **kwargs):
-    """Attention of (B, H, 1, D) queries, row ``i`` against row ``i``'s own cache; plain attention otherwise."""
-    if row_caches is None:
-        return decode_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                        **kwargs)
-    outs = [decode_attention_forward(module, query[i : i + 1], k, v, None, scaling=scaling, **kwargs)[0]
-            for i, (k, v) in enumerate(row_caches.current[module.layer_idx])]
-    return torch.cat(outs, dim=0), None
-
-
-AttentionInterface.register(ROW_ATTENTION, row_attention_forward)
-AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)
+ROW_ATTENTION = DECODE_ATTENTION  # the attention implementation that understands ``row_caches``
 
 
 class _RowLayer(CacheLayerMixin):
@@ -78,17 +61,16 @@ class RowCaches(Cache):
 
 
 def enable_row_batching(model) -> None:
-    """Route ``model``'s attention through :data:`ROW_ATTENTION` (idempotent; plain calls behave as before).
+    """Route ``model``'s attention through :data:`ROW_ATTENTION` (already the default of ``load_lm``; sdpa and
+    eager models are switched to it, and their plain calls compute the same as before). Idempotent.
 
     Raises ValueError for attention implementations other than eager, sdpa and tenfold's CPU decode.
     """
-    from tenfold.models.decode_attention import DECODE_ATTENTION
-
     enable_streaming(model)
     impl = model.config._attn_implementation
     if impl == ROW_ATTENTION:
         return
-    if impl not in ("eager", "sdpa", DECODE_ATTENTION):
+    if impl not in ("eager", "sdpa"):
         raise ValueError(f"continuous batching needs sdpa or eager attention, not {impl!r}")
     model.set_attn_implementation(ROW_ATTENTION)
 

@@ -13,7 +13,7 @@ from torch import nn
 from tenfold.errors import TenfoldError
 from tenfold.models.decode_attention import DECODE_ATTENTION
 
-SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION, "tenfold_rows")  # the last: tenfold.serve.batching
+SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION)
 
 
 def find_rotary(model: nn.Module) -> nn.Module:
