@@ -77,7 +77,7 @@ def prepare(progress=None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         for book in BOOKS:
             tmp_file = out / f".{book}.txt.{os.getpid()}"
-            tmp_file.write_text(_lines_to_text(objects[book].value), encoding="utf-8")
+            tmp_file.write_text(_lines_to_text(objects[book]), encoding="utf-8")
             tmp_file.replace(out / f"{book}.txt")  # atomic: a crash never leaves half a book
     return out
 
