@@ -54,26 +54,46 @@ def test_an_interrupt_in_the_caller_stops_the_run_and_sends_nothing_queued(tmp_p
     assert 1 <= len(answered) <= 3  # what was answered before the interrupt is kept for the next run
 
 
-def test_back_off_waits_end_at_once_when_the_run_stops(tmp_path):
+class _Busy(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that is always busy: 503 with Retry-After: 1 (the SDK waits, then retries)."""
+
+    requests = 0
+
+    def do_POST(self):  # noqa: N802
+        type(self).requests += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(503)
+        self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_sdks_retries_stop_with_the_run(tmp_path):
+    """Retries are the openai SDK's (issue 29); Ctrl-C during its back-off ends the run at once, and the retry
+    that follows the back-off is never sent (a paid API is not asked again)."""
     import _thread
 
+    from tenfold.lmm.backends import OpenAIVision
+
     suite = _suite(tmp_path, n=2)
-
-    class Failing(VisionBackend):
-        name = "failing"
-        calls = 0
-
-        def answer(self, messages, max_tokens=32):
-            type(self).calls += 1
-            raise BackendError("503")
-
-    threading.Timer(0.3, _thread.interrupt_main).start()  # Ctrl-C while the worker waits 0.5 s, then 1 s, ...
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        run_suite(suite, tmp_path, Failing(), tmp_path / "run", concurrency=1, retries=3)
-    assert time.perf_counter() - t0 < 1.5
-    time.sleep(1)
-    assert Failing.calls == 1  # no retry after the interrupt
+    _Busy.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIVision(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", max_retries=3)
+        threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while the SDK waits out Retry-After
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            run_suite(suite, tmp_path, backend, tmp_path / "run", concurrency=1)
+        assert time.perf_counter() - t0 < 1.5
+        time.sleep(2.5)  # past the back-off: the SDK's retry meets the stopped run
+        assert _Busy.requests == 1
+    finally:
+        server.shutdown()
 
 
 class _Hanging(BaseHTTPRequestHandler):

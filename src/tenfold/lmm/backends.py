@@ -2,7 +2,8 @@
 
 Both take OpenAI chat messages whose ``content`` is a string or a list of ``text`` / ``image_url`` parts (images as
 data URLs) and return the reply text. ``OpenAIVision`` works with GPT-4-class services, vLLM, llama.cpp's server and
-``tenfold serve --vlm``; it does not retry by itself (the runner does, with its own limits). ``LocalVLM`` turns
+``tenfold serve --vlm``; failed requests are retried by the ``openai`` SDK itself (time-outs, connection errors,
+408/409/429/5xx, exponential back-off with jitter, honouring ``Retry-After``), ``max_retries`` times. ``LocalVLM`` turns
 image parts into the VLM's ``<image>`` placeholders and runs one request at a time.
 """
 from __future__ import annotations
@@ -15,11 +16,17 @@ from tenfold.errors import TenfoldError
 
 
 class BackendError(TenfoldError):
-    """A request failed in a way worth retrying (time-out, connection, 5xx, 429, an answer that is not text)."""
+    """A request failed for a passing reason (time-out, connection, 5xx, 429; after the SDK's retries) or the server
+    sent something that is not a text answer."""
+
+
+class RequestCancelled(TenfoldError):
+    """The run was stopped (Ctrl-C): a request (or the SDK's retry of one) was not sent."""
 
 
 class VisionBackend(ABC):
     name: str = "backend"
+    stop: threading.Event | None = None  # set by the runner: once set, no request leaves (retries included)
 
     @abstractmethod
     def answer(self, messages: list[dict], max_tokens: int = 32) -> str:
@@ -74,16 +81,30 @@ class LocalVLM(VisionBackend):
 
 
 class OpenAIVision(VisionBackend):
-    """An OpenAI-compatible chat endpoint that takes images (``base_url`` like ``http://127.0.0.1:8000/v1``)."""
+    """An OpenAI-compatible chat endpoint that takes images (``base_url`` like ``http://127.0.0.1:8000/v1``).
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0):
+    ``max_retries``: retries of a request that failed for a passing reason, done by the ``openai`` SDK.
+    Raises TenfoldError without ``base_url`` or with a negative ``max_retries``."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 2):
+        import httpx
         import openai
 
         if not base_url:
             raise TenfoldError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        self.name, self.base_url = model, base_url
+        if max_retries < 0:
+            raise TenfoldError(f"--retries must be >= 0 (got {max_retries})")
+        self.name, self.base_url, self.attempts = model, base_url, max_retries + 1
+        # Every attempt, the SDK's retries included, passes this hook first: after Ctrl-C nothing more is sent
+        # (the SDK's back-off sleep cannot be interrupted, but what follows it is refused).
+        http = httpx.Client(event_hooks={"request": [self._refuse_when_stopped]})
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                                    timeout=timeout, max_retries=0)
+                                    timeout=timeout, max_retries=max_retries, http_client=http)
+
+    def _refuse_when_stopped(self, request) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise RequestCancelled("the run was stopped; request not sent")
 
     def answer(self, messages, max_tokens=32):
         import openai
@@ -91,11 +112,17 @@ class OpenAIVision(VisionBackend):
         try:
             resp = self.client.chat.completions.create(model=self.name, messages=messages, max_tokens=max_tokens,
                                                        temperature=0.0)
+        except RequestCancelled:
+            raise
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise BackendError(f"{self.base_url}: {type(exc).__name__}") from None
+            if self.stop is not None and self.stop.is_set():  # the SDK wraps the hook's refusal
+                raise RequestCancelled("the run was stopped; request not sent") from None
+            raise BackendError(f"{self.base_url}: {type(exc).__name__} (gave up after {self.attempts} attempts)") from None
         except openai.APIStatusError as exc:
-            kind = BackendError if exc.status_code >= 500 or exc.status_code == 429 else TenfoldError
-            raise kind(f"{self.base_url} answered {exc.status_code}") from None
+            if exc.status_code >= 500 or exc.status_code in (408, 409, 429):
+                raise BackendError(f"{self.base_url} answered {exc.status_code} (gave up after {self.attempts} "
+                                   "attempts)") from None
+            raise TenfoldError(f"{self.base_url} answered {exc.status_code}") from None
         except (ValueError, TypeError, AttributeError) as exc:  # a body that is not a chat completion
             raise BackendError(f"{self.base_url} sent something that is not a chat completion ({exc})") from None
         try:

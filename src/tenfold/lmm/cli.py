@@ -40,7 +40,9 @@ def add_commands(sub) -> None:
     r.add_argument("--max-tokens", type=positive_int, default=48)
     r.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai backend)")
     r.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
-    r.add_argument("--retries", type=int, default=2, help="retries of a failed request (time-out, 5xx, garbage)")
+    r.add_argument("--retries", type=int, default=2,
+                   help="openai backend: retries of a request that failed for a passing reason (time-out, connection, "
+                        "408/409/429/5xx), by the openai SDK with exponential back-off and Retry-After")
     r.add_argument("--timeout", type=float, default=60.0, help="seconds per request (openai backend)")
     r.add_argument("--judge-base-url", default=None, help="OpenAI-compatible server for samples scored by a judge")
     r.add_argument("--judge-model", default=None, help="judge model name ('local': the bundled LM in-process)")
@@ -83,7 +85,7 @@ def backend_from_args(args):
             raise TenfoldError("--vlm is for --backend local")
         if not args.model:
             raise TenfoldError("--backend openai needs --model (the served model's name)")
-        return OpenAIVision(args.base_url, args.model, timeout=args.timeout)
+        return OpenAIVision(args.base_url, args.model, timeout=args.timeout, max_retries=args.retries)
     if args.base_url:
         raise TenfoldError("--base-url is only used with --backend openai")
     if not args.vlm:
@@ -109,7 +111,7 @@ def _run(args) -> int:
     with _bar("probing") as bar:  # on stderr: --json keeps it
         job = bar.add_task("run", total=len(suite.samples), info=backend.name)
         results = run_suite(suite, suite_path.parent, backend, out, args.technique, args.max_tokens,
-                            args.concurrency, args.rate, args.retries, judge,
+                            args.concurrency, args.rate, judge,
                             progress=lambda i, n: bar.update(job, completed=i))
     write_results(results, out)
     s = summary(results)

@@ -1,4 +1,5 @@
-"""Running a probe suite against a backend: concurrency, a rate limit, retries, and a resumable answer cache.
+"""Running a probe suite against a backend: concurrency, a rate limit and a resumable answer cache (retries are
+the backend's: the openai SDK's own, for HTTP backends).
 
 Every answer is appended to ``answers.jsonl`` in the run directory as soon as it arrives, keyed by a hash of the
 backend's name, the techniques and the exact messages sent; a rerun (or a run that was interrupted) asks only what
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
-from tenfold.lmm.backends import BackendError
+from tenfold.lmm.backends import BackendError, RequestCancelled
 from tenfold.lmm.prompts import build_messages
 from tenfold.lmm.scoring import score
 
@@ -97,39 +98,34 @@ class Cancelled(Exception):
     """The run was stopped (Ctrl-C) before this request was sent."""
 
 
-def ask_with_retries(backend, messages, max_tokens: int, retries: int, limit: RateLimit, backoff: float = 0.5,
-                     stop: threading.Event | None = None):
-    """The backend's answer, retrying :class:`BackendError` (and time-outs) up to ``retries`` times; once ``stop``
-    is set, no (further) attempt is made: :class:`Cancelled`."""
+def ask(backend, messages, max_tokens: int, limit: RateLimit, stop: threading.Event | None = None) -> str:
+    """The backend's answer to one request, after the rate limit allows it; once ``stop`` is set no request is
+    sent (:class:`Cancelled`). Retrying is the backend's business (the openai SDK's, for HTTP backends)."""
     stop = stop or threading.Event()
-    delay = backoff
-    for attempt in range(retries + 1):
-        limit.wait(stop)
-        if stop.is_set():
-            raise Cancelled()
-        try:
-            answer = backend.answer(messages, max_tokens)
-            if not isinstance(answer, str):
-                raise BackendError(f"the backend returned {type(answer).__name__}, not text")
-            return answer
-        except (BackendError, TimeoutError) as exc:
-            if attempt == retries:
-                raise BackendError(f"gave up after {retries + 1} attempts: {exc}") from None
-            stop.wait(delay)
-            delay *= 2
+    limit.wait(stop)
+    if stop.is_set():
+        raise Cancelled()
+    try:
+        answer = backend.answer(messages, max_tokens)
+    except RequestCancelled:
+        raise Cancelled() from None
+    if not isinstance(answer, str):
+        raise BackendError(f"the backend returned {type(answer).__name__}, not text")
+    return answer
 
 
 def run_suite(suite, base: str | Path, backend, out_dir: str | Path, techniques=(), max_tokens: int = 32,
-              concurrency: int = 4, rate: float | None = None, retries: int = 2, judge=None,
-              progress=None) -> list[Result]:
-    """Ask every sample of ``suite`` (images relative to ``base``); results in suite order."""
-    if concurrency < 1 or retries < 0 or max_tokens < 1:
-        raise TenfoldError("concurrency and max_tokens must be >= 1 and retries >= 0")
+              concurrency: int = 4, rate: float | None = None, judge=None, progress=None) -> list[Result]:
+    """Ask every sample of ``suite`` (images relative to ``base``); results in suite order. A request that fails
+    (after the backend's own retries) is that sample's ``error``; the run goes on."""
+    if concurrency < 1 or max_tokens < 1:
+        raise TenfoldError("concurrency and max_tokens must be >= 1")
     cache = AnswerCache(Path(out_dir) / CACHE)
     limit = RateLimit(rate)
     jobs = [(s, build_messages(s, base, techniques)) for s in suite.samples]
     results: list[Result | None] = [None] * len(jobs)
     stop = threading.Event()
+    backend.stop = stop  # the backend refuses to send anything (its retries included) once the run stops
 
     def one(i: int) -> Result:
         sample, messages = jobs[i]
@@ -138,7 +134,7 @@ def run_suite(suite, base: str | Path, backend, out_dir: str | Path, techniques=
         if answer is None:
             cached = False
             try:
-                answer = ask_with_retries(backend, messages, max_tokens, retries, limit, stop=stop)
+                answer = ask(backend, messages, max_tokens, limit, stop=stop)
                 if stop.is_set():  # answered after Ctrl-C: nobody waits for it, and the cache is being left
                     raise Cancelled()
                 cache.put(key, answer)
