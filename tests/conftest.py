@@ -11,7 +11,7 @@ def lm():
     """The real bundled model, loaded once for the whole test session."""
     from tenfold.models import load_lm
 
-    return load_lm()
+    return load_lm(quantize=None)
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def served():
     """A real ``tenfold serve`` (bundled model, cache 4+124, no API keys) on a free loopback port."""
     from tenfold.serve.launch import ServerProcess
 
-    with ServerProcess(["--window", "124", "--max-tokens-cap", "512", "--max-body-bytes", "200000",
+    with ServerProcess(["--window", "124", "--dtype", "float32", "--max-tokens-cap", "512", "--max-body-bytes", "200000",
                         "--max-prompt-tokens", "2000"], start_timeout=180) as srv:
         yield srv
 

@@ -39,9 +39,16 @@ def test_models_json(capsys):
 
 @pytest.mark.slow
 def test_generate_streams_an_answer():
-    res = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12")
+    res = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12", "--dtype", "float32")
     assert res.returncode == 0, res.stderr
     assert "Paris" in res.stdout
+    # The default decodes the bundled model in int4 (issue 25). On this question its greedy answer is not the float32
+    # one; llama.cpp decoding the same Q4_1 GGUF answers "L'Étoile, la Cité, la Nation" (checked by hand, session
+    # 12): the float32 weights are that GGUF de-quantised, and both int4 engines round activations where float32
+    # does not. The flag must reach the model: the two answers differ.
+    default = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12")
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() and default.stdout != res.stdout
 
 
 # --- every verb behaves like a good CLI (issue 29) ---

@@ -52,6 +52,22 @@ def probability(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A share in [0, 1] (min-p: 0 = off)."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (got {value:g})")
+    return value
+
+
+def penalty_factor(text: str) -> float:
+    """A multiplicative repetition penalty: more than 0 (1 = off)."""
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0; 1 is off (got {value:g})")
+    return value
+
+
 class StoreGiven(argparse.Action):
     """Store the value like argparse's default action, and remember that the option was given on the command line
     (``args.given``): ``--resume`` uses it to tell a new limit from an option left at its default."""

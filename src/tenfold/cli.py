@@ -60,7 +60,8 @@ def _cmd_generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    from tenfold.models import chat_ids, load_lm
+    from tenfold.models import chat_ids
+    from tenfold.streaming.cli import load_model
 
     if not args.prompt.strip():
         raise TenfoldError("the prompt is empty")
@@ -73,7 +74,7 @@ def _cmd_generate(args) -> int:
                                                  max_tokens=args.max_new_tokens)[0]
         print(reply)
         return 0
-    model, tok = load_lm(args.model)
+    model, tok = load_model(args.model, args.dtype)
     ids = chat_ids(tok, messages)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     sample = args.temperature > 0
@@ -180,6 +181,9 @@ def build_parser() -> Parser:
 
     add_backend_args(p)
     p.add_argument("--system", default=None, help="optional system message")
+    from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES
+
+    p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP + "; local model only")
     p.add_argument("--max-new-tokens", type=positive_int, default=200)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")

@@ -63,7 +63,10 @@ def test_bundled_model_in_int4_keeps_perplexity_and_streams(lm):
 
     assert not [n for n, m in q.named_modules() if isinstance(m, nn.Linear)]
     assert sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30 and isinstance(q.lm_head, BFloat16Linear)
-    assert q.model.embed_tokens.weight.dtype == torch.float32 and q.model.norm.weight.dtype == torch.float32
+    # the tied embedding and lm_head share one bfloat16 table; norms stay float32
+    assert q.model.embed_tokens.weight.dtype == torch.bfloat16 and q.model.norm.weight.dtype == torch.float32
+    assert q.model.embed_tokens.weight.data_ptr() == q.lm_head.weight.data_ptr()
+    assert not any(p.dtype == torch.float32 and p.numel() > 1_000_000 for p in [*q.parameters(), *q.buffers()])
     ids = _austen_ids(513)[None]
     with torch.no_grad():
         nll = {name: float(nn.functional.cross_entropy(m(input_ids=ids[:, :-1]).logits[0].float(), ids[0, 1:]))
@@ -84,3 +87,43 @@ def test_dtype_int4_flag_reaches_the_model_through_the_cli():
         out[dtype] = json.loads(r.stdout)
     a, b = out["float32"]["ppl"], out["int4"]["ppl"]
     assert a != b and abs(b / a - 1) <= 0.02, (a, b)
+
+
+def test_default_load_is_int4_for_the_bundled_model_only(lm):
+    """issue 25: load_lm() decodes the bundled model in int4 by default; an explicit dtype, quantize=None or a
+    user's own model directory keep float weights. The one-weight-at-a-time loader builds exactly the model that
+    quantising a full float32 load builds (same packed weights, same logits)."""
+    from tenfold.models import load_lm
+    from tenfold.models.int4_load import load_int4
+    from tenfold.models.lm import cached_dir, resolve_quantize
+
+    assert resolve_quantize(None, None, None, "auto") == "int4"
+    assert resolve_quantize("SmolLM2-135M-Instruct", None, None, "auto") == "int4"
+    assert resolve_quantize(None, torch.float32, None, "auto") is None  # an explicit dtype is honoured
+    assert resolve_quantize(None, None, "cuda", "auto") is None
+    assert resolve_quantize(str(cached_dir()), None, None, "auto") is None  # a model directory is "your own"
+    assert resolve_quantize(None, None, None, None) is None
+    default, _ = load_lm()
+    assert sum(isinstance(m, Int4Linear) for m in default.modules()) == 7 * 30
+    assert not any(p.requires_grad for p in default.parameters())
+    own, _ = load_lm(str(cached_dir()))
+    assert not any(isinstance(m, Int4Linear) for m in own.modules())
+    assert own.model.embed_tokens.weight.dtype == torch.float32
+    full = quantize_int4(own)  # the other path: a full float32 load, then quantised
+    assert load_int4(cached_dir()) is not None
+    ids = torch.tensor([[1, 504, 3458, 282, 260, 1345, 30, 2]])
+    with torch.no_grad():
+        a, b = default(input_ids=ids).logits, full(input_ids=ids).logits
+    assert torch.equal(a, b)
+    for (name, x), (_, y) in zip(sorted(default.state_dict().items()), sorted(full.state_dict().items())):
+        assert torch.equal(x, y), name
+    model, _ = lm
+    assert not any(isinstance(m, Int4Linear) for m in model.modules())  # the suite's shared model is float32
+
+
+def test_load_int4_declines_checkpoints_it_cannot_read(tmp_path):
+    """No safetensors in the folder: the streaming loader says None and load_lm falls back to a full load."""
+    from tenfold.models.int4_load import load_int4
+
+    (tmp_path / "config.json").write_text("{}")
+    assert load_int4(tmp_path) is None

@@ -121,7 +121,7 @@ def test_a_checkpoint_round_trips(tmp_path, lm_copy):
 def lm_copy():
     from tenfold.models import load_lm
 
-    return load_lm()  # a private copy: adding a token must not touch the session's shared model
+    return load_lm(quantize=None)  # a private copy: adding a token must not touch the session's shared model
 
 
 @pytest.mark.slow

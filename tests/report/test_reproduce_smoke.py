@@ -44,11 +44,15 @@ def _check_streaming_decode(ours):
     engines = {r["engine"] for r in ours["rows"]}
     assert {"sink ring", "sink rerotate", "transformers DynamicCache"} <= engines
     assert {"linear", "attention", "cache", "other"} <= set(ours["step_profile_ms"]["ring"])
+    memory = ours["peak_rss_mb"]  # issue 25: the default (int4) chat holds less than the float32 one
+    assert ours["default_dtype"] == "int4"
+    assert 0 < memory["import_only"] < memory["tenfold chat default"] < memory["tenfold chat float32"]
 
 
 def _check_serve_load(ours):
     assert ours["stateless_vs_session_at_last_turn"] > 0 and set(ours["load"]) == {"1", "4"}
-    assert set(ours["decode_throughput"]) == {"tenfold serve", "transformers serve --continuous-batching"}
+    assert set(ours["decode_throughput"]) == {"tenfold serve", "transformers serve --continuous-batching",
+                                              "tenfold serve, default int4"}
     retention = ours["system_prompt_retention"]
     assert {"keep_system", "sinks_only"} <= set(retention)
     assert 0 <= retention["keep_system"]["french_share_last_turns"] <= 1

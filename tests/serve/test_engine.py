@@ -67,6 +67,24 @@ def test_session_continuation_matches_fresh_prefill_when_nothing_is_evicted(tiny
     assert _text(events) == _text(fresh)
 
 
+def test_a_parked_session_holds_only_its_tokens_and_continues_identically(tiny, tok):
+    """issue 25: an idle session is kept compactly. Its cache grew in prefill-chunk steps (room for 64 columns
+    after a 40-token turn); parked, it holds its filled columns only, and the next turn equals a fresh prefill."""
+    eng = Engine(tiny, tok, 2, 200, prefill_chunk=32)
+    prompt = _ids(tok, "one two three four five six seven eight nine ten " * 3)
+    _run(eng, Job(prompt, GenParams(max_tokens=5), session_id="a"))
+    session = eng.sessions._items["a"]
+    filled = session.cache.fill()
+    per_token = 2 * 2 * 2 * (32 // 4) * 4  # layers x (k, v) x kv heads x head dim x float32
+    assert filled == len(session.consumed) and cache_bytes(session.cache) == filled * per_token
+    assert all(layer.capacity == layer.n for layer in session.cache.layers)
+    events, fresh = [], []
+    history = session.consumed + _ids(tok, " eleven twelve")
+    _run(eng, Job(history, GenParams(max_tokens=8), session_id="a", emit=lambda *e: events.append(e)))
+    _run(eng, Job(history, GenParams(max_tokens=8), emit=lambda *e: fresh.append(e)))
+    assert _text(events) == _text(fresh) and eng.stats["session_hits"] == 1
+
+
 def test_prompt_longer_than_the_cache_and_n_choices(tiny, tok):
     eng = Engine(tiny, tok, 2, 16)
     events = []

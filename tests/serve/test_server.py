@@ -21,6 +21,7 @@ def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == [MODEL]
     health = httpx.get(server + "/health").json()
     assert health["status"] == "ok" and health["cache"] == "4+124"
+    assert health["weights"] == "float32"  # --dtype float32 reaches the model (the default would be int4)
 
 
 def test_chat_streamed_equals_not_streamed(client):

@@ -32,7 +32,9 @@ def _chat(base, key, messages, user=None, **extra):
 def test_requests_need_a_valid_key_and_health_stays_open(keyed):
     open_health = httpx.get(keyed.base + "/health")
     assert open_health.status_code == 200 and set(open_health.json()) == {"status", "model"}  # no tenants' counters
-    assert "sessions" in httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K1}"}).json()
+    health = httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K1}"}).json()
+    assert "sessions" in health
+    assert health["weights"] == "int4"  # issue 25: the bundled model is served in int4 unless --dtype says otherwise
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {K1}"}):
         r = httpx.get(keyed.base + "/v1/models", headers=headers)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", (headers, r.text)

@@ -65,8 +65,27 @@ def test_stream_ppl_cli_json_shape():
 
 def test_piped_chat_survives_a_conversation_longer_than_the_window():
     turns = "Hello, who are you?\nTell me about the sea.\nAnd about mountains?\n/stats\n"
-    res = cli("chat", "--sinks", "4", "--window", "48", "--max-new-tokens", "30", "--dtype", "float16", stdin=turns)
+    res = cli("chat", "--sinks", "4", "--window", "48", "--max-new-tokens", "30", stdin=turns)
     assert res.returncode == 0, res.stderr
     stats = json.loads(res.stdout.strip().splitlines()[-1])
+    assert stats["weights"] == "int4"  # issue 25: the default for the bundled model
     assert stats["evicted"] > 0 and stats["cache_fill"] <= stats["cache_size"] == 52
     assert stats["tokens_seen"] > 52 and stats["generated"] > 0
+
+
+def test_chat_sampling_flags_reach_the_sampler():
+    """--top-k / --min-p / --repetition-penalty pass through to transformers' processors: top-k 1 at a hot
+    temperature is greedy; a repetition penalty changes the greedy reply."""
+    turn = "Repeat after me five times: the cat sat on the mat.\n"
+
+    def reply(*flags):
+        res = cli("chat", "--window", "124", "--max-new-tokens", "20", *flags, stdin=turn)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    greedy = reply()
+    assert reply("--temperature", "1.9", "--top-k", "1") == greedy
+    assert reply("--temperature", "1.9", "--min-p", "1") == greedy
+    assert reply("--repetition-penalty", "1.8") != greedy
+    bad = cli("chat", "--min-p", "1.5", stdin=turn)
+    assert bad.returncode == 2 and "--min-p: must be in [0, 1]" in bad.stderr

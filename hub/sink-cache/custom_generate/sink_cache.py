@@ -248,6 +248,15 @@ class SinkCache(Cache):
         other.shift = self.shift
         return other
 
+    def compact(self) -> "SinkCache":
+        """This cache when its buffers hold no unused room, else :meth:`copy` (only the filled columns).
+
+        Used when a conversation goes idle: a parked session then costs the tokens it holds, not the room its
+        buffers grew to (up to twice that). The result continues exactly as this cache would."""
+        if all(not layer.is_initialized or layer.n >= layer.capacity for layer in self.layers):
+            return self
+        return self.copy()
+
     def nbytes(self) -> int:
         """Bytes held by the key/value buffers (allocated room included)."""
         total = 0
@@ -451,13 +460,17 @@ def enable_streaming(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def prefill(model: nn.Module, cache: SinkCache, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-            chunk: int | None = None):
-    """Stream ``input_ids`` (B, T) of any length through ``cache`` in chunks; return the last chunk's logits."""
+            chunk: int | None = None, logits_to_keep: int = 0):
+    """Stream ``input_ids`` (B, T) of any length through ``cache`` in chunks; return the last chunk's logits
+    (B, chunk, vocab), or only its last ``logits_to_keep`` positions (transformers' argument: the output
+    projection then runs on those positions alone; 1 is what a decoding loop needs and saves a chunk x vocab
+    float32 array, 50 MB per 255 tokens for the bundled model). 0 keeps every position."""
     enable_streaming(model)
     chunk = chunk or cache.prefill_chunk
     out = None
+    extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
     for start in range(0, input_ids.shape[1], chunk):
         part = input_ids[:, start : start + chunk]
         mask = None if attention_mask is None else attention_mask[:, start : start + chunk]
-        out = model(input_ids=part, attention_mask=mask, cache=cache, use_cache=True)
+        out = model(input_ids=part, attention_mask=mask, cache=cache, use_cache=True, **extra)
     return out.logits

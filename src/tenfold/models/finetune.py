@@ -163,4 +163,4 @@ def load_model(source: str | None):
             return load_checkpoint(path)
         if path.exists() and not path.is_dir():
             raise TenfoldError(f"{source} is a file; give a run directory, a saved model directory or a model name")
-    return load_lm(source)
+    return load_lm(source, quantize=None)

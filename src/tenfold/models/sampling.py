@@ -1,21 +1,110 @@
-"""Next-token choice: greedy at temperature 0, otherwise temperature + nucleus (top-p) sampling."""
+"""Next-token choice through transformers' logits processors (the ones ``model.generate`` uses).
+
+:class:`Sampler` chains, in ``generate``'s order: repetition penalty (prompt and generated tokens, as
+transformers and vLLM apply it), OpenAI's presence / frequency penalties (generated tokens only, as vLLM does;
+:class:`PresenceFrequencyPenalty`, a ``LogitsProcessor`` subclass: transformers has none), then the warpers
+temperature, top-k, top-p and min-p. Temperature 0 is greedy: the penalties still apply, the warpers do not.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from transformers import LogitsProcessor
+
+
+class PresenceFrequencyPenalty(LogitsProcessor):
+    """OpenAI's penalties: ``logit[t] -= presence * (count[t] > 0) + frequency * count[t]``, where ``count`` counts
+    ``t`` among the generated tokens (the last ``generated`` columns of ``input_ids``). Scores (B, V) -> (B, V)."""
+
+    def __init__(self, presence: float, frequency: float, generated: int):
+        self.presence, self.frequency, self.generated = presence, frequency, generated
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generated == 0:
+            return scores
+        recent = input_ids[:, -self.generated:]
+        counts = torch.zeros_like(scores).scatter_add_(1, recent, torch.ones_like(recent, dtype=scores.dtype))
+        return scores - self.presence * (counts > 0).to(scores.dtype) - self.frequency * counts
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Sampling settings; call with the (V,) logits of the next token.
+
+    ``temperature`` 0 = greedy; ``top_k`` 0 = off; ``top_p`` 1 = off; ``min_p`` 0 = off; ``repetition_penalty`` 1 =
+    off (> 1 discourages tokens already in the prompt or the answer; transformers' ``RepetitionPenaltyLogitsProcessor``);
+    ``presence_penalty`` / ``frequency_penalty`` 0 = off (OpenAI's meaning, over the answer's tokens).
+    Raises ValueError for settings out of range.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (got {self.top_k})")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must be in [0, 1] (got {self.min_p})")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (got {self.repetition_penalty})")
+
+    @property
+    def penalised(self) -> bool:
+        return self.repetition_penalty != 1 or self.presence_penalty != 0 or self.frequency_penalty != 0
+
+    def processors(self, generated: int = 0):
+        """The ``LogitsProcessorList`` for one step, ``generated`` answer tokens at the end of the ids."""
+        from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
+                                  TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+        out = LogitsProcessorList()
+        if self.repetition_penalty != 1:
+            out.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.presence_penalty or self.frequency_penalty:
+            out.append(PresenceFrequencyPenalty(self.presence_penalty, self.frequency_penalty, generated))
+        if self.temperature > 0:
+            out.append(TemperatureLogitsWarper(self.temperature))
+            if self.top_k > 0:
+                out.append(TopKLogitsWarper(self.top_k))
+            if self.top_p < 1:
+                out.append(TopPLogitsWarper(self.top_p))
+            if self.min_p > 0:
+                out.append(MinPLogitsWarper(self.min_p))
+        return out
+
+    def __call__(self, logits: torch.Tensor, prompt_ids: list[int] | None = None, generated_ids: list[int] | None = None,
+                 generator: torch.Generator | None = None) -> int:
+        """One token id from (V,) ``logits``; ``prompt_ids`` and ``generated_ids`` feed the penalties."""
+        generated_ids = list(generated_ids or [])
+        if self.temperature <= 0 and not self.penalised:
+            return int(logits.argmax())
+        scores = logits.float().reshape(1, -1)
+        if self.penalised:
+            ids = torch.tensor([list(prompt_ids or []) + generated_ids], dtype=torch.long)
+            scores = self.processors(len(generated_ids))(ids, scores)
+        elif self.temperature > 0:
+            scores = self.processors()(torch.empty((1, 0), dtype=torch.long), scores)
+        if self.temperature <= 0:
+            return int(scores.argmax())
+        probs = torch.softmax(scores, dim=-1)[0]
+        return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> int:
-    """One token id from a (V,) logits vector."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(0) - sorted_p < top_p  # always keeps the most likely token
-        sorted_p = sorted_p * keep
-        return int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=generator)])
-    return int(torch.multinomial(probs, 1, generator=generator))
+    """One token id from a (V,) logits vector: greedy at temperature 0, else temperature + top-p (see :class:`Sampler`
+    for top-k, min-p and penalties)."""
+    return Sampler(temperature, top_p)(logits, generator=generator)
 
 
 def stop_token_ids(tokenizer, model=None) -> set[int]:

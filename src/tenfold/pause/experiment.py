@@ -102,7 +102,7 @@ def smollm2_demo(task: str = "sort", m_ft: int = 10, steps: int = 100, n_test: i
     from tenfold.pause.tasks import split
     from tenfold.pause.training import TrainConfig, encode_pairs, train
 
-    model, tok = load_lm(None)
+    model, tok = load_lm(None, quantize=None)
     tr, te = split(task, 2000, n_test, seed)
     before = accuracy(model, tok, te, 0, batch_size=25)
     train(model, tok, TrainConfig(steps=steps, batch_size=8, lr=1e-4, m_ft=m_ft, seed=seed), pairs=encode_pairs(tok, tr))

@@ -43,7 +43,7 @@ def _run(args) -> int:
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
-    model, tok = load_lm(args.model)
+    model, tok = load_lm(args.model, quantize=None)
     with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
 

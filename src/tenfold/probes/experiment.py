@@ -27,7 +27,7 @@ def probes(run):
                        "history-events": None})
     robustness = run.pick(["world-places"], ["world-places"], ["world-places", "us-places", "films",
                                                                          "historical-figures", "history-events"])
-    model, tok = load_lm()
+    model, tok = load_lm(quantize=None)
     run.settings.update(model="SmolLM2-135M-Instruct (30 layers, 576 dims)", limits=limits, split="20% held out (hash)",
                         probe="StandardScaler + RidgeCV, alphas 1e-1..1e5", prompts_checked=robustness)
     studies, ours = {}, {}

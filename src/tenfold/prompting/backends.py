@@ -53,7 +53,7 @@ class LocalLM(Backend):
         if model is None:
             from tenfold.models import load_lm
 
-            model, tokenizer = load_lm()
+            model, tokenizer = load_lm(quantize=None)
         elif tokenizer is None:
             raise TenfoldError("LocalLM needs the tokenizer that goes with the model")
         from tenfold.serve.engine import Engine
@@ -139,5 +139,5 @@ def backend_from_args(args) -> Backend:
         raise TenfoldError("--base-url is only used with --backend openai")
     from tenfold.models import load_lm
 
-    model, tok = load_lm(args.model)
+    model, tok = load_lm(args.model, quantize=None)
     return LocalLM(model, tok)

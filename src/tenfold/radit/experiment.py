@@ -59,7 +59,7 @@ def radit(run):
                         embedder_reads=retriever.embedder.fingerprint(),
                         share_of_text_embedded=f"{100 * (1.0 - beyond / max(1, sum(passage_tokens))):.1f}%")
     initial_query = copy.deepcopy(retriever.query_model)
-    model, tok = load_lm(None)
+    model, tok = load_lm(None, quantize=None)
     base_eval = copy.deepcopy(model).to(torch.bfloat16)
 
     def accuracy(lm, hits, concat=False):

@@ -145,7 +145,7 @@ def _ask(args) -> int:
         elif args.mode != "long":
             retriever = Retriever(method=args.retriever)
             retriever.add_document(text, source=str(args.doc))
-        model, tok = load_lm(args.model)
+        model, tok = load_lm(args.model, quantize=None)
         answer = Reader(model, tok, window=args.window).ask(args.question, text, retriever, args.mode, args.k)
     if args.json:
         print(json.dumps(answer.as_dict()))

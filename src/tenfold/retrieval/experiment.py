@@ -37,7 +37,7 @@ def retrieval_long_context(run):
                         data="Austen text with GeoNames town-register facts (city populations) at depths 5%..95%",
                         multilingual=f"{zh_docs} Chinese document(s) of ~{zh_chars:,} characters (Debian fortunes-zh), "
                                      f"{zh_facts} Chinese town-register facts each, asked in Chinese")
-    model, tok = load_lm()
+    model, tok = load_lm(quantize=None)
     docs = build_documents(n_docs, words, facts, seed=0)
     configs = [("long", w, 0) for w in windows] + [(m, w, k) for m in ("retrieve", "both") for w in windows for k in ks]
     rows = {c: [] for c in configs}
@@ -201,7 +201,7 @@ def streameval(run):
                         line_tokens="about 14",
                         query="cloze: 'Recall of register line N: <town> has' -> the population (greedy, 8 tokens)",
                         evicted="the asked line's first token had left the cache when the answer began")
-    model, tok = load_lm()
+    model, tok = load_lm(quantize=None)
     by_method, evicted_acc, inside_acc, counts = {}, {}, {}, {}
     for method, (sinks, span, mem) in methods.items():
         run.progress(f"{method} cache")

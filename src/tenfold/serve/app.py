@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tenfold.models.lm import chat_ids
+from tenfold.models.quantize import weights_label
 from tenfold.serve.engine import Engine, GenParams, Job
 from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, error_body, json_500, log
 from tenfold.serve.logprobs import TokenText
@@ -108,6 +109,7 @@ def create_app(engine: Engine, settings: ServeSettings):
     tok, s = engine.tok, settings
     model_name = s.model_name
     vocab_size = engine.model.get_input_embeddings().num_embeddings
+    weights = weights_label(engine.model)
     token_text = TokenText(tok)
     grammars = Grammars(tok, vocab_size, engine.stop_ids)
 
@@ -143,7 +145,7 @@ def create_app(engine: Engine, settings: ServeSettings):
         brief = {"status": "ok", "model": model_name}
         if s.api_keys and request.scope.get("state", {}).get("tenant") is None and not _valid_key(request):
             return brief  # without a key: alive or not, nothing about other tenants' traffic
-        return {**brief, "cache": f"{engine.num_sinks}+{engine.window}", **engine.health()}
+        return {**brief, "cache": f"{engine.num_sinks}+{engine.window}", "weights": weights, **engine.health()}
 
     def _valid_key(request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -176,7 +178,9 @@ def create_app(engine: Engine, settings: ServeSettings):
             raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {s.max_tokens_cap}",
                            param="max_tokens", code="max_tokens_too_large")
         return GenParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=list(req.stop or []),
-                         seed=req.seed, n=req.n)
+                         seed=req.seed, n=req.n, top_k=max(req.top_k or 0, 0), min_p=req.min_p or 0.0,
+                         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+                         presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0)
 
     def _check_length(ids: list[int], param: str) -> None:
         if len(ids) > s.max_prompt_tokens:

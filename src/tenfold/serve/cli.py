@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
-from tenfold.streaming.cli import DTYPES, check_cache_args, load_model
+from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES, check_cache_args, load_model, weights_label
 
 
 def physical_cores() -> int:
@@ -25,8 +25,7 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
-    p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
+    p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP)
     p.add_argument("--keep", choices=["sinks", "system"], default="sinks",
                    help="what the cache never evicts: the first --sinks tokens (StreamingLLM), or the conversation's "
                    "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")
@@ -137,7 +136,8 @@ def _serve(args) -> int:
             raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
         if args.dtype == "int4":
             raise TenfoldError("--dtype int4 applies to language models; give --vlm with float32, float16 or bfloat16")
-        vision = VisionLanguageModel.load(args.vlm, lm_dtype=getattr(torch, args.dtype))
+        vision = VisionLanguageModel.load(args.vlm, lm_dtype=getattr(torch, "float32" if args.dtype == "auto"
+                                                                      else args.dtype))
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name
     else:
@@ -154,7 +154,7 @@ def _serve(args) -> int:
                              body_timeout=args.idle_timeout)
     app = create_app(engine, settings)
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
-    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {args.dtype}, {threads} threads) on "
+    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {weights_label(model)}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if api_keys:
         print(f"tenfold serve: {len(api_keys)} API key(s); each key's sessions are private to it", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from tenfold.models.sampling import sample_next, stop_token_ids
+from tenfold.models.sampling import Sampler, stop_token_ids
 from tenfold.serve.batching import decode_rows, enable_row_batching
 from tenfold.serve.sessions import Session, SessionStore
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
@@ -36,6 +36,11 @@ class GenParams:
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # over prompt and answer tokens (transformers / vLLM)
+    presence_penalty: float = 0.0  # OpenAI's, over the answer's tokens
+    frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     n: int = 1
@@ -134,6 +139,8 @@ class Job:
         self.pending: list[int] = []  # prompt tokens still to prefill
         self.reused = 0  # prompt tokens the session cache had already consumed
         self.session: Session | None = None
+        self.sampler = Sampler(params.temperature, params.top_p, max(params.top_k, 0), params.min_p,
+                               params.repetition_penalty, params.presence_penalty, params.frequency_penalty)
         self.generator = torch.Generator()
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
@@ -553,7 +560,7 @@ class Engine:
         choice ended (a stop token or string, a complete grammar, ``max_tokens``)."""
         p = job.params
         logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
-        token = sample_next(logits, p.temperature, p.top_p, job.generator)
+        token = job.sampler(logits, job.prompt_ids, choice.ids, job.generator)
         now = time.perf_counter()
         if job.first_token_at is None:
             job.first_token_at = now

@@ -243,8 +243,10 @@ def serve_load(run):
     stream_tokens = run.pick(16, 48, 64)
     from tenfold.models.lm import cached_dir
 
-    servers = {"tenfold serve": (lambda: ServerProcess(["--window", str(window)]), MODEL),
-               "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir()))}
+    # the same float32 weights on both servers; tenfold's default (int4 for the bundled model) beside them
+    servers = {"tenfold serve": (lambda: ServerProcess(["--window", str(window), "--dtype", "float32"]), MODEL),
+               "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir())),
+               "tenfold serve, default int4": (lambda: ServerProcess(["--window", str(window)]), MODEL)}
     throughput = _throughput(servers, levels, lambda c: 2 * c if c > 1 else run.pick(2, 4, 8), stream_tokens,
                              run.progress)
     ours["decode_throughput"] = throughput
@@ -252,6 +254,8 @@ def serve_load(run):
     ours["tenfold_streams_speedup"] = round(t_top["tokens_per_s"] / t_one["tokens_per_s"], 2)
     hf = throughput["transformers serve --continuous-batching"][str(levels[-1])]
     ours["tenfold_vs_transformers_serve_at_top"] = round(t_top["tokens_per_s"] / hf["tokens_per_s"], 2)
+    q_top = throughput["tenfold serve, default int4"][str(levels[-1])]
+    ours["int4_vs_float32_at_top"] = round(q_top["tokens_per_s"] / t_top["tokens_per_s"], 2)
     run.settings.update(throughput_streams=f"streamed chat completions, max_tokens {stream_tokens}, temperature 0, "
                                            "official openai client; tokens counted with the model's tokenizer")
     run.settings.update(retention_turns=retention_turns, retention_judge="langdetect == 'fr'")
@@ -298,5 +302,7 @@ def serve_load(run):
            f"{retention['rule_only_in_system_prompt, sinks_only']['french_share']:.0%}")
     why += (f"; continuous batching: {levels[-1]} streams decode {ours['tenfold_streams_speedup']}x the tokens/s of "
             f"{levels[0]} (target >= 4x at 16), {ours['tenfold_vs_transformers_serve_at_top']}x transformers serve "
-            f"--continuous-batching at {levels[-1]} streams (TTFT p95 {t_top['ttft_p95_s']} s vs {hf['ttft_p95_s']} s)")
+            f"--continuous-batching at {levels[-1]} streams (TTFT p95 {t_top['ttft_p95_s']} s vs {hf['ttft_p95_s']} s), "
+            f"both float32; tenfold's default int4 weights: {ours['int4_vs_float32_at_top']}x float32 at {levels[-1]} "
+            "streams")
     return {"ours": ours, "verdict": verdict, "why": why}

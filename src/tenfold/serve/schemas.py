@@ -18,8 +18,7 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 # Fields that do not change what is generated: accepted and ignored.
 _HARMLESS = {"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options"}
 # Fields accepted when they carry their neutral value (the value that leaves the output unchanged).
-_NEUTRAL = {"presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "repetition_penalty": (1, 1.0, None),
-            "logit_bias": (None, {}), "top_k": (None, -1, 0), "min_p": (None, 0, 0.0), "modalities": (None, ["text"]),
+_NEUTRAL = {"logit_bias": (None, {}), "modalities": (None, ["text"]),
             "reasoning_effort": (None,), "suffix": (None, ""), "prediction": (None,), "functions": (None,),
             "function_call": (None, "none", "auto"), "audio": (None,), "web_search_options": (None,),
             "verbosity": (None,), "user_id": (None,)}
@@ -113,6 +112,12 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # OpenAI's penalties (over the answer's tokens) and vLLM's extra sampling parameters (transformers' processors)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    top_k: int | None = Field(default=None, ge=-1, le=1_000_000)  # -1 or 0: off
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=8)

@@ -6,6 +6,7 @@ conversation: StreamingLLM's multi-round setting, Sec. 4.4). Idle sessions are e
 recently used first, to keep at most ``max_sessions`` sessions, ``max_memory_mb`` of caches and
 none idle for longer than ``ttl_s``; a session in use by a request is never evicted. The memory bound also covers
 caches outside the store that the engine reports (``n`` choices forked from one prompt): see :meth:`make_room`.
+A parked session holds only its filled cache columns (:meth:`SinkCache.compact`), so it counts what it holds.
 """
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ class SessionStore:
         return session
 
     def release(self, session: Session) -> None:
+        """Park ``session`` after a request: its cache is compacted to the tokens it holds (issue 25: idle sessions
+        kept compactly), then the bounds are enforced."""
         session.busy, session.last_used = False, time.monotonic()
+        session.cache = session.cache.compact()
         self.evict()
 
     def drop(self, session_id: str | None) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
-from tenfold.models.sampling import sample_next, stop_token_ids
+from tenfold.models.sampling import Sampler, stop_token_ids
+from tenfold.models.quantize import weights_label
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
 
@@ -23,8 +24,10 @@ class StreamingChat:
 
     def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, system: str | None = None,
                  max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0,
-                 memory: bool | dict = False):
-        """``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...)."""
+                 memory: bool | dict = False, sampler: Sampler | None = None):
+        """``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...).
+        ``sampler``: full sampling settings (top-k, min-p, penalties over the reply's tokens); replaces
+        ``temperature`` and ``top_p`` when given."""
         self.model, self.tok = enable_streaming(model), tokenizer
         self.cache = SinkCache(num_sinks=num_sinks, window=window)
         self.memory = None
@@ -33,7 +36,8 @@ class StreamingChat:
 
             self.memory = StreamingMemory(model, tokenizer, self.cache, **(memory if isinstance(memory, dict) else {}))
         self.system, self.max_new_tokens = system, max_new_tokens
-        self.temperature, self.top_p = temperature, top_p
+        self.sampler = sampler if sampler is not None else Sampler(temperature, top_p)
+        self.temperature, self.top_p = self.sampler.temperature, self.sampler.top_p
         self.generator = torch.Generator().manual_seed(seed)
         self.stop_ids = stop_token_ids(tokenizer)
         self.reset()
@@ -59,8 +63,8 @@ class StreamingChat:
         delta = after[len(before):] if after.startswith(before) else after
         return self.pending + delta
 
-    def _sample(self, logits: torch.Tensor) -> int:
-        return sample_next(logits, self.temperature, self.top_p, self.generator)
+    def _sample(self, logits: torch.Tensor, reply_ids: list[int] | None = None) -> int:
+        return self.sampler(logits, None, reply_ids, self.generator)
 
     @torch.no_grad()
     def say(self, user: str) -> Iterator[str]:
@@ -79,12 +83,12 @@ class StreamingChat:
                 self.memory.mark_recalled(hits)
         else:
             ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
-            logits = prefill(self.model, self.cache, ids)[0, -1]
+            logits = prefill(self.model, self.cache, ids, logits_to_keep=1)[0, -1]
         self.last_recalled = [h.text for h in hits]
         reply_ids, shown = [], ""
         start = time.perf_counter()
         for _ in range(self.max_new_tokens):
-            nxt = self._sample(logits)
+            nxt = self._sample(logits, reply_ids)
             if nxt in self.stop_ids:
                 break
             reply_ids.append(nxt)
@@ -112,6 +116,6 @@ class StreamingChat:
     def stats(self) -> dict:
         c = self.cache
         return {"cache_fill": c.fill(), "cache_size": c.size, "tokens_seen": c.tokens_seen, "evicted": c.evicted,
-                "generated": self.generated,
+                "generated": self.generated, "weights": weights_label(self.model),
                 "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None,
                 **(self.memory.stats() if self.memory is not None else {})}

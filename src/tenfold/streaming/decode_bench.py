@@ -11,9 +11,17 @@ CPU seconds per token: on a loaded machine the CPU-time ratios are the ones to r
   StreamingLLM-style in 64-token blocks after the first 4 tokens (``kv_cache_seq_rm`` + ``kv_cache_seq_shift``).
 - :func:`step_profile`: where one sink-cache decode step goes: linear layers, attention, cache bookkeeping,
   and everything else (norms, RoPE, activations, framework overhead), in milliseconds.
+- :func:`chat_peak_rss_mb`, :func:`import_rss_mb`, :func:`llama_cpp_peak_rss_mb`: peak resident memory (MB) of
+  ``tenfold chat`` answering a prompt that fills the cache, of the imports alone, and of llama.cpp doing the same
+  (each in its own process: ``getrusage(RUSAGE_CHILDREN)`` of a one-child wrapper).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import contextmanager
 
@@ -178,3 +186,72 @@ def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: i
     ms = lambda s: 1000 * s / steps  # noqa: E731
     return {k: round(v, 2) for k, v in {"linear": ms(lin["s"]), "attention": ms(attention), "cache": ms(in_cache),
             "other": ms(max(0.0, total - lin["s"] - attention - in_cache)), "total": ms(total)}.items()}
+
+
+_PEAK_WRAPPER = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdin=sys.stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+if done.returncode:
+    sys.exit(done.stderr[-2000:] or f"exit {done.returncode}")
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_mb(argv: list[str], stdin: str = "", env: dict | None = None, timeout: float = 900) -> float:
+    """Peak resident set (MB) of the process ``argv`` run to its end. Raises RuntimeError when it fails."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *argv], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if done.returncode:
+        raise RuntimeError(f"{argv[:4]} failed: {done.stderr.strip()[-500:]}")
+    return round(int(done.stdout.split()[-1]) / 1024, 1)  # Linux reports KB
+
+
+def chat_peak_rss_mb(prompt: str, num_sinks: int, window: int, dtype: str = "auto", max_new_tokens: int = 16) -> float:
+    """Peak RSS (MB) of ``tenfold chat --dtype DTYPE`` answering ``prompt`` (make it longer than the cache so
+    the cache is full and evicting) with ``max_new_tokens`` greedy tokens, then quitting."""
+    argv = [sys.executable, "-m", "tenfold", "chat", "--dtype", dtype, "--sinks", str(num_sinks), "--window",
+            str(window), "--max-new-tokens", str(max_new_tokens)]
+    return peak_rss_mb(argv, stdin=prompt.replace("\n", " ") + "\n/quit\n")
+
+
+def import_rss_mb() -> float:
+    """Peak RSS (MB) of importing what ``tenfold chat`` needs before it loads a model (torch, transformers'
+    modelling code, tenfold's chat): the floor under any chat's memory."""
+    code = ("import tenfold.streaming.chat, tenfold.models.lm, tenfold.models.int4_load; "
+            "from transformers import AutoModelForCausalLM, AutoTokenizer; "
+            "from transformers.models.llama import modeling_llama")
+    return peak_rss_mb([sys.executable, "-c", code])
+
+
+_LLAMA_CPP_CHAT = """
+import json, sys
+import llama_cpp
+a = json.load(open(sys.argv[1]))
+size, block = a["sinks"] + a["window"], 64
+llm = llama_cpp.Llama(model_path=a["gguf"], n_ctx=size + block, n_batch=size, n_threads=a["threads"],
+                      n_threads_batch=a["threads"], verbose=False)
+ids = a["ids"]
+llm.eval(ids[:size])
+for t in range(a["steps"]):
+    if llm.n_tokens >= size + block - 1:
+        llm._ctx.kv_cache_seq_rm(0, a["sinks"], a["sinks"] + block)
+        llm._ctx.kv_cache_seq_shift(0, a["sinks"] + block, llm.n_tokens, -block)
+        llm.n_tokens -= block
+    llm.eval([ids[size + t]])
+llm.close()
+"""
+
+
+def llama_cpp_peak_rss_mb(gguf: str, ids: list[int], num_sinks: int, window: int, steps: int = 16,
+                          threads: int = 1) -> float:
+    """Peak RSS (MB) of llama.cpp (llama-cpp-python, in a process that imports nothing else) filling a
+    ``num_sinks + window`` cache from ``ids`` and decoding ``steps`` tokens with sink-style eviction.
+    ``ids`` needs ``num_sinks + window + steps`` tokens. Raises RuntimeError when it cannot run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"gguf": gguf, "ids": ids, "sinks": num_sinks, "window": window, "steps": steps,
+                   "threads": threads}, f)
+    try:
+        return peak_rss_mb([sys.executable, "-c", _LLAMA_CPP_CHAT, f.name], env=env)
+    finally:
+        os.unlink(f.name)
