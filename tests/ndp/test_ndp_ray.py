@@ -1,0 +1,87 @@
+"""NDP populations scored on Ray (issue 28): the same fitness values as the local pool, and clear errors.
+
+A local Ray instance (2 CPUs) started here stands in for a cluster. Ray is the optional extra
+``tenfold[cluster]``, which ``make test`` installs; without it these tests fail (the feature would be
+missing), except the one that checks the message users get without Ray.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tenfold.errors import TenfoldError
+from tenfold.ndp import TrainConfig, train
+from tenfold.ndp.evolve import _Scorer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray  # fails, not skips, where the cluster extra is missing
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+CONFIGS = [dict(task="cartpole", generations=4, popsize=8, seed=2, eval_episodes=2, workers=2, sigma0=0.5),
+           dict(task="xor", generations=4, popsize=8, seed=2, eval_episodes=1, workers=2, sigma0=1.0)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c["task"] for c in CONFIGS])
+def test_ray_pool_gives_the_local_pools_fitness_values(local_ray, cfg):
+    local, on_ray = _Scorer(TrainConfig(**cfg)), _Scorer(TrainConfig(**cfg), ray="local")
+    try:
+        genomes = np.random.default_rng(0).uniform(-1, 1, (8, 167))
+        expected = local(genomes, seed=11)
+        assert len(set(expected)) > 1  # fitness that varies, so equality means something
+        assert on_ray(genomes, seed=11) == expected
+    finally:
+        local.close(), on_ray.close()
+    assert local_ray.is_initialized()  # a connection the caller opened stays open
+    a, b = train(TrainConfig(**cfg)), train(TrainConfig(**cfg), ray="local")
+    assert a["history"] == b["history"] and np.array_equal(a["genome"], b["genome"])
+    assert a["best"] == b["best"]
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_a_clear_error(local_ray):
+    with pytest.raises(TenfoldError, match="3 workers asked for, but the Ray cluster has 2 CPUs"):
+        train(TrainConfig(task="xor", generations=1, popsize=4, workers=3), ray="local")
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tenfold", "ndp", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_ray_local_trains_and_bad_addresses_are_one_line(tmp_path):
+    out = _cli("train", "--task", "xor", "--generations", "2", "--popsize", "4", "--workers", "2", "--ray",
+               "--out", str(tmp_path / "run"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["parameters"] == 167 and (tmp_path / "run" / "best.npy").is_file()
+    for address, message in ((f"127.0.0.1:{_closed_port()}", "cannot reach the Ray cluster at 127.0.0.1:"),
+                             ("nonsense", "give HOST:PORT of the Ray head")):
+        bad = _cli("train", "--task", "xor", "--ray", address, "--out", str(tmp_path / address))
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_without_ray_installed_the_error_says_how_to_get_it(tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "ray.py").write_text("raise ImportError('No module named ray')\n")  # shadows the real package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
+    out = _cli("train", "--task", "xor", "--ray", "--out", str(tmp_path / "run"), env=env)
+    assert out.returncode != 0 and "pip install 'tenfold[cluster]'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
