@@ -133,7 +133,7 @@ class Nginx:
         return (self.dir / "stderr.log").read_text(errors="replace")
 
     def __enter__(self) -> "Nginx":
-        argv = [self.binary, "-p", str(self.dir), "-c", str(self.conf)]
+        argv = [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-e", "stderr"]  # -e: not the built-in log path
         test = subprocess.run([*argv, "-t"], capture_output=True, text=True)
         if test.returncode != 0:
             raise TenfoldError(f"nginx rejected the config: {test.stderr.strip().splitlines()[-1]}")
