@@ -66,6 +66,7 @@ class RayConnection:
         return Pool(processes=processes, initializer=initializer, initargs=initargs)
 
     def close(self) -> None:
+        """Shut Ray down if this connection started it (a connection the caller opened stays open)."""
         if self.owned:
             _ray().shutdown()
             self.owned = False

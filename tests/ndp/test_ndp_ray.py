@@ -90,3 +90,12 @@ def test_without_ray_installed_the_error_says_how_to_get_it(tmp_path):
     out = _cli("train", "--task", "xor", "--ray", "--out", str(tmp_path / "run"), env=env)
     assert out.returncode != 0 and "pip install 'tenfold[cluster]'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_rejects_sizes_it_cannot_time():
+    from tenfold.ndp.benchmark import ray_overhead
+
+    with pytest.raises(TenfoldError, match="generations must be >= 2"):
+        ray_overhead(generations=1)
+    with pytest.raises(TenfoldError, match="workers must be Ray pool sizes"):
+        ray_overhead(workers=())

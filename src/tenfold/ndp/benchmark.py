@@ -29,6 +29,8 @@ def ray_overhead(task: str = "cartpole", generations: int = 6, popsize: int = 16
 
     if generations < 2:
         raise TenfoldError(f"generations must be >= 2 to time a generation (got {generations})")
+    if not workers or any(not isinstance(n, int) or n < 1 for n in workers):
+        raise TenfoldError(f"workers must be Ray pool sizes >= 1 (got {workers!r})")
     try:
         import ray  # noqa: F401
     except ImportError:

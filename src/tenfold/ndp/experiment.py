@@ -62,7 +62,10 @@ def ndp(run):
     # Benchmark row (issue 28): generations per minute scored in-process and by 1 and 2 Ray workers, one run.
     run.progress("ray overhead: cartpole generations per minute, in-process vs 1 and 2 Ray workers")
     bench = run.pick(dict(generations=3, popsize=8), dict(generations=6, popsize=16), dict(generations=10, popsize=32))
-    ours["ray_overhead"] = ray_overhead(task="cartpole", workers=(1, 2), **bench)
+    try:
+        ours["ray_overhead"] = ray_overhead(task="cartpole", workers=(1, 2), **bench)
+    except Exception as exc:  # noqa: BLE001 - Ray failing to start here must not cost the reproduction above
+        ours["ray_overhead"] = {"skipped": f"Ray could not run here: {exc.__class__.__name__}: {str(exc)[:200]}"}
     run.settings["ray_overhead"] = dict(task="cartpole", workers=[1, 2], **bench)
     xor_solved = ours["xor"]["solved_fraction"]
     cart = ours["cartpole"]
