@@ -83,12 +83,16 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
     if ray.is_initialized():
         return RayConnection(owned=False)
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address in (None, "", LOCAL):
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    if address in (None, "", LOCAL):  # a new instance even where `ray start` runs a cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
         return RayConnection(owned=True)
     _check_reachable(address)
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise TenfoldError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}") from None
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = (" (if the cluster checks tokens, as `ray start` sets up by default in recent Ray: set "
+                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token to its token)")
+        raise TenfoldError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}{hint}") from None
     return RayConnection(owned=True)

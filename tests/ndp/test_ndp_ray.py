@@ -82,6 +82,50 @@ def test_cli_ray_local_trains_and_bad_addresses_are_one_line(tmp_path):
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
+@pytest.fixture
+def ray_head():
+    """A Ray cluster head started as operators do (``ray start --head``), GCS and Ray Client ports on loopback."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from tenfold.serve.launch import free_port
+
+    gcs, client = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="tf-ray-")  # short: Ray puts Unix sockets in it; its address file too
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs}",
+                             f"--ray-client-server-port={client}", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        log.append(proc.stdout.readline())
+        if "Ray runtime started" in log[-1]:
+            break
+    else:
+        proc.kill()
+        pytest.fail("ray start --head did not come up: " + "".join(log)[-1500:])
+    yield gcs, client
+    proc.terminate()  # --block: the head stops its own services on SIGTERM
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_cli_joins_a_running_cluster_by_address(ray_head, tmp_path):
+    gcs, client = ray_head
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # `ray start` checks a token (~/.ray/auth_token) by default
+    for address in (f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}"):
+        out = _cli("train", "--task", "xor", "--generations", "2", "--popsize", "4", "--ray", address,
+                   "--out", str(tmp_path / address.replace("/", "_")), env=env)
+        assert out.returncode == 0, out.stderr[-1500:]
+        assert "population scored by 2 Ray workers" in out.stdout  # --workers defaulted to the cluster's 2 CPUs
+
+
 def test_without_ray_installed_the_error_says_how_to_get_it(tmp_path):
     hide = tmp_path / "hide"
     hide.mkdir()
