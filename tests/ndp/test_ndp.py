@@ -195,3 +195,18 @@ def test_cli_bad_input_is_one_line(args, message):
     out = _cli("ndp", *args)
     assert out.returncode != 0 and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_strided_genome_grows_the_same_network_as_its_contiguous_copy():
+    """CMA-ES hands out strided views; pickled into a worker they arrive contiguous. Both must give the same bits,
+    or the same genome scores differently in this process and in a pool (a chaotic episode amplifies one ulp)."""
+    ndp = NDP()
+    rng = np.random.default_rng(5)
+    population = rng.uniform(-1, 1, (ndp.num_parameters, 16)).T  # rows are strided views, as cma's ask() gives
+    grew = 0
+    for view in population:
+        assert not view.flags["C_CONTIGUOUS"]
+        a, b = ndp.grow(view), ndp.grow(view.copy())
+        assert np.array_equal(a.weights, b.weights) and np.array_equal(a.embeddings, b.embeddings)
+        grew += a.nodes > 1
+    assert grew >= 4  # enough networks that grew for the comparison to mean something

@@ -88,11 +88,17 @@ def _check_lmm(ours):
     assert set(ours["constrained: by pointer"]) == {"arrow", "box", "circle", "point", "crop", "marks", "coordinates"}
 
 
+def _check_ndp(ours):
+    ray = ours["ray_overhead"]  # the Ray benchmark row (issue 28); make test installs the cluster extra
+    assert set(ray["rows"]) == {"in-process", "ray 1 worker", "ray 2 workers"}, ray
+    assert all(r["generations_per_min"] > 0 for r in ray["rows"].values()) and ray["same_fitness"] is True
+
+
 CHECKS = {"streaming-ppl": _check_streaming_ppl, "streaming-sinks": _check_streaming_sinks,
           "streaming-speed": _check_streaming_speed, "streaming-decode": _check_streaming_decode,
           "serve-load": _check_serve_load,
           "retrieval-long-context": _check_retrieval, "probes": _check_probes, "pause": _check_pause,
-          "radit": _check_radit, "kosmos-g": _check_kosmos, "lmm-probing": _check_lmm}
+          "radit": _check_radit, "ndp": _check_ndp, "kosmos-g": _check_kosmos, "lmm-probing": _check_lmm}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,11 @@ def add_commands(sub) -> None:
     t.add_argument("--task", required=True, choices=TASKS)
     t.add_argument("--generations", type=int, default=100)
     t.add_argument("--popsize", type=int, default=32)
-    t.add_argument("--workers", type=int, default=1, help="worker processes scoring the population (default 1)")
+    t.add_argument("--workers", type=int, default=None,
+                   help="processes scoring the population (default 1; with --ray, every CPU of the Ray cluster)")
+    t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="score the population on Ray (pip install 'tenfold[cluster]'): no ADDRESS starts a local Ray "
+                   "instance; HOST:PORT, ray://HOST:PORT or 'auto' joins a running cluster (tenfold on every node)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--sigma0", type=float, default=0.1, help="CMA-ES initial step size (default 0.1, as the paper)")
     t.add_argument("--episodes", type=int, default=3, help="episodes per fitness evaluation (control tasks)")
@@ -51,18 +55,35 @@ def _summary(result: dict) -> dict:
 
 
 def _train(args) -> int:
+    from tenfold.ndp.evolve import TrainConfig, check_run_dir
+
+    out = Path(args.out or f"ndp-runs/{args.task}-seed{args.seed}")
+    check_run_dir(out, args.resume)
+    if args.workers is not None:
+        TrainConfig(task=args.task, workers=args.workers)  # bad --workers: one line before Ray starts
+    cluster = None
+    if args.ray is not None and args.workers is None:
+        from tenfold import cluster as ray_cluster
+
+        cluster = ray_cluster.connect(args.ray)  # train() reuses this connection
+    try:
+        return _run_training(args, out, args.workers or (max(1, cluster.cpus) if cluster else 1))
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_training(args, out: Path, workers: int) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tenfold.ndp.evolve import TrainConfig, check_run_dir, train
+    from tenfold.ndp.evolve import TrainConfig, train
     from tenfold.ndp.growth import NDPConfig
 
     ndp = NDPConfig(embedding_size=args.embedding_size, hidden=args.hidden, growth_cycles=args.growth_cycles,
                     max_nodes=args.max_nodes, asymmetric_division=not args.paper_division)
     cfg = TrainConfig(task=args.task, generations=args.generations, popsize=args.popsize, sigma0=args.sigma0,
-                      seed=args.seed, workers=args.workers, episodes=args.episodes, eval_episodes=args.eval_episodes,
+                      seed=args.seed, workers=workers, episodes=args.episodes, eval_episodes=args.eval_episodes,
                       checkpoint_every=args.checkpoint_every, ndp=ndp)
-    out = Path(args.out or f"ndp-runs/{args.task}-seed{args.seed}")
-    check_run_dir(out, args.resume)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}")]
     with Progress(*columns, transient=False) as bar:  # on stderr: --json keeps it
@@ -75,15 +96,16 @@ def _train(args) -> int:
             bar.update(job, completed=gen, stats=f"best so far {top[0]:.3f}  this generation: best {best:.3f} "
                                                  f"mean {mean:.3f}")
 
-        result = train(cfg, out, resume=args.resume, progress=tick)
+        result = train(cfg, out, resume=args.resume, progress=tick, ray=args.ray)
     summary = _summary(result)
     if args.json:
         print(json.dumps(summary))
     else:
         ev = "" if summary["eval_mean"] is None else f", held-out {summary['eval_mean']:.3f}"
         ev += "" if summary["eval_std"] is None else f" +- {summary['eval_std']:.3f}"
+        where = "" if args.ray is None else f" (population scored by {workers} Ray workers)"
         print(f"{args.task}: best fitness {summary['best_fitness']:.3f}{ev}; grown network {summary['nodes']} nodes / "
-              f"{summary['edges']} edges from {summary['parameters']} NDP parameters; run in {out}")
+              f"{summary['edges']} edges from {summary['parameters']} NDP parameters; run in {out}{where}")
     return 0
 
 

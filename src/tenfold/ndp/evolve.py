@@ -2,7 +2,8 @@
 
 The genome is the NDP's flat parameter vector, started from U[-1, 1] with step size 0.1 and
 elitist CMA-ES, as in the paper's runs. A generation's candidates are scored on the same
-episode seeds (common random numbers) in parallel worker processes; the run directory keeps
+episode seeds (common random numbers) in parallel worker processes on this machine, or on a Ray
+cluster (``ray=``; see :mod:`tenfold.cluster`) with the same fitness values; the run directory keeps
 ``config.json``, ``checkpoint.pkl`` (the optimiser, written atomically every few generations),
 ``history.json`` and, at the end, ``best.npy``, ``centroid.npy`` and ``result.json``.
 """
@@ -74,9 +75,21 @@ def _fitness(args) -> float:
 
 
 class _Scorer:
-    def __init__(self, cfg: TrainConfig):
-        self.cfg, self.pool = cfg, None
-        if cfg.workers > 1:
+    """Scores genomes in this process (workers=1), a local process pool, or a Ray pool (``ray`` an address)."""
+
+    def __init__(self, cfg: TrainConfig, ray: str | None = None):
+        self.cfg, self.pool, self.ray = cfg, None, None
+        if ray is not None:
+            from tenfold import cluster
+
+            self.ray = cluster.connect(ray, num_cpus=cfg.workers)
+            try:
+                self.pool = self.ray.pool(cfg.workers, initializer=_init_worker,
+                                          initargs=(cfg.task, cfg.ndp.to_dict()))
+            except BaseException:
+                self.ray.close()
+                raise
+        elif cfg.workers > 1:
             self.pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("fork" if "fork" in get_all_start_methods() else "spawn"), initializer=_init_worker,
                                             initargs=(cfg.task, cfg.ndp.to_dict()))
         else:
@@ -89,7 +102,10 @@ class _Scorer:
         return list(self.pool.map(_fitness, jobs, chunksize=max(1, len(jobs) // (4 * self.cfg.workers))))
 
     def close(self):
-        if self.pool is not None:
+        if self.ray is not None:
+            self.pool.terminate()
+            self.ray.close()
+        elif self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
 
@@ -119,11 +135,16 @@ def check_run_dir(run: Path, resume: bool) -> None:
         raise TenfoldError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, progress=None) -> dict:
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False, progress=None,
+          ray: str | None = None) -> dict:
     """Evolve an NDP for ``cfg.task``; returns the result dict (also written to ``run_dir/result.json``).
 
     ``resume``: continue the run in ``run_dir`` from its last checkpoint (same task and NDP).
     ``progress(generation, generations, best, mean)`` is called after each generation.
+    ``ray``: score each population on Ray with ``cfg.workers`` pool processes instead of on this machine:
+    ``'local'`` (start a Ray instance here), ``'auto'``, ``HOST:PORT`` or ``ray://HOST:PORT`` (join a cluster;
+    every node needs tenfold installed). The fitness values are the same as with the local pool.
+    Raises :class:`TenfoldError` for a bad config or run directory, Ray missing, or a cluster out of reach.
     """
     ndp = NDP(cfg.ndp)
     run = Path(run_dir) if run_dir else None
@@ -144,7 +165,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
     state = state or _start(cfg, ndp)
     es = state["es"]
     task = make_task(cfg.task)
-    scorer = _Scorer(cfg)
+    scorer = _Scorer(cfg, ray)
     try:
         while state["generation"] < cfg.generations:
             g = state["generation"]

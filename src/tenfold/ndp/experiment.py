@@ -16,6 +16,7 @@ from tenfold.report import experiment
                    "LunarLander-v3 (100 episodes)": "116 +- 124", "small-world coefficient sigma": "about 1.27",
                    "budget": "CMA-ES, population up to 512, up to 2000 generations"})
 def ndp(run):
+    from tenfold.ndp.benchmark import ray_overhead
     from tenfold.ndp.evolve import TrainConfig, train
     from tenfold.ndp.growth import NDP, NDPConfig
     from tenfold.ndp.plots import fitness_figure, growth_figure
@@ -58,6 +59,14 @@ def ndp(run):
         fig = growth_figure(NDP(NDPConfig()), r["genome"], f"{task_name} (seed {r['seed']}): growth of the best genome",
                             task.n_in, task.n_out)
         run.save_plot(fig, f"growth_{task_name}")
+    # Benchmark row (issue 28): generations per minute scored in-process and by 1 and 2 Ray workers, one run.
+    run.progress("ray overhead: cartpole generations per minute, in-process vs 1 and 2 Ray workers")
+    bench = run.pick(dict(generations=3, popsize=8), dict(generations=6, popsize=16), dict(generations=10, popsize=32))
+    try:
+        ours["ray_overhead"] = ray_overhead(task="cartpole", workers=(1, 2), **bench)
+    except Exception as exc:  # noqa: BLE001 - Ray failing to start here must not cost the reproduction above
+        ours["ray_overhead"] = {"skipped": f"Ray could not run here: {exc.__class__.__name__}: {str(exc)[:200]}"}
+    run.settings["ray_overhead"] = dict(task="cartpole", workers=[1, 2], **bench)
     xor_solved = ours["xor"]["solved_fraction"]
     cart = ours["cartpole"]
     verdict = "reproduced" if xor_solved > 0 and cart["best_eval_mean"] >= 475 else (
@@ -70,6 +79,13 @@ def ndp(run):
         why += f"; LunarLander best seed {ours['lunarlander']['best_eval_mean']:.1f}"
     if "smallworld" in ours:
         why += f"; small-world sigma {ours['smallworld']['best_sigma']}"
+    ray_row = ours["ray_overhead"]
+    if "rows" in ray_row:
+        rates = ", ".join(f"{k} {v['generations_per_min']:.0f}" for k, v in ray_row["rows"].items())
+        why += (f"; Ray benchmark, CartPole generations/min: {rates} (on {ray_row['machine_cpus']} CPUs a ratio of "
+                "overhead, not a speed-up)")
+    else:
+        why += f"; Ray benchmark not run: {ray_row['skipped']}"
     return {"ours": ours, "verdict": verdict, "why": why}
 
 

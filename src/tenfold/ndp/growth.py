@@ -129,7 +129,10 @@ class NDP:
                                + (self.edge.size if c.weighted else 0))
 
     def _split(self, genome: np.ndarray):
-        genome = np.asarray(genome, dtype=np.float64)
+        # Contiguous, always: CMA-ES hands out strided views, and the matrices unpacked from a view reach BLAS
+        # with other strides, so the same numbers could round differently (and, in a chaotic episode, score
+        # differently) in this process than pickled into a worker.
+        genome = np.ascontiguousarray(genome, dtype=np.float64)
         if genome.shape != (self.num_parameters,):
             raise TenfoldError(f"this NDP takes a genome of {self.num_parameters} numbers, got shape {genome.shape}")
         if not np.isfinite(genome).all():

@@ -1,0 +1,98 @@
+"""Ray, the optional engine for work that outgrows one machine (``pip install 'tenfold[cluster]'``).
+
+tenfold keeps no scheduler of its own: a job that scores many independent items (a CMA-ES population)
+hands them to a ``ray.util.multiprocessing.Pool``, which runs on a local Ray instance or on any Ray
+cluster. :func:`connect` turns the CLI's ``--ray [ADDRESS]`` into a Ray connection, with one clear
+error line when Ray is missing or the cluster cannot be reached.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from urllib.parse import urlsplit
+
+from tenfold.errors import TenfoldError
+
+LOCAL = "local"  # ``--ray`` with no address: start a Ray instance on this machine
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise TenfoldError("--ray needs Ray, an optional extra: pip install 'tenfold[cluster]'") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT or ray://HOST:PORT nobody answers (``ray.init`` would retry for minutes)."""
+    if address == "auto":
+        return  # Ray finds the cluster itself (RAY_ADDRESS or the one started on this machine), or says it cannot
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise TenfoldError(f"--ray {address!r}: give HOST:PORT of the Ray head (GCS, e.g. 10.0.0.5:6379), "
+                           "ray://HOST:PORT (Ray Client), 'auto', or no address for a local Ray instance")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise TenfoldError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc.__class__.__name__}") from None
+
+
+class RayConnection:
+    """A live Ray connection; :meth:`close` shuts Ray down only if this connection started it.
+
+    ``cpus``: the CPUs the cluster offers (what a pool can use at once).
+    """
+
+    def __init__(self, owned: bool):
+        ray = _ray()
+        self.owned = owned
+        self.cpus = int(ray.cluster_resources().get("CPU", 0))
+
+    def pool(self, processes: int, initializer=None, initargs=()):
+        """A ``ray.util.multiprocessing.Pool`` of ``processes`` actors (one CPU each) on this cluster.
+
+        Raises :class:`TenfoldError` when the cluster has fewer CPUs than ``processes``.
+        """
+        if processes > self.cpus:
+            raise TenfoldError(f"{processes} workers asked for, but the Ray cluster has {self.cpus} CPUs")
+        from ray.util.multiprocessing import Pool
+
+        return Pool(processes=processes, initializer=initializer, initargs=initargs)
+
+    def close(self) -> None:
+        """Shut Ray down if this connection started it (a connection the caller opened stays open)."""
+        if self.owned:
+            _ray().shutdown()
+            self.owned = False
+
+
+def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
+    """Connect to Ray: ``'local'`` starts an instance on this machine (``num_cpus`` CPUs, default all);
+    ``'auto'``, ``HOST:PORT`` or ``ray://HOST:PORT`` join an existing cluster. When this process is already
+    connected (``ray.init`` called by the caller), that connection is used and left open.
+
+    Raises :class:`TenfoldError` when Ray is not installed or the address does not answer.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        return RayConnection(owned=False)
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address in (None, "", LOCAL):  # a new instance even where `ray start` runs a cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        return RayConnection(owned=True)
+    _check_reachable(address)
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = (" (if the cluster checks tokens, as `ray start` sets up by default in recent Ray: set "
+                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token to its token)")
+        raise TenfoldError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}{hint}") from None
+    return RayConnection(owned=True)
