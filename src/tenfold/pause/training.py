@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tenfold.errors import TenfoldError
-from tenfold.models.finetune import check_run_dir, fit, load_checkpoint, save_checkpoint, write_json
+from tenfold.models.finetune import check_run_dir, fit, is_main_process, load_checkpoint, save_checkpoint, write_json
 from tenfold.pause.collators import PauseFinetuneCollator, PausePretrainCollator
 from tenfold.pause.sizes import SIZES
 from tenfold.pause.tokens import add_pause_token
@@ -128,7 +128,7 @@ def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = Non
                  progress=progress, tokenizer=tokenizer)
     history = {"config": asdict(cfg), "losses": losses, "pause_id": pause,
                "parameters": sum(p.numel() for p in model.parameters())}
-    if run_dir is not None:
+    if run_dir is not None and is_main_process():  # under `accelerate launch`, one process writes
         write_json(Path(run_dir) / "history.json", history)
     return history
 

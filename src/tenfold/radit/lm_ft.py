@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tenfold.errors import TenfoldError
-from tenfold.models.finetune import answer_only_batch, fit, save_checkpoint
+from tenfold.models.finetune import answer_only_batch, fit, is_main_process, save_checkpoint
 from tenfold.radit.reader import answer_ids, prompt_ids
 
 
@@ -56,6 +56,6 @@ def finetune_lm(model, tokenizer, examples: list, steps: int = 60, batch_size: i
     if lora_r:
         model = model.merge_and_unload()
     model.eval()
-    if run_dir is not None:
+    if run_dir is not None and is_main_process():  # under `accelerate launch`, one process writes
         save_checkpoint(model, tokenizer, Path(run_dir) / "model")
     return model, losses
