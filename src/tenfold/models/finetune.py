@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tenfold.errors import TenfoldError
+from tenfold.errors import TenfoldError, TrainingStopped
 
 
 IGNORE = -100  # transformers' ignore index for labels
@@ -63,11 +63,37 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def is_main_process() -> bool:
-    """True in the process that writes files (the only one without ``accelerate launch``)."""
+def _launched_processes() -> int:
+    """The number of processes the launcher (``accelerate launch``, torchrun) started: ``WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise TenfoldError(f"WORLD_SIZE must be a number (got {os.environ['WORLD_SIZE']!r})") from None
+
+
+def _on_cpu() -> bool:
+    """Several processes but no GPU: gloo on CPU. (accelerate alone would see a launched process without a GPU as
+    a lone process, and N processes would each train their own copy.)"""
+    return _launched_processes() > 1 and not torch.cuda.is_available() and not (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process (gloo on CPU when launched as several processes without a GPU).
+
+    Raises TenfoldError when the launcher started N > 1 processes but accelerate sees a different number."""
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    state = PartialState(cpu=_on_cpu())
+    if state.num_processes != _launched_processes():
+        raise TenfoldError(f"launched as {_launched_processes()} processes but accelerate sees {state.num_processes}; "
+                           "start several processes with `accelerate launch --multi_gpu --num_processes N`")
+    return state
+
+
+def is_main_process() -> bool:
+    """True in the process that writes files (the only one without ``accelerate launch``)."""
+    return process_state().is_main_process
 
 
 def my_rows(n: int) -> tuple[slice, float]:
@@ -78,9 +104,7 @@ def my_rows(n: int) -> tuple[slice, float]:
     W does not divide ``n``. One process: ``(slice(0, None, 1), 1.0)``, which changes nothing.
     Raises TenfoldError when the batch has fewer rows than there are processes.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     rank, world = state.process_index, state.num_processes
     if n < world:
         raise TenfoldError(f"a global batch of {n} rows cannot be shared by {world} processes (give at least {world})")
@@ -124,7 +148,7 @@ class GeneratorState:
 def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[int], object],
                 loss_of: Callable, *, steps: int, schedule=None, clip: float | None = None,
                 run_dir: str | Path | None = None, resume: bool = False, checkpoint_every: int = 0,
-                progress=None, generators=(), finish: Callable | None = None) -> list:
+                progress=None, generators=(), finish: Callable | None = None, stop_after: int | None = None) -> list:
     """The one training loop of tenfold, on ``accelerate.Accelerator``; return one record per step.
 
     Each step: ``loss_of(prepared_module, batch_for_step(step))`` gives a scalar loss tensor, or ``(loss, extras)``
@@ -139,18 +163,22 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     :class:`GeneratorState`) plus ``state.json`` (step, records) go to ``run_dir/checkpoint`` every
     ``checkpoint_every`` steps, and ``resume`` continues from there: with ``batch_for_step`` a function of the step
     (and of checkpointed generators), a resumed run equals an uninterrupted one, under any number of processes.
-    ``finish(accelerator)`` runs after the last step, before the checkpoint is removed.
+    ``finish(accelerator)`` runs after the last step, before the checkpoint is removed. ``stop_after`` (a step
+    count, e.g. for a job's time limit) saves a checkpoint after that step and raises :class:`TrainingStopped`.
     Raises TenfoldError for a non-finite loss, a run directory that already holds a run (without ``resume``) or has
-    nothing to resume.
+    nothing to resume, and ``stop_after`` without a run directory.
     """
     from accelerate import Accelerator
 
     if steps < 1:
         raise TenfoldError(f"steps must be at least 1 (got {steps})")
+    if stop_after is not None and (run_dir is None or stop_after < 1):
+        raise TenfoldError("stopping early needs a run directory to checkpoint into and a step count >= 1")
     check_run_dir(run_dir, resume)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    process_state()  # checks the number of processes and picks gloo on CPU
+    accelerator = Accelerator(cpu=_on_cpu(), step_scheduler_with_optimizer=False)
     prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
     prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
     for g in generators:
@@ -185,6 +213,10 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
                 progress(step, steps, values[0])
             if ckpt is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
                 _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
+            if stop_after is not None and step == stop_after and step < steps:
+                if not (checkpoint_every and step % checkpoint_every == 0):
+                    _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
+                raise TrainingStopped(f"stopped after step {step} of {steps} as asked; continue with --resume")
     if finish is not None:
         finish(accelerator)
     if run_dir is not None:
@@ -198,7 +230,8 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
 
 def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, warmup: float = 0.05,
         weight_decay: float = 0.1, clip: float = 1.0, seed: int = 0, run_dir: str | Path | None = None,
-        resume: bool = False, checkpoint_every: int = 0, progress=None, tokenizer=None) -> list[float]:
+        resume: bool = False, checkpoint_every: int = 0, progress=None, tokenizer=None,
+        stop_after: int | None = None) -> list[float]:
     """Train the causal LM ``model`` in place for ``steps`` steps; return the loss of every step (resumed runs included).
 
     ``batch_for_step(step)`` -> the global batch (``input_ids``/``attention_mask``/``labels``, each (rows, tokens));
@@ -206,7 +239,7 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
     label tokens (``labels[:, 1:] != -100``, the tokens transformers' shifted loss averages), so the averaged
     gradient and the logged loss are the global batch's token mean, as with one process. Raises TenfoldError for a
     non-positive learning rate, a model without trainable parameters, a batch with fewer rows than processes or
-    without label tokens, and a non-finite loss.
+    without label tokens, and a non-finite loss; ``stop_after``: see :func:`train_steps`.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -245,7 +278,7 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
     try:
         return train_steps(model, optimizer, local_batch, loss_of, steps=steps, schedule=schedule, clip=clip,
                            run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                           finish=finish)
+                           finish=finish, stop_after=stop_after)
     finally:
         model.eval()
 
