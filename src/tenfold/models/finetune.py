@@ -163,7 +163,7 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     :class:`GeneratorState`) plus ``state.json`` (step, records) go to ``run_dir/checkpoint`` every
     ``checkpoint_every`` steps, and ``resume`` continues from there: with ``batch_for_step`` a function of the step
     (and of checkpointed generators), a resumed run equals an uninterrupted one, under any number of processes.
-    ``finish(accelerator)`` runs after the last step, before the checkpoint is removed. ``stop_after`` (a step
+    ``finish(accelerator, prepared_module)`` runs after the last step, before the checkpoint is removed. ``stop_after`` (a step
     count, e.g. for a job's time limit) saves a checkpoint after that step and raises :class:`TrainingStopped`.
     Raises TenfoldError for a non-finite loss, a run directory that already holds a run (without ``resume``) or has
     nothing to resume, and ``stop_after`` without a run directory.
@@ -218,7 +218,7 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
                     _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
                 raise TrainingStopped(f"stopped after step {step} of {steps} as asked; continue with --resume")
     if finish is not None:
-        finish(accelerator)
+        finish(accelerator, prepared)
     if run_dir is not None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -270,9 +270,11 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
         out = prepared(**batch)
         return out.loss * share if share else out.logits.sum() * 0.0  # a process without label tokens adds nothing
 
-    def finish(accelerator) -> None:
-        if run_dir is not None and tokenizer is not None and accelerator.is_main_process:
-            save_checkpoint(accelerator.unwrap_model(model), tokenizer, Path(run_dir) / "model")
+    def finish(accelerator, prepared) -> None:
+        if run_dir is not None and tokenizer is not None:
+            state = accelerator.get_state_dict(prepared)  # every process: FSDP gathers its shards here
+            if accelerator.is_main_process:
+                save_checkpoint(accelerator.unwrap_model(prepared), tokenizer, Path(run_dir) / "model", state)
 
     model.train()
     try:
@@ -299,10 +301,11 @@ def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
     accelerator.wait_for_everyone()
 
 
-def save_checkpoint(model, tokenizer, path: str | Path) -> Path:
+def save_checkpoint(model, tokenizer, path: str | Path, state_dict: dict | None = None) -> Path:
+    """``model.save_pretrained`` (optionally with a gathered ``state_dict``) and the tokenizer into ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    model.save_pretrained(path, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(path)
     return path
 
