@@ -176,3 +176,23 @@ def test_launched_processes_that_accelerate_cannot_join_are_a_clear_error(monkey
     monkeypatch.setenv("WORLD_SIZE", "x")
     with pytest.raises(TenfoldError, match="WORLD_SIZE must be a number"):
         finetune._launched_processes()
+
+
+@pytest.mark.timeout(120)
+def test_the_benchmark_times_the_same_training_on_one_and_two_processes():
+    from tenfold.models.scale import accelerate_overhead
+
+    out = accelerate_overhead(steps=4, batch_size=4, seq_len=16)
+    assert out["same_losses"] and set(out["steps_per_s"]) == {"1", "2"} and all(v > 0 for v in out["steps_per_s"].values())
+    assert out["ratio_2_vs_1"] == pytest.approx(out["steps_per_s"]["2"] / out["steps_per_s"]["1"], rel=0.01)
+    assert out["cpu_ratio_2_vs_1"] > 0 and "processes" in out["note"]
+
+
+def test_the_benchmark_refuses_settings_it_cannot_time():
+    from tenfold.errors import TenfoldError
+    from tenfold.models.scale import accelerate_overhead
+
+    with pytest.raises(TenfoldError, match="steps >= 3"):
+        accelerate_overhead(steps=2)
+    with pytest.raises(TenfoldError, match="at least `processes` rows"):
+        accelerate_overhead(batch_size=1)
