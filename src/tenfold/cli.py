@@ -13,7 +13,7 @@ import os
 import sys
 
 from tenfold.argtypes import out_dir, positive_int, probability, temperature
-from tenfold.errors import TenfoldError
+from tenfold.errors import TenfoldError, TrainingStopped
 
 # The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
 # libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     rich.reconfigure(stderr=True, quiet=not sys.stderr.isatty())
     try:
         return args.func(args) or 0
+    except TrainingStopped as exc:  # asked for (--stop-after): not an error, but the run is not finished
+        print(f"tenfold: {exc}", file=sys.stderr)
+        return 75
     except TenfoldError as exc:
         print(f"tenfold: error: {exc}", file=sys.stderr)
         return 1

@@ -69,6 +69,9 @@ def _check_probes(ours):
 def _check_pause(ours):
     assert set(ours["accuracy"]) == {"StdPT+StdFT", "StdPT+PauseFT", "PausePT+StdFT", "PausePT+PauseFT"}
     assert "0" in ours["m_inf_sweep (PausePT+PauseFT)"]["sort"]
+    bench = ours["accelerate 1 vs 2 processes"]
+    assert bench["same_losses"] and bench["ratio_2_vs_1"] > 0 and bench["cpu_ratio_2_vs_1"] > 0
+    assert "not a speed-up" in bench["note"] or "speed-up from data parallelism" in bench["note"]
 
 
 def _check_radit(ours):

@@ -169,13 +169,19 @@ def clip_text_condition(clip_model, tokenizer, texts: list[str], length: int = C
 
 def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps: int = 1000, batch_size: int = 32,
                   lr: float = 1e-3, p_uncond: float = 0.1, seed: int = 0, max_objects: int = 4,
-                  background: str | None = None, scene_source=None, progress=None) -> list[float]:
-    """Train the U-Net on fresh training scenes (one caption each), the CLIP text encoder frozen.
+                  background: str | None = None, scene_source=None, progress=None, run_dir=None, resume: bool = False,
+                  checkpoint_every: int = 0) -> list[float]:
+    """Train the U-Net on fresh training scenes (one caption each), the CLIP text encoder frozen; the loss per step.
 
     ``max_objects`` / ``background`` narrow the world's scenes (e.g. to one or two objects on black);
-    ``scene_source(n, seed)`` replaces them with scenes of the caller's (e.g. a mixture with Kosmos-G's targets)."""
+    ``scene_source(n, seed)`` replaces them with scenes of the caller's (e.g. a mixture with Kosmos-G's targets).
+    Runs on the shared loop (:func:`tenfold.models.finetune.train_steps`): with ``run_dir`` it checkpoints every
+    ``checkpoint_every`` steps and ``resume`` continues exactly (scenes come from the step; the caption and noise
+    generators' states are checkpointed). Under ``accelerate launch`` each process renders and denoises its rows of
+    the batch. Raises TenfoldError for steps or batch size < 1, p_uncond outside [0, 1), an unknown background."""
     from transformers import get_cosine_schedule_with_warmup
 
+    from tenfold.models.finetune import Forward, GeneratorState, my_rows, train_steps
     from tenfold.vision.clip import pixels as to_pixels
     from tenfold.vision.world import BACKGROUNDS, Scene, render, scenes
 
@@ -188,25 +194,26 @@ def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps:
     sched = get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    losses = []
+    source = scene_source or partial(scenes, split="train", max_objects=max_objects)
+
+    def batch_for_step(step: int):
+        batch = source(batch_size, seed=7 + seed * 100_003 + step)
+        if background:
+            batch = [Scene(s.objects, background, s.seed) for s in batch]
+        caps = [s.captions()[rng.integers(len(s.captions()))] if rng.random() >= p_uncond else "" for s in batch]
+        mine, share = my_rows(len(batch))  # every process draws the captions of all rows, then takes its own
+        batch, caps = batch[mine], caps[mine]
+        cond, _ = clip_text_condition(clip_model, tokenizer, caps)
+        return to_pixels([render(s, decoder.image_size) for s in batch], decoder.image_size), cond, share
+
+    def loss_of(denoise, batch) -> torch.Tensor:
+        images, cond, share = batch
+        return denoise(images, cond, generator=g) * share
+
     unet.train()
-    with torch.enable_grad():
-        for step in range(steps):
-            at = 7 + seed * 100_003 + step
-            batch = (scene_source or partial(scenes, split="train", max_objects=max_objects))(batch_size, seed=at)
-            if background:
-                batch = [Scene(s.objects, background, s.seed) for s in batch]
-            caps = [s.captions()[rng.integers(len(s.captions()))] if rng.random() >= p_uncond else "" for s in batch]
-            cond, _ = clip_text_condition(clip_model, tokenizer, caps)
-            images = to_pixels([render(s, decoder.image_size) for s in batch], decoder.image_size)
-            loss = decoder.loss(images, cond, generator=g)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(round(loss.item(), 5))
-            if progress:
-                progress(step + 1, steps, losses[-1])
-    unet.eval()
-    return losses
+    try:
+        return train_steps(Forward(decoder.loss, unet), opt, batch_for_step, loss_of, steps=steps, schedule=sched,
+                           clip=1.0, run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every,
+                           progress=progress, generators=[GeneratorState(rng), GeneratorState(g)])
+    finally:
+        unet.eval()

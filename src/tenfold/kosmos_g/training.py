@@ -25,41 +25,45 @@ def _optimiser(params, lr: float, steps: int):
     return opt, get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
 
 
-def _step(params, opt, sched, loss) -> float:
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    sched.step()
-    return round(loss.item(), 5)
-
-
 def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 300, batch_size: int = 32,
-                lr: float = 3e-4, rec_weight: float = 1.0, seed: int = 0, progress=None) -> list[dict]:
-    """Train the aligner on captions: MSE to CLIP's text states + ``rec_weight`` x reconstruction."""
-    params = list(aligner.parameters())
-    opt, sched = _optimiser(params, lr, steps)
-    history = []
-    aligner.train()
-    for step in range(steps):
+                lr: float = 3e-4, rec_weight: float = 1.0, seed: int = 0, progress=None, run_dir=None,
+                resume: bool = False, checkpoint_every: int = 0) -> list[dict]:
+    """Train the aligner on captions: MSE to CLIP's text states + ``rec_weight`` x reconstruction.
+
+    Returns ``{"mse", "rec", "total"}`` per step. Runs on the shared loop
+    (:func:`tenfold.models.finetune.train_steps`; ``run_dir`` / ``resume`` / ``checkpoint_every`` as there): the
+    captions come from the step, so a resumed run continues exactly; under ``accelerate launch`` each process
+    takes its rows of the batch."""
+    from tenfold.models.finetune import Forward, my_rows, train_steps
+
+    opt, sched = _optimiser(list(aligner.parameters()), lr, steps)
+
+    def batch_for_step(step: int):
         caps = caption_pairs(batch_size, seed=seed * 100_003 + step)
+        mine, share = my_rows(len(caps))
         with torch.no_grad():
-            source, mask = mllm_states(vlm, caps)
-            target, _ = clip_text_condition(clip_model, tokenizer, caps)
-        with torch.enable_grad():
-            out = aligner.align_losses(source, mask, target)
-            total = _step(params, opt, sched, out["mse"] + rec_weight * out["rec"])
-        history.append({"mse": round(out["mse"].item(), 5), "rec": round(out["rec"].item(), 5), "total": total})
-        if progress:
-            progress(step + 1, steps, total)
-    aligner.eval()
-    return history
+            source, mask = mllm_states(vlm, caps[mine])
+            target, _ = clip_text_condition(clip_model, tokenizer, caps[mine])
+        return source, mask, target, share
+
+    def loss_of(align, batch):
+        source, mask, target, share = batch
+        out = align(source, mask, target)
+        return (out["mse"] + rec_weight * out["rec"]) * share, {"mse": out["mse"] * share, "rec": out["rec"] * share}
+
+    aligner.train()
+    try:
+        return train_steps(Forward(aligner.align_losses, aligner), opt, batch_for_step, loss_of, steps=steps,
+                           schedule=sched, clip=1.0, run_dir=run_dir, resume=resume,
+                           checkpoint_every=checkpoint_every, progress=progress)
+    finally:
+        aligner.eval()
 
 
 def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, steps: int = 300,
                    batch_size: int = 16, lr: float = 1e-4, tasks=TASKS, seed: int = 0, progress=None,
                    train_mllm: bool = False, anchor_weight: float = 0.0, clip_model=None,
-                   clip_tokenizer=None) -> list[float]:
+                   clip_tokenizer=None, run_dir=None, resume: bool = False, checkpoint_every: int = 0) -> list[float]:
     """Compositional instruction tuning: the diffusion loss of the target through the frozen U-Net.
 
     Gradients reach the aligner, and with ``train_mllm`` also the MLLM's own trainable parts (projector, vision
@@ -67,7 +71,10 @@ def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, st
     ``anchor_weight`` > 0, a term not in the paper is added: MSE between the condition and the CLIP text encoder's
     output on the target's caption (``clip_model`` / ``clip_tokenizer``), i.e. language as the anchor for image
     inputs too - a stronger signal than the diffusion loss alone at a miniature's training budget.
+    Runs on the shared loop (:func:`tenfold.models.finetune.train_steps`; ``run_dir`` / ``resume`` /
+    ``checkpoint_every`` as there; the noise generator's state is checkpointed). Returns the loss per step.
     """
+    from tenfold.models.finetune import Forward, GeneratorState, my_rows, train_steps
     from tenfold.vision.clip import pixels
 
     if anchor_weight < 0 or (anchor_weight and clip_model is None):
@@ -78,26 +85,37 @@ def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, st
         params += [p for p in vlm.parameters() if p.requires_grad]  # the LM was frozen when the VLM was built
     opt, sched = _optimiser(params, lr, steps)
     g = torch.Generator().manual_seed(seed)
-    losses = []
-    aligner.train()
-    for step in range(steps):
+
+    def batch_for_step(step: int):
         batch = instructions(batch_size, "train", tasks, seed=seed * 100_003 + step)
-        target = pixels([i.target_image(decoder.image_size) for i in batch], decoder.image_size)
-        with torch.enable_grad():
-            with torch.set_grad_enabled(train_mllm):
-                source, mask = mllm_states(vlm, [i.prompt for i in batch], [i.subject_images() for i in batch])
-            cond = aligner(source, mask)
-            loss = decoder.loss(target, cond, generator=g)
-            if anchor_weight:
-                with torch.no_grad():
-                    anchor, _ = clip_text_condition(clip_model, clip_tokenizer, [target_caption(i) for i in batch],
-                                                    aligner.target_length)
-                loss = loss + anchor_weight * torch.nn.functional.mse_loss(cond, anchor)
-            losses.append(_step(params, opt, sched, loss))
-        if progress:
-            progress(step + 1, steps, losses[-1])
-    aligner.eval()
-    return losses
+        mine, share = my_rows(len(batch))
+        batch = batch[mine]
+        return batch, pixels([i.target_image(decoder.image_size) for i in batch], decoder.image_size), share
+
+    def condition_loss(batch, target) -> torch.Tensor:
+        with torch.set_grad_enabled(train_mllm):
+            source, mask = mllm_states(vlm, [i.prompt for i in batch], [i.subject_images() for i in batch])
+        cond = aligner(source, mask)
+        loss = decoder.loss(target, cond, generator=g)
+        if anchor_weight:
+            with torch.no_grad():
+                anchor, _ = clip_text_condition(clip_model, clip_tokenizer, [target_caption(i) for i in batch],
+                                                aligner.target_length)
+            loss = loss + anchor_weight * torch.nn.functional.mse_loss(cond, anchor)
+        return loss
+
+    def loss_of(model, batch) -> torch.Tensor:
+        items, target, share = batch
+        return model(items, target) * share
+
+    trained = Forward(condition_loss, aligner, *([vlm] if train_mllm else []))
+    aligner.train()
+    try:
+        return train_steps(trained, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
+                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                           generators=[GeneratorState(g)])
+    finally:
+        aligner.eval()
 
 
 @torch.no_grad()

@@ -1,11 +1,14 @@
-"""A resumable training loop on ``accelerate`` shared by the papers that train language models.
+"""The training loop of tenfold, on ``accelerate``: one loop for every paper that trains something.
 
-``fit(model, batch_for_step, ...)`` runs AdamW (no decay on gains and biases) with linear warmup and cosine
-decay, clips gradients, and asks ``batch_for_step(step)`` for each global batch: batches that depend only
-on the step make an interrupted run resume bit-for-bit, and under ``accelerate launch`` every process takes
-its own rows of the same global batch. Checkpoints (``Accelerator.save_state`` plus the step counter) are
-written every ``checkpoint_every`` steps to ``run_dir/checkpoint``; the finished model and tokenizer go to
-``run_dir/model``. Used by pause-pretraining/-finetuning (Goyal et al. 2023) and RA-DIT's LM-ft (Lin et al. 2023).
+:func:`train_steps` is the loop: ``Accelerator.prepare``, backward through the accelerator (DDP averages the
+gradients of the processes of ``accelerate launch``), gradient clipping, optimizer and schedule steps, resumable
+checkpoints (``Accelerator.save_state`` plus the step counter in ``run_dir/checkpoint``). It asks
+``batch_for_step(step)`` for each global batch: batches that depend only on the step (and on checkpointed
+generators) make an interrupted run resume bit-for-bit, and every process takes its own rows of the same global
+batch (:func:`my_rows`). :func:`fit` is that loop for causal LMs - AdamW (no decay on gains and biases), linear
+warmup and cosine decay, the finished model and tokenizer in ``run_dir/model`` - used by pause-pretraining/-finetuning
+(Goyal et al. 2023), RA-DIT's LM-ft (Lin et al. 2023) and the VLM; RA-DIT's retriever, CLIP, and Kosmos-G's decoder
+and aligner call :func:`train_steps` directly.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from tenfold.errors import TenfoldError
+from tenfold.errors import TenfoldError, TrainingStopped
 
 
 IGNORE = -100  # transformers' ignore index for labels
@@ -59,19 +63,188 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _launched_processes() -> int:
+    """The number of processes the launcher (``accelerate launch``, torchrun) started: ``WORLD_SIZE``, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise TenfoldError(f"WORLD_SIZE must be a number (got {os.environ['WORLD_SIZE']!r})") from None
+
+
+def _on_cpu() -> bool:
+    """Several processes but no GPU: gloo on CPU. (accelerate alone would see a launched process without a GPU as
+    a lone process, and N processes would each train their own copy.)"""
+    return _launched_processes() > 1 and not torch.cuda.is_available() and not (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process (gloo on CPU when launched as several processes without a GPU).
+
+    Raises TenfoldError when the launcher started N > 1 processes but accelerate sees a different number."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=_on_cpu())
+    if state.num_processes != _launched_processes():
+        raise TenfoldError(f"launched as {_launched_processes()} processes but accelerate sees {state.num_processes}; "
+                           "start several processes with `accelerate launch --multi_gpu --num_processes N`")
+    return state
+
+
+def is_main_process() -> bool:
+    """True in the process that writes files (the only one without ``accelerate launch``)."""
+    return process_state().is_main_process
+
+
+def my_rows(n: int) -> tuple[slice, float]:
+    """This process's rows of a global batch of ``n`` rows, and the factor for its loss.
+
+    Under ``accelerate launch`` with W processes, process r takes rows ``r::W``. DDP averages the W gradients, so
+    a per-process mean loss scaled by ``W * local_rows / n`` gives exactly the gradient of the global mean even when
+    W does not divide ``n``. One process: ``(slice(0, None, 1), 1.0)``, which changes nothing.
+    Raises TenfoldError when the batch has fewer rows than there are processes.
+    """
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
+    if n < world:
+        raise TenfoldError(f"a global batch of {n} rows cannot be shared by {world} processes (give at least {world})")
+    return slice(rank, None, world), world * len(range(rank, n, world)) / n
+
+
+class Forward(torch.nn.Module):
+    """``fn`` as the forward of a module that owns ``modules``, so ``Accelerator.prepare`` (DDP, FSDP) can wrap a loss
+    computed by any function (a method such as ``decoder.loss``) over those modules' parameters."""
+
+    def __init__(self, fn: Callable, *modules: torch.nn.Module):
+        super().__init__()
+        self.fn = fn
+        self.parts = torch.nn.ModuleList(modules)
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+class GeneratorState:
+    """A numpy ``Generator`` or ``torch.Generator`` that ``Accelerator.save_state``/``load_state`` checkpoint
+    (``register_for_checkpointing``), so a loop that draws from it sequentially resumes on the same draws."""
+
+    def __init__(self, generator):
+        if not isinstance(generator, (np.random.Generator, torch.Generator)):
+            raise TenfoldError(f"cannot checkpoint a {type(generator).__name__} (a numpy or torch generator)")
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        if isinstance(self.generator, torch.Generator):
+            return {"torch": self.generator.get_state()}
+        return {"numpy": json.dumps(self.generator.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "torch" in state:
+            self.generator.set_state(state["torch"])
+        else:
+            self.generator.bit_generator.state = json.loads(state["numpy"])
+
+
+def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[int], object],
+                loss_of: Callable, *, steps: int, schedule=None, clip: float | None = None,
+                run_dir: str | Path | None = None, resume: bool = False, checkpoint_every: int = 0,
+                progress=None, generators=(), finish: Callable | None = None, stop_after: int | None = None) -> list:
+    """The one training loop of tenfold, on ``accelerate.Accelerator``; return one record per step.
+
+    Each step: ``loss_of(prepared_module, batch_for_step(step))`` gives a scalar loss tensor, or ``(loss, extras)``
+    with ``extras`` a dict of scalar tensors to log; the accelerator back-propagates it (DDP averages gradients over
+    processes), clips the gradient norm to ``clip``, steps the optimizer and then ``schedule`` once (not once per
+    process: ``step_scheduler_with_optimizer=False``). ``module`` must own every trained parameter and its forward
+    must compute the loss (wrap a function in :class:`Forward`). The record of a step is its loss averaged over
+    processes (with :func:`my_rows`' factors: the global batch's mean), rounded to 5 decimals, or
+    ``{**extras, "total": loss}`` when ``loss_of`` returns extras.
+
+    With ``run_dir``, ``Accelerator.save_state`` (model, optimizer, schedule, RNG states and ``generators``, see
+    :class:`GeneratorState`) plus ``state.json`` (step, records) go to ``run_dir/checkpoint`` every
+    ``checkpoint_every`` steps, and ``resume`` continues from there: with ``batch_for_step`` a function of the step
+    (and of checkpointed generators), a resumed run equals an uninterrupted one, under any number of processes.
+    ``finish(accelerator, prepared_module)`` runs after the last step, before the checkpoint is removed. ``stop_after`` (a step
+    count, e.g. for a job's time limit) saves a checkpoint after that step and raises :class:`TrainingStopped`.
+    Raises TenfoldError for a non-finite loss, a run directory that already holds a run (without ``resume``) or has
+    nothing to resume, and ``stop_after`` without a run directory.
+    """
+    from accelerate import Accelerator
+
+    if steps < 1:
+        raise TenfoldError(f"steps must be at least 1 (got {steps})")
+    if stop_after is not None and (run_dir is None or stop_after < 1):
+        raise TenfoldError("stopping early needs a run directory to checkpoint into and a step count >= 1")
+    check_run_dir(run_dir, resume)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    process_state()  # checks the number of processes and picks gloo on CPU
+    accelerator = Accelerator(cpu=_on_cpu(), step_scheduler_with_optimizer=False)
+    prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
+    prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
+    for g in generators:
+        accelerator.register_for_checkpointing(g)
+    step, records = 0, []
+    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
+    if resume:
+        if not ckpt.exists():
+            raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
+        accelerator.load_state(str(ckpt))
+        saved = json.loads((Path(run_dir) / "state.json").read_text())
+        step, records = saved["step"], saved["losses"]
+    with torch.enable_grad():
+        while step < steps:
+            out = loss_of(prepared, batch_for_step(step))
+            loss, extras = out if isinstance(out, tuple) else (out, {})
+            logged = accelerator.reduce(torch.stack([loss.detach().float(), *(v.detach().float() for v in
+                                                                                extras.values())]), "mean")
+            if not torch.isfinite(logged[0]):  # every process sees the same global value, so all stop here
+                raise TenfoldError(f"the loss became {logged[0].item()} at step {step}; lower the learning rate")
+            accelerator.backward(loss)
+            if clip:
+                accelerator.clip_grad_norm_(prepared.parameters(), clip)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            optimizer.zero_grad()
+            step += 1
+            values = [round(float(v), 5) for v in logged.tolist()]
+            records.append(dict(zip(extras, values[1:])) | {"total": values[0]} if extras else values[0])
+            if progress:
+                progress(step, steps, values[0])
+            if ckpt is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
+            if stop_after is not None and step == stop_after and step < steps:
+                if not (checkpoint_every and step % checkpoint_every == 0):
+                    _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
+                raise TrainingStopped(f"stopped after step {step} of {steps} as asked; continue with --resume")
+    if finish is not None:
+        finish(accelerator, prepared)
+    if run_dir is not None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(Path(run_dir) / "state.json", {"step": step, "losses": records})
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+    return records
+
+
 def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, warmup: float = 0.05,
         weight_decay: float = 0.1, clip: float = 1.0, seed: int = 0, run_dir: str | Path | None = None,
-        resume: bool = False, checkpoint_every: int = 0, progress=None, tokenizer=None) -> list[float]:
-    """Train ``model`` in place for ``steps`` steps; return the loss of every step (resumed runs included)."""
-    from accelerate import Accelerator
+        resume: bool = False, checkpoint_every: int = 0, progress=None, tokenizer=None,
+        stop_after: int | None = None) -> list[float]:
+    """Train the causal LM ``model`` in place for ``steps`` steps; return the loss of every step (resumed runs included).
+
+    ``batch_for_step(step)`` -> the global batch (``input_ids``/``attention_mask``/``labels``, each (rows, tokens));
+    under W processes each takes rows ``r::W`` and its mean token loss is weighted by its share of the batch's
+    label tokens (``labels[:, 1:] != -100``, the tokens transformers' shifted loss averages), so the averaged
+    gradient and the logged loss are the global batch's token mean, as with one process. Raises TenfoldError for a
+    non-positive learning rate, a model without trainable parameters, a batch with fewer rows than processes or
+    without label tokens, and a non-finite loss; ``stop_after``: see :func:`train_steps`.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     if not (lr > 0 and math.isfinite(lr)):
         raise TenfoldError(f"the learning rate must be a positive number (got {lr})")
-    check_run_dir(run_dir, resume)
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator()
     torch.manual_seed(seed)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
@@ -80,62 +253,59 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
                                    {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0}],
                                   lr=lr, betas=(0.9, 0.95))
     schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup * steps), steps)
-    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    step, losses = 0, []
-    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    if resume:
-        if not ckpt.exists():
-            raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
-        accelerator.load_state(str(ckpt))
-        saved = json.loads((Path(run_dir) / "state.json").read_text())
-        step, losses = saved["step"], saved["losses"]
-    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def local_batch(step: int) -> tuple[dict, float]:
+        batch = batch_for_step(step)
+        rows, _ = my_rows(len(batch["input_ids"]))
+        tokens = (batch["labels"][:, 1:] != IGNORE) if "labels" in batch else None
+        total = int(tokens.sum()) if tokens is not None else len(batch["input_ids"])
+        if total == 0:
+            raise TenfoldError(f"the batch of step {step} has no label tokens to learn")
+        mine = int(tokens[rows].sum()) if tokens is not None else len(range(len(batch["input_ids"]))[rows])
+        return {k: v[rows] for k, v in batch.items()}, rows.step * mine / total  # rows.step: the processes
+
+    def loss_of(prepared, item) -> torch.Tensor:
+        batch, share = item
+        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        out = prepared(**batch)
+        return out.loss * share if share else out.logits.sum() * 0.0  # a process without label tokens adds nothing
+
+    def finish(accelerator, prepared) -> None:
+        if run_dir is not None and tokenizer is not None:
+            state = accelerator.get_state_dict(prepared)  # every process: FSDP gathers its shards here
+            if accelerator.is_main_process:
+                save_checkpoint(accelerator.unwrap_model(prepared), tokenizer, Path(run_dir) / "model", state)
+
     model.train()
-    with torch.enable_grad():
-        while step < steps:
-            batch = {k: v[rank::world].to(accelerator.device) for k, v in batch_for_step(step).items()}
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise TenfoldError(f"the loss became {loss.item()} at step {step}; lower the learning rate")
-            accelerator.backward(loss)
-            if clip:
-                accelerator.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            losses.append(round(float(loss.item()), 5))
-            if progress:
-                progress(step, steps, losses[-1])
-            if ckpt is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
-                _checkpoint(accelerator, ckpt, {"step": step, "losses": losses})
-    model.eval()
-    if run_dir is not None and accelerator.is_main_process:
-        if tokenizer is not None:
-            save_checkpoint(accelerator.unwrap_model(model), tokenizer, Path(run_dir) / "model")
-        write_json(Path(run_dir) / "state.json", {"step": step, "losses": losses})
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-    return losses
+    try:
+        return train_steps(model, optimizer, local_batch, loss_of, steps=steps, schedule=schedule, clip=clip,
+                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                           finish=finish, stop_after=stop_after)
+    finally:
+        model.eval()
 
 
 def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
     """Save optimizer/model/RNG state, then the step counter (a crash in between resumes from the older pair)."""
     tmp = ckpt.with_name("checkpoint.tmp")
-    if tmp.exists():
+    if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
-    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process writes its RNG state beside the main process's files
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ckpt.exists():
             shutil.rmtree(ckpt)
         os.replace(tmp, ckpt)
         write_json(ckpt.parent / "state.json", state)
+    accelerator.wait_for_everyone()
 
 
-def save_checkpoint(model, tokenizer, path: str | Path) -> Path:
+def save_checkpoint(model, tokenizer, path: str | Path, state_dict: dict | None = None) -> Path:
+    """``model.save_pretrained`` (optionally with a gathered ``state_dict``) and the tokenizer into ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    model.save_pretrained(path, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(path)
     return path
 

@@ -26,6 +26,8 @@ def add_commands(sub) -> None:
                        help="steps between resumable checkpoints")
         q.add_argument("--resume", action="store_true",
                        help="continue the run in --out with its saved settings (giving a different one is an error)")
+        q.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                       help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
 
     t = verbs.add_parser("pretrain", help="pretrain a small Llama-style model from scratch, with or without pauses")
     common(t, 2000, 1e-3, 32)
@@ -94,7 +96,9 @@ def _run_args(args, keys: list[str]) -> dict:
 
 def _record(args, a: dict) -> None:
     """Write the run's arguments once everything they name has loaded (a failed start leaves no directory)."""
-    if not args.resume:
+    from tenfold.models.finetune import is_main_process
+
+    if not args.resume and is_main_process():  # under `accelerate launch`, one process writes
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(a, indent=1))
@@ -103,6 +107,7 @@ def _record(args, a: dict) -> None:
 def _pretrain(args) -> int:
     from transformers import AutoTokenizer
 
+    from tenfold.models.finetune import is_main_process
     from tenfold.pause.corpus import pretraining_text, train_tokenizer
     from tenfold.pause.training import TrainConfig, small_llama, token_stream, train
 
@@ -123,12 +128,16 @@ def _pretrain(args) -> int:
     else:
         tok = train_tokenizer(text, a["vocab_size"])
         _record(args, a)
-        tok.save_pretrained(out / "tokenizer")
+        if is_main_process():
+            tok.save_pretrained(out / "tokenizer")
     stream = token_stream(tok, text)
     model = small_llama(len(tok), a["size"], max_positions=max(512, 2 * a["seq_len"]), seed=a["seed"])
     bar, tick = _bar(cfg.steps, f"pretrain ({'PausePT' if cfg.pause_rate else 'StdPT'})")
     with bar:
-        hist = train(model, tok, cfg, stream=stream, run_dir=out, resume=args.resume, progress=tick)
+        hist = train(model, tok, cfg, stream=stream, run_dir=out, resume=args.resume, progress=tick,
+                     stop_after=args.stop_after)
+    if not is_main_process():
+        return 0
     print(f"pretrained {hist['parameters']:,} parameters on {len(stream):,} tokens; final loss "
           f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {out / 'model'}")
     return 0
@@ -141,6 +150,7 @@ def _load(source: str):
 
 
 def _finetune(args) -> int:
+    from tenfold.models.finetune import is_main_process
     from tenfold.pause.tasks import split
     from tenfold.pause.training import TrainConfig, encode_pairs, train
 
@@ -154,8 +164,10 @@ def _finetune(args) -> int:
     bar, tick = _bar(cfg.steps, f"finetune ({'PauseFT, M_ft=' + str(cfg.m_ft) if cfg.m_ft else 'StdFT'})")
     with bar:
         hist = train(model, tok, cfg, pairs=encode_pairs(tok, pairs), run_dir=args.out, resume=args.resume,
-                     progress=tick)
+                     progress=tick, stop_after=args.stop_after)
     meta = {"m_ft": cfg.m_ft, "tasks": a["task"], "source": a["model"]}
+    if not is_main_process():
+        return 0
     (Path(args.out) / "model" / "pause.json").write_text(json.dumps(meta))
     print(f"fine-tuned on {', '.join(a['task'])} with M_ft={cfg.m_ft}; final loss "
           f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {Path(args.out) / 'model'}")

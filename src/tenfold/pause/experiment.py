@@ -90,6 +90,14 @@ def pause(run):
         ours["smollm2_demo"] = smollm2_demo(task="sort", m_ft=run.pick(4, 4, 10), steps=demo_steps,
                                             n_test=run.pick(20, 50, 200))
         run.settings["smollm2_demo"] = "bundled SmolLM2-135M-Instruct, full fine-tuning, batch 8, lr 1e-4, task sort"
+    bench_steps = run.pick(8, 30, 100)
+    run.progress(f"training steps per second, 1 vs 2 accelerate processes ({bench_steps} steps)")
+    from tenfold.models.scale import accelerate_overhead
+
+    ours["accelerate 1 vs 2 processes"] = accelerate_overhead(steps=bench_steps, batch_size=8, seq_len=64)
+    run.settings["accelerate benchmark"] = (f"fit on a 4-layer, 128-wide Llama, global batch 8 x 64 tokens, {bench_steps} "
+                                            "steps as 1 process and under `accelerate launch` with 2 (gloo on CPU), "
+                                            "one thread each; python -m tenfold.models.scale")
     _plots(run, ours, tasks, sweep, curves)
     verdict, why = _verdict(ours, tasks, m_ft, len(seeds))
     return {"ours": ours, "verdict": verdict, "why": why}

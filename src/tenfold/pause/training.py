@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tenfold.errors import TenfoldError
-from tenfold.models.finetune import check_run_dir, fit, load_checkpoint, save_checkpoint, write_json
+from tenfold.models.finetune import check_run_dir, fit, is_main_process, load_checkpoint, save_checkpoint, write_json
 from tenfold.pause.collators import PauseFinetuneCollator, PausePretrainCollator
 from tenfold.pause.sizes import SIZES
 from tenfold.pause.tokens import add_pause_token
@@ -102,11 +102,12 @@ def _finetune_batch(pairs: list, cfg: TrainConfig, step: int, pause: int | None,
 
 
 def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = None, pairs: list | None = None,
-          run_dir: str | Path | None = None, resume: bool = False, progress=None) -> dict:
+          run_dir: str | Path | None = None, resume: bool = False, progress=None, stop_after: int | None = None) -> dict:
     """Pretrain on ``stream`` (token ids) or fine-tune on ``pairs`` (encoded prompt/answer); return the history.
 
     ``model`` is trained in place. With ``run_dir``, checkpoints go to ``run_dir/checkpoint`` and the finished
-    model and tokenizer to ``run_dir/model``.
+    model and tokenizer to ``run_dir/model``. ``stop_after``: stop with a checkpoint after that step
+    (:class:`~tenfold.models.finetune.TrainingStopped`).
     """
     cfg.check()
     if (stream is None) == (pairs is None):
@@ -125,10 +126,10 @@ def train(model, tokenizer, cfg: TrainConfig, *, stream: np.ndarray | None = Non
         batch_for_step = lambda step: _finetune_batch(pairs, cfg, step, pause, pad, eos)  # noqa: E731
     losses = fit(model, batch_for_step, steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
                  clip=cfg.clip, seed=cfg.seed, run_dir=run_dir, resume=resume, checkpoint_every=cfg.checkpoint_every,
-                 progress=progress, tokenizer=tokenizer)
+                 progress=progress, tokenizer=tokenizer, stop_after=stop_after)
     history = {"config": asdict(cfg), "losses": losses, "pause_id": pause,
                "parameters": sum(p.numel() for p in model.parameters())}
-    if run_dir is not None:
+    if run_dir is not None and is_main_process():  # under `accelerate launch`, one process writes
         write_json(Path(run_dir) / "history.json", history)
     return history
 

@@ -32,6 +32,8 @@ def add_commands(sub) -> None:
     t.add_argument("--lora-r", type=int, default=8, help="LoRA rank (0 = full fine-tuning)")
     t.add_argument("--checkpoint-every", type=int, default=50)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
     t.set_defaults(func=_train_lm)
 
     r = verbs.add_parser("train-retriever", help="R-ft: fit the query encoder to LM-supervised retrieval targets")
@@ -126,7 +128,11 @@ def _train_lm(args) -> int:
     with bar:
         _, losses = finetune_lm(model, tok, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 lora_r=args.lora_r, seed=args.seed, run_dir=args.out, resume=args.resume,
-                                checkpoint_every=args.checkpoint_every, progress=tick)
+                                checkpoint_every=args.checkpoint_every, progress=tick, stop_after=args.stop_after)
+    from tenfold.models.finetune import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`, the main process reports
+        return 0
     print(f"LM-ft done: loss {losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}; model in {args.out}/model")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tenfold.errors import TenfoldError
-from tenfold.models.finetune import answer_only_batch, fit, save_checkpoint
+from tenfold.models.finetune import answer_only_batch, fit, is_main_process, save_checkpoint
 from tenfold.radit.reader import answer_ids, prompt_ids
 
 
@@ -31,8 +31,10 @@ def lm_ft_examples(tokenizer, questions, hits, passages: list[str], k: int) -> l
 
 def finetune_lm(model, tokenizer, examples: list, steps: int = 60, batch_size: int = 8, lr: float = 2e-4,
                 lora_r: int = 8, seed: int = 0, run_dir: str | Path | None = None, resume: bool = False,
-                checkpoint_every: int = 0, progress=None):
-    """Fine-tune ``model`` on the examples; return (the trained model with LoRA merged, the losses)."""
+                checkpoint_every: int = 0, progress=None, stop_after: int | None = None):
+    """Fine-tune ``model`` on the examples; return (the trained model with LoRA merged, the losses).
+
+    ``stop_after``: stop with a checkpoint after that step (:class:`~tenfold.models.finetune.TrainingStopped`)."""
     if steps < 1 or batch_size < 1:
         raise TenfoldError("steps and batch size must be positive")
     if lora_r < 0:
@@ -41,7 +43,10 @@ def finetune_lm(model, tokenizer, examples: list, steps: int = 60, batch_size: i
         raise TenfoldError("no LM-ft examples")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if lora_r:
+        import torch
         from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)  # LoRA's A matrices are drawn here: from the seed, not from whatever ran before
 
         model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -52,10 +57,10 @@ def finetune_lm(model, tokenizer, examples: list, steps: int = 60, batch_size: i
         return answer_only_batch([examples[i] for i in rows], pad)
 
     losses = fit(model, batch_for_step, steps=steps, lr=lr, weight_decay=0.0, seed=seed, run_dir=run_dir,
-                 resume=resume, checkpoint_every=checkpoint_every, progress=progress)
+                 resume=resume, checkpoint_every=checkpoint_every, progress=progress, stop_after=stop_after)
     if lora_r:
         model = model.merge_and_unload()
     model.eval()
-    if run_dir is not None:
+    if run_dir is not None and is_main_process():  # under `accelerate launch`, one process writes
         save_checkpoint(model, tokenizer, Path(run_dir) / "model")
     return model, losses

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ class DualEncoder:
         vectors = self.embedder.encode(self.passages)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # processes of one `accelerate launch` write at once
             np.save(tmp, vectors)
             tmp.replace(path)
         return vectors
@@ -97,8 +98,17 @@ def retriever_kl(scores: torch.Tensor, target: torch.Tensor, tau_r: float = 0.05
 
 def train_query_encoder(retriever: DualEncoder, questions: list[str], candidates: np.ndarray, targets: np.ndarray,
                         steps: int = 100, batch_size: int = 16, lr: float = 2e-5, tau_r: float = 0.05, seed: int = 0,
-                        progress=None) -> list[float]:
-    """R-ft: fit the query encoder to the LSR targets over fixed candidate chunks (document side frozen)."""
+                        progress=None, run_dir=None, resume: bool = False, checkpoint_every: int = 0) -> list[float]:
+    """R-ft: fit the query encoder to the LSR targets over fixed candidate chunks (document side frozen).
+
+    ``candidates``: (questions, k) chunk ids; ``targets``: (questions, k) p_LSR rows. Each step draws
+    ``batch_size`` questions; under ``accelerate launch`` each process encodes its rows of them. Runs on the shared
+    loop (:func:`tenfold.models.finetune.train_steps`): with ``run_dir`` it checkpoints every ``checkpoint_every``
+    steps and ``resume`` continues exactly (the question sampler's state is checkpointed). Returns the loss (mean KL)
+    of every step. Raises TenfoldError for inputs of different lengths or none.
+    """
+    from tenfold.models.finetune import Forward, GeneratorState, my_rows, train_steps
+
     if len(questions) != len(candidates) or len(candidates) != len(targets) or not questions:
         raise TenfoldError("questions, candidates and LSR targets must be non-empty and of one length")
     model = retriever.query_model
@@ -106,23 +116,26 @@ def train_query_encoder(retriever: DualEncoder, questions: list[str], candidates
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(seed)
     docs = torch.from_numpy(retriever.vectors)
-    losses = []
+    candidates, targets = np.asarray(candidates), np.asarray(targets)
+
+    def batch_for_step(step: int):
+        rows = rng.integers(0, len(questions), batch_size)  # the global batch: every process draws the same rows
+        mine, share = my_rows(len(rows))
+        rows = rows[mine]
+        return ([questions[i] for i in rows], docs[torch.from_numpy(candidates[rows])],  # (B, k, dim), frozen
+                torch.from_numpy(targets[rows]).float(), share)
+
+    def loss_of(encoder, batch) -> torch.Tensor:
+        texts, d, target, share = batch
+        return retriever_kl(torch.einsum("bd,bkd->bk", encoder(texts), d), target, tau_r) * share
+
     model.train()
-    with torch.enable_grad():
-        for step in range(steps):
-            rows = rng.integers(0, len(questions), batch_size)
-            q = retriever.query_embeddings([questions[i] for i in rows])
-            d = docs[torch.from_numpy(np.asarray(candidates)[rows])]  # (B, k, dim), frozen
-            loss = retriever_kl(torch.einsum("bd,bkd->bk", q, d), torch.from_numpy(np.asarray(targets)[rows]).float(),
-                                tau_r)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(round(loss.item(), 5))
-            if progress:
-                progress(step + 1, steps, losses[-1])
-    model.eval()
-    return losses
+    try:
+        return train_steps(Forward(retriever.query_embeddings, model), optimizer, batch_for_step, loss_of, steps=steps,
+                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                           generators=[GeneratorState(rng)])
+    finally:
+        model.eval()
 
 
 def recall_at_k(hits: list[list[tuple[int, float]]], gold: list[int], k: int) -> float:

@@ -69,8 +69,18 @@ def pixels(images, image_size: int = 64) -> torch.Tensor:
 
 
 def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-               image_size: int = 64, progress=None) -> list[float]:
-    """Contrastive training on fresh training scenes each step (one random caption per image)."""
+               image_size: int = 64, progress=None, run_dir=None, resume: bool = False,
+               checkpoint_every: int = 0) -> list[float]:
+    """Contrastive training on fresh training scenes each step (one random caption per image); the loss per step.
+
+    Runs on the shared loop (:func:`tenfold.models.finetune.train_steps`): with ``run_dir`` it checkpoints every
+    ``checkpoint_every`` steps and ``resume`` continues exactly (scenes come from the step, the caption sampler's
+    state is checkpointed). Under ``accelerate launch`` each process takes its rows of the batch and contrasts
+    them among themselves (no gathering of the other processes' embeddings), so N processes see batches of
+    ``batch_size / N`` negatives. Raises TenfoldError for steps < 1 or a batch under 2.
+    """
+    from tenfold.models.finetune import GeneratorState, my_rows, train_steps
+
     if steps < 1 or batch_size < 2:
         raise TenfoldError("steps must be >= 1 and the batch size >= 2 (the loss contrasts pairs in a batch)")
     from transformers import get_cosine_schedule_with_warmup
@@ -78,25 +88,27 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     sched = get_cosine_schedule_with_warmup(opt, steps // 10, steps)  # no warm-up under 10 steps
     rng = np.random.default_rng(seed)
-    losses = []
+
+    def batch_for_step(step: int):
+        batch = scenes(batch_size, "train", seed=seed * 100_000 + step)
+        caps = [s.captions()[rng.integers(len(s.captions()))] for s in batch]  # every process draws all
+        mine, share = my_rows(len(batch))
+        batch, caps = batch[mine], caps[mine]
+        enc = tokenizer(caps, padding=True, return_tensors="pt")
+        return dict(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                    pixel_values=pixels([render(s, image_size) for s in batch], image_size)), share
+
+    def loss_of(clip, batch) -> torch.Tensor:
+        inputs, share = batch
+        return clip(**inputs, return_loss=True).loss * share
+
     model.train()
-    with torch.enable_grad():
-        for step in range(steps):
-            batch = scenes(batch_size, "train", seed=seed * 100_000 + step)
-            caps = [s.captions()[rng.integers(len(s.captions()))] for s in batch]
-            enc = tokenizer(caps, padding=True, return_tensors="pt")
-            out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                        pixel_values=pixels([render(s, image_size) for s in batch], image_size), return_loss=True)
-            opt.zero_grad()
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(round(out.loss.item(), 5))
-            if progress:
-                progress(step + 1, steps, losses[-1])
-    model.eval()
-    return losses
+    try:
+        return train_steps(model, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
+                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                           generators=[GeneratorState(rng)])
+    finally:
+        model.eval()
 
 
 @torch.no_grad()

@@ -1,0 +1,97 @@
+"""The shared accelerate loop (``train_steps``) under the loops that are not ``fit``: exact resume, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from tenfold.errors import TenfoldError, TrainingStopped
+from tenfold.models.finetune import Forward, GeneratorState, my_rows, train_steps
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(n):
+    def progress(step, total, loss):
+        if step == n:
+            raise Crash
+
+    return progress
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_clip_training_resumes_exactly_after_a_crash(tmp_path):
+    from tenfold.vision.clip import small_clip, train_clip, world_tokenizer
+
+    tok = world_tokenizer()
+    kw = dict(steps=5, batch_size=6, lr=2e-3, image_size=32)
+    whole = small_clip(len(tok), image_size=32, width=32, layers=1, patch_size=8)
+    losses = train_clip(whole, tok, **kw)
+    model = small_clip(len(tok), image_size=32, width=32, layers=1, patch_size=8)
+    with pytest.raises(Crash):
+        train_clip(model, tok, **kw, run_dir=tmp_path, checkpoint_every=2, progress=crash_at(3))
+    model = small_clip(len(tok), image_size=32, width=32, layers=1, patch_size=8, seed=1)  # the checkpoint decides
+    assert train_clip(model, tok, **kw, run_dir=tmp_path, resume=True) == losses  # the caption sampler resumed too
+    assert same_weights(model, whole)
+
+
+def test_decoder_training_resumes_exactly_with_its_caption_and_noise_generators(tmp_path):
+    from tenfold.kosmos_g.decoder import TextConditionedDecoder, small_unet, train_decoder
+    from tenfold.vision.clip import small_clip, world_tokenizer
+
+    tok = world_tokenizer()
+    clip = small_clip(len(tok), width=32, layers=1, seed=0)
+
+    def decoder(seed=0):
+        return TextConditionedDecoder(small_unet(cond_dim=32, image_size=32, channels=(16, 32, 32), seed=seed))
+
+    kw = dict(steps=4, batch_size=3, lr=1e-3, p_uncond=0.5)
+    whole = decoder()
+    losses = train_decoder(whole, clip, tok, **kw)
+    with pytest.raises(Crash):
+        train_decoder(decoder(), clip, tok, **kw, run_dir=tmp_path, checkpoint_every=2, progress=crash_at(3))
+    resumed = decoder(seed=1)
+    assert train_decoder(resumed, clip, tok, **kw, run_dir=tmp_path, resume=True) == losses
+    assert same_weights(resumed.unet, whole.unet)
+
+
+def test_one_process_takes_the_whole_batch_unweighted():
+    assert my_rows(5) == (slice(0, None, 1), 1.0)
+
+
+def test_bad_loop_settings_are_clear_errors(tmp_path):
+    layer = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    batch = lambda step: torch.ones(4, 2)  # noqa: E731
+    loss = lambda m, x: m(x).pow(2).mean()  # noqa: E731
+    with pytest.raises(TenfoldError, match="steps must be at least 1"):
+        train_steps(layer, opt, batch, loss, steps=0)
+    with pytest.raises(TenfoldError, match="needs a run directory"):
+        train_steps(layer, opt, batch, loss, steps=3, stop_after=1)
+    with pytest.raises(TenfoldError, match="nothing to resume"):
+        train_steps(layer, opt, batch, loss, steps=3, run_dir=tmp_path / "none", resume=True)
+    with pytest.raises(TenfoldError, match="cannot checkpoint a list"):
+        GeneratorState([1, 2])
+    with pytest.raises(TenfoldError, match="the loss became nan"):
+        train_steps(layer, opt, lambda step: torch.full((4, 2), float("nan")), loss, steps=2)
+
+
+def test_stop_after_leaves_a_checkpoint_that_resumes_to_the_same_run(tmp_path):
+    def run(**kw):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 1)
+        opt = torch.optim.AdamW(layer.parameters(), lr=0.05)
+        g = np.random.default_rng(0)
+        out = train_steps(Forward(lambda x: (layer(x) - 1).pow(2).mean(), layer), opt,
+                          lambda step: torch.from_numpy(g.normal(size=(4, 3))).float(), lambda m, x: m(x), steps=5,
+                          generators=[GeneratorState(g)], **kw)
+        return out, layer
+
+    whole, layer = run()
+    with pytest.raises(TrainingStopped, match="stopped after step 2 of 5"):
+        run(run_dir=tmp_path, stop_after=2)
+    resumed, again = run(run_dir=tmp_path, resume=True)
+    assert resumed == whole and same_weights(again, layer)
