@@ -30,7 +30,8 @@ def add_commands(sub) -> None:
     i.add_argument("--utility-calls", type=int, default=25, help="utility calls per improver run (paper: 25)")
     i.add_argument("--max-tokens", type=int, default=512)
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--out", default=None, help="write the archive (every improver, its source and meta-utility) here")
+    i.add_argument("--out", default=None, help="a folder for the archive: archive.json (every improver with its "
+                   "meta-utility and the run's ledger) and improver-<iteration>.py (each improver's source)")
     i.add_argument("--json", action="store_true")
     _isolation_arg(i)
     add_backend_args(i)
@@ -147,6 +148,9 @@ def _improve(args) -> int:
     for name in ("iterations", "tests", "lm_calls", "samples", "utility_calls", "max_tokens"):
         if getattr(args, name) < (0 if name == "iterations" else 1):
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= {0 if name == 'iterations' else 1}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise TenfoldError(f"--out must be a folder (as every tenfold --out); {out} is a file")
     isolation = isolation_for(args)
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
@@ -163,8 +167,11 @@ def _improve(args) -> int:
               "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen,
               "denied": ledger.denied, "isolation": ledger.isolation,
               "sandbox_by_iteration": [a["sandbox"] for a in archive]}
-    if args.out:
-        Path(args.out).write_text(json.dumps({**report, "archive": archive}, indent=1))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "archive.json").write_text(json.dumps({**report, "archive": archive}, indent=1))
+        for a in archive:
+            (out / f"improver-{a['iteration']}.py").write_text(a["source"])
     if args.json:
         print(json.dumps(report))
     else:
