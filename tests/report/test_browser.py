@@ -73,3 +73,13 @@ def test_the_screenshot_script_refuses_a_folder_without_a_report(tmp_path):
     assert run.returncode != 0 and not (tmp_path / "out.png").exists()
     assert run.stderr.strip().splitlines() == [f"error: no report at {tmp_path / 'index.html'} "
                                                "(build it with `tenfold reproduce` or `tenfold report`)"]
+
+
+def test_the_screenshot_is_the_whole_page_or_its_top(tmp_path):
+    from PIL import Image
+
+    page = _page(tmp_path, "<section style='height:2000px'><span class='badge'>reproduced</span></section>")
+    assert browser.check_page(page, screenshot=tmp_path / "full.png", width=800) == []
+    assert browser.check_page(page, screenshot=tmp_path / "top.png", width=800, height=300) == []
+    assert Image.open(tmp_path / "full.png").size[1] >= 2000
+    assert Image.open(tmp_path / "top.png").size == (800, 300)

@@ -32,11 +32,12 @@ def find_chromium() -> str:
 
 
 def check_page(path: str | Path, screenshot: str | Path | None = None, sections: int | None = None,
-               badges: str = ".badge", width: int = 1200) -> list[str]:
+               badges: str = ".badge", width: int = 1200, height: int | None = None) -> list[str]:
     """Load ``path`` (a local HTML file) in headless Chromium; return the problems found, one line each.
 
     ``sections``: the number of ``<section>`` elements expected (None: not checked). ``badges``: a CSS selector
-    whose every match must be visible. ``screenshot``: where to save a full-page PNG.
+    whose every match must be visible. ``screenshot``: where to save a PNG of the whole page, or of its top
+    ``height`` CSS pixels.
     """
     page_path = Path(path).resolve()
     if not page_path.is_file():
@@ -71,7 +72,8 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, sections:
                     if not badge.is_visible():
                         problems.append(f"verdict badge not visible: {badge.text_content()!r}")
                 if screenshot is not None:
-                    page.screenshot(path=str(screenshot), full_page=True)
+                    clip = None if height is None else {"x": 0, "y": 0, "width": width, "height": height}
+                    page.screenshot(path=str(screenshot), full_page=True, clip=clip)
             finally:
                 browser.close()
     except PlaywrightError as err:
@@ -79,7 +81,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, sections:
     return problems
 
 
-def check_report(report_dir: str | Path, screenshot: str | Path | None = None) -> list[str]:
+def check_report(report_dir: str | Path, screenshot: str | Path | None = None, height: int | None = None) -> list[str]:
     """``check_page`` on ``REPORT_DIR/index.html``, expecting one section per paper (plus "Other result files"
     where the report has one)."""
     from tenfold.report.papers import PAPERS
@@ -88,4 +90,4 @@ def check_report(report_dir: str | Path, screenshot: str | Path | None = None) -
     if not index.is_file():
         raise TenfoldError(f"no report at {index} (build it with `tenfold reproduce` or `tenfold report`)")
     expected = len(PAPERS) + ("<section id='other'>" in index.read_text())
-    return check_page(index, screenshot=screenshot, sections=expected)
+    return check_page(index, screenshot=screenshot, sections=expected, height=height)
