@@ -20,6 +20,7 @@ def add_commands(sub) -> None:
                    help="train/test: no held-out (colour, shape) pair; unseen: at least one")
     w.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--force", action="store_true", help="replace what --out already holds")
     w.set_defaults(func=_world)
     q = verbs.add_parser("parse", help="read a rendered image back into objects")
     q.add_argument("image")
@@ -70,7 +71,7 @@ def _world(args) -> int:
     with Progress(transient=True) as bar:
         job = bar.add_task(f"rendering {args.split}", total=args.n)
         out = write_dataset(args.out, args.n, args.split, args.size, args.seed,
-                            progress=lambda i, n: bar.update(job, completed=i))
+                            progress=lambda i, n: bar.update(job, completed=i), force=args.force)
     print(f"{args.n} {args.split} scenes ({args.size}x{args.size}) -> {out} (scenes.jsonl has descriptions and captions)")
     return 0
 
