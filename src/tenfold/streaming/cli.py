@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 from tenfold.errors import TenfoldError
@@ -135,10 +136,20 @@ def _chat(args) -> int:
         if line == "/stats":
             print(json.dumps(chat.stats()), flush=True)
             continue
-        for n, piece in enumerate(chat.say(line)):
-            if n == 0 and chat.last_recalled:
-                print(f"[memory: recalled {len(chat.last_recalled)}: "
-                      + " | ".join(t[:60] for t in chat.last_recalled) + "]", file=sys.stderr, flush=True)
-            print(piece, end="", flush=True)
+        # Ctrl-C during a reply stops that reply only: the handler sets a flag the decoding loop reads before each
+        # token, so a forward pass is never cut in half and the cache holds exactly the turn and the tokens shown.
+        # At the prompt, Ctrl-C ends the chat (exit 130, tenfold.cli) and end of input ends it with 0.
+        stopped: list[bool] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(True))
+        try:
+            for n, piece in enumerate(chat.say(line, should_stop=lambda: bool(stopped))):
+                if n == 0 and chat.last_recalled:
+                    print(f"[memory: recalled {len(chat.last_recalled)}: "
+                          + " | ".join(t[:60] for t in chat.last_recalled) + "]", file=sys.stderr, flush=True)
+                print(piece, end="", flush=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         print(flush=True)
+        if stopped:
+            print("(reply stopped)", file=sys.stderr, flush=True)
     return 0
