@@ -8,12 +8,12 @@ the ranking.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import warnings
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 METHODS = ("dense", "bm25", "hybrid")
 
@@ -119,7 +119,7 @@ def _index(args) -> int:
         if n:
             retriever.save(args.out)
     if args.json:
-        print(json.dumps({"added_chunks": n, "index_chunks": len(retriever), "source": record}))
+        print_json({"added_chunks": n, "index_chunks": len(retriever), "source": record})
         return 0
     if not n:
         print(f"{args.doc} is already in {args.out} (sha256 {record['sha256'][:12]}): nothing added")
@@ -158,7 +158,7 @@ def _ask(args) -> int:
         model, tok = load_lm(args.model)
         answer = Reader(model, tok, window=args.window).ask(args.question, text, retriever, args.mode, args.k)
     if args.json:
-        print(json.dumps(answer.as_dict()))
+        print_json(answer.as_dict())
     else:
         print(answer.answer)
     return 0

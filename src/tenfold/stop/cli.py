@@ -5,6 +5,7 @@ import json
 import sys
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -78,10 +79,10 @@ def _utility(args) -> int:
         raise TenfoldError(f"{args.program}: the program is empty")
     result = get_utility(args.task)(source, seed=args.seed, isolation=isolation)
     if args.json:
-        print(json.dumps({"task": args.task, "utility": result.utility, "status": result.status,
+        print_json({"task": args.task, "utility": result.utility, "status": result.status,
                           "message": result.message, "violations": result.violations, "signals": result.signals,
                           "denied": result.denied, "isolation": result.isolation,
-                          "seconds": round(result.seconds, 3)}))
+                          "seconds": round(result.seconds, 3)})
     else:
         line = f"{args.task}: utility {result.utility:.3f} ({result.status}"
         line += f": {result.message})" if result.message else ")"
@@ -107,7 +108,7 @@ def _sandbox_bench(args) -> int:
         print(warning, file=sys.stderr)
     result = benchmark(args.runs, args.humaneval)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
         return 0
     he = result["humaneval"]
     for iso, r in result["per_run"].items():
@@ -173,7 +174,7 @@ def _improve(args) -> int:
         for a in archive:
             (out / f"improver-{a['iteration']}.py").write_text(a["source"])
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
     else:
         for a in archive:
             box = a["sandbox"]

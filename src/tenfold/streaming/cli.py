@@ -1,11 +1,11 @@
 """CLI verbs for StreamingLLM: ``tenfold stream-ppl`` and ``tenfold chat``."""
 from __future__ import annotations
 
-import json
 import signal
 import sys
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: int4 linear weights, the rest float32 (CPU)
 
@@ -96,7 +96,7 @@ def _stream_ppl(args) -> int:
         fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
     if args.json:
-        print(json.dumps(row))
+        print_json(row)
     else:
         print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {args.sinks}+{args.window}, "
               f"{row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB")
@@ -134,7 +134,7 @@ def _chat(args) -> int:
             print("(conversation reset)", flush=True)
             continue
         if line == "/stats":
-            print(json.dumps(chat.stats()), flush=True)
+            print_json(chat.stats())
             continue
         # Ctrl-C during a reply stops that reply only: the handler sets a flag the decoding loop reads before each
         # token, so a forward pass is never cut in half and the cache holds exactly the turn and the tokens shown.

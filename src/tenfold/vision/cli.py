@@ -1,10 +1,10 @@
 """``tenfold vision world|parse``: render the procedural visual world, read images back into objects."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -96,7 +96,7 @@ def _parse(args) -> int:
 
     scene = parse(read_image(args.image))
     if args.json:
-        print(json.dumps(scene.to_dict()))
+        print_json(scene.to_dict())
     else:
         print(scene.description() or "no objects found")
     return 0
@@ -139,7 +139,7 @@ def _train_clip(args) -> int:
               "recall (unseen pairs)": retrieval_recall(model, tok, scenes(args.n_test, "unseen"), image_size=image_size),
               "zero-shot": zero_shot_attributes(model, tok, image_size=image_size)}
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"CLIP trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
         for key in ("recall (held-out test)", "recall (unseen pairs)", "zero-shot"):
@@ -189,7 +189,7 @@ def _train_vlm(args) -> int:
     result = {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]), "accuracy": evals}
     write_json(out / "eval.json", result)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"VLM trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
         for split, acc in evals.items():
@@ -209,5 +209,5 @@ def _ask(args) -> int:
     images = [read_image(p) for p in paths]
     vlm = VisionLanguageModel.load(args.vlm)
     answer = vlm.ask(images, question, max_new_tokens=args.max_tokens)
-    print(json.dumps({"answer": answer}) if args.json else answer)
+    print_json({"answer": answer}) if args.json else print(answer)
     return 0
