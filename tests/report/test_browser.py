@@ -83,3 +83,23 @@ def test_the_screenshot_is_the_whole_page_or_its_top(tmp_path):
     assert browser.check_page(page, screenshot=tmp_path / "top.png", width=800, height=300) == []
     assert Image.open(tmp_path / "full.png").size[1] >= 2000
     assert Image.open(tmp_path / "top.png").size == (800, 300)
+
+
+def test_a_real_report_passes_the_browser_check_through_the_script(tmp_path):
+    """A real (partial) report: `tenfold reproduce ndp --profile smoke` (seconds), then the screenshot script opens it
+    in headless Chromium: no problem (its four plots load, ten paper sections, verdicts visible), a PNG written."""
+    out = tmp_path / "report"
+    run = subprocess.run([sys.executable, "-m", "tenfold", "reproduce", "ndp", "--profile", "smoke", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "index.html").read_text().count("<img ") == 4
+    shot = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_report.py"), str(out),
+                           str(tmp_path / "report.png")], capture_output=True, text=True, timeout=300)
+    assert shot.returncode == 0, shot.stderr
+    assert shot.stdout.strip() == f"{tmp_path / 'report.png'}: 0 problem(s)"
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    html = out / "index.html"  # the same report with one plot broken: the script names it and exits 1
+    html.write_text(html.read_text().replace("src='data:image/png;base64,", "src='data:image/png;base64,AAAA", 1))
+    shot = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_report.py"), str(out),
+                           str(tmp_path / "broken.png")], capture_output=True, text=True, timeout=300)
+    assert shot.returncode == 1 and "image did not load" in shot.stderr

@@ -59,6 +59,9 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, sections:
                         if msg.type == "error" else None)
                 page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
                 page.goto(page_path.as_uri(), wait_until="load")
+                # every image finished (loaded or failed), lazy ones included
+                page.evaluate("() => document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+                page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30000)
                 for img in page.locator("img").all():
                     loaded = img.evaluate("i => i.complete && i.naturalWidth > 0")
                     if not loaded:
