@@ -13,13 +13,13 @@ PROFILE ?= quick
 OUT ?= report
 PYTEST_ARGS ?=
 
-.PHONY: reproduce test install data sandbox balancer clean-venv
+.PHONY: reproduce test install data sandbox balancer browser clean-venv
 
 reproduce: data
 	$(BIN)/tenfold reproduce --profile $(PROFILE) --out $(OUT)
 
 # pytest's exit code 5 (no test collected) counts as a failure: every run must execute tests.
-test: data balancer
+test: data balancer browser
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 install: $(STAMP)
@@ -63,6 +63,20 @@ balancer:
 	    || echo "make: could not install nginx; tests/serve/test_replicas.py will fail until it is installed" >&2; \
 	else \
 	  echo "make: nginx is not installed and cannot be installed here (needs root and apt-get); install it (e.g. apt-get install nginx, brew install nginx) or tests/serve/test_replicas.py fails" >&2; \
+	fi
+
+# The report's browser test (tests/report/test_browser.py, test_reproduce_smoke.py) opens the HTML in Debian's
+# `chromium`, driven by Playwright for Python (the `dev` extra; Playwright's own browser download is not used).
+# Installed where this can be done (root and apt-get; a failing `apt-get update` does not stop the attempt);
+# elsewhere the browser tests fail with this hint, they do not skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || echo "make: could not install chromium; the report's browser tests will fail until it is installed (apt-get install chromium)" >&2; \
+	else \
+	  echo "make: chromium is not installed and cannot be installed here (needs root and apt-get); install Debian's chromium (or set TENFOLD_CHROMIUM to a Chromium executable) for the report's browser tests" >&2; \
 	fi
 
 clean-venv:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 
 from tenfold.argtypes import out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
+from tenfold.jsonout import print_json
 
 # The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
 # libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
@@ -92,7 +92,7 @@ def _cmd_models(args) -> int:
 
     rows = available()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows, indent=2)
         return 0
     for r in rows:
         state = "cached" if r["cached"] else "not converted yet (first load converts it)"
@@ -109,7 +109,7 @@ def _cmd_data_prepare(args) -> int:
     if not args.skip_model:
         where["smollm2-135m-instruct"] = str(convert_bundled())
     if args.json:
-        print(json.dumps(where))
+        print_json(where)
     else:
         for name, path in where.items():
             print(f"{name}: {path}")
@@ -128,8 +128,8 @@ def _cmd_reproduce(args) -> int:
     failed = [r["name"] for r in records if r["status"] == "failed"]
     kept = [r["name"] for r in records if r.get("kept")]
     if args.json:
-        print(json.dumps({"report": index, "failed": failed, "kept": kept,
-                          "results": [{k: r.get(k) for k in ("name", "verdict", "runtime_s")} for r in records]}))
+        print_json({"report": index, "failed": failed, "kept": kept,
+                          "results": [{k: r.get(k) for k in ("name", "verdict", "runtime_s")} for r in records]})
     else:
         if kept:
             print(f"Kept {len(kept)} unchanged result(s) ({', '.join(kept)}); --force re-runs them.")
@@ -147,7 +147,7 @@ def _list_experiments(args) -> int:
     rows = [{"name": e.name, "paper": e.paper, "claim": e.claim}
             for e in sorted(load_all().values(), key=lambda e: e.order)]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows, indent=2)
     else:
         width = max(len(r["name"]) for r in rows)
         for r in rows:
@@ -159,7 +159,7 @@ def _cmd_doctor(args) -> int:
     from tenfold.doctor import render, report
 
     r = report()
-    print(json.dumps(r, indent=2) if args.json else render(r))
+    print_json(r, indent=2) if args.json else print(render(r))
     return 1 if r["problems"] else 0
 
 

@@ -235,7 +235,7 @@ def test_cli_suite_then_run_on_the_local_vlm(tmp_path, lm):
     run = _lmm(*args)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    assert summary["samples"] == 3 and summary["errors"] == 0 and set(summary["by pointer"]) == {"box", "marks"}
+    assert summary["samples"] == 3 and summary["errors"] == 0 and set(summary["by_pointer"]) == {"box", "marks"}
     assert len((tmp_path / "run" / "answers.jsonl").read_text().splitlines()) == 3
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.count("class='card") == 3 and "By pointer type" in page

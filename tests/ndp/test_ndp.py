@@ -1,5 +1,6 @@
 """Neural developmental programs: growth rule, policy, tasks, CMA-ES training, checkpoints, CLI."""
 import json
+import os
 import subprocess
 import sys
 
@@ -210,3 +211,20 @@ def test_a_strided_genome_grows_the_same_network_as_its_contiguous_copy():
         assert np.array_equal(a.weights, b.weights) and np.array_equal(a.embeddings, b.embeddings)
         grew += a.nodes > 1
     assert grew >= 4  # enough networks that grew for the comparison to mean something
+
+
+def test_cli_show_gif_prints_no_false_error(tmp_path):
+    """`ndp show --gif` renders offscreen: on a headless machine (no display, no XDG_RUNTIME_DIR) SDL's display
+    probe printed a false `error: XDG_RUNTIME_DIR is invalid or not set`; stderr must stay clean."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER", "DISPLAY",
+                                                             "WAYLAND_DISPLAY")}
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "tenfold", "ndp", "train", "--task", "cartpole", "--generations", "1",
+                          "--popsize", "4", "--episodes", "1", "--eval-episodes", "1", "--out", str(run), "--json"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    shown = subprocess.run([sys.executable, "-m", "tenfold", "ndp", "show", str(run), "--gif"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    assert (run / "episode.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")

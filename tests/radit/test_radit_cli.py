@@ -29,7 +29,7 @@ def test_cli_pipeline(tmp_path):
     r = cli("eval", "--data", str(data), "--lm", str(lm), "--retriever", str(ret), "--k", "2", "--n", "6", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert 0 <= out["accuracy"] <= 1 and out["n"] == 6 and 0 <= out["recall@k"] <= 1 and out["by_kind"]
+    assert 0 <= out["accuracy"] <= 1 and out["n"] == 6 and 0 <= out["recall_at_k"] <= 1 and out["by_kind"]
 
 
 @pytest.mark.parametrize("args, message", [

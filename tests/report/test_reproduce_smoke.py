@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tenfold import provenance
-from tenfold.report import PAPERS, build_report, load_all, run_one
+from tenfold.report import PAPERS, browser, build_report, load_all, run_one
 
 # Seconds for each experiment's smoke profile. The whole smoke run took ~5 min on 2 busy cores (notes of issue 26);
 # alone, streaming-ppl took 181 s and streaming-memory 90 s with load average 4-5 on 2 cores. The limits leave
@@ -127,11 +127,15 @@ def test_smoke(name, report_dir):
         CHECKS[name](_ours(report_dir, name))
 
 
-@pytest.mark.slow
-def test_the_report_has_every_experiment_and_a_section_per_paper(report_dir):
+def _skip_unless_every_smoke_test_ran(report_dir):
     done = {p.stem for p in (report_dir / "results").glob("*.json")}
     if done != set(LIMITS):
         pytest.skip(f"needs every smoke test in this session (ran: {len(done)} of {len(LIMITS)})")
+
+
+@pytest.mark.slow
+def test_the_report_has_every_experiment_and_a_section_per_paper(report_dir):
+    _skip_unless_every_smoke_test_ran(report_dir)
     html = build_report(report_dir).read_text()
     records = [json.loads((report_dir / "results" / f"{n}.json").read_text()) for n in LIMITS]
     papers = {rec["paper"] for rec in records}
@@ -141,3 +145,15 @@ def test_the_report_has_every_experiment_and_a_section_per_paper(report_dir):
     for rec in records:  # each experiment shows its verdict and what produced it
         block = blocks[rec["name"]]
         assert f"class='badge {rec['verdict'].replace(' ', '-')}'" in block and "Provenance:" in block
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_report_opens_in_a_browser_with_every_plot_and_verdict(report_dir):
+    """Debian's chromium through Playwright (tenfold.report.browser): every <img> loads (naturalWidth > 0), no
+    console or page error, one section per paper, every verdict badge visible. Fails (not skips) without chromium."""
+    _skip_unless_every_smoke_test_ran(report_dir)
+    build_report(report_dir)
+    shot = report_dir / "report.png"
+    assert browser.check_report(report_dir, screenshot=shot) == []
+    assert shot.read_bytes()[:4] == b"\x89PNG"

@@ -159,3 +159,24 @@ def test_sandbox_does_not_inherit_the_callers_working_directory(tmp_path, monkey
     assert r.status == "ok" and not r.outputs[0].startswith(str(tmp_path))
     assert r.outputs[0] == "/sandbox" if r.isolation.startswith("namespaces") else "tenfold-sandbox-" in r.outputs[0]
     assert os.getcwd() == str(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_improve_out_is_a_folder(tmp_path):
+    """`stop improve --out` is a folder like every other --out: archive.json plus each improver's source; a file
+    path is refused with one line before any work."""
+    afile = tmp_path / "archive.json"
+    afile.write_text("{}")
+    refused = _cli("improve", "--iterations", "0", "--out", str(afile))
+    assert refused.returncode != 0 and afile.read_text() == "{}"
+    assert refused.stderr.strip().splitlines() == [f"tenfold: error: --out must be a folder (as every tenfold --out); {afile} "
+                                                   "is a file"]
+    out = tmp_path / "run"
+    ran = subprocess.run([sys.executable, "-m", "tenfold", "stop", "improve", "--task", "lpn", "--iterations", "0",
+                          "--tests", "1", "--lm-calls", "1", "--samples", "1", "--utility-calls", "1",
+                          "--max-tokens", "8", "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    saved = json.loads((out / "archive.json").read_text())
+    assert saved["task"] == "lpn" and [a["iteration"] for a in saved["archive"]] == [0]
+    assert (out / "improver-0.py").read_text() == saved["archive"][0]["source"]
+    assert json.loads(ran.stdout)["meta_utility"] == saved["meta_utility"]

@@ -89,3 +89,84 @@ def test_chat_sampling_flags_reach_the_sampler():
     assert reply("--repetition-penalty", "1.8") != greedy
     bad = cli("chat", "--min-p", "1.5", stdin=turn)
     assert bad.returncode == 2 and "--min-p: must be in [0, 1]" in bad.stderr
+
+
+def test_a_reply_stopped_mid_way_leaves_the_chat_as_a_reply_that_ended_there(lm):
+    """`say(..., should_stop=...)` (the CLI's Ctrl-C during a reply) ends the reply between tokens: the cache and the
+    conversation then match a chat whose reply hit max_new_tokens at the same token, and the next turn is the same."""
+    from tenfold.streaming.chat import StreamingChat
+
+    model, tok = lm
+    shown = []
+    stopped = StreamingChat(model, tok, 4, 60, max_new_tokens=200)
+    for piece in stopped.say("Tell me a long story about a dragon.", should_stop=lambda: len(shown) >= 6):
+        shown.append(piece)
+    short = StreamingChat(model, tok, 4, 60, max_new_tokens=stopped.generated)
+    assert "".join(short.say("Tell me a long story about a dragon.")) == "".join(shown)
+    assert stopped.generated < 200 and stopped.stats()["tokens_seen"] == short.stats()["tokens_seen"]
+    assert stopped.messages == short.messages and stopped.pending == short.pending
+    for chat in (stopped, short):
+        chat.max_new_tokens = 12
+    assert "".join(stopped.say("What was its name?")) == "".join(short.say("What was its name?"))
+    assert stopped.stats()["tokens_seen"] == short.stats()["tokens_seen"]
+
+
+def _chat_process():
+    import subprocess as sp
+
+    return sp.Popen([sys.executable, "-m", "tenfold", "chat", "--sinks", "4", "--window", "60", "--max-new-tokens",
+                     "2000"], stdin=sp.PIPE, stdout=sp.PIPE, stderr=sp.PIPE, bufsize=0)
+
+
+def _read_until(proc, buffer: list, done, timeout=300):
+    """Read the process's stdout into ``buffer`` (bytes pieces) until ``done(text)``; the text read so far."""
+    import os
+    import select
+    import time
+
+    deadline = time.time() + timeout
+    while not done(b"".join(buffer).decode(errors="replace")):
+        assert time.time() < deadline, f"timed out; stdout so far: {b''.join(buffer)[-500:]!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"the chat ended early: {proc.stderr.read().decode()[-2000:]}"
+            buffer.append(chunk)
+    return b"".join(buffer).decode(errors="replace")
+
+
+def test_ctrl_c_in_chat_stops_the_reply_not_the_chat():
+    """SIGINT during a 2000-token reply stops that reply (newline, '(reply stopped)' on stderr); the chat answers the
+    next line and ends with 0 at end of input. SIGINT at the prompt ends the chat with 130."""
+    import signal
+
+    proc = _chat_process()
+    try:
+        out: list = []
+        proc.stdin.write(b"Tell me a very long story about a dragon who loves the sea.\n")
+        _read_until(proc, out, lambda text: len(text) >= 40)  # the reply is under way
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write(b"/stats\n")
+        text = _read_until(proc, out, lambda text: "\n{" in text and text.rstrip().endswith("}"))
+        stats = json.loads(text.rstrip().splitlines()[-1])
+        assert 0 < stats["generated"] < 2000 and proc.poll() is None
+        rest, err = proc.communicate(b"/reset\nHello!\n", timeout=600)  # then end of input
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "(conversation reset)" in rest.decode() and "(reply stopped)" in err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    proc = _chat_process()
+    try:
+        out = []
+        proc.stdin.write(b"/stats\n")
+        _read_until(proc, out, lambda text: text.rstrip().endswith("}"))  # loaded and back at the prompt
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and err.decode().strip().splitlines()[-1] == "tenfold: interrupted"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

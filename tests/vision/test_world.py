@@ -107,3 +107,53 @@ def test_a_few_clip_steps_lower_the_loss_and_the_model_reloads(tmp_path):
     assert torch.allclose(a["image"], b["image"], atol=1e-5) and torch.allclose(a["text"], b["text"], atol=1e-5)
     with pytest.raises(TenfoldError, match="batch size"):
         train_clip(model, tok, steps=1, batch_size=1)
+
+
+def test_an_interrupted_world_leaves_nothing_half_made_and_a_rerun_works(tmp_path):
+    """Ctrl-C in `vision world` (SIGINT while it writes PNGs): exit 130, no --out folder and no staging folder
+    left; a rerun into the same --out then writes the whole world. A folder holding PNGs without scenes.jsonl (what
+    an interrupted run left before) is refused with one line, and replaced with --force."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "w"
+    staging = tmp_path / ".w.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "tenfold", "vision", "world", "--n", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (staging.is_dir() and len(list(staging.glob("*.png"))) >= 20):
+            time.sleep(0.1)
+        assert len(list(staging.glob("*.png"))) >= 20, "the world never started writing into its staging folder"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "tenfold: interrupted"
+    assert not out.exists() and not staging.exists() and os.listdir(tmp_path) == []
+
+    r = cli("world", "--n", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["scenes.jsonl", "train-000000.png", "train-000001.png",
+                                                       "train-000002.png"]
+    r = cli("world", "--n", "3", "--out", str(out))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "already holds a world" in r.stderr
+
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "train-000000.png").write_bytes((out / "train-000000.png").read_bytes())
+    r = cli("world", "--n", "2", "--out", str(half))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "half-made world" in r.stderr
+    r = cli("world", "--n", "2", "--out", str(half), "--force")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in half.iterdir()) == ["scenes.jsonl", "train-000000.png", "train-000001.png"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    r = cli("world", "--n", "2", "--out", str(mine), "--force")
+    assert r.returncode == 1 and "other files" in r.stderr and (mine / "notes.txt").read_text() == "keep me"

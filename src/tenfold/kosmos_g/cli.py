@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -88,7 +89,7 @@ def _train(args) -> int:
         result["held-out"] = {m: {k: v for k, v in s.items() if k != "per task"} for m, s in scores.items()}
         (out / "eval.json").write_text(json.dumps(scores, indent=1))
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
         return 0
     print(f"Kosmos-G saved to {out} (foundation {result['foundation']})")
     for name, scores in result.get("held-out", {}).items():

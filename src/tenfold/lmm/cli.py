@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -119,7 +120,7 @@ def _run(args) -> int:
     page = write_gallery(suite, suite_path.parent, results, out / "report.html",
                          f"{suite.name} on {backend.name}")
     if args.json:
-        print(json.dumps(s))
+        print_json(s)
     else:
         print(f"{s['samples']} samples: accuracy {s['accuracy']:.2f}, {s['errors']} errors -> {page}")
         for group in ("by category", "by pointer"):

@@ -1,10 +1,10 @@
 """``tenfold ndp train|show``: grow networks with a Neural Developmental Program, evolved by CMA-ES."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -99,7 +99,7 @@ def _run_training(args, out: Path, workers: int) -> int:
         result = train(cfg, out, resume=args.resume, progress=tick, ray=args.ray)
     summary = _summary(result)
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         ev = "" if summary["eval_mean"] is None else f", held-out {summary['eval_mean']:.3f}"
         ev += "" if summary["eval_std"] is None else f" +- {summary['eval_std']:.3f}"
@@ -132,6 +132,6 @@ def _show(args) -> int:
         written.append(out / "episode.gif")
         print(f"episode return {ret:.1f}")
     if result:
-        print(json.dumps(_summary(result)))
+        print_json(_summary(result))
     print("wrote " + ", ".join(str(w) for w in written))
     return 0

@@ -1,6 +1,8 @@
 """Pictures of an NDP run: the graph after each growth cycle, fitness curves, an episode as a GIF."""
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,22 @@ def fitness_figure(histories: dict[str, list[dict]], ylabel: str = "fitness"):
     return fig
 
 
+@contextmanager
+def _offscreen_sdl():
+    """gymnasium draws rgb_array frames with pygame; SDL's default video driver probes for a display (Wayland,
+    X11) and prints a false ``error: XDG_RUNTIME_DIR is invalid or not set`` on a headless machine. Offscreen
+    frames need no display: SDL's ``dummy`` driver, for this rendering only (the caller's environment is restored;
+    a driver the caller set is kept)."""
+    if "SDL_VIDEODRIVER" in os.environ:
+        yield
+        return
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    try:
+        yield
+    finally:
+        os.environ.pop("SDL_VIDEODRIVER", None)
+
+
 def episode_gif(task, ndp: NDP, genome, path: str | Path, seed: int = 0, every: int = 2, max_frames: int = 250) -> float:
     """Render one episode of the grown policy to ``path`` (GIF); returns the episode's return."""
     import gymnasium as gym
@@ -67,10 +85,11 @@ def episode_gif(task, ndp: NDP, genome, path: str | Path, seed: int = 0, every: 
 
     from tenfold.ndp.policy import GrownPolicy
 
-    env = gym.make(task.env_id, render_mode="rgb_array")
     frames: list = []
-    total = task.episode(GrownPolicy(ndp.grow(genome), task.n_in, task.n_out), seed, env=env, frames=frames)
-    env.close()
+    with _offscreen_sdl():
+        env = gym.make(task.env_id, render_mode="rgb_array")
+        total = task.episode(GrownPolicy(ndp.grow(genome), task.n_in, task.n_out), seed, env=env, frames=frames)
+        env.close()
     images = [Image.fromarray(f).resize((f.shape[1] // 2, f.shape[0] // 2)) for f in frames[::every][:max_frames]]
     if images:
         images[0].save(path, save_all=True, append_images=images[1:], duration=40 * every, loop=0)

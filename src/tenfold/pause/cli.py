@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -197,7 +198,7 @@ def _eval(args) -> int:
                 for (prompt, answer), pred in list(zip(test, preds))[: args.show]:
                     print(f"  [{task}, M_inf={m_inf}] {prompt} -> {pred.strip()!r} (expected {answer!r})")
     if args.json:
-        print(json.dumps({"model": args.model, "m_ft": m_ft, "n": args.n, "accuracy": results}))
+        print_json({"model": args.model, "m_ft": m_ft, "n": args.n, "accuracy": results})
     else:
         for task, row in results.items():
             print(f"{task:8s} " + "  ".join(f"M_inf={m}: {acc:.3f}" for m, acc in row.items()))

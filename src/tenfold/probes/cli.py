@@ -1,9 +1,9 @@
 """``tenfold probes extract|fit|plot``: linear probes for space and time (Gurnee & Tegmark)."""
 from __future__ import annotations
 
-import json
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -60,7 +60,7 @@ def _run(args) -> int:
     m = study.metrics()
     if args.probes_verb == "fit":
         if args.json:
-            print(json.dumps(m))
+            print_json(m)
         else:
             unit = f", median error {m['median_km']:.0f} km" if "median_km" in m else (
                 f", mean error {m['mean_abs_years']:.1f} years" if "mean_abs_years" in m else "")

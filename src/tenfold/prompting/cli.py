@@ -1,9 +1,9 @@
 """``tenfold analogical eval``: prompting strategies on math and code (Yasunaga et al. 2023)."""
 from __future__ import annotations
 
-import json
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -54,7 +54,7 @@ def _eval(args) -> int:
                           progress=lambda done, total: bar.update(job, completed=done, total=total),
                           isolation=isolation)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         lo, hi = result["ci95"]
         print(f"{args.strategy} on {args.task}: accuracy {result['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}, "

@@ -1,10 +1,10 @@
 """``tenfold radit data|train-lm|train-retriever|eval``: RA-DIT's two fine-tuning stages and their evaluation."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -218,7 +218,7 @@ def _eval(args) -> int:
     result = {"mode": args.mode, "k": args.k, "n": len(test), "accuracy": float(np.mean(right)), "by_kind": kinds,
               "recall@k": recall_at_k(hits, [q.passage for q in test], args.k)}
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"accuracy {result['accuracy']:.3f} on {len(test)} held-out questions ({args.mode}, k={args.k}); "
               f"retriever recall@{args.k} {result['recall@k']:.3f}")

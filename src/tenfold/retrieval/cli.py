@@ -8,12 +8,12 @@ the ranking.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import warnings
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 METHODS = ("dense", "bm25", "hybrid")
 
@@ -91,7 +91,17 @@ def _index(args) -> int:
     if not args.append and not args.force and _has_index(args.out):
         raise TenfoldError(f"{args.out} already holds an index: --append to add {args.doc} to it, "
                            f"--force to replace it")
-    with _warnings_as_lines():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    # On stderr and only on a terminal (tenfold.cli), so --json keeps it and stdout stays the result.
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), transient=True)
+    with _warnings_as_lines(), bar:
+        job = bar.add_task(f"chunking {Path(args.doc).name}", total=None)
+
+        def embedded(done, total):
+            bar.update(job, description=f"embedding {Path(args.doc).name}", completed=done, total=total)
+
         if args.append and _has_index(args.out):
             retriever = Retriever.load(args.out)
             wanted = args.embedder and (DEFAULT_EMBEDDER if args.embedder.lower() == DEFAULT_EMBEDDER else args.embedder)
@@ -104,12 +114,12 @@ def _index(args) -> int:
         else:
             retriever = Retriever(Embedder(args.embedder, max_seq_length=args.max_seq_length), kind=args.kind,
                                   words=args.words, overlap=args.overlap)
-        n = retriever.add_document(text, args.words, args.overlap, source=str(args.doc))
+        n = retriever.add_document(text, args.words, args.overlap, source=str(args.doc), progress=embedded)
         record = retriever.check_document(text, str(args.doc), args.out)
         if n:
             retriever.save(args.out)
     if args.json:
-        print(json.dumps({"added_chunks": n, "index_chunks": len(retriever), "source": record}))
+        print_json({"added_chunks": n, "index_chunks": len(retriever), "source": record})
         return 0
     if not n:
         print(f"{args.doc} is already in {args.out} (sha256 {record['sha256'][:12]}): nothing added")
@@ -148,7 +158,7 @@ def _ask(args) -> int:
         model, tok = load_lm(args.model, quantize=None)
         answer = Reader(model, tok, window=args.window).ask(args.question, text, retriever, args.mode, args.k)
     if args.json:
-        print(json.dumps(answer.as_dict()))
+        print_json(answer.as_dict())
     else:
         print(answer.answer)
     return 0

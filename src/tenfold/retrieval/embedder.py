@@ -143,8 +143,10 @@ class Embedder:
         return 1.0 if not total else 1.0 - (self.coverage["tokens_beyond_limit"]
                                             + self.coverage["unknown_tokens"]) / total
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm embeddings, (len(texts), dim) float32. Warns (TruncationWarning) with a count when texts are cut."""
+    def encode(self, texts: list[str], progress=None) -> np.ndarray:
+        """Unit-norm embeddings, (len(texts), dim) float32. Warns (TruncationWarning) with a count when texts are cut.
+
+        ``progress(done, total)``, if given, is called after each batch of ``batch_size`` texts."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         counts = [self._counter(t) for t in texts]
@@ -167,5 +169,13 @@ class Embedder:
             warnings.warn(f"{len(beyond)} of {len(texts)} texts are longer than the {self.max_seq_length} tokens "
                           f"{self.name} reads: {sum(beyond)} of their {sum(counts)} tokens are not embedded",
                           TruncationWarning, stacklevel=2)
-        return np.asarray(self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+        texts = list(texts)
+        step = len(texts) if progress is None else self.batch_size
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(np.asarray(self.model.encode(texts[start:start + step], batch_size=self.batch_size,
+                                                      normalize_embeddings=True, convert_to_numpy=True,
+                                                      show_progress_bar=False), dtype=np.float32))
+            if progress is not None:
+                progress(min(start + step, len(texts)), len(texts))
+        return np.concatenate(parts)

@@ -54,16 +54,18 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.index)
 
-    def add_texts(self, texts: list[str], meta: list[dict] | None = None) -> None:
-        """Add texts as they are (one chunk each); texts longer than the embedder reads raise a TruncationWarning."""
-        self.index.add(self.embedder.encode(texts), texts, meta)
+    def add_texts(self, texts: list[str], meta: list[dict] | None = None, progress=None) -> None:
+        """Add texts as they are (one chunk each); texts longer than the embedder reads raise a TruncationWarning.
+        ``progress(done, total)``: called as the texts are embedded (see :meth:`Embedder.encode`)."""
+        self.index.add(self.embedder.encode(texts, progress=progress), texts, meta)
         self.bm25.add(texts)
 
-    def add_document(self, text: str, words: int | None = None, overlap: int | None = None, source: str = "") -> int:
+    def add_document(self, text: str, words: int | None = None, overlap: int | None = None, source: str = "",
+                     progress=None) -> int:
         """Chunk, embed and add ``text``; returns the chunks added (0 when this content is already in the index).
 
         ``words``/``overlap`` override the retriever's chunker for this document. Raises TenfoldError when
-        the text is blank.
+        the text is blank. ``progress(done, total)``: called as the chunks are embedded.
         """
         if not text.strip():
             raise TenfoldError(f"{source or 'the document'} is empty")
@@ -76,7 +78,7 @@ class Retriever:
         chunks = chunker.split(text)
         first = len(self)
         self.add_texts([c.text for c in chunks],
-                       [{"source": source, "start_char": c.start, "tokens": c.tokens} for c in chunks])
+                       [{"source": source, "start_char": c.start, "tokens": c.tokens} for c in chunks], progress)
         record = fp.fingerprint(text, source, chunker.settings(), self.embedder.fingerprint())
         record.update(first_chunk=first, chunks=len(chunks), **coverage(text, chunks, chunker.max_tokens,
                                                                        self.embedder.unknown_spans))

@@ -5,6 +5,7 @@ import json
 import sys
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -30,7 +31,8 @@ def add_commands(sub) -> None:
     i.add_argument("--utility-calls", type=int, default=25, help="utility calls per improver run (paper: 25)")
     i.add_argument("--max-tokens", type=int, default=512)
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--out", default=None, help="write the archive (every improver, its source and meta-utility) here")
+    i.add_argument("--out", default=None, help="a folder for the archive: archive.json (every improver with its "
+                   "meta-utility and the run's ledger) and improver-<iteration>.py (each improver's source)")
     i.add_argument("--json", action="store_true")
     _isolation_arg(i)
     add_backend_args(i)
@@ -77,10 +79,10 @@ def _utility(args) -> int:
         raise TenfoldError(f"{args.program}: the program is empty")
     result = get_utility(args.task)(source, seed=args.seed, isolation=isolation)
     if args.json:
-        print(json.dumps({"task": args.task, "utility": result.utility, "status": result.status,
+        print_json({"task": args.task, "utility": result.utility, "status": result.status,
                           "message": result.message, "violations": result.violations, "signals": result.signals,
                           "denied": result.denied, "isolation": result.isolation,
-                          "seconds": round(result.seconds, 3)}))
+                          "seconds": round(result.seconds, 3)})
     else:
         line = f"{args.task}: utility {result.utility:.3f} ({result.status}"
         line += f": {result.message})" if result.message else ")"
@@ -106,7 +108,7 @@ def _sandbox_bench(args) -> int:
         print(warning, file=sys.stderr)
     result = benchmark(args.runs, args.humaneval)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
         return 0
     he = result["humaneval"]
     for iso, r in result["per_run"].items():
@@ -147,6 +149,9 @@ def _improve(args) -> int:
     for name in ("iterations", "tests", "lm_calls", "samples", "utility_calls", "max_tokens"):
         if getattr(args, name) < (0 if name == "iterations" else 1):
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= {0 if name == 'iterations' else 1}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise TenfoldError(f"--out must be a folder (as every tenfold --out); {out} is a file")
     isolation = isolation_for(args)
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
@@ -163,10 +168,13 @@ def _improve(args) -> int:
               "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen,
               "denied": ledger.denied, "isolation": ledger.isolation,
               "sandbox_by_iteration": [a["sandbox"] for a in archive]}
-    if args.out:
-        Path(args.out).write_text(json.dumps({**report, "archive": archive}, indent=1))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "archive.json").write_text(json.dumps({**report, "archive": archive}, indent=1))
+        for a in archive:
+            (out / f"improver-{a['iteration']}.py").write_text(a["source"])
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
     else:
         for a in archive:
             box = a["sandbox"]

@@ -67,7 +67,14 @@ class StreamingChat:
         return self.sampler(logits, None, reply_ids, self.generator)
 
     @torch.no_grad()
-    def say(self, user: str) -> Iterator[str]:
+    def say(self, user: str, should_stop=None) -> Iterator[str]:
+        """Feed ``user``'s turn and yield the reply in text pieces.
+
+        ``should_stop()``, if given, is asked before each new token; when it says True the reply ends there, as if
+        it had reached ``max_new_tokens``: the cache then holds exactly the turn and the reply tokens shown, and
+        the conversation goes on from them (the CLI's Ctrl-C during a reply). Closing the generator early instead
+        (or an exception inside a forward pass) can leave the cache ahead of the conversation: use ``reset()``.
+        """
         if not user.strip():
             raise ValueError("empty message")
         content, hits = user, []
@@ -88,6 +95,8 @@ class StreamingChat:
         reply_ids, shown = [], ""
         start = time.perf_counter()
         for _ in range(self.max_new_tokens):
+            if should_stop is not None and should_stop():
+                break  # every token in reply_ids has been fed: the cache matches the conversation
             nxt = self._sample(logits, reply_ids)
             if nxt in self.stop_ids:
                 break

@@ -1,10 +1,11 @@
 """CLI verbs for StreamingLLM: ``tenfold stream-ppl`` and ``tenfold chat``."""
 from __future__ import annotations
 
-import json
+import signal
 import sys
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: int4 linear weights, the rest float32 (CPU)
 DECODE_DTYPES = ("auto", *DTYPES)  # auto: int4 for the bundled model on CPU, float32 for any other model
@@ -113,7 +114,7 @@ def _stream_ppl(args) -> int:
         fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
     if args.json:
-        print(json.dumps(row))
+        print_json(row)
     else:
         print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {args.sinks}+{args.window}, "
               f"{row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB")
@@ -155,12 +156,22 @@ def _chat(args) -> int:
             print("(conversation reset)", flush=True)
             continue
         if line == "/stats":
-            print(json.dumps(chat.stats()), flush=True)
+            print_json(chat.stats())
             continue
-        for n, piece in enumerate(chat.say(line)):
-            if n == 0 and chat.last_recalled:
-                print(f"[memory: recalled {len(chat.last_recalled)}: "
-                      + " | ".join(t[:60] for t in chat.last_recalled) + "]", file=sys.stderr, flush=True)
-            print(piece, end="", flush=True)
+        # Ctrl-C during a reply stops that reply only: the handler sets a flag the decoding loop reads before each
+        # token, so a forward pass is never cut in half and the cache holds exactly the turn and the tokens shown.
+        # At the prompt, Ctrl-C ends the chat (exit 130, tenfold.cli) and end of input ends it with 0.
+        stopped: list[bool] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(True))
+        try:
+            for n, piece in enumerate(chat.say(line, should_stop=lambda: bool(stopped))):
+                if n == 0 and chat.last_recalled:
+                    print(f"[memory: recalled {len(chat.last_recalled)}: "
+                          + " | ".join(t[:60] for t in chat.last_recalled) + "]", file=sys.stderr, flush=True)
+                print(piece, end="", flush=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         print(flush=True)
+        if stopped:
+            print("(reply stopped)", file=sys.stderr, flush=True)
     return 0

@@ -1,10 +1,10 @@
 """``tenfold vision world|parse``: render the procedural visual world, read images back into objects."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
@@ -20,6 +20,7 @@ def add_commands(sub) -> None:
                    help="train/test: no held-out (colour, shape) pair; unseen: at least one")
     w.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
     w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--force", action="store_true", help="replace what --out already holds")
     w.set_defaults(func=_world)
     q = verbs.add_parser("parse", help="read a rendered image back into objects")
     q.add_argument("image")
@@ -70,7 +71,7 @@ def _world(args) -> int:
     with Progress(transient=True) as bar:
         job = bar.add_task(f"rendering {args.split}", total=args.n)
         out = write_dataset(args.out, args.n, args.split, args.size, args.seed,
-                            progress=lambda i, n: bar.update(job, completed=i))
+                            progress=lambda i, n: bar.update(job, completed=i), force=args.force)
     print(f"{args.n} {args.split} scenes ({args.size}x{args.size}) -> {out} (scenes.jsonl has descriptions and captions)")
     return 0
 
@@ -95,7 +96,7 @@ def _parse(args) -> int:
 
     scene = parse(read_image(args.image))
     if args.json:
-        print(json.dumps(scene.to_dict()))
+        print_json(scene.to_dict())
     else:
         print(scene.description() or "no objects found")
     return 0
@@ -138,7 +139,7 @@ def _train_clip(args) -> int:
               "recall (unseen pairs)": retrieval_recall(model, tok, scenes(args.n_test, "unseen"), image_size=image_size),
               "zero-shot": zero_shot_attributes(model, tok, image_size=image_size)}
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"CLIP trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
         for key in ("recall (held-out test)", "recall (unseen pairs)", "zero-shot"):
@@ -188,7 +189,7 @@ def _train_vlm(args) -> int:
     result = {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]), "accuracy": evals}
     write_json(out / "eval.json", result)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(f"VLM trained: loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}; saved to {out}")
         for split, acc in evals.items():
@@ -208,5 +209,5 @@ def _ask(args) -> int:
     images = [read_image(p) for p in paths]
     vlm = VisionLanguageModel.load(args.vlm)
     answer = vlm.ask(images, question, max_new_tokens=args.max_tokens)
-    print(json.dumps({"answer": answer}) if args.json else answer)
+    print_json({"answer": answer}) if args.json else print(answer)
     return 0

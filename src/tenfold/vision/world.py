@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -252,19 +253,43 @@ def same_objects(a: Scene, b: Scene) -> bool:
     return key(a) == key(b)
 
 
-def write_dataset(out: str | Path, n: int, split: str = "train", size: int = 64, seed: int = 0, progress=None) -> Path:
-    """PNG files and ``scenes.jsonl`` (description, captions, objects) under ``out``."""
+def write_dataset(out: str | Path, n: int, split: str = "train", size: int = 64, seed: int = 0, progress=None,
+                  force: bool = False) -> Path:
+    """PNG files and ``scenes.jsonl`` (description, captions, objects) under ``out``.
+
+    All or nothing: the files are written into a staging folder beside ``out`` (``.<name>.partial``) that is
+    renamed to ``out`` once complete, and removed if the run is interrupted, so ``out`` is never half-made. An
+    ``out`` that already holds a world's files is refused (``force=True`` replaces it), one that holds anything else
+    always is; a staging folder left by a killed run is removed.
+    """
     if n < 1:
         raise TenfoldError("--n must be at least 1")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, scene in enumerate(scenes(n, split, seed)):
-        name = f"{split}-{i:06d}.png"
-        render(scene, size).save(out / name)
-        lines.append(json.dumps({"image": name, "split": split, **scene.to_dict(), "description": scene.description(),
-                                 "captions": scene.captions()}))
-        if progress:
-            progress(i + 1, n)
-    (out / "scenes.jsonl").write_text("\n".join(lines) + "\n")
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise TenfoldError(f"--out {out} is a file; the world is written into a folder")
+    held = list(out.iterdir()) if out.is_dir() else []
+    if held and any(not p.is_file() or (p.suffix != ".png" and p.name != "scenes.jsonl") for p in held):
+        raise TenfoldError(f"--out {out} holds other files than a world's (PNG files, scenes.jsonl): give a new folder")
+    if held and not force:
+        what = "a world" if (out / "scenes.jsonl").is_file() else "PNG files but no scenes.jsonl (a half-made world)"
+        raise TenfoldError(f"--out {out} already holds {what}: give a new folder, or --force to replace it")
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run: never mixed with this one
+    staging.mkdir(parents=True)
+    try:
+        lines = []
+        for i, scene in enumerate(scenes(n, split, seed)):
+            name = f"{split}-{i:06d}.png"
+            render(scene, size).save(staging / name)
+            lines.append(json.dumps({"image": name, "split": split, **scene.to_dict(),
+                                     "description": scene.description(), "captions": scene.captions()}))
+            if progress:
+                progress(i + 1, n)
+        (staging / "scenes.jsonl").write_text("\n".join(lines) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:  # Ctrl-C, a full disk: nothing half-made is left
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
