@@ -115,7 +115,7 @@ class _Sampling(BaseModel):
     # OpenAI's penalties (over the answer's tokens) and vLLM's extra sampling parameters (transformers' processors)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(default=None, ge=0.1, le=10.0)  # sampling.MAX_REPETITION_PENALTY
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)  # -1 or 0: off
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
