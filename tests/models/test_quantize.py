@@ -127,3 +127,28 @@ def test_load_int4_declines_checkpoints_it_cannot_read(tmp_path):
 
     (tmp_path / "config.json").write_text("{}")
     assert load_int4(tmp_path) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_safetensors_file_is_one_line_for_every_dtype(tmp_path, damage):
+    """Was a SafetensorError traceback from `tenfold generate --model DIR` (int4, float32 and auto alike)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tenfold.models.lm import resolve
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct")).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    if damage == "truncated":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    for dtype in ("int4", "float32", "auto"):
+        r = subprocess.run([sys.executable, "-m", "tenfold", "generate", "--model", str(tmp_path), "--dtype", dtype,
+                            "--max-new-tokens", "2", "hi"], capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (dtype, r.stderr[-2000:])
+        assert r.stderr.strip().splitlines()[-1].startswith("tenfold: error: cannot load model"), r.stderr
