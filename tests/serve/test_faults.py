@@ -96,6 +96,26 @@ def test_sampling_parameters_out_of_range_are_400(server, field, value):
     assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
 
 
+@pytest.mark.parametrize("path, field, value", [
+    ("/v1/chat/completions", "temperature", True), ("/v1/chat/completions", "top_k", True),
+    ("/v1/chat/completions", "top_k", "5"), ("/v1/chat/completions", "presence_penalty", "1"),
+    ("/v1/chat/completions", "min_p", False), ("/v1/chat/completions", "n", True),
+    ("/v1/chat/completions", "max_tokens", "3"), ("/v1/chat/completions", "seed", True),
+    ("/v1/chat/completions", "top_logprobs", True), ("/v1/completions", "logprobs", True),
+    ("/v1/completions", "prompt", [True, 2]), ("/v1/completions", "prompt", [[1, 2], [3, 4.0]]),
+    ("/v1/completions", "prompt", [1, "2"])])
+def test_booleans_and_strings_where_numbers_go_are_400(server, path, field, value):
+    """pydantic's lax mode read ``true`` as 1 and ``"5"`` as 5 (temperature: true sampled at 1.0; a prompt
+    [true, 2] was token ids [1, 2]); OpenAI refuses them, and so does tenfold now, naming the field."""
+    body = {**CHAT} if path == "/v1/chat/completions" else {"model": MODEL, "prompt": "Hi", "max_tokens": 3}
+    if field == "top_logprobs":
+        body["logprobs"] = True
+    r = httpx.post(server + path, json={**body, field: value}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["type"] == "invalid_request_error", err
+
+
 @pytest.mark.parametrize("path, extra", [("/v1/chat/completions", {"temperature": 1e-300}),
                                          ("/v1/chat/completions", {"temperature": 1e-300, "min_p": 1.0}),
                                          ("/v1/completions", {"temperature": 5e-324, "top_k": 3})])
