@@ -96,6 +96,16 @@ def test_sampling_parameters_out_of_range_are_400(server, field, value):
     assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
 
 
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_above_the_cap_names_the_field_that_was_sent(server, field):
+    """max_completion_tokens above the cap was refused as 'max_tokens is ...' with param max_tokens."""
+    r = httpx.post(server + "/v1/chat/completions", json={**{k: v for k, v in CHAT.items() if k != "max_tokens"},
+                                                          field: 2**63}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["message"].startswith(f"{field} is ") and err["code"] == "max_tokens_too_large"
+
+
 @pytest.mark.parametrize("path, field, value", [
     ("/v1/chat/completions", "temperature", True), ("/v1/chat/completions", "top_k", True),
     ("/v1/chat/completions", "top_k", "5"), ("/v1/chat/completions", "presence_penalty", "1"),
