@@ -94,7 +94,7 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
     int4 (:mod:`tenfold.models.quantize`): int4 weight-only linear layers for CPU decoding, read from the
     checkpoint one weight at a time (:mod:`tenfold.models.int4_load`), so no float copy of their weights is
     ever held whole. Everything else (norms, attention, the cache) stays in ``dtype`` (float32 by default); a
-    tied output projection and input embedding share one bfloat16 table. An int4 model has no trainable
+    tied output projection and input embedding share one 16-bit table (float16). An int4 model has no trainable
     linear weights.
 
     ``dtype``: float32 when not given. Raises TenfoldError for an unknown ``quantize``, int4 off the CPU, or a
