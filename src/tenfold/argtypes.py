@@ -61,10 +61,10 @@ def unit_interval(text: str) -> float:
 
 
 def penalty_factor(text: str) -> float:
-    """A multiplicative repetition penalty: more than 0 (1 = off)."""
+    """A multiplicative repetition penalty in [0.1, 10] (1 = off; the range of ``tenfold.models.sampling``)."""
     value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0; 1 is off (got {value:g})")
+    if not 0.1 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"must be in [0.1, 10]; 1 is off (got {value:g})")
     return value
 
 

@@ -77,11 +77,13 @@ def _cmd_generate(args) -> int:
     model, tok = load_model(args.model, args.dtype)
     ids = chat_ids(tok, messages)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    from tenfold.models.sampling import effective_temperature
+
     sample = args.temperature > 0
     torch.manual_seed(args.seed)
     with torch.no_grad():
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-                       do_sample=sample, temperature=args.temperature if sample else None,
+                       do_sample=sample, temperature=effective_temperature(args.temperature) if sample else None,
                        top_p=args.top_p if sample else None, top_k=None, streamer=streamer,
                        pad_token_id=tok.pad_token_id)
     return 0

@@ -169,6 +169,12 @@ def misbehaving_server():
                              "choices": [{"index": 0, "finish_reason": "stop",
                                           "message": {"role": "assistant", "content": f"red ({n_images} images)"}}]})
 
+    @app.post("/moved/v1/chat/completions")
+    async def moved():  # a proxy that moved the endpoint: 307 keeps the method and the body
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse("/v1/chat/completions", status_code=307)
+
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -207,6 +213,14 @@ def test_openai_backend_over_http_survives_timeouts_and_garbage(misbehaving_serv
     assert all(r.correct and r.error is None for r in results)  # "red (2 images)" is also right for "2"
     with pytest.raises(TenfoldError, match="needs --base-url"):
         OpenAIVision("", "m")
+
+
+def test_openai_backend_follows_redirects_like_the_sdk(misbehaving_server, suite_dir):
+    """The backend's own httpx client (for the stop hook) dropped the SDK's defaults: a 307 from the server was
+    'answered 307' instead of being followed as openai.OpenAI() does."""
+    base, suite = suite_dir
+    moved = OpenAIVision(misbehaving_server.replace("/v1", "/moved/v1"), "good")
+    assert moved.answer(build_messages(suite.samples[-1], base)) == "red (2 images)"
 
 
 def _lmm(*args, timeout=600):

@@ -59,12 +59,12 @@ def test_bundled_model_in_int4_keeps_perplexity_and_streams(lm):
 
     model, _ = lm
     q, _ = load_lm(quantize="int4")
-    from tenfold.models.quantize import BFloat16Linear
+    from tenfold.models.quantize import HalfLinear
 
     assert not [n for n, m in q.named_modules() if isinstance(m, nn.Linear)]
-    assert sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30 and isinstance(q.lm_head, BFloat16Linear)
-    # the tied embedding and lm_head share one bfloat16 table; norms stay float32
-    assert q.model.embed_tokens.weight.dtype == torch.bfloat16 and q.model.norm.weight.dtype == torch.float32
+    assert sum(isinstance(m, Int4Linear) for m in q.modules()) == 7 * 30 and isinstance(q.lm_head, HalfLinear)
+    # the tied embedding and lm_head share one float16 table; norms stay float32
+    assert q.model.embed_tokens.weight.dtype == torch.float16 and q.model.norm.weight.dtype == torch.float32
     assert q.model.embed_tokens.weight.data_ptr() == q.lm_head.weight.data_ptr()
     assert not any(p.dtype == torch.float32 and p.numel() > 1_000_000 for p in [*q.parameters(), *q.buffers()])
     ids = _austen_ids(513)[None]
@@ -127,3 +127,51 @@ def test_load_int4_declines_checkpoints_it_cannot_read(tmp_path):
 
     (tmp_path / "config.json").write_text("{}")
     assert load_int4(tmp_path) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_safetensors_file_is_one_line_for_every_dtype(tmp_path, damage):
+    """Was a SafetensorError traceback from `tenfold generate --model DIR` (int4, float32 and auto alike)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tenfold.models.lm import resolve
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct")).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    if damage == "truncated":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    for dtype in ("int4", "float32", "auto"):
+        r = subprocess.run([sys.executable, "-m", "tenfold", "generate", "--model", str(tmp_path), "--dtype", dtype,
+                            "--max-new-tokens", "2", "hi"], capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (dtype, r.stderr[-2000:])
+        assert r.stderr.strip().splitlines()[-1].startswith("tenfold: error: cannot load model"), r.stderr
+
+
+def test_bfloat16_output_projection_is_float32_accurate_at_the_top_and_batch_independent():
+    """Review 12: bfloat16 logits are ~0.06-0.12 apart, so the top tokens tied exactly and batching noise flipped
+    greedy choices; the top ``refine_top`` outputs of each row are recomputed in float32."""
+    from tenfold.models.quantize import HalfLinear
+
+    torch.manual_seed(0)
+    linear = nn.Linear(576, 4096, bias=True)
+    layer = HalfLinear.from_linear(linear)
+    x = torch.randn(70, 576) * 3  # more rows than one refinement block
+    assert layer.weight.dtype == torch.float16  # these weights fit float16
+    want = x @ layer.weight.float().T + layer.bias.float()  # float32 arithmetic on the 16-bit weights
+    got = layer(x)
+    top = want.topk(layer.refine_top // 2, dim=-1).indices
+    assert float((got.gather(1, top) - want.gather(1, top)).abs().max()) < 1e-4
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    unrefined = nn.functional.linear(x.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16()).float()
+    assert float((unrefined.gather(1, top) - want.gather(1, top)).abs().max()) > 1e-3  # bfloat16 before review 12
+    big = HalfLinear.from_linear(nn.Linear(64, 64).requires_grad_(False).apply(lambda m: m.weight.mul_(1e6)))
+    assert big.weight.dtype == torch.bfloat16  # float16 cannot hold 1e5-sized weights: bfloat16 keeps the range
+    alone = layer(x[5:6])[0]  # a row's top logits do not depend on the rows batched with it (to float32 noise)
+    assert float((alone[top[5]] - got[5, top[5]]).abs().max()) < 1e-5 and int(alone.argmax()) == int(got[5].argmax())

@@ -54,3 +54,19 @@ def test_presence_and_frequency_penalties_follow_openai():
 def test_bad_settings_raise(kw):
     with pytest.raises(ValueError):
         Sampler(**kw)
+
+
+def test_tiny_positive_temperature_is_finite_and_greedy_like():
+    """logits / 1e-300 overflowed to inf and softmax to NaN (torch.multinomial raised); now it samples at 0.01."""
+    logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
+    for t in (1e-300, 5e-324, 1e-9):
+        assert Sampler(temperature=t)(logits, generator=torch.Generator().manual_seed(0)) == 1
+
+
+@pytest.mark.parametrize("settings", [dict(repetition_penalty=1e-300), dict(repetition_penalty=0.05),
+                                      dict(repetition_penalty=11.0), dict(repetition_penalty=float("nan")),
+                                      dict(presence_penalty=float("nan")), dict(frequency_penalty=float("inf")),
+                                      dict(temperature=float("inf")), dict(temperature=float("nan"))])
+def test_settings_that_make_scores_non_finite_are_refused(settings):
+    with pytest.raises(ValueError):
+        Sampler(**settings)

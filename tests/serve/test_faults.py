@@ -89,10 +89,55 @@ def test_output_changing_fields_are_refused_by_name(server, field, value):
 
 
 @pytest.mark.parametrize("field, value", [("presence_penalty", 2.5), ("frequency_penalty", -3), ("top_k", -2),
-                                          ("min_p", 1.5), ("repetition_penalty", 0), ("top_k", 2.5)])
+                                          ("min_p", 1.5), ("repetition_penalty", 0), ("top_k", 2.5),
+                                          ("repetition_penalty", 1e-300), ("repetition_penalty", 0.05)])
 def test_sampling_parameters_out_of_range_are_400(server, field, value):
     r = httpx.post(server + "/v1/chat/completions", json={**CHAT, field: value}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_above_the_cap_names_the_field_that_was_sent(server, field):
+    """max_completion_tokens above the cap was refused as 'max_tokens is ...' with param max_tokens."""
+    r = httpx.post(server + "/v1/chat/completions", json={**{k: v for k, v in CHAT.items() if k != "max_tokens"},
+                                                          field: 2**63}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["message"].startswith(f"{field} is ") and err["code"] == "max_tokens_too_large"
+
+
+@pytest.mark.parametrize("path, field, value", [
+    ("/v1/chat/completions", "temperature", True), ("/v1/chat/completions", "top_k", True),
+    ("/v1/chat/completions", "top_k", "5"), ("/v1/chat/completions", "presence_penalty", "1"),
+    ("/v1/chat/completions", "min_p", False), ("/v1/chat/completions", "n", True),
+    ("/v1/chat/completions", "max_tokens", "3"), ("/v1/chat/completions", "seed", True),
+    ("/v1/chat/completions", "top_logprobs", True), ("/v1/completions", "logprobs", True),
+    ("/v1/completions", "prompt", [True, 2]), ("/v1/completions", "prompt", [[1, 2], [3, 4.0]]),
+    ("/v1/completions", "prompt", [1, "2"])])
+def test_booleans_and_strings_where_numbers_go_are_400(server, path, field, value):
+    """pydantic's lax mode read ``true`` as 1 and ``"5"`` as 5 (temperature: true sampled at 1.0; a prompt
+    [true, 2] was token ids [1, 2]); OpenAI refuses them, and so does tenfold now, naming the field."""
+    body = {**CHAT} if path == "/v1/chat/completions" else {"model": MODEL, "prompt": "Hi", "max_tokens": 3}
+    if field == "top_logprobs":
+        body["logprobs"] = True
+    r = httpx.post(server + path, json={**body, field: value}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and err["type"] == "invalid_request_error", err
+
+
+@pytest.mark.parametrize("path, extra", [("/v1/chat/completions", {"temperature": 1e-300}),
+                                         ("/v1/chat/completions", {"temperature": 1e-300, "min_p": 1.0}),
+                                         ("/v1/completions", {"temperature": 5e-324, "top_k": 3})])
+def test_tiny_positive_temperature_samples_instead_of_a_500(server, path, extra):
+    """Was a 500 ('generation failed: RuntimeError'): logits / 1e-300 overflow to inf, softmax gives NaN and
+    torch.multinomial fails. A temperature below 0.01 now samples at 0.01 (vLLM's rule)."""
+    body = {**CHAT, **extra, "max_tokens": 4}
+    if path == "/v1/completions":
+        body = {"model": MODEL, "prompt": "The cat sat on the", "max_tokens": 4, **extra}
+    r = httpx.post(server + path, json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_penalties_top_k_and_min_p_change_what_is_generated(server):
@@ -107,9 +152,17 @@ def test_penalties_top_k_and_min_p_change_what_is_generated(server):
         return client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=24, **kw).choices[0].message.content
 
     greedy = ask(temperature=0)
-    assert ask(temperature=0, frequency_penalty=2.0) != greedy
-    assert ask(temperature=0, presence_penalty=2.0) != greedy
     assert ask(temperature=0, extra_body={"repetition_penalty": 1.8}) != greedy
+    # presence / frequency count the answer's own tokens: the int4 model's greedy chat answer repeats none
+    # ("The cat sat on the mat."), so they are checked on a completion whose greedy continuation repeats itself
+    prompt = "the cat sat on the mat. the cat sat on the mat. the cat sat on the mat."
+
+    def complete(**kw):
+        return client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0, **kw).choices[0].text
+
+    plain = complete()
+    assert complete(frequency_penalty=2.0) != plain
+    assert complete(presence_penalty=2.0) != plain
     assert ask(temperature=0, frequency_penalty=0.0, extra_body={"repetition_penalty": 1.0}) == greedy
     # only the likeliest token survives top_k=1 or min_p=1, however hot the temperature
     assert ask(temperature=1.9, seed=3, extra_body={"top_k": 1}) == greedy

@@ -88,7 +88,6 @@ class OpenAIVision(VisionBackend):
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int = 2):
-        import httpx
         import openai
 
         if not base_url:
@@ -97,8 +96,9 @@ class OpenAIVision(VisionBackend):
             raise TenfoldError(f"--retries must be >= 0 (got {max_retries})")
         self.name, self.base_url, self.attempts = model, base_url, max_retries + 1
         # Every attempt, the SDK's retries included, passes this hook first: after Ctrl-C nothing more is sent
-        # (the SDK's back-off sleep cannot be interrupted, but what follows it is refused).
-        http = httpx.Client(event_hooks={"request": [self._refuse_when_stopped]})
+        # (the SDK's back-off sleep cannot be interrupted, but what follows it is refused). The SDK's own httpx
+        # client class keeps its defaults (redirects followed, its connection limits and time-out).
+        http = openai.DefaultHttpxClient(event_hooks={"request": [self._refuse_when_stopped]})
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
                                     timeout=timeout, max_retries=max_retries, http_client=http)
 

@@ -5,8 +5,8 @@ peak for the bundled 135M model. Here the model's skeleton is built with ``accel
 (parameters on the meta device, buffers such as RoPE frequencies real), then each tensor of the safetensors
 files is read on its own: a linear weight becomes :class:`~tenfold.models.quantize.Int4Linear` at once and its
 float copy is dropped, every other tensor is placed with ``accelerate.utils.set_module_tensor_to_device``. Peak
-memory is the quantised model plus one float tensor. A tied output projection shares the embedding's bfloat16
-copy (:func:`~tenfold.models.quantize.share_tied_bfloat16`), as :func:`~tenfold.models.quantize.quantize_int4`
+memory is the quantised model plus one float tensor. A tied output projection shares the embedding's 16-bit
+copy (:func:`~tenfold.models.quantize.share_tied_half`), as :func:`~tenfold.models.quantize.quantize_int4`
 does after a full load, so both paths give the same model.
 
 :func:`load_int4` returns ``None`` for checkpoints it does not read (no safetensors, keys that do not match the
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tenfold.models.quantize import (GROUP_SIZE, BFloat16Embedding, BFloat16Linear, Int4Linear, check_shape,
-                                     int4_available, mark_quantized, share_tied_bfloat16, to_bfloat16_linear)
+from tenfold.models.quantize import (GROUP_SIZE, HalfEmbedding, HalfLinear, Int4Linear, check_shape,
+                                     int4_available, mark_quantized, share_tied_half, to_half_linear)
 
 
 def safetensors_files(source: str | Path) -> list[Path] | None:
@@ -65,21 +65,25 @@ def _malloc_trim():
     return getattr(libc, "malloc_trim", None)
 
 
-def _read_bfloat16(path: Path, key: str, block_bytes: int = 8 << 20) -> torch.Tensor:
-    """A 2-D tensor converted to bfloat16 in blocks of rows, each read through its own mapping: the float32
-    original is never resident whole (the bundled model's 113 MB embedding costs 57 MB + one block)."""
+def _read_half(path: Path, key: str, block_bytes: int = 8 << 20) -> torch.Tensor:
+    """A 2-D tensor converted to 16 bits in blocks of rows, each read through its own mapping: the float32 original
+    is never resident whole (the bundled model's 113 MB embedding costs 57 MB + one block). float16 when every
+    value fits, else bfloat16 (:func:`~tenfold.models.quantize.to_half`)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         rows, cols = f.get_slice(key).get_shape()
-    out = torch.empty(rows, cols, dtype=torch.bfloat16)
     step = max(1, block_bytes // max(1, cols * 4))
-    for start in range(0, rows, step):
-        with safe_open(str(path), framework="pt") as f:
-            block = f.get_slice(key)[start:start + step]
-        out[start:start + step] = block
-        del block
-    return out
+    for dtype in (torch.float16, torch.bfloat16):
+        out = torch.empty(rows, cols, dtype=dtype)
+        for start in range(0, rows, step):
+            with safe_open(str(path), framework="pt") as f:
+                block = f.get_slice(key)[start:start + step]
+            out[start:start + step] = block
+            del block
+        if dtype == torch.bfloat16 or bool(torch.isfinite(out).all()):
+            return out
+    raise AssertionError("unreachable")
 
 
 def release_freed_memory(collect: bool = True) -> None:
@@ -101,7 +105,7 @@ def load_int4(source: str | Path, *, dtype: torch.dtype = torch.float32, attn_im
     """A causal LM from the local checkpoint directory ``source`` with int4 linear layers, or None (see module doc).
 
     ``dtype``: everything that is not an int4 layer (embeddings, norms, the cache); the output projection named in
-    ``skip`` runs in bfloat16 in a float32 model (tied: shared with the embedding). Raises
+    ``skip`` runs with 16-bit weights in a float32 model (tied: shared with the embedding). Raises
     :class:`~tenfold.errors.TenfoldError` when a layer's shape does not fit the int4 kernel (before any weight
     is read).
     """
@@ -128,15 +132,15 @@ def load_int4(source: str | Path, *, dtype: torch.dtype = torch.float32, attn_im
     output = model.get_output_embeddings()
     embedding_key = next(n for n, m in model.named_modules() if m is embedding) + ".weight"
     output_name = next((n for n, m in model.named_modules() if m is output), "")
-    shared_bf16 = (dtype == torch.float32 and getattr(config, "tie_word_embeddings", False)
+    shared_half = (dtype == torch.float32 and getattr(config, "tie_word_embeddings", False)
                    and type(embedding) is nn.Embedding and isinstance(output, nn.Linear) and output.bias is None
                    and output_name.rpartition(".")[2] in skip)
     for path, key in located:
         module_name, _, leaf = key.rpartition(".")
-        if key == embedding_key and shared_bf16:  # one bfloat16 table for the tied embedding and lm_head
-            table = BFloat16Embedding(_read_bfloat16(path, key), embedding.padding_idx, torch.float32)
+        if key == embedding_key and shared_half:  # one 16-bit table for the tied embedding and lm_head
+            table = HalfEmbedding(_read_half(path, key), embedding.padding_idx, torch.float32)
             model.set_input_embeddings(table)
-            model.set_output_embeddings(BFloat16Linear(table.weight.detach()))
+            model.set_output_embeddings(HalfLinear(table.weight.detach()))
             continue
         tensor = _read(path, key)
         if module_name in targets and leaf == "weight":
@@ -161,8 +165,8 @@ def load_int4(source: str | Path, *, dtype: torch.dtype = torch.float32, attn_im
     if any(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()]):
         return None  # a tensor the files did not hold: let from_pretrained decide how to initialise it
     if dtype == torch.float32:
-        share_tied_bfloat16(model, skip)
-        to_bfloat16_linear(model, skip)
+        share_tied_half(model, skip)
+        to_half_linear(model, skip)
     mark_quantized(model, group_size, skip)
     try:
         model.generation_config = GenerationConfig.from_pretrained(source)

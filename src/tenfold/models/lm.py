@@ -94,7 +94,7 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
     int4 (:mod:`tenfold.models.quantize`): int4 weight-only linear layers for CPU decoding, read from the
     checkpoint one weight at a time (:mod:`tenfold.models.int4_load`), so no float copy of their weights is
     ever held whole. Everything else (norms, attention, the cache) stays in ``dtype`` (float32 by default); a
-    tied output projection and input embedding share one bfloat16 table. An int4 model has no trainable
+    tied output projection and input embedding share one 16-bit table (float16). An int4 model has no trainable
     linear weights.
 
     ``dtype``: float32 when not given. Raises TenfoldError for an unknown ``quantize``, int4 off the CPU, or a
@@ -105,6 +105,7 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
     ``attn_implementation`` defaults to :data:`~tenfold.models.decode_attention.DECODE_ATTENTION`
     (SDPA with a fast path for half-precision CPU decoding) when the model supports SDPA.
     """
+    from safetensors import SafetensorError
     from tenfold.models.decode_attention import DECODE_ATTENTION
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -133,7 +134,7 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
             model.requires_grad_(False)  # int4 layers cannot train; nothing pretends otherwise
         if attn_implementation is None and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation(DECODE_ATTENTION)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or corrupt weights file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TenfoldError(f"cannot load model {name_or_path!r}: {first}") from None
     if tokenizer.pad_token is None:

@@ -4,13 +4,26 @@
 transformers and vLLM apply it), OpenAI's presence / frequency penalties (generated tokens only, as vLLM does;
 :class:`PresenceFrequencyPenalty`, a ``LogitsProcessor`` subclass: transformers has none), then the warpers
 temperature, top-k, top-p and min-p. Temperature 0 is greedy: the penalties still apply, the warpers do not.
+
+Numeric ranges keep every score finite (an infinite score turns the softmax into NaN): a temperature in
+(0, :data:`MIN_TEMPERATURE`) samples at :data:`MIN_TEMPERATURE` (vLLM's rule), and the repetition penalty lies in
+[1 / :data:`MAX_REPETITION_PENALTY`, :data:`MAX_REPETITION_PENALTY`] (dividing by 1e-300 overflows float32).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor
+
+MIN_TEMPERATURE = 1e-2  # vLLM's _MAX_TEMP: smaller positive temperatures overflow the scores; they sample at this one
+MAX_REPETITION_PENALTY = 10.0  # the repetition penalty lies in [1 / this, this]
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature actually sampled at: 0 (greedy) stays 0, (0, MIN_TEMPERATURE) becomes MIN_TEMPERATURE."""
+    return 0.0 if temperature <= 0 else max(float(temperature), MIN_TEMPERATURE)
 
 
 class PresenceFrequencyPenalty(LogitsProcessor):
@@ -47,16 +60,21 @@ class Sampler:
     frequency_penalty: float = 0.0
 
     def __post_init__(self):
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (got {self.temperature})")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (got {self.top_k})")
         if not 0 <= self.min_p <= 1:
             raise ValueError(f"min_p must be in [0, 1] (got {self.min_p})")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0 (got {self.repetition_penalty})")
+        low = 1 / MAX_REPETITION_PENALTY
+        if not low <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise ValueError(f"repetition_penalty must be in [{low:g}, {MAX_REPETITION_PENALTY:g}] "
+                             f"(got {self.repetition_penalty})")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number (got {getattr(self, name)})")
 
     @property
     def penalised(self) -> bool:
@@ -73,7 +91,7 @@ class Sampler:
         if self.presence_penalty or self.frequency_penalty:
             out.append(PresenceFrequencyPenalty(self.presence_penalty, self.frequency_penalty, generated))
         if self.temperature > 0:
-            out.append(TemperatureLogitsWarper(self.temperature))
+            out.append(TemperatureLogitsWarper(effective_temperature(self.temperature)))
             if self.top_k > 0:
                 out.append(TopKLogitsWarper(self.top_k))
             if self.top_p < 1:

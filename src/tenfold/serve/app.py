@@ -175,8 +175,9 @@ def create_app(engine: Engine, settings: ServeSettings):
                            "refused rather than ignored)", param=field_, code="unsupported_parameter")
         max_tokens = s.default_max_tokens if max_tokens is None else max_tokens
         if max_tokens > s.max_tokens_cap:
-            raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {s.max_tokens_cap}",
-                           param="max_tokens", code="max_tokens_too_large")
+            name = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) is not None else "max_tokens"
+            raise APIError(400, f"{name} is {max_tokens}, above this server's limit of {s.max_tokens_cap}",
+                           param=name, code="max_tokens_too_large")
         return GenParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=list(req.stop or []),
                          seed=req.seed, n=req.n, top_k=max(req.top_k or 0, 0), min_p=req.min_p or 0.0,
                          repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,

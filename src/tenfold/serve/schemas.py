@@ -115,7 +115,7 @@ class _Sampling(BaseModel):
     # OpenAI's penalties (over the answer's tokens) and vLLM's extra sampling parameters (transformers' processors)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(default=None, ge=0.1, le=10.0)  # sampling.MAX_REPETITION_PENALTY
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)  # -1 or 0: off
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
@@ -175,6 +175,12 @@ class _Sampling(BaseModel):
     def _user(cls, value):
         return None if value is None else _utf8(value, "user")
 
+    @field_validator("max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty",
+                     "repetition_penalty", "top_k", "min_p", "seed", "n", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value):
+        return _json_number(value)
+
     @field_validator("temperature", "top_p")
     @classmethod
     def _finite(cls, value):
@@ -195,6 +201,16 @@ class _Sampling(BaseModel):
         return None
 
 
+def _json_number(value: Any) -> Any:
+    """Refuse JSON true/false and strings where a number is meant (pydantic's lax mode reads ``true`` as 1 and
+    ``"0.5"`` as 0.5; OpenAI answers 400)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    if isinstance(value, str):
+        raise ValueError("must be a number, not a string")
+    return value
+
+
 def _is_neutral(value: Any, neutral: tuple) -> bool:
     return any(value is v or (type(value) is type(v) and value == v) or
                (isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(v, (int, float))
@@ -206,6 +222,11 @@ class ChatRequest(_Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("max_completion_tokens", "top_logprobs", mode="before")
+    @classmethod
+    def _chat_numbers_are_numbers(cls, value):
+        return _json_number(value)
 
     response_format: dict | None = None
     tools: list[dict] | None = None
@@ -277,6 +298,22 @@ class CompletionRequest(_Sampling):
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _logprobs_is_a_number(cls, value):
+        return _json_number(value)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _token_ids_are_integers(cls, value):
+        """pydantic reads ``true`` as token 1 and ``"5"`` or ``5.0`` as token 5 before ``_prompt`` sees them."""
+        rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        for row in rows:
+            if isinstance(row, list) and any(not isinstance(t, str) for t in row) and \
+                    any(isinstance(t, bool) or not isinstance(t, int) for t in row):
+                raise ValueError("token ids must be non-negative integers")
+        return value
 
     @field_validator("prompt")
     @classmethod

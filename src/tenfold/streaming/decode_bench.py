@@ -168,9 +168,9 @@ def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: i
     cache = _TimedSinkCache(num_sinks, window, rerotate=rerotate)
     prefill(model, cache, ids[None, :size])
     model(input_ids=ids[None, size : size + 1], cache=cache)
-    from tenfold.models.quantize import BFloat16Linear, Int4Linear
+    from tenfold.models.quantize import HalfLinear, Int4Linear
 
-    kinds = (torch.nn.Linear, Int4Linear, BFloat16Linear)
+    kinds = (torch.nn.Linear, Int4Linear, HalfLinear)
     linears = [m for m in model.modules() if isinstance(m, kinds)]
     attentions = [m for name, m in model.named_modules() if name.endswith("self_attn")]
     projections = [m for a in attentions for m in a.modules() if isinstance(m, kinds)]
