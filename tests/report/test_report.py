@@ -65,3 +65,19 @@ def test_score_matrices_render_as_tables_with_headers(tmp_path):
     assert "<tr><td>baseline</td><td>0.125</td><td>0</td></tr>" in html
     assert html.count("class='matrix'") == 1  # "deep" nests too far: not a matrix
     assert "{0: 0, 1: 0.3333, 2: 0.6667" in html and ", ... (20)}" in html
+
+
+def test_text_from_result_files_cannot_inject_markup(tmp_path):
+    """The page is a jinja2 template with autoescaping: a result's claim, verdict text, keys, values, plot names
+    and error text are shown as text, never as markup."""
+    (tmp_path / "results").mkdir()
+    evil = "<script>alert(1)</script>"
+    rec = {"name": "x<y", "paper": "stop", "claim": evil, "paper_numbers": {evil: 1}, "ours": {"k": evil},
+           "settings": {"s": evil}, "verdict": "partly", "why": evil, "status": "failed", "traceback": evil,
+           "runtime_s": 1.0, "plots": ["a'><script>.png", "../../outside.png"]}
+    (tmp_path.parent / "outside.png").write_bytes(b"\x89PNG secret")
+    (tmp_path / "results" / "x.json").write_text(json.dumps(rec))
+    html = build_report(tmp_path).read_text()
+    assert "<script>" not in html and html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
+    assert "<div class='exp' id='x&lt;y'>" in html and "plot a&#39;&gt;&lt;script&gt;.png missing" in html
+    assert "plot ../../outside.png missing" in html  # nothing outside results/ is embedded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from html import escape
 from pathlib import Path
 
 from tenfold.lmm.runner import Result, accuracy_by
@@ -17,18 +16,10 @@ font-size:12px}.card img{width:116px;image-rendering:pixelated;margin:1px;border
 .ok{border-left:5px solid #2a2}.bad{border-left:5px solid #c33}.err{border-left:5px solid #e90}.muted{color:#777}"""
 
 
-def _thumb(image) -> str:
+def _png_base64(image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
-
-
-def _table(title: str, rows: dict) -> str:
-    if not rows:
-        return ""
-    body = "".join(f"<tr><td>{escape(str(k))}</td><td>{v['accuracy']:.2f}</td><td>{v['n']}</td><td>{v['errors']}</td>"
-                   "</tr>" for k, v in rows.items())
-    return f"<h2>{escape(title)}</h2><table><tr><th></th><th>accuracy</th><th>n</th><th>errors</th></tr>{body}</table>"
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def summary(results: list[Result]) -> dict:
@@ -39,23 +30,22 @@ def summary(results: list[Result]) -> dict:
 
 
 def write_gallery(suite, base: str | Path, results: list[Result], out: str | Path, title: str) -> Path:
-    """``out`` (an .html file): tables and one card per sample, images inline."""
-    s = summary(results)
+    """``out`` (an .html file): tables and one card per sample, images inline; rendered from the jinja2 template
+    ``lmm/templates/gallery.html.j2`` with autoescaping (answers come from a model or a remote server)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     cards = []
     for sample, r in zip(suite.samples, results):
-        state = "err" if r.error else "ok" if r.correct else "bad"
-        given = escape(r.answer) if r.answer is not None else f"<i>error: {escape(r.error or '')}</i>"
         expected = ", ".join(sample.answer) if isinstance(sample.answer, list) else sample.answer
-        cards.append(f"<div class='card {state}'>{''.join(_thumb(im) for im in read_images(sample.images, base))}"
-                     f"<div class='muted'>{escape(sample.id)} - {escape(sample.category)}"
-                     f"{' - ' + escape(sample.pointer) if sample.pointer else ''}</div>"
-                     f"<div><b>Q:</b> {escape(sample.prompt)}</div><div><b>expected:</b> {escape(str(expected))}</div>"
-                     f"<div><b>answer:</b> {given}</div></div>")
-    html = (f"<!doctype html><meta charset='utf-8'><title>{escape(title)}</title><style>{STYLE}</style>"
-            f"<h1>{escape(title)}</h1><p>{s['samples']} samples, accuracy {s['accuracy']:.2f}, {s['errors']} errors "
-            f"(techniques: {escape(', '.join(results[0].techniques) if results and results[0].techniques else 'none')})"
-            f"</p>{_table('By category', s['by category'])}{_table('By pointer type', s['by pointer'])}"
-            f"<h2>Gallery</h2><div class='grid'>{''.join(cards)}</div>")
+        cards.append({"state": "err" if r.error else "ok" if r.correct else "bad",
+                      "images": [_png_base64(im) for im in read_images(sample.images, base)],
+                      "id": sample.id, "category": sample.category, "pointer": sample.pointer,
+                      "prompt": sample.prompt, "expected": str(expected), "answer": r.answer, "error": r.error or ""})
+    techniques = ", ".join(results[0].techniques) if results and results[0].techniques else "none"
+    env = Environment(loader=PackageLoader("tenfold.lmm", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    html = env.get_template("gallery.html.j2").render(title=title, style=STYLE, s=summary(results), cards=cards,
+                                                      techniques=techniques)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html)

@@ -1,10 +1,10 @@
-"""The HTML report: one self-contained page (no CDN, plots inlined), one section per paper."""
+"""The HTML report: one self-contained page (no CDN, plots inlined), one section per paper, rendered from the
+jinja2 template ``templates/report.html.j2`` (autoescaped); this module prepares what the template shows."""
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import json
-from html import escape
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
@@ -62,14 +62,6 @@ def _matrix_columns(value) -> list | None:
     return columns if len(columns) >= 2 and len(columns) <= 12 and shared >= len(columns) / 2 else None
 
 
-def _matrix(value: dict, columns: list) -> str:
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
-    body = "".join(f"<tr><td>{escape(str(r))}</td>" + "".join(
-        f"<td>{escape(_fmt(row[c])) if c in row else ''}</td>" for c in columns) + "</tr>"
-        for r, row in value.items())
-    return f"<table class='matrix'><tr><th></th>{head}</tr>{body}</table>"
-
-
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     rows = []
     for k, v in d.items():
@@ -85,42 +77,11 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def _cell(value) -> str:
-    columns = _matrix_columns(value)
-    return _matrix(value, columns) if columns else escape(_fmt(value))
-
-
-def _table(d: dict, empty: str = "none") -> str:
-    if not d:
-        return f"<p class='muted'>{escape(empty)}</p>"
-    body = "".join(f"<tr><td>{escape(k)}</td><td>{_cell(v)}</td></tr>" for k, v in _flatten(d))
-    return f"<table>{body}</table>"
-
-
-def _badge(verdict: str) -> str:
-    return f"<span class='badge {escape(verdict.replace(' ', '-'))}'>{escape(verdict)}</span>"
-
-
-def _plot(results: Path, name: str) -> str:
-    path = results / name
-    if not path.exists():
-        return f"<p class='muted'>plot {escape(name)} missing</p>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
-
-
-def _models_html(models: list[dict]) -> str:
-    if not models:
-        return "<p class='muted'>no pretrained model or stored foundation loaded</p>"
-    rows = []
-    for m in models:
-        files = [*m.get("weights", []), *([{**m["origin"], "file": f"converted from {m['origin']['file']}"}]
-                                          if isinstance(m.get("origin"), dict) else [])]
-        cells = "<br>".join(f"{escape(w['file'])}: <code>sha256 {escape(w['sha256'])}</code> "
-                            f"({w['bytes'] / 1e6:.1f} MB)" for w in files) or escape(
-            "not stored (trained in this run)" if not m.get("source") else m.get("error", "no weight files found"))
-        rows.append(f"<tr><td>{escape(m['id'])}</td><td>{escape(str(m.get('source')))}</td><td>{cells}</td></tr>")
-    return f"<table><tr><th>model</th><th>loaded from</th><th>weights</th></tr>{''.join(rows)}</table>"
+def _weight_files(model: dict) -> list[dict]:
+    """A model's weight files for the provenance table, the GGUF it was converted from included."""
+    origin = model.get("origin")
+    converted = [{**origin, "file": f"converted from {origin['file']}"}] if isinstance(origin, dict) else []
+    return [*model.get("weights", []), *converted]
 
 
 def _provenance_line(env: dict) -> str:
@@ -135,35 +96,6 @@ def _provenance_line(env: dict) -> str:
             f"torch {libs.get('torch')}, transformers {libs.get('transformers')}; models: {models}; "
             f"seeds {_fmt(env.get('seeds', {}))}; torch threads {threads.get('torch')}; "
             f"{machine.get('cpu')} ({machine.get('logical_cpus')} CPUs)")
-
-
-def _provenance_html(rec: dict) -> str:
-    """What produced the result (``env``, :mod:`tenfold.provenance`): one line, the details folded below it."""
-    env = rec.get("env")
-    if not env:
-        return "<p class='muted prov'>Provenance: not recorded (a result file from before tenfold recorded it).</p>"
-    details = "".join(f"<h4>{title}</h4>{body}" for title, body in (
-        ("Code", _table(env.get("tenfold", {}))), ("Models", _models_html(env.get("models", []))),
-        ("Seeds", _table(env.get("seeds", {}))), ("Threads", _table(env.get("threads", {}))),
-        ("Machine", _table({**env.get("machine", {}), "started": env.get("started")})),
-        ("Python", _table(env.get("python", {}))), ("Libraries", _table(env.get("libraries", {})))))
-    return (f"<details class='prov'><summary><b>Provenance:</b> {escape(_provenance_line(env))}</summary>"
-            f"{details}</details>")
-
-
-def _experiment_html(rec: dict, results: Path) -> str:
-    parts = [f"<div class='exp' id='{escape(rec['name'])}'><h3>{escape(rec['name'])} {_badge(rec.get('verdict', 'failed'))}</h3>",
-             f"<p><b>Claim:</b> {escape(rec.get('claim', ''))}</p>",
-             f"<p><b>Verdict:</b> {escape(rec.get('why', ''))}</p>",
-             "<div class='cols'><div><h4>Paper</h4>", _table(rec.get("paper_numbers", {})),
-             "</div><div><h4>Ours (measured)</h4>", _table(rec.get("ours", {}), "no result"), "</div></div>"]
-    parts += [_plot(results, p) for p in rec.get("plots", [])]
-    if rec.get("status") == "failed":
-        parts.append(f"<details open><summary>Error</summary><pre>{escape(rec.get('traceback', rec.get('error', '')))}</pre></details>")
-    parts.append(f"<details><summary>Settings (profile {escape(rec.get('profile', '?'))}, "
-                 f"runtime {rec.get('runtime_s', 0):.1f} s)</summary>{_table(rec.get('settings', {}))}</details>")
-    parts.append(_provenance_html(rec) + "</div>")
-    return "".join(parts)
 
 
 def load_records(out_dir: str | Path) -> list[dict]:
@@ -187,8 +119,20 @@ def _registered() -> list[str]:
         return []
 
 
+def _environment():
+    """jinja2 environment over ``report/templates`` (autoescaping on: every value from a result file is text)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("tenfold.report", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.globals.update(fmt=_fmt, flatten=_flatten, matrix_columns=_matrix_columns, weight_files=_weight_files,
+                       provenance_line=_provenance_line)
+    return env
+
+
 def build_report(out_dir: str | Path) -> Path:
-    """(Re)build ``out_dir/index.html`` from ``out_dir/results/*.json``; return its path."""
+    """(Re)build ``out_dir/index.html`` from ``out_dir/results/*.json`` with the jinja2 template
+    ``report/templates/report.html.j2``; return its path. Raises TenfoldError when ``out_dir`` is not a folder."""
     out = Path(out_dir)
     if not out.is_dir():
         raise TenfoldError(f"report directory not found: {out}")
@@ -198,39 +142,27 @@ def build_report(out_dir: str | Path) -> Path:
     order = {name: i for i, name in enumerate(_registered())}  # experiments in the order their modules define them
     for rec in sorted(records, key=lambda r: (order.get(r.get("name"), len(order)), str(r.get("name")))):
         by_paper.setdefault(rec.get("paper", "?"), []).append(rec)
-    summary = []
-    sections = []
     from tenfold.report.registry import load_all
 
     experiments = load_all()
-    for i, paper in enumerate(PAPERS, 1):
-        recs = by_paper.get(paper["key"], [])
-        verdicts = " ".join(_badge(r.get("verdict", "failed")) for r in recs) or _badge("none")
-        summary.append(f"<tr><td>{i}</td><td><a href='#{paper['key']}'>{escape(paper['title'])}</a></td>"
-                       f"<td>{len(recs)}</td><td>{verdicts}</td></tr>")
-        registered = [e.name for e in experiments.values() if e.paper == paper["key"]]
-        missing = (f"<p class='muted'>Not run for this report: <code>tenfold reproduce {escape(' '.join(registered))} "
-                   f"--out DIR</code> adds it.</p>") if registered else (
-            "<p class='muted'>No experiment yet: this paper's reproduction is not implemented in tenfold yet.</p>")
-        body = "".join(_experiment_html(r, results) for r in recs) or missing
-        sections.append(
-            f"<section id='{paper['key']}'><h2>{i}. {escape(paper['title'])}</h2>"
-            f"<p class='muted'>{escape(paper['authors'])} &middot; arXiv {escape(paper['arxiv'])} &middot; "
-            f"<code>{escape(paper['package'])}</code></p><p><b>Paper's headline:</b> {escape(paper['headline'])}</p>"
-            f"{body}</section>")
+    sections = [{"paper": paper, "records": by_paper.get(paper["key"], []),
+                 "registered": [e.name for e in experiments.values() if e.paper == paper["key"]]} for paper in PAPERS]
     known = {p["key"] for p in PAPERS}
-    strays = [r for r in records if r.get("paper") not in known]
-    if strays:
-        sections.append("<section id='other'><h2>Other result files</h2>"
-                        + "".join(_experiment_html(r, results) for r in strays) + "</section>")
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    html = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tenfold report</title>"
-            f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
-            f"<h1>tenfold: ten papers, reproduced small</h1><p class='sub'>Built {stamp} from {len(records)} "
-            f"result file(s) in <code>{escape(str(results))}</code>. Paper numbers are the papers' own; ours are "
-            f"measured on this machine by <code>tenfold reproduce</code>.</p>"
-            f"<table><tr><th>#</th><th>Paper</th><th>Experiments</th><th>Verdicts</th></tr>{''.join(summary)}</table>"
-            f"{''.join(sections)}</body></html>")
+
+    def plot_data(name: str) -> str | None:
+        """The plot's bytes as base64, or None when it is missing or not inside ``results`` (a result file is
+        data: its plot names must not make the page embed other files)."""
+        path = (results / str(name)).resolve()
+        inside = path.is_relative_to(results.resolve())
+        return base64.b64encode(path.read_bytes()).decode() if inside and path.is_file() else None
+
+    env = _environment()
+    env.globals["plot_data"] = plot_data
+    html = env.get_template("report.html.j2").render(
+        css=CSS, stamp=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), n_records=len(records),
+        results_dir=str(results), sections=sections, strays=[r for r in records if r.get("paper") not in known])
     index = out / "index.html"
-    index.write_text(html, encoding="utf-8")
+    tmp = index.with_name(f".{index.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(index)  # a reader never sees half a page
     return index
