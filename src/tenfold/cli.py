@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -74,8 +74,8 @@ def _cmd_generate(args) -> int:
                                                  max_tokens=args.max_new_tokens)[0]
         print(reply)
         return 0
-    model, tok = load_model(args.model, args.dtype)
-    ids = chat_ids(tok, messages)
+    model, tok = load_model(args.model, args.dtype, args.device)
+    ids = chat_ids(tok, messages).to(model.device)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     sample = args.temperature > 0
     torch.manual_seed(args.seed)
@@ -184,6 +184,7 @@ def build_parser() -> Parser:
     from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES
 
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP + "; local model only")
+    add_device_arg(p)
     p.add_argument("--max-new-tokens", type=positive_int, default=200)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")
