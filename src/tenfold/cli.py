@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
+from tenfold.argtypes import out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -184,7 +184,6 @@ def build_parser() -> Parser:
     from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES
 
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP + "; local model only")
-    add_device_arg(p)
     p.add_argument("--max-new-tokens", type=positive_int, default=200)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")
