@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -123,6 +123,10 @@ def _cmd_reproduce(args) -> int:
         return _list_experiments(args)
     experiments = select(args.names)
     out_dir(args.out)
+    from tenfold.devices import resolve_device
+
+    # every loader the experiments call without a device reads this (tenfold.devices)
+    os.environ["TENFOLD_DEVICE"] = str(resolve_device(args.device))
     records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
     index = os.path.abspath(os.path.join(args.out, "index.html"))
     failed = [r["name"] for r in records if r["status"] == "failed"]
@@ -210,6 +214,9 @@ def build_parser() -> Parser:
                         "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--out", default="report", help="report directory (default: ./report)")
+    add_device_arg(p, help="where the experiments' models run: auto (a GPU when torch sees one, else the CPU), cpu, "
+                           "cuda or cuda:N; the papers' numbers here were measured on CPU (default dtype bfloat16 "
+                           "on a GPU)")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
                                                        "still goes to stderr)")
     p.set_defaults(func=_cmd_reproduce)

@@ -5,11 +5,15 @@
 model is made on that model's device (``next(model.parameters()).device``), never on a device written in the code:
 ``tests/test_devices.py`` checks ``src/`` for device literals outside this module.
 
+A loader given no device (None) uses ``$TENFOLD_DEVICE`` when set (``tenfold reproduce --device`` sets it for the
+experiments it runs), else auto.
+
 dtype defaults per device (:func:`default_dtype`): bfloat16 on GPUs (the precision models are trained and served in
 there), float32 on the CPU (the CPU default of every loader here; CPU half precision is opt-in, e.g. ``--dtype``).
 """
 from __future__ import annotations
 
+import os
 import re
 
 from tenfold.errors import TenfoldError
@@ -36,7 +40,7 @@ def resolve_device(name=None):
 
     if isinstance(name, torch.device):
         name = str(name)
-    text = check_device_name("auto" if name is None else name)
+    text = check_device_name(os.environ.get("TENFOLD_DEVICE") or "auto" if name is None else name)
     available = torch.cuda.is_available()
     if text == "auto":
         return torch.device(_CUDA if available else CPU)
@@ -54,7 +58,7 @@ def resolve_device(name=None):
 def device_type(name=None) -> str:
     """"cpu" or "cuda" for ``name`` without asking whether that GPU exists (auto/None: what :func:`resolve_device`
     picks here)."""
-    text = check_device_name("auto" if name is None else str(name))
+    text = check_device_name(os.environ.get("TENFOLD_DEVICE") or "auto" if name is None else str(name))
     return resolve_device(text).type if text == "auto" else text.split(":")[0]
 
 

@@ -139,8 +139,8 @@ def _serve(args) -> int:
             raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
         if args.dtype == "int4":
             raise TenfoldError("--dtype int4 applies to language models; give --vlm with float32, float16 or bfloat16")
-        vision = VisionLanguageModel.load(args.vlm, lm_dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
-                                          device=args.device)
+        lm_dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)  # auto: the device's default
+        vision = VisionLanguageModel.load(args.vlm, lm_dtype=lm_dtype, device=args.device)
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name
     else:
