@@ -169,9 +169,12 @@ def test_unknown_device_is_one_line(verb):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 @pytest.mark.parametrize("verb", [["generate", "hi"], ["stream-ppl", "--book", "emma", "--tokens", "8"],
-                                  ["rag", "ask", "Where?", "--doc", __file__, "--mode", "long"], ["serve"]])
-def test_cuda_without_a_gpu_is_one_line_through_the_cli(verb):
-    _one_line_error(run_cli(*verb, "--device", "cuda", timeout=300), "torch sees no CUDA GPU")
+                                  ["rag", "ask", "Where?", "--doc", __file__, "--mode", "long"], ["serve"],
+                                  ["reproduce", "streaming-ppl", "--profile", "smoke"]])
+def test_cuda_without_a_gpu_is_one_line_through_the_cli(verb, tmp_path):
+    extra = ["--out", str(tmp_path / "report")] if verb[0] == "reproduce" else []
+    _one_line_error(run_cli(*verb, *extra, "--device", "cuda", timeout=300), "torch sees no CUDA GPU")
+    assert not (tmp_path / "report" / "results").exists()  # refused before any experiment ran
 
 
 def test_int4_on_a_gpu_is_refused(monkeypatch):

@@ -97,7 +97,7 @@ def device_name(text: str) -> str:
 
 
 DEVICE_HELP = ("where the model runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; "
-               "default dtype bfloat16 on a GPU, the CPU default otherwise")
+               "unless --dtype is given, bfloat16 on a GPU and the CPU's usual dtype otherwise")
 
 
 def add_device_arg(parser, help: str = DEVICE_HELP) -> None:

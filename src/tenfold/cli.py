@@ -125,9 +125,17 @@ def _cmd_reproduce(args) -> int:
     out_dir(args.out)
     from tenfold.devices import resolve_device
 
-    # every loader the experiments call without a device reads this (tenfold.devices)
+    # every loader the experiments call without a device reads this (tenfold.devices); restored afterwards, so an
+    # in-process caller of main() keeps its own environment
+    before = os.environ.get("TENFOLD_DEVICE")
     os.environ["TENFOLD_DEVICE"] = str(resolve_device(args.device))
-    records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
+    try:
+        records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
+    finally:
+        if before is None:
+            os.environ.pop("TENFOLD_DEVICE", None)
+        else:
+            os.environ["TENFOLD_DEVICE"] = before
     index = os.path.abspath(os.path.join(args.out, "index.html"))
     failed = [r["name"] for r in records if r["status"] == "failed"]
     kept = [r["name"] for r in records if r.get("kept")]
@@ -215,8 +223,7 @@ def build_parser() -> Parser:
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--out", default="report", help="report directory (default: ./report)")
     add_device_arg(p, help="where the experiments' models run: auto (a GPU when torch sees one, else the CPU), cpu, "
-                           "cuda or cuda:N; the papers' numbers here were measured on CPU (default dtype bfloat16 "
-                           "on a GPU)")
+                           "cuda or cuda:N (bfloat16 on a GPU); the papers' numbers here were measured on CPU")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
                                                        "still goes to stderr)")
     p.set_defaults(func=_cmd_reproduce)

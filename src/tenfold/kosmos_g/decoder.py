@@ -108,8 +108,10 @@ class TextConditionedDecoder:
         timesteps; gradients reach ``cond`` as well as the U-Net."""
         self.check_condition(cond, mask)
         x0 = self.to_model_space(pixels)
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+        # drawn with the (CPU, checkpointed) generator, then moved to where the U-Net runs
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],),
+                          generator=generator).to(x0.device)
         noisy = self.train_scheduler.add_noise(x0, noise, t)
         pred = self.unet(noisy, t, encoder_hidden_states=cond, encoder_attention_mask=mask).sample
         if self.prediction_type == "sample":
