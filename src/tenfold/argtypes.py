@@ -83,3 +83,23 @@ def out_dir(path: str | Path, what: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise TenfoldError(f"{what} {path} is an existing file; give a directory")
     return path
+
+
+def device_name(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (checked here at parse time; whether torch sees that GPU is checked
+    when the verb resolves it, :func:`tenfold.devices.resolve_device`)."""
+    from tenfold.devices import check_device_name
+
+    try:
+        return check_device_name(text)
+    except TenfoldError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+DEVICE_HELP = ("where the model runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; "
+               "unless --dtype is given, bfloat16 on a GPU and the CPU's usual dtype otherwise")
+
+
+def add_device_arg(parser, help: str = DEVICE_HELP) -> None:
+    """Add ``--device`` (default auto) to a verb that runs a model."""
+    parser.add_argument("--device", type=device_name, default="auto", help=help)

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -74,8 +74,8 @@ def _cmd_generate(args) -> int:
                                                  max_tokens=args.max_new_tokens)[0]
         print(reply)
         return 0
-    model, tok = load_model(args.model, args.dtype)
-    ids = chat_ids(tok, messages)
+    model, tok = load_model(args.model, args.dtype, args.device)
+    ids = chat_ids(tok, messages).to(model.device)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     from tenfold.models.sampling import effective_temperature
 
@@ -125,7 +125,19 @@ def _cmd_reproduce(args) -> int:
         return _list_experiments(args)
     experiments = select(args.names)
     out_dir(args.out)
-    records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
+    from tenfold.devices import resolve_device
+
+    # every loader the experiments call without a device reads this (tenfold.devices); restored afterwards, so an
+    # in-process caller of main() keeps its own environment
+    before = os.environ.get("TENFOLD_DEVICE")
+    os.environ["TENFOLD_DEVICE"] = str(resolve_device(args.device))
+    try:
+        records = run_experiments(experiments, args.profile, args.out, show_progress=True, force=args.force)
+    finally:
+        if before is None:
+            os.environ.pop("TENFOLD_DEVICE", None)
+        else:
+            os.environ["TENFOLD_DEVICE"] = before
     index = os.path.abspath(os.path.join(args.out, "index.html"))
     failed = [r["name"] for r in records if r["status"] == "failed"]
     kept = [r["name"] for r in records if r.get("kept")]
@@ -212,6 +224,8 @@ def build_parser() -> Parser:
                         "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--out", default="report", help="report directory (default: ./report)")
+    add_device_arg(p, help="where the experiments' models run: auto (a GPU when torch sees one, else the CPU), cpu, "
+                           "cuda or cuda:N (bfloat16 on a GPU); the papers' numbers here were measured on CPU")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
                                                        "still goes to stderr)")
     p.set_defaults(func=_cmd_reproduce)

@@ -103,8 +103,8 @@ def mllm_states(vlm, prompts: list[str], images: list[list] | None = None, max_l
         rows.append(ids)
     width = max(map(len, rows))
     pad = vlm.tokenizer.pad_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=vlm.lm.device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=vlm.lm.device)
     flat = [im for ims in images for im in ims]
     feats = vlm.encode_images(vlm.pixel_values(flat)) if flat else None
     embeds = vlm.embed(ids, feats)

@@ -45,6 +45,10 @@ def add_commands(sub) -> None:
     g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", type=int, default=128, help="width of the saved image (nearest-neighbour upscaling)")
+    from tenfold.argtypes import add_device_arg
+
+    add_device_arg(g, help="where CLIP, the MLLM, AlignerNet and the U-Net run: auto (a GPU when torch sees one, else "
+                           "the CPU), cpu, cuda or cuda:N (the start noise is drawn on the CPU: same seed, same noise)")
     g.add_argument("--text-only", action="store_true",
                    help="condition on the CLIP text encoder instead of the aligned MLLM (no images)")
     g.set_defaults(func=_generate)
@@ -113,7 +117,7 @@ def _generate(args) -> int:
     if not args.text_only and wanted != len(images):  # before the (slow) model load
         raise TenfoldError(f"the prompt has {wanted} {IMAGE_TOKEN} placeholder(s) but {len(images)} --image(s) were "
                            "given")
-    model = KosmosG.load(args.model)
+    model = KosmosG.load(args.model, device=args.device)
     kw = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "size": args.size}
     if args.text_only:
         outs = model.generate_from_text([args.prompt] * args.n, **kw)

@@ -68,14 +68,17 @@ class TextConditionedDecoder:
         return path
 
     @classmethod
-    def load(cls, path) -> "TextConditionedDecoder":
+    def load(cls, path, device=None) -> "TextConditionedDecoder":
+        """A decoder saved by :meth:`save`, its U-Net on ``device`` (:func:`tenfold.devices.resolve_device`)."""
         from diffusers import UNet2DConditionModel
+
+        from tenfold.devices import resolve_device
 
         path = Path(path)
         if not (path / "decoder.json").exists():
             raise TenfoldError(f"no image decoder in {path} (expected decoder.json and unet/)")
         cfg = json.loads((path / "decoder.json").read_text())
-        unet = UNet2DConditionModel.from_pretrained(path / "unet").eval()
+        unet = UNet2DConditionModel.from_pretrained(path / "unet").eval().to(resolve_device(device))
         return cls(unet, cfg["image_size"], train_timesteps=cfg["train_timesteps"],
                    prediction_type=cfg["prediction_type"])
 
@@ -105,8 +108,10 @@ class TextConditionedDecoder:
         timesteps; gradients reach ``cond`` as well as the U-Net."""
         self.check_condition(cond, mask)
         x0 = self.to_model_space(pixels)
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+        # drawn with the (CPU, checkpointed) generator, then moved to where the U-Net runs
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],),
+                          generator=generator).to(x0.device)
         noisy = self.train_scheduler.add_noise(x0, noise, t)
         pred = self.unet(noisy, t, encoder_hidden_states=cond, encoder_attention_mask=mask).sample
         if self.prediction_type == "sample":
@@ -136,11 +141,12 @@ class TextConditionedDecoder:
         both = torch.cat([uncond, cond])
         both_mask = None
         if mask is not None or uncond_mask is not None:
-            ones = torch.ones(b, cond.shape[1], dtype=torch.long)
+            ones = torch.ones(b, cond.shape[1], dtype=torch.long, device=cond.device)
             both_mask = torch.cat([ones if uncond_mask is None else uncond_mask, ones if mask is None else mask])
         side = self.unet.config.sample_size
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn((b, self.unet.config.in_channels, side, side), generator=g)
+        # drawn on the CPU with the seeded CPU generator (the same start noise on every device), then moved
+        x = torch.randn((b, self.unet.config.in_channels, side, side), generator=g).to(self.unet.device)
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(steps)
         for t in scheduler.timesteps:
@@ -154,7 +160,7 @@ def to_images(pixels: torch.Tensor, size: int | None = None) -> list:
     """(B, 3, H, W) in [-1, 1] -> PIL images (optionally resized with nearest neighbour)."""
     from PIL import Image
 
-    arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     out = [Image.fromarray(a) for a in arr]
     return [im.resize((size, size), Image.NEAREST) for im in out] if size else out
 
@@ -163,6 +169,7 @@ def to_images(pixels: torch.Tensor, size: int | None = None) -> list:
 def clip_text_condition(clip_model, tokenizer, texts: list[str], length: int = COND_LENGTH):
     """The CLIP text encoder's output sequence, padded / cut to ``length`` tokens, and its attention mask."""
     enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+    enc = enc.to(clip_model.device)  # the tokenizer's tensors go where the CLIP model runs
     hidden = clip_model.text_model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).last_hidden_state
     return hidden, enc.attention_mask
 

@@ -88,8 +88,11 @@ class KosmosG:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, lm=None) -> "KosmosG":
-        """A model saved by :meth:`save` (``lm``: reuse an already loaded copy of the LM named in mllm/vlm.json)."""
+    def load(cls, path: str | Path, lm=None, device=None) -> "KosmosG":
+        """A model saved by :meth:`save` (``lm``: reuse an already loaded copy of the LM named in mllm/vlm.json), every
+        part on ``device`` (auto/None: a GPU when torch sees one, else the CPU; :func:`tenfold.devices.resolve_device`).
+        The MLLM's LM is bfloat16 on every device, as it was trained."""
+        from tenfold.devices import resolve_device
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, CLIPModel
         from transformers.utils import logging as hf_logging
@@ -102,16 +105,17 @@ class KosmosG:
             raise TenfoldError(f"no Kosmos-G model in {path} (expected {CONFIG}; train one with "
                                "`tenfold kosmos-g train --out DIR`)")
         cfg = json.loads((path / CONFIG).read_text())
+        device = resolve_device(device)
         try:
-            clip = CLIPModel.from_pretrained(path / "clip").eval()
+            clip = CLIPModel.from_pretrained(path / "clip").eval().to(device)
             tok = AutoTokenizer.from_pretrained(path / "clip")
         except (OSError, ValueError) as exc:
             raise TenfoldError(f"cannot load the CLIP model in {path / 'clip'}: {str(exc).splitlines()[0]}") from None
-        decoder = TextConditionedDecoder.load(path / "decoder")
-        vlm = VisionLanguageModel.load(path / "mllm", lm=lm, lm_dtype=torch.bfloat16)
+        decoder = TextConditionedDecoder.load(path / "decoder", device=device)
+        vlm = VisionLanguageModel.load(path / "mllm", lm=lm, lm_dtype=torch.bfloat16, device=device)
         aligner = AlignerNet(**cfg["aligner"])
         aligner.load_state_dict(load_file(path / "aligner.safetensors"))
-        return cls(clip, tok, decoder, vlm, aligner.eval())
+        return cls(clip, tok, decoder, vlm, aligner.to(device).eval())
 
     @staticmethod
     def info(path: str | Path) -> dict:

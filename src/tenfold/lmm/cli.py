@@ -10,7 +10,7 @@ from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
-    from tenfold.argtypes import positive_int
+    from tenfold.argtypes import DEVICE_HELP, add_device_arg, positive_int
     from tenfold.lmm.prompts import TECHNIQUES
     from tenfold.lmm.referring import POINTERS
     from tenfold.lmm.suite import CATEGORIES
@@ -36,6 +36,7 @@ def add_commands(sub) -> None:
     r.add_argument("--vlm", default=None, help="for --backend local: a VLM directory (`tenfold vision train-vlm`)")
     r.add_argument("--base-url", default=None, help="for --backend openai, e.g. http://127.0.0.1:8000/v1")
     r.add_argument("--model", default=None, help="for --backend openai: the model name")
+    add_device_arg(r, help=DEVICE_HELP + " (--backend local's VLM and a local judge; a server chooses its own)")
     r.add_argument("--technique", action="append", choices=TECHNIQUES, default=[],
                    help="prompting technique(s) from the paper (repeat)")
     r.add_argument("--max-tokens", type=positive_int, default=48)
@@ -72,7 +73,7 @@ def _judge(args):
     elif args.judge_model == "local":
         from tenfold.prompting.backends import LocalLM
 
-        backend = LocalLM()
+        backend = LocalLM(device=args.device)
     else:
         raise TenfoldError("--judge-model needs --judge-base-url (or use --judge-model local)")
     return lambda messages: backend.complete(messages, max_tokens=4)[0]
@@ -93,7 +94,7 @@ def backend_from_args(args):
         raise TenfoldError("--backend local needs --vlm DIR (train one with `tenfold vision train-vlm`)")
     from tenfold.vision.vlm import VisionLanguageModel
 
-    return LocalVLM(VisionLanguageModel.load(args.vlm), name=f"local:{Path(args.vlm).resolve()}")
+    return LocalVLM(VisionLanguageModel.load(args.vlm, device=args.device), name=f"local:{Path(args.vlm).resolve()}")
 
 
 def _run(args) -> int:

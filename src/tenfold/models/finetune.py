@@ -310,8 +310,10 @@ def save_checkpoint(model, tokenizer, path: str | Path, state_dict: dict | None 
     return path
 
 
-def load_checkpoint(path: str | Path):
-    """(model, tokenizer) saved by :func:`save_checkpoint` or a training run's ``model`` directory."""
+def load_checkpoint(path: str | Path, device=None):
+    """(model, tokenizer) saved by :func:`save_checkpoint` or a training run's ``model`` directory, on ``device``
+    (auto/None: a GPU when torch sees one, else the CPU; :func:`tenfold.devices.resolve_device`), in its saved dtype."""
+    from tenfold.devices import resolve_device
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
@@ -319,18 +321,20 @@ def load_checkpoint(path: str | Path):
         path = path / "model"
     if not (path / "config.json").exists():
         raise TenfoldError(f"no saved model in {path} (expected config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def load_model(source: str | None):
-    """(model, tokenizer) from a training run directory, a saved model directory, or an LM name/path."""
+def load_model(source: str | None, device=None, dtype=None):
+    """(model, tokenizer) from a training run directory, a saved model directory, or an LM name/path, on ``device``
+    (see :func:`load_checkpoint`; an LM name in ``dtype``, by default :func:`tenfold.devices.default_dtype`)."""
     from tenfold.models.lm import load_lm
 
     if source:
         path = Path(source)
         if path.is_dir() and ((path / "config.json").exists() or (path / "model" / "config.json").exists()):
-            return load_checkpoint(path)
+            return load_checkpoint(path, device)
         if path.exists() and not path.is_dir():
             raise TenfoldError(f"{source} is a file; give a run directory, a saved model directory or a model name")
-    return load_lm(source, quantize=None)
+    return load_lm(source, quantize=None, device=device, dtype=dtype)

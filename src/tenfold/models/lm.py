@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tenfold import home
+from tenfold.devices import CPU
 from tenfold.errors import TenfoldError
 
 DEFAULT_LM = "smollm2-135m-instruct"
@@ -81,8 +82,8 @@ def resolve(name_or_path: str | None) -> str:
     return name_or_path  # an HF id: must be in the local HF cache (offline)
 
 
-def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, device: str | None = None,
-            attn_implementation: str | None = None, quantize: str | None = "auto"):
+def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, device=None,
+            attn_implementation: str | None = None, quantize: str | None = "auto", device_map=None):
     """Return ``(model, tokenizer)`` for a causal LM, in eval mode.
 
     ``quantize``: ``"auto"`` (default) decodes the bundled model on CPU with int4 weights (the fastest setting that
@@ -97,8 +98,15 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
     tied output projection and input embedding share one 16-bit table (float16). An int4 model has no trainable
     linear weights.
 
-    ``dtype``: float32 when not given. Raises TenfoldError for an unknown ``quantize``, int4 off the CPU, or a
-    model that cannot be loaded.
+    ``device``: "auto" or None (a GPU when torch sees one, else the CPU), "cpu", "cuda", "cuda:N" or a
+    ``torch.device`` (:func:`tenfold.devices.resolve_device`). ``dtype``: when not given, float32 on the CPU and
+    bfloat16 on a GPU (:func:`tenfold.devices.default_dtype`).
+
+    ``device_map``: passed to ``from_pretrained`` (e.g. "auto" to spread a model larger than one GPU over every GPU
+    and the CPU, through accelerate); the model is then left where it puts it and ``device`` only picks the
+    default dtype. Not with int4.
+
+    Raises TenfoldError for an unknown ``quantize`` or device, int4 off the CPU, or a model that cannot be loaded.
 
     ``name_or_path``: None or 'smollm2-135m-instruct' (bundled), a local directory, or a
     Hugging Face id already in the local cache (nothing is downloaded when offline).
@@ -111,10 +119,16 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from tenfold.devices import default_dtype, resolve_device
+
+    device = resolve_device(device)
     quantize = resolve_quantize(name_or_path, dtype, device, quantize)
-    dtype = torch.float32 if dtype is None else dtype
-    if quantize == "int4" and device not in (None, "cpu"):
-        raise TenfoldError("int4 quantization runs on CPU; load without it on other devices")
+    dtype = default_dtype(device) if dtype is None else dtype
+    if quantize == "int4" and device.type != CPU:
+        raise TenfoldError(f"int4 quantization runs on the CPU, not on {device}; load without it (e.g. --dtype "
+                           "bfloat16) or use --device cpu")
+    if quantize == "int4" and device_map is not None:
+        raise TenfoldError("int4 quantization loads onto the CPU; it takes no device_map")
     source = resolve(name_or_path)
     note_lm(name_or_path, source)
     try:
@@ -125,7 +139,9 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
 
             model = load_int4(source, dtype=dtype, attn_implementation=attn_implementation)
         if model is None:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn_implementation)
+            extra = {} if device_map is None else {"device_map": device_map}
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attn_implementation,
+                                                         **extra)
             if quantize == "int4":
                 from tenfold.models.quantize import quantize_int4
 
@@ -139,13 +155,13 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
         raise TenfoldError(f"cannot load model {name_or_path!r}: {first}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if device:
+    if device_map is None:
         model.to(device)
     model.eval()
     return model, tokenizer
 
 
-def resolve_quantize(name_or_path: str | None, dtype: torch.dtype | None, device: str | None,
+def resolve_quantize(name_or_path: str | None, dtype: torch.dtype | None, device,
                      quantize: str | None) -> str | None:
     """What ``load_lm``'s ``quantize`` means for this call: ``"int4"`` or None (see :func:`load_lm`).
 
@@ -157,7 +173,10 @@ def resolve_quantize(name_or_path: str | None, dtype: torch.dtype | None, device
     from tenfold.models.quantize import int4_available
 
     bundled = name_or_path is None or name_or_path.lower() in BUNDLED_LMS
-    return "int4" if bundled and dtype is None and device in (None, "cpu") and int4_available() else None
+    from tenfold.devices import device_type
+
+    on_cpu = device_type(device) == CPU
+    return "int4" if bundled and dtype is None and on_cpu and int4_available() else None
 
 
 def note_lm(name_or_path: str | None = None, source: str | None = None) -> None:

@@ -106,7 +106,9 @@ class Sampler:
         generated_ids = list(generated_ids or [])
         if self.temperature <= 0 and not self.penalised:
             return int(logits.argmax())
-        scores = logits.float().reshape(1, -1)
+        # The processors and the draw run on the CPU with the caller's CPU generator: one row of logits is cheap to
+        # move, and a seeded draw is then the same whichever device the model runs on.
+        scores = logits.float().reshape(1, -1).cpu()
         if self.penalised:
             ids = torch.tensor([list(prompt_ids or []) + generated_ids], dtype=torch.long)
             scores = self.processors(len(generated_ids))(ids, scores)

@@ -58,6 +58,9 @@ def add_commands(sub) -> None:
                    help="pauses at inference; repeat for a sweep (default: the model's M_ft, else 0)")
     e.add_argument("--n", type=int, default=200, help="held-out examples per task")
     e.add_argument("--show", type=int, default=0, help="print this many examples with the model's answers")
+    from tenfold.argtypes import add_device_arg
+
+    add_device_arg(e)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)
 
@@ -144,10 +147,10 @@ def _pretrain(args) -> int:
     return 0
 
 
-def _load(source: str):
+def _load(source: str, device=None, dtype=None):
     from tenfold.models.finetune import load_model
 
-    return load_model(source)
+    return load_model(source, device=device, dtype=dtype)
 
 
 def _finetune(args) -> int:
@@ -159,7 +162,9 @@ def _finetune(args) -> int:
     cfg = TrainConfig(steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], m_ft=a["m_ft"], seed=a["seed"],
                       checkpoint_every=a["checkpoint_every"])
     cfg.check()
-    model, tok = _load(a["model"])
+    import torch
+
+    model, tok = _load(a["model"], dtype=torch.float32)  # float32 master weights; accelerate places the model
     pairs = [p for t in a["task"] for p in split(t, a["n_train"], 1, a["seed"])[0]]
     _record(args, a)
     bar, tick = _bar(cfg.steps, f"finetune ({'PauseFT, M_ft=' + str(cfg.m_ft) if cfg.m_ft else 'StdFT'})")
@@ -179,7 +184,7 @@ def _eval(args) -> int:
     from tenfold.pause.evaluate import predict
     from tenfold.pause.tasks import split
 
-    model, tok = _load(args.model)
+    model, tok = _load(args.model, args.device)
     if args.n < 1:
         raise TenfoldError("--n must be at least 1")
     meta_path = Path(args.model) / "model" / "pause.json"

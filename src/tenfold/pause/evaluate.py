@@ -27,8 +27,8 @@ def predict(model, tokenizer, prompts: list[str], m_inf: int, max_new_tokens: in
     for i in range(0, len(encoded), batch_size):
         rows = [ids + [pause] * m_inf for ids in encoded[i:i + batch_size]]
         width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
         gen = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              logits_processor=processors, eos_token_id=eos, pad_token_id=pad)
         for row in gen[:, width:].tolist():

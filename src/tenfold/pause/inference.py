@@ -26,7 +26,7 @@ def generate_after_pauses(model, prompt_ids: list[int], pause: int, m_inf: int, 
     """Greedy (unless sampling arguments are given) answer tokens after ``prompt + m_inf`` pauses."""
     if not isinstance(m_inf, int) or m_inf < 0:
         raise TenfoldError(f"m_inf must be an integer >= 0 (got {m_inf!r})")
-    ids = torch.tensor([list(prompt_ids) + [pause] * m_inf])
+    ids = torch.tensor([list(prompt_ids) + [pause] * m_inf], device=model.device)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          logits_processor=LogitsProcessorList([SuppressPause(pause)]),
                          do_sample=generate_kwargs.pop("do_sample", False), eos_token_id=eos,

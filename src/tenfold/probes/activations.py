@@ -77,7 +77,9 @@ def extract(model, tokenizer, entities: list[str], template: str = "{name}", bat
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
         pick = torch.tensor(where, device=device)
-        stacked = torch.stack([h[torch.arange(len(names), device=device), pick] for h in hidden], dim=1)
+        # with a device_map the layers (and their hidden states) may sit on several devices: gather on the first
+        stacked = torch.stack([h[torch.arange(len(names), device=h.device), pick.to(h.device)].to(device)
+                               for h in hidden], dim=1)
         if out is None:
             out = np.empty((len(entities), stacked.shape[1], stacked.shape[2]), dtype=np.float32)
         out[lo : lo + len(names)] = stacked.float().cpu().numpy()
@@ -107,6 +109,8 @@ def random_init_like(model, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    rand = AutoModelForCausalLM.from_config(model.config).eval()
+    from tenfold.devices import model_device
+
+    rand = AutoModelForCausalLM.from_config(model.config).eval().to(model_device(model))  # where the model runs
     rand._tenfold_key = model_key(model) + f"-random-init-{seed}"
     return rand

@@ -7,6 +7,7 @@ from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import add_device_arg
     from tenfold.probes.datasets import DATASETS
 
     p = sub.add_parser("probes", help="do LMs hold linear maps of space and time? (extract | fit | plot)")
@@ -19,6 +20,10 @@ def add_commands(sub) -> None:
         q.add_argument("--model", default=None, help="model name or path (default: the bundled SmolLM2)")
         q.add_argument("--prompt", default="bare", help="prompt variant: bare, coords (places), when (dates)")
         q.add_argument("--limit", type=int, default=None, help="use the first N entities (most prominent first)")
+        add_device_arg(q)
+        q.add_argument("--device-map", default=None, choices=["auto"],
+                       help="auto: spread a model larger than one GPU over every GPU (and the CPU) with accelerate's "
+                            "device_map (transformers from_pretrained); --device then only sets the default dtype")
         if verb == "fit":
             q.add_argument("--no-random-baseline", action="store_true", help="skip the randomly initialised model")
             q.add_argument("--json", action="store_true")
@@ -43,7 +48,7 @@ def _run(args) -> int:
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
-    model, tok = load_lm(args.model, quantize=None)
+    model, tok = load_lm(args.model, quantize=None, device=args.device, device_map=args.device_map)
     with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
 

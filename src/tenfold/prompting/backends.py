@@ -48,12 +48,13 @@ class Backend(ABC):
 class LocalLM(Backend):
     """A transformers causal LM in this process (default: the bundled SmolLM2-135M-Instruct)."""
 
-    def __init__(self, model=None, tokenizer=None, num_sinks: int = 4, window: int = 1020, seed: int = 0):
+    def __init__(self, model=None, tokenizer=None, num_sinks: int = 4, window: int = 1020, seed: int = 0,
+                 device=None):
         super().__init__()
         if model is None:
             from tenfold.models import load_lm
 
-            model, tokenizer = load_lm(quantize=None)
+            model, tokenizer = load_lm(quantize=None, device=device)
         elif tokenizer is None:
             raise TenfoldError("LocalLM needs the tokenizer that goes with the model")
         from tenfold.serve.engine import Engine
@@ -126,6 +127,9 @@ def add_backend_args(parser) -> None:
                         help="local: a transformers model in-process; openai: an OpenAI-compatible server")
     parser.add_argument("--base-url", default=None, help="for --backend openai, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled SmolLM2)")
+    from tenfold.argtypes import DEVICE_HELP, add_device_arg
+
+    add_device_arg(parser, help=DEVICE_HELP + " (--backend local; the server chooses its own)")
 
 
 def backend_from_args(args) -> Backend:
@@ -139,5 +143,5 @@ def backend_from_args(args) -> Backend:
         raise TenfoldError("--base-url is only used with --backend openai")
     from tenfold.models import load_lm
 
-    model, tok = load_lm(args.model, quantize=None)
+    model, tok = load_lm(args.model, quantize=None, device=args.device)
     return LocalLM(model, tok)

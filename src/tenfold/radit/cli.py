@@ -53,6 +53,10 @@ def add_commands(sub) -> None:
     e.add_argument("--lm", default=None, help="a train-lm run directory or an LM name/path (default: bundled)")
     e.add_argument("--retriever", default=None, help="a train-retriever run directory (default: MiniLM as is)")
     e.add_argument("--mode", choices=["replug", "concat", "closed"], default="replug")
+    from tenfold.argtypes import add_device_arg
+
+    add_device_arg(e, help="where the LM and the retriever run: auto (a GPU when torch sees one, else the CPU), cpu, "
+                           "cuda or cuda:N (the LM is evaluated in bfloat16 on every device)")
     e.add_argument("--k", type=int, default=3)
     e.add_argument("--n", type=int, default=120, help="test questions (stratified by kind)")
     e.add_argument("--json", action="store_true")
@@ -81,11 +85,12 @@ def _data(args) -> int:
     return 0
 
 
-def _retriever(ds):
+def _retriever(ds, device=None):
     from tenfold import home
     from tenfold.radit.retriever import DualEncoder
+    from tenfold.retrieval import Embedder
 
-    return DualEncoder(ds.passages, cache_dir=f"{home()}/radit")
+    return DualEncoder(ds.passages, Embedder(device=device), cache_dir=f"{home()}/radit")
 
 
 def _sample(questions, n: int, seed: int):
@@ -106,10 +111,14 @@ def _bar(total: int, label: str):
     return bar, lambda step, n, loss: bar.update(job, completed=step, loss=f"{loss:.3f}")
 
 
-def _load_lm(source: str | None):
+def _load_lm(source: str | None, device=None):
+    import torch
+
     from tenfold.models.finetune import load_model
 
-    return load_model(source)
+    # float32 weights on every device unless evaluating: training keeps float32 master weights (accelerate's
+    # mixed precision casts the compute); eval passes its --device and casts to bfloat16 itself
+    return load_model(source, device=device, dtype=torch.float32)
 
 
 def _train_lm(args) -> int:
@@ -198,10 +207,10 @@ def _eval(args) -> int:
         raise TenfoldError("--k must be at least 1")
     ds = _dataset(args.data)
     test = _sample(ds.split("test"), args.n, 0)
-    retriever = _retriever(ds)
+    retriever = _retriever(ds, args.device)
     if args.retriever:
         retriever.load_query_encoder(Path(args.retriever) / "query_encoder")
-    model, tok = _load_lm(args.lm)
+    model, tok = _load_lm(args.lm, args.device)
     model = model.to(torch.bfloat16)
     hits = retriever.search([q.question for q in test], args.k)
     if args.mode == "closed":

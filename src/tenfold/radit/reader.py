@@ -61,12 +61,13 @@ def answer_logprob(model, tokenizer, prompts: list[list[int]], answers: list[lis
     for i in range(0, len(prompts), batch_size):
         rows = [p + a for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
         width = max(map(len, rows))
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        device = model.device
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         for j, (p, a) in enumerate(zip(prompts[i:i + batch_size], answers[i:i + batch_size])):
-            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1)
-            out.append(float(logp[j, pos, torch.tensor(a)].sum()))
+            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+            out.append(float(logp[j, pos, torch.tensor(a, device=device)].sum()))
     return np.asarray(out)
 
 
@@ -103,17 +104,18 @@ def _replug_batch(model, tokenizer, groups, weights, max_new_tokens: int) -> lis
         owner += [g] * len(group)
         w += ws.tolist()
     width = max(map(len, prompts))
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    owner_t, w_t = torch.tensor(owner), torch.tensor(w, dtype=torch.float32)
+    device = model.device  # every tensor of the mixture lives where the model's logits do
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    owner_t, w_t = torch.tensor(owner, device=device), torch.tensor(w, dtype=torch.float32, device=device)
     cache = DynamicCache()
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
     answers = [[] for _ in groups]
-    done = torch.zeros(len(groups), dtype=torch.bool)
+    done = torch.zeros(len(groups), dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
         probs = torch.softmax(out.logits[:, -1].float(), -1) * w_t[:, None]
-        mixture = torch.zeros(len(groups), probs.shape[-1]).index_add_(0, owner_t, probs)
+        mixture = torch.zeros(len(groups), probs.shape[-1], device=device).index_add_(0, owner_t, probs)
         choice = mixture.argmax(-1)
         for g in range(len(groups)):
             if not done[g]:
@@ -124,7 +126,7 @@ def _replug_batch(model, tokenizer, groups, weights, max_new_tokens: int) -> lis
         if bool(done.all()):
             break
         nxt = choice[owner_t][:, None]
-        mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], 1)
+        mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype, device=device)], 1)
         position = position[:, -1:] + 1
         out = model(input_ids=nxt, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
     return [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]

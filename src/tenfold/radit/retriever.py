@@ -76,12 +76,16 @@ class DualEncoder:
         self.query_model.save(str(path))
         return path
 
-    def load_query_encoder(self, path: str | Path) -> None:
+    def load_query_encoder(self, path: str | Path, device=None) -> None:
+        """Load a saved query encoder onto ``device`` (default: where the document encoder runs)."""
         from sentence_transformers import SentenceTransformer
+
+        from tenfold.devices import resolve_device
 
         if not (Path(path) / "config.json").exists() and not (Path(path) / "modules.json").exists():
             raise TenfoldError(f"no saved query encoder in {path}")
-        self.query_model = SentenceTransformer(str(path), device="cpu").eval()
+        device = resolve_device(device if device is not None else self.embedder.model.device)
+        self.query_model = SentenceTransformer(str(path), device=str(device)).eval()
 
 
 def lsr_distribution(loglik, tau: float = 1.0) -> np.ndarray:

@@ -19,6 +19,8 @@ METHODS = ("dense", "bm25", "hybrid")
 
 
 def add_commands(sub) -> None:
+    from tenfold.argtypes import DEVICE_HELP, add_device_arg
+
     p = sub.add_parser("rag", help="retrieval meets long context: index a document, ask questions (long | retrieve | both)")
     verbs = p.add_subparsers(dest="rag_verb", required=True, metavar="{index,ask}")
     q = verbs.add_parser("index", help="chunk, embed and index a document into a directory")
@@ -32,6 +34,7 @@ def add_commands(sub) -> None:
     q.add_argument("--overlap", type=int, default=0, help="words consecutive chunks may share (default 0)")
     q.add_argument("--kind", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate index")
     q.add_argument("--embedder", default=None, help="sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
+    add_device_arg(q, help=DEVICE_HELP + " (the embedder)")
     q.add_argument("--max-seq-length", type=int, default=None,
                    help="tokens the embedder reads (default: 256 for the bundled model; at most its positions)")
     q.add_argument("--json", action="store_true", help="print the document's fingerprint and chunk counts as JSON")
@@ -47,6 +50,7 @@ def add_commands(sub) -> None:
     q.add_argument("--k", type=int, default=5, help="chunks to retrieve (default 5)")
     q.add_argument("--window", type=int, default=2048, help="context window in tokens, prompt + answer (default 2048)")
     q.add_argument("--model", default=None, help="reader LM (default: the bundled SmolLM2)")
+    add_device_arg(q, help=DEVICE_HELP + " (the reader LM and the embedder)")
     q.add_argument("--json", action="store_true", help="print answer, chunks (text, score) and prompt_tokens as JSON")
     q.set_defaults(func=_ask)
 
@@ -103,7 +107,7 @@ def _index(args) -> int:
             bar.update(job, description=f"embedding {Path(args.doc).name}", completed=done, total=total)
 
         if args.append and _has_index(args.out):
-            retriever = Retriever.load(args.out)
+            retriever = Retriever.load(args.out, device=args.device)
             wanted = args.embedder and (DEFAULT_EMBEDDER if args.embedder.lower() == DEFAULT_EMBEDDER else args.embedder)
             if wanted and wanted != retriever.embedder.name:
                 raise TenfoldError(f"{args.out} was built with the embedder {retriever.embedder.name}, "
@@ -112,7 +116,8 @@ def _index(args) -> int:
                 raise TenfoldError(f"{args.out} was built with max_seq_length {retriever.embedder.max_seq_length}, "
                                    f"not {args.max_seq_length}")
         else:
-            retriever = Retriever(Embedder(args.embedder, max_seq_length=args.max_seq_length), kind=args.kind,
+            retriever = Retriever(Embedder(args.embedder, max_seq_length=args.max_seq_length, device=args.device),
+                                  kind=args.kind,
                                   words=args.words, overlap=args.overlap)
         n = retriever.add_document(text, args.words, args.overlap, source=str(args.doc), progress=embedded)
         record = retriever.check_document(text, str(args.doc), args.out)
@@ -147,15 +152,15 @@ def _ask(args) -> int:
         text = read_text(args.doc) if args.doc else None
         retriever = None
         if args.index:
-            retriever = Retriever.load(args.index, method=args.retriever)
+            retriever = Retriever.load(args.index, method=args.retriever, device=args.device)
             if text is not None:
                 retriever.check_document(text, str(args.doc), str(args.index))
             else:
                 text = "\n\n".join(retriever.index.texts)
         elif args.mode != "long":
-            retriever = Retriever(method=args.retriever)
+            retriever = Retriever(method=args.retriever, device=args.device)
             retriever.add_document(text, source=str(args.doc))
-        model, tok = load_lm(args.model, quantize=None)
+        model, tok = load_lm(args.model, quantize=None, device=args.device)
         answer = Reader(model, tok, window=args.window).ask(args.question, text, retriever, args.mode, args.k)
     if args.json:
         print_json(answer.as_dict())

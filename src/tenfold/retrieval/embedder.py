@@ -34,13 +34,13 @@ class Embedder:
     ``coverage`` accumulates, over every text encoded: texts, tokens, and tokens beyond the limit.
     """
 
-    def __init__(self, model=None, batch_size: int = 64, max_seq_length: int | None = None):
+    def __init__(self, model=None, batch_size: int = 64, max_seq_length: int | None = None, device=None):
         from tenfold.models import DEFAULT_EMBEDDER, load_embedder
 
         if model is None or isinstance(model, str):
             bundled = (model or DEFAULT_EMBEDDER).lower() == DEFAULT_EMBEDDER
             self.name = DEFAULT_EMBEDDER if bundled else model
-            model = load_embedder(model)
+            model = load_embedder(model, device=device)
         else:
             card = getattr(model, "model_card_data", None)
             self.name = getattr(card, "base_model", None) or "custom"

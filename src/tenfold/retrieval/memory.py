@@ -127,7 +127,7 @@ class StreamingMemory:
         if not ids:
             raise TenfoldError("nothing to feed: the text has no tokens")
         self._log(text, self._token_ends(text, ids), skip)
-        logits = prefill(self.model, self.cache, torch.tensor([ids]))[0, -1]
+        logits = prefill(self.model, self.cache, torch.tensor([ids], device=self.model.device))[0, -1]
         self._archive()
         return logits
 
@@ -139,7 +139,7 @@ class StreamingMemory:
         piece = "" if full.endswith("\ufffd") else full[len(self._reply_text):]
         self._reply_text += piece
         self._log(piece, [len(piece)], skip)
-        logits = self.model(input_ids=torch.tensor([[int(token)]]), cache=self.cache, use_cache=True).logits[0, -1]
+        logits = self.model(input_ids=torch.tensor([[int(token)]], device=self.model.device), cache=self.cache, use_cache=True).logits[0, -1]
         self._archive()
         return logits
 

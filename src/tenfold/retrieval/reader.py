@@ -99,7 +99,7 @@ class Reader:
                 rest = " ".join(t for t in retriever.index.texts if t not in picked) if document is None else document
                 context = context + "\n\n" + self._head_tail(self._ids(rest), budget - used - 8)
         ids = chat_ids(self.tok, self._messages(context, question))
-        ids = ids[:, -(self.window - self.max_new_tokens) :]  # a guard: the budget already keeps it inside
+        ids = ids[:, -(self.window - self.max_new_tokens) :].to(self.model.device)  # a guard: the budget keeps it inside
         out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
                                   do_sample=False, pad_token_id=self.tok.pad_token_id, top_p=None, top_k=None,
                                   temperature=None)

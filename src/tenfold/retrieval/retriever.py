@@ -37,10 +37,10 @@ class Retriever:
     """
 
     def __init__(self, embedder: Embedder | None = None, kind: str = "flat", words: int = 300, overlap: int = 0,
-                 method: str = "dense"):
+                 method: str = "dense", device=None):
         if method not in METHODS:
             raise TenfoldError(f"unknown retriever {method!r}; choose one of: {', '.join(METHODS)}")
-        self.embedder = embedder or Embedder()
+        self.embedder = embedder or Embedder(device=device)  # device: where a default embedder runs
         self.kind, self.method = kind, method
         self.chunker = self.embedder.chunker(words, overlap)
         self.clear()
@@ -115,18 +115,19 @@ class Retriever:
                                            "chunker": self.chunker.settings(), "sources": self.sources})
 
     @classmethod
-    def load(cls, directory: str | Path, embedder: Embedder | None = None, method: str = "dense") -> "Retriever":
+    def load(cls, directory: str | Path, embedder: Embedder | None = None, method: str = "dense",
+             device=None) -> "Retriever":
         """An index written by :meth:`save` (or by an older tenfold, which recorded no sources).
 
         The embedder is rebuilt from the index's fingerprint (name, max_seq_length) unless given; raises
-        TenfoldError when its dimension differs from the index's.
+        TenfoldError when its dimension differs from the index's. ``device``: where that rebuilt embedder runs.
         """
         index, info = VectorIndex.load(directory)
         saved = info.get("embedder")
         if isinstance(saved, str) or saved is None:  # format 1: the name only, read at the model's default
             saved = {"name": saved or "all-minilm-l6-v2"}
         if embedder is None:
-            embedder = Embedder(saved.get("name"), max_seq_length=saved.get("max_seq_length"))
+            embedder = Embedder(saved.get("name"), max_seq_length=saved.get("max_seq_length"), device=device)
         if embedder.dim != index.dim:
             raise TenfoldError(f"the index has dimension {index.dim} but the embedder gives {embedder.dim}")
         chunker = info.get("chunker") or {}

@@ -84,7 +84,7 @@ def run_stream(model, tokenizer, lines: list[str], probes: list[Probe], num_sink
     def step(token: int):
         if mem is not None:
             return mem.step(token, skip=True)
-        return model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1]
+        return model(input_ids=torch.tensor([[token]], device=model.device), cache=cache, use_cache=True).logits[0, -1]
 
     logits = feed(PRIMER)
     results, starts = [], {}

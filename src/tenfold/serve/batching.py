@@ -82,10 +82,11 @@ def decode_rows(model, caches: list[SinkCache], tokens: list[int]) -> torch.Tens
     Each cache takes one step exactly as a batch-1 forward would (its own eviction and positions).
     """
     shift = model._tenfold_rope_shift
-    one = torch.ones((1, 1), dtype=torch.bool)
+    device = model.device
+    one = torch.ones((1, 1), dtype=torch.bool, device=device)
     positions = torch.cat([c.begin_step(one, shift)[0] for c in caches], dim=0)  # (B, 1): each row's own position
     rows = RowCaches(caches, model.config.get_text_config(decoder=True).num_hidden_layers)
     b = len(caches)
-    out = model(input_ids=torch.tensor(tokens).view(b, 1), position_ids=positions, cache=rows, use_cache=True,
-                attention_mask=torch.ones((b, 1, 1, 1), dtype=torch.bool), row_caches=rows, logits_to_keep=1)
+    out = model(input_ids=torch.tensor(tokens, device=device).view(b, 1), position_ids=positions, cache=rows, use_cache=True,
+                attention_mask=torch.ones((b, 1, 1, 1), dtype=torch.bool, device=device), row_caches=rows, logits_to_keep=1)
     return out.logits[:, -1]

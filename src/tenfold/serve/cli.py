@@ -26,6 +26,9 @@ def add_commands(sub) -> None:
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP)
+    from tenfold.argtypes import add_device_arg
+
+    add_device_arg(p)
     p.add_argument("--keep", choices=["sinks", "system"], default="sinks",
                    help="what the cache never evicts: the first --sinks tokens (StreamingLLM), or the conversation's "
                    "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")
@@ -136,12 +139,12 @@ def _serve(args) -> int:
             raise TenfoldError("--vlm brings its own language model (named in its vlm.json); leave out --model")
         if args.dtype == "int4":
             raise TenfoldError("--dtype int4 applies to language models; give --vlm with float32, float16 or bfloat16")
-        vision = VisionLanguageModel.load(args.vlm, lm_dtype=getattr(torch, "float32" if args.dtype == "auto"
-                                                                      else args.dtype))
+        lm_dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)  # auto: the device's default
+        vision = VisionLanguageModel.load(args.vlm, lm_dtype=lm_dtype, device=args.device)
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name
     else:
-        model, tok = load_model(args.model, args.dtype)
+        model, tok = load_model(args.model, args.dtype, args.device)
         name = args.served_name or args.model or DEFAULT_LM
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
     engine = Engine(model, tok, args.sinks, args.window, max_active=args.max_active, max_queue=args.max_queue,

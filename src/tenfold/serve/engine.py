@@ -403,7 +403,8 @@ class Engine:
             raise ValueError(f"the prompt has {found} image placeholder(s) but {len(job.images)} image(s)")
         with torch.no_grad():
             feats = self.vision.encode_images(self.vision.pixel_values(job.images))
-            job.embeds = self.vision.embed(torch.tensor([job.prompt_ids]), feats)[0].to(self.model.dtype)
+            ids = torch.tensor([job.prompt_ids], device=self.model.device)
+            job.embeds = self.vision.embed(ids, feats)[0].to(self.model.dtype)
         keys, slot = [], 0
         for t in job.prompt_ids:
             if t == self.vision.image_token_id:
@@ -439,7 +440,8 @@ class Engine:
     def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None,
               all_logits: bool = False) -> torch.Tensor:
         """Feed tokens (or embeddings) through the choice's cache; return the logits kept ((1, V), or (q, V))."""
-        inputs = {"input_ids": torch.tensor([ids])} if embeds is None else {"inputs_embeds": embeds[None]}
+        inputs = ({"input_ids": torch.tensor([ids], device=self.model.device)} if embeds is None
+                  else {"inputs_embeds": embeds[None]})
         out = self.model(**inputs, cache=choice.cache, use_cache=True, logits_to_keep=0 if all_logits else 1)
         choice.logits = out.logits[0, -1]
         return out.logits[0]

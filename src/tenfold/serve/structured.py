@@ -42,7 +42,7 @@ class Constraint:
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """(V,) logits with every token the grammar forbids now set to -inf (a new float32 tensor)."""
-        out = logits.float().clone()[None]
+        out = logits.float().cpu().clone()[None]  # the grammar's bitmask is applied on the CPU (as the sampler runs)
         self._llt.fill_next_token_bitmask(self.matcher, self.bitmask, 0)
         self._llt.apply_token_bitmask_inplace(out, self.bitmask)
         return out[0]

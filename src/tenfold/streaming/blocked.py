@@ -155,7 +155,7 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
         for start in range(head, length - 1, block):
             part = ids[:, start : min(start + block, length - 1)]
             c = part.shape[1]
-            positions = torch.arange(keep, keep + c).expand(batch, c)
+            positions = torch.arange(keep, keep + c, device=ids.device).expand(batch, c)
             q_delta = (size - 1 - positions).to(torch.long)  # rotate each query to cache position S+W-1
             logits = model(input_ids=part, position_ids=positions, cache=cache, use_cache=True,
                            sink_blocks=(num_sinks, shift, q_delta, window)).logits

@@ -108,7 +108,7 @@ class StreamingChat:
             if self.memory is not None:
                 logits = self.memory.step(nxt)
             else:
-                logits = self.model(input_ids=torch.tensor([[nxt]]), cache=self.cache, use_cache=True).logits[0, -1]
+                logits = self.model(input_ids=torch.tensor([[nxt]], device=self.model.device), cache=self.cache, use_cache=True).logits[0, -1]
         self.gen_seconds += time.perf_counter() - start
         self.generated += len(reply_ids)
         reply = self.tok.decode(reply_ids, skip_special_tokens=True)

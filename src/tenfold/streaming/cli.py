@@ -9,13 +9,14 @@ from tenfold.jsonout import print_json
 
 DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: int4 linear weights, the rest float32 (CPU)
 DECODE_DTYPES = ("auto", *DTYPES)  # auto: int4 for the bundled model on CPU, float32 for any other model
-DECODE_DTYPE_HELP = ("weights and activations (default auto: int4 linear weights with the rest float32 for the "
-                     "bundled model, about 2x faster at the same perplexity; float32 for a model given with --model)")
+DECODE_DTYPE_HELP = ("weights and activations (default auto: on the CPU, int4 linear weights with the rest float32 for "
+                     "the bundled model, about 2x faster at the same perplexity, and float32 for a model given with "
+                     "--model; bfloat16 on a GPU; int4 is CPU-only)")
 
 
 def add_commands(sub) -> None:
-    from tenfold.argtypes import (non_negative_int, penalty_factor, positive_int, probability, temperature,
-                                  unit_interval)
+    from tenfold.argtypes import (add_device_arg, non_negative_int, penalty_factor, positive_int, probability,
+                                  temperature, unit_interval)
 
     p = sub.add_parser("stream-ppl", help="exact streaming perplexity: dense / window / recompute / sink (StreamingLLM)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -28,6 +29,7 @@ def add_commands(sub) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
+    add_device_arg(p)
     p.add_argument("--blocked", action="store_true",
                    help="window/sink: compute the same numbers as one token per step, 256 tokens per forward pass "
                         "(far faster; tokens/s then measures evaluation, not decoding)")
@@ -49,6 +51,7 @@ def add_commands(sub) -> None:
     p.add_argument("--repetition-penalty", type=penalty_factor, default=1.0,
                    help="> 1 discourages repeating the reply's own tokens (transformers' repetition penalty); 1 = off")
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP)
+    add_device_arg(p)
     p.add_argument("--memory", action="store_true",
                    help="keep what the cache evicts in a retrieval index and recall the most relevant of it into "
                         "each new turn (recalled chunks are listed on stderr)")
@@ -67,17 +70,20 @@ def check_cache_args(sinks: int, window: int) -> None:
         raise TenfoldError(f"--window ({window}) must not be smaller than --sinks ({sinks})")
 
 
-def load_model(model_name, dtype):
-    """``(model, tokenizer)`` for a ``--dtype`` value of :data:`DECODE_DTYPES` (see :func:`tenfold.models.load_lm`)."""
+def load_model(model_name, dtype, device="auto"):
+    """``(model, tokenizer)`` for a ``--dtype`` value of :data:`DECODE_DTYPES` on a ``--device``
+    (see :func:`tenfold.models.load_lm`; TenfoldError for a GPU torch does not see, or int4 off the CPU)."""
     import torch
 
+    from tenfold.devices import resolve_device
     from tenfold.models import load_lm
 
+    device = resolve_device(device)
     if dtype == "auto":
-        return load_lm(model_name, quantize="auto")
+        return load_lm(model_name, quantize="auto", device=device)
     if dtype == "int4":
-        return load_lm(model_name, quantize="int4")
-    return load_lm(model_name, dtype=getattr(torch, dtype), quantize=None)
+        return load_lm(model_name, quantize="int4", device=device)
+    return load_lm(model_name, dtype=getattr(torch, dtype), quantize=None, device=device)
 
 
 def weights_label(model) -> str:
@@ -98,7 +104,7 @@ def _stream_ppl(args) -> int:
     if args.tokens < 2:
         raise TenfoldError(f"--tokens must be >= 2 (got {args.tokens})")
     text = read_text(args.text) if args.text else austen(None if args.book == "all" else args.book)
-    model, tok = load_model(args.model, args.dtype)
+    model, tok = load_model(args.model, args.dtype, args.device)
     ids = tok(text, return_tensors="pt").input_ids[0]
     if ids.numel() < args.tokens:
         raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
@@ -130,7 +136,7 @@ def _chat(args) -> int:
     if args.memory and not -1 <= args.memory_min_score <= 1:
         raise TenfoldError(f"--memory-min-score is a cosine similarity in [-1, 1] (got {args.memory_min_score})")
     memory = {"k": args.memory_k, "min_score": args.memory_min_score} if args.memory else False
-    model, tok = load_model(args.model, args.dtype)
+    model, tok = load_model(args.model, args.dtype, args.device)
     from tenfold.models.sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)

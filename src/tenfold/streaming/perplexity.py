@@ -81,7 +81,9 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
     """
     if method not in METHODS:
         raise TenfoldError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    from tenfold.devices import model_device
+
+    ids = torch.as_tensor(token_ids, dtype=torch.long).to(model_device(model))  # inputs go to the model's device
     ids = ids[None] if ids.ndim == 1 else ids
     if ids.ndim != 2 or ids.shape[1] < 2:
         raise TenfoldError("need at least 2 tokens to measure perplexity")
@@ -102,14 +104,15 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
         from tenfold.streaming.blocked import blocked_nll
 
         sinks, span = (0, size) if method == "window" else (num_sinks, window)
-        nll, where = blocked_nll(model, ids, sinks, span, block=block, tick=tick).numpy(), np.arange(1, total + 1)
+        nll = blocked_nll(model, ids, sinks, span, block=block, tick=tick).cpu().numpy()
+        where = np.arange(1, total + 1)
     else:
         enable_streaming(model)
         cache = SinkCache(num_sinks=0, window=size) if method == "window" else SinkCache(num_sinks, window)
         out = torch.empty((ids.shape[0], total), dtype=torch.float64)
         for t in range(total):
             logits = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True).logits
-            out[:, t] = _nll(logits[:, -1], ids[:, t + 1])
+            out[:, t] = _nll(logits[:, -1], ids[:, t + 1]).cpu()
             if t % 32 == 0:
                 rss.sample()
                 tick(t + 1, total)
@@ -131,7 +134,7 @@ def _dense(model, ids, chunk, rss, tick):
         out.append(_nll(logits, targets).view(ids.shape[0], -1).double())
         rss.sample()
         tick(min(total, start + chunk), total)
-    return torch.cat(out, dim=1).numpy()
+    return torch.cat(out, dim=1).cpu().numpy()
 
 
 def _recompute(model, ids, size, stride, batch, rss, tick):

@@ -57,6 +57,9 @@ def add_commands(sub) -> None:
     a.add_argument("image", nargs="+", help="image file(s), then the question as the last argument")
     a.add_argument("--vlm", required=True, help="directory from `tenfold vision train-vlm`")
     a.add_argument("--max-tokens", type=positive_int, default=48)
+    from tenfold.argtypes import add_device_arg
+
+    add_device_arg(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_ask)
 
@@ -207,7 +210,7 @@ def _ask(args) -> int:
     if not question.strip():
         raise TenfoldError("the question is empty")
     images = [read_image(p) for p in paths]
-    vlm = VisionLanguageModel.load(args.vlm)
+    vlm = VisionLanguageModel.load(args.vlm, device=args.device)
     answer = vlm.ask(images, question, max_new_tokens=args.max_tokens)
     print_json({"answer": answer}) if args.json else print(answer)
     return 0

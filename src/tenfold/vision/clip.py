@@ -115,11 +115,11 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
 def embed(model, tokenizer, images=None, texts=None, image_size: int = 64):
     out = {}
     if images is not None:
-        v = model.get_image_features(pixel_values=pixels(images, image_size))
+        v = model.get_image_features(pixel_values=pixels(images, image_size).to(model.device))
         v = getattr(v, "pooler_output", v)
         out["image"] = torch.nn.functional.normalize(v, dim=-1)
     if texts is not None:
-        enc = tokenizer(list(texts), padding=True, return_tensors="pt")
+        enc = tokenizer(list(texts), padding=True, return_tensors="pt").to(model.device)
         t = model.get_text_features(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
         t = getattr(t, "pooler_output", t)
         out["text"] = torch.nn.functional.normalize(t, dim=-1)
@@ -130,7 +130,7 @@ def retrieval_recall(model, tokenizer, test: list[Scene], ks=(1, 5), image_size:
     """Image->text and text->image recall@k, first caption of each held-out scene as its text."""
     e = embed(model, tokenizer, [render(s, image_size) for s in test], [s.captions()[0] for s in test], image_size)
     sim = e["image"] @ e["text"].T
-    truth = torch.arange(len(test))
+    truth = torch.arange(len(test), device=sim.device)
     out = {}
     for k in ks:
         out[f"image->text@{k}"] = float((sim.topk(k, dim=1).indices == truth[:, None]).any(1).float().mean())

@@ -88,6 +88,7 @@ class VisionLanguageModel(nn.Module):
     # -- images ------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, image_tokens, lm hidden size)."""
+        pixel_values = pixel_values.to(self.vision.device, self.vision.dtype)  # inputs go to the vision tower's device
         hidden = self.vision(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
         n, p, w = hidden.shape
         side = math.isqrt(p)
@@ -151,7 +152,7 @@ class VisionLanguageModel(nn.Module):
         logits = self.lm.lm_head(hidden[:, :-1][keep])
         token_loss = nn.functional.cross_entropy(logits.float(), target[keep], reduction="none")
         row = keep.nonzero()[:, 0]
-        per_example = torch.zeros(keep.shape[0]).index_add_(0, row, token_loss) / keep.sum(1).clamp(min=1)
+        per_example = torch.zeros(keep.shape[0], device=token_loss.device).index_add_(0, row, token_loss) / keep.sum(1).clamp(min=1)
         return VLMOutput(per_example[keep.any(1)].mean())
 
     # -- inference --------------------------------------------------------------------------------
@@ -162,8 +163,9 @@ class VisionLanguageModel(nn.Module):
             raise TenfoldError("one list of images per prompt")
         pad = self.tokenizer.pad_token_id
         width = max(map(len, prompts))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # left padding
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        device = self.lm.device
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # left padding
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         flat = [im for ims in images for im in ims]
         image_embeds = self.encode_images(self.pixel_values(flat)) if flat else None
         embeds = self.embed(ids, image_embeds)
@@ -197,8 +199,14 @@ class VisionLanguageModel(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, lm=None, lm_dtype: torch.dtype = torch.float32) -> "VisionLanguageModel":
-        """A model saved by :meth:`save`; ``lm`` reuses an already loaded LM (it must be the one named in vlm.json)."""
+    def load(cls, path: str | Path, lm=None, lm_dtype: torch.dtype | None = None, device=None) -> "VisionLanguageModel":
+        """A model saved by :meth:`save`; ``lm`` reuses an already loaded LM (it must be the one named in vlm.json).
+
+        ``device``: auto/None (a GPU when torch sees one, else the CPU), cpu, cuda[:N]
+        (:func:`tenfold.devices.resolve_device`); the whole model is moved there. ``lm_dtype``: the LM's dtype,
+        by default float32 on the CPU and bfloat16 on a GPU."""
+        from tenfold.devices import default_dtype, resolve_device
+
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, CLIPVisionModel
 
@@ -209,8 +217,9 @@ class VisionLanguageModel(nn.Module):
             raise TenfoldError(f"no vision-language model in {path} (expected vlm.json; train one with "
                                "`tenfold vision train-vlm`)")
         cfg = json.loads((path / "vlm.json").read_text())
+        device = resolve_device(device)
         if lm is None:
-            lm, _ = load_lm(cfg["lm"], dtype=lm_dtype)
+            lm, _ = load_lm(cfg["lm"], dtype=lm_dtype or default_dtype(device), device=device, quantize=None)
         tok = AutoTokenizer.from_pretrained(path / "tokenizer")
         vlm = cls(lm, tok, CLIPVisionModel.from_pretrained(path / "vision"), cfg["image_tokens"], cfg["lm"],
                   cfg.get("system", SYSTEM), cfg.get("lora_rank", 0))
@@ -219,7 +228,7 @@ class VisionLanguageModel(nn.Module):
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(vlm.lm, load_file(path / "lora.safetensors"))
-        return vlm.eval()
+        return vlm.to(device).eval()
 
 
 def build_vlm(clip_model, lm_name: str | None = None, image_tokens: int = 16, train_vision: bool = True, lm=None,
