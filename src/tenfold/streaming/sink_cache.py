@@ -463,10 +463,10 @@ def prefill(model: nn.Module, cache: SinkCache, input_ids: torch.Tensor, attenti
     (B, chunk, vocab), or only its last ``logits_to_keep`` positions (transformers' argument: the output
     projection then runs on those positions alone; 1 is what a decoding loop needs and saves a chunk x vocab
     float32 array, 50 MB per 255 tokens for the bundled model). 0 keeps every position."""
-    from tenfold.devices import model_device
-
     enable_streaming(model)
-    device = model_device(model)  # the caller's ids may be on the CPU (a tokenizer's output): inputs go to the model
+    # the caller's ids may be on the CPU (a tokenizer's output): inputs go to the model (its first weights' device)
+    device = getattr(model, "device", None)
+    device = device if isinstance(device, torch.device) else next(model.parameters()).device
     input_ids = input_ids.to(device)
     attention_mask = None if attention_mask is None else attention_mask.to(device)
     chunk = chunk or cache.prefill_chunk
