@@ -39,16 +39,36 @@ def test_models_json(capsys):
 
 @pytest.mark.slow
 def test_generate_streams_an_answer():
-    res = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12", "--dtype", "float32")
-    assert res.returncode == 0, res.stderr
-    assert "Paris" in res.stdout
-    # The default decodes the bundled model in int4 (issue 25). On this question its greedy answer is not the float32
-    # one; llama.cpp decoding the same Q4_1 GGUF answers "L'Étoile, la Cité, la Nation" (checked by hand, session
-    # 12): the float32 weights are that GGUF de-quantised, and both int4 engines round activations where float32
-    # does not. The flag must reach the model: the two answers differ.
-    default = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12")
-    assert default.returncode == 0, default.stderr
-    assert default.stdout.strip() and default.stdout != res.stdout
+    for dtype in ("float32", "auto"):  # auto: int4 for the bundled model (issue 25)
+        res = run_cli("generate", "What is the capital of France?", "--max-new-tokens", "12", "--dtype", dtype)
+        assert res.returncode == 0, res.stderr
+        assert "Paris" in res.stdout, dtype
+
+
+@pytest.mark.slow
+def test_generate_dtype_reaches_the_loader(tmp_path):
+    """--dtype int4 on a model whose MLP width (100) PyTorch's int4 packer cannot take is refused in one line, while
+    float32 and auto (a model you name keeps float32) generate: the flag decides how the model is loaded."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tenfold.models.lm import cached_dir, convert_bundled
+
+    convert_bundled()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(cached_dir() / name, tmp_path / name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=100, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    refused = run_cli("generate", "Hi", "--model", str(tmp_path), "--max-new-tokens", "2", "--dtype", "int4")
+    assert refused.returncode == 1 and "int4: " in refused.stderr and "features 100" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    for dtype in ("float32", "auto"):
+        res = run_cli("generate", "Hi", "--model", str(tmp_path), "--max-new-tokens", "2", "--dtype", dtype)
+        assert res.returncode == 0, (dtype, res.stderr)
 
 
 # --- every verb behaves like a good CLI (issue 29) ---

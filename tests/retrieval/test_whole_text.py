@@ -171,7 +171,7 @@ def _run(capsys, *args):
 def test_rag_cli_fingerprints_append_and_retriever_flag(tmp_path, capsys, monkeypatch, lm):
     import tenfold.models
 
-    monkeypatch.setattr(tenfold.models, "load_lm", lambda name=None: lm)  # the real model, loaded once per session
+    monkeypatch.setattr(tenfold.models, "load_lm", lambda name=None, **kw: lm)  # the real model, loaded once per session
     doc_a, codes = _parcels()
     a, b, idx = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "idx"
     a.write_text(doc_a, encoding="utf-8")

@@ -75,8 +75,8 @@ def test_piped_chat_survives_a_conversation_longer_than_the_window():
 
 def test_chat_sampling_flags_reach_the_sampler():
     """--top-k / --min-p / --repetition-penalty pass through to transformers' processors: top-k 1 at a hot
-    temperature is greedy; a repetition penalty changes the greedy reply."""
-    turn = "Repeat after me five times: the cat sat on the mat.\n"
+    temperature is greedy; a repetition penalty (over the reply's own tokens) changes a greedy reply that repeats."""
+    turn = "Count from 1 to 20, separated by commas.\n"
 
     def reply(*flags):
         res = cli("chat", "--window", "124", "--max-new-tokens", "20", *flags, stdin=turn)
