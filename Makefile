@@ -38,46 +38,25 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 data: $(STAMP) sandbox
 	$(BIN)/tenfold data prepare
 
-# Model-written code runs in Linux namespaces through bubblewrap (Debian package `bubblewrap`). Installed where
-# this can be done (root and apt-get; an `apt-get update` that fails, e.g. offline, does not stop the attempt);
-# elsewhere (no root, no apt, macOS) the sandbox falls back to its in-process guard and says so when it runs.
+# System packages, each installed by scripts/apt_install.sh where it can be (root and apt-get; a failing
+# `apt-get update`, e.g. offline, does not stop the attempt); elsewhere it prints one line saying what happens
+# without the package.
+# - bubblewrap: model-written code runs in Linux namespaces through `bwrap`; without it the sandbox falls back to its
+#   in-process guard and says so when it runs.
+# - nginx: `tenfold serve` replicas behind nginx (its upstream `hash ... consistent` keeps a session on one replica).
+#   The replica test starts nginx on loopback as the current user (never as a system service) and FAILS where it is
+#   missing: a missing balancer must not hide behind a skip.
+# - chromium: the report's browser tests (tests/report/test_browser.py, test_reproduce_smoke.py) open the HTML in
+#   Debian's `chromium`, driven by Playwright for Python (the `dev` extra; Playwright's own browser download is not
+#   used). Without it they fail with this hint; they do not skip.
 sandbox:
-	@command -v bwrap >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
-	    || echo "make: could not install bubblewrap; the sandbox will fall back to its in-process guard" >&2; \
-	else \
-	  echo "make: bubblewrap (bwrap) is not installed and cannot be installed here (needs root and apt-get); the sandbox will fall back to its in-process guard" >&2; \
-	fi
+	@scripts/apt_install.sh bubblewrap bwrap 'the sandbox will fall back to its in-process guard'
 
-# `tenfold serve` replicas behind nginx (Debian package `nginx`; its upstream `hash ... consistent` keeps a session on
-# one replica). The replica test starts nginx on loopback and FAILS where it is missing: a missing balancer must not
-# hide behind a skip. Installed where this can be done (root and apt-get), as bubblewrap is above; nginx is run by the
-# test as the current user, never as a system service.
 balancer:
-	@command -v nginx >/dev/null 2>&1 && exit 0; [ -x /usr/sbin/nginx ] && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null 2>&1 \
-	    || echo "make: could not install nginx; tests/serve/test_replicas.py will fail until it is installed" >&2; \
-	else \
-	  echo "make: nginx is not installed and cannot be installed here (needs root and apt-get); install it (e.g. apt-get install nginx, brew install nginx) or tests/serve/test_replicas.py fails" >&2; \
-	fi
+	@scripts/apt_install.sh nginx nginx 'tests/serve/test_replicas.py fails until nginx is installed (apt-get install nginx, brew install nginx)'
 
-# The report's browser test (tests/report/test_browser.py, test_reproduce_smoke.py) opens the HTML in Debian's
-# `chromium`, driven by Playwright for Python (the `dev` extra; Playwright's own browser download is not used).
-# Installed where this can be done (root and apt-get; a failing `apt-get update` does not stop the attempt);
-# elsewhere the browser tests fail with this hint, they do not skip.
 browser:
-	@command -v chromium >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  apt-get update -qq >/dev/null 2>&1 || echo "make: apt-get update failed; trying the package lists already here" >&2; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
-	    || echo "make: could not install chromium; the report's browser tests will fail until it is installed (apt-get install chromium)" >&2; \
-	else \
-	  echo "make: chromium is not installed and cannot be installed here (needs root and apt-get); install Debian's chromium (or set TENFOLD_CHROMIUM to a Chromium executable) for the report's browser tests" >&2; \
-	fi
+	@scripts/apt_install.sh chromium chromium 'the report browser tests fail until it is installed (or set TENFOLD_CHROMIUM to a Chromium executable)'
 
 clean-venv:
 	rm -rf $(VENV)
