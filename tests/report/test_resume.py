@@ -112,3 +112,20 @@ def test_the_eta_comes_from_earlier_runtimes(tmp_path, two_experiments):
     assert plan.left_s() == (pytest.approx(200.0, abs=1), 1)
     plan = Plan(["a", "b"], {"a": 30.0, "b": 20.0})
     assert plan.eta() == "ETA ~50 s"
+
+
+def test_off_a_terminal_progress_is_one_line_per_experiment_on_stderr(tmp_path, two_experiments, capsys):
+    """A log file or CI console gets no live bar: each experiment says when it starts (with the ETA) and how it
+    ended, on stderr; stdout stays clean. A second run names what it kept."""
+    exps, _ = two_experiments
+    out = tmp_path / "report"
+    run_experiments(exps, "smoke", str(out), show_progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    heads = [f"reproduce [{i}/3] {name}" for i, name in enumerate(("t-ndp", "t-probes", "t-model"), 1) for _ in "12"]
+    assert [line.split(":")[0] for line in lines] == heads  # a start line and an end line each
+    assert lines[0] == "reproduce [1/3] t-ndp: running, ETA unknown (first run)"
+    assert lines[1].startswith("reproduce [1/3] t-ndp: ok, reproduced in ")
+    run_experiments(exps, "smoke", str(out), show_progress=True)
+    assert "reproduce: 3 unchanged result(s) kept: t-ndp, t-probes, t-model" in capsys.readouterr().err

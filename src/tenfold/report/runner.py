@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -113,6 +114,7 @@ def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, s
     code, libraries) and the same model weights (:func:`~tenfold.report.fingerprint.kept`); ``force`` re-runs all.
     So an interrupted run resumes where it stopped. Kept records come back with ``"kept": True``.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
@@ -131,10 +133,20 @@ def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, s
             return Text(plan.eta(), style="cyan")
 
     records = []
+    # Progress goes to stderr (stdout is for results). A log file or a CI console gets no live bar (rich would draw
+    # only its last frame) but one line per experiment.
+    console = Console(stderr=True)
+    lines = show_progress and not console.is_terminal
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), Eta(), TextColumn("{task.fields[note]}"), disable=not show_progress,
-                  transient=False) as bar:
+                  TimeElapsedColumn(), Eta(), TextColumn("{task.fields[note]}"), console=console,
+                  disable=not show_progress or lines, transient=False) as bar:
         task = bar.add_task("reproduce", total=len(to_run), note=f"{len(stored)} unchanged, kept" if stored else "")
+
+        def say(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
+        if lines and stored:
+            say(f"reproduce: {len(stored)} unchanged result(s) kept: {', '.join(stored)}")
         done = 0
         for exp in experiments:
             if exp.name in stored:
@@ -142,6 +154,8 @@ def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, s
                 continue
             plan.start(done)
             bar.update(task, description=exp.name, note="")
+            if lines:
+                say(f"reproduce [{done + 1}/{len(to_run)}] {exp.name}: running, {plan.eta()}")
             rec = run_one(exp, profile, out_dir, progress=lambda m: bar.update(task, note=m))
             if rec["status"] == "ok":
                 remember_runtime(profile, exp.name, rec["runtime_s"])
@@ -149,5 +163,8 @@ def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, s
             done += 1
             plan.start(done)
             bar.update(task, advance=1, note=f"{rec['verdict']} ({rec['runtime_s']:.0f}s)")
+            if lines:
+                say(f"reproduce [{done}/{len(to_run)}] {exp.name}: {rec['status']}, "
+                                  f"{rec.get('verdict')} in {rec['runtime_s']:.0f} s")
     build_report(out_dir)
     return records
