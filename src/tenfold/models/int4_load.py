@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tenfold.models.quantize import (GROUP_SIZE, HalfEmbedding, HalfLinear, Int4Linear, check_shape,
+from tenfold.models.quantize import (GROUP_SIZE, HalfEmbedding, HalfLinear, Int4Linear, check_shape, half_rows,
                                      int4_available, mark_quantized, share_tied_half, to_half_linear)
 
 
@@ -68,22 +68,17 @@ def _malloc_trim():
 def _read_half(path: Path, key: str, block_bytes: int = 8 << 20) -> torch.Tensor:
     """A 2-D tensor converted to 16 bits in blocks of rows, each read through its own mapping: the float32 original
     is never resident whole (the bundled model's 113 MB embedding costs 57 MB + one block). float16 when every
-    value fits, else bfloat16 (:func:`~tenfold.models.quantize.to_half`)."""
+    value fits, else bfloat16 (:func:`~tenfold.models.quantize.half_rows` decides for both load paths)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         rows, cols = f.get_slice(key).get_shape()
-    step = max(1, block_bytes // max(1, cols * 4))
-    for dtype in (torch.float16, torch.bfloat16):
-        out = torch.empty(rows, cols, dtype=dtype)
-        for start in range(0, rows, step):
-            with safe_open(str(path), framework="pt") as f:
-                block = f.get_slice(key)[start:start + step]
-            out[start:start + step] = block
-            del block
-        if dtype == torch.bfloat16 or bool(torch.isfinite(out).all()):
-            return out
-    raise AssertionError("unreachable")
+
+    def read_rows(start: int, stop: int) -> torch.Tensor:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice(key)[start:stop]
+
+    return half_rows(rows, read_rows, max(1, block_bytes // max(1, cols * 4)))
 
 
 def release_freed_memory(collect: bool = True) -> None:
