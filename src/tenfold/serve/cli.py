@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
-from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES, check_cache_args, load_model, weights_label
+from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES, check_cache_args, load_model
 
 
 def physical_cores() -> int:
@@ -156,6 +156,8 @@ def _serve(args) -> int:
                              allowed_origins=origins, public_metrics=args.public_metrics,
                              body_timeout=args.idle_timeout)
     app = create_app(engine, settings)
+    from tenfold.models.quantize import weights_label
+
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
     print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {weights_label(model)}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)

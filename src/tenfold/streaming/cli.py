@@ -86,12 +86,6 @@ def load_model(model_name, dtype, device="auto"):
     return load_lm(model_name, dtype=getattr(torch, dtype), quantize=None, device=device)
 
 
-def weights_label(model) -> str:
-    from tenfold.models.quantize import weights_label as label
-
-    return label(model)
-
-
 def _stream_ppl(args) -> int:
     from rich.progress import Progress
 
@@ -137,6 +131,7 @@ def _chat(args) -> int:
         raise TenfoldError(f"--memory-min-score is a cosine similarity in [-1, 1] (got {args.memory_min_score})")
     memory = {"k": args.memory_k, "min_score": args.memory_min_score} if args.memory else False
     model, tok = load_model(args.model, args.dtype, args.device)
+    from tenfold.models.quantize import weights_label
     from tenfold.models.sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
