@@ -70,3 +70,21 @@ def test_tiny_positive_temperature_is_finite_and_greedy_like():
 def test_settings_that_make_scores_non_finite_are_refused(settings):
     with pytest.raises(ValueError):
         Sampler(**settings)
+
+
+def test_running_state_equals_processors_over_the_whole_history():
+    """A sequence's SamplingState keeps the penalties' inputs as running totals; at every step its scores equal
+    transformers' processors applied to the whole prompt + answer (what each token used to rebuild)."""
+    sampler = Sampler(repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.2)
+    prompt, answer = [3, 9, 9, 4], [9, 1, 1, 7, 3, 1, 30]
+    state = sampler.start(prompt)
+    gen = torch.Generator().manual_seed(0)
+    for step, token in enumerate(answer):
+        logits = torch.randn(32, generator=gen)
+        ids = torch.tensor([prompt + answer[:step]])
+        want = sampler.processors(step)(ids, logits.reshape(1, -1).clone())
+        assert torch.equal(state.penalised_scores(logits), want)
+        assert state.sample(logits) == int(want.argmax()) == sampler(logits, prompt, answer[:step])
+        state.accept(token)
+    assert state.seen == set(prompt + answer)
+    assert state.counts == {9: 1, 1: 3, 7: 1, 3: 1, 30: 1}

@@ -38,6 +38,10 @@ class PresenceFrequencyPenalty(LogitsProcessor):
             return scores
         recent = input_ids[:, -self.generated:]
         counts = torch.zeros_like(scores).scatter_add_(1, recent, torch.ones_like(recent, dtype=scores.dtype))
+        return self.apply(scores, counts)
+
+    def apply(self, scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """The penalties from ``counts`` (B, V) or (V,): how often each token was generated."""
         return scores - self.presence * (counts > 0).to(scores.dtype) - self.frequency * counts
 
 
@@ -80,15 +84,16 @@ class Sampler:
     def penalised(self) -> bool:
         return self.repetition_penalty != 1 or self.presence_penalty != 0 or self.frequency_penalty != 0
 
-    def processors(self, generated: int = 0):
-        """The ``LogitsProcessorList`` for one step, ``generated`` answer tokens at the end of the ids."""
+    def processors(self, generated: int = 0, penalties: bool = True):
+        """The ``LogitsProcessorList`` for one step, ``generated`` answer tokens at the end of the ids (what
+        ``model.generate`` would chain); ``penalties=False`` leaves out the repetition / presence / frequency ones."""
         from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                                   TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
         out = LogitsProcessorList()
-        if self.repetition_penalty != 1:
+        if penalties and self.repetition_penalty != 1:
             out.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
-        if self.presence_penalty or self.frequency_penalty:
+        if penalties and (self.presence_penalty or self.frequency_penalty):
             out.append(PresenceFrequencyPenalty(self.presence_penalty, self.frequency_penalty, generated))
         if self.temperature > 0:
             out.append(TemperatureLogitsWarper(effective_temperature(self.temperature)))
@@ -100,22 +105,84 @@ class Sampler:
                 out.append(MinPLogitsWarper(self.min_p))
         return out
 
+    def start(self, prompt_ids: list[int] | None = None) -> "SamplingState":
+        """The state of one sequence that continues ``prompt_ids`` (what the repetition penalty also covers): sample
+        with :meth:`SamplingState.sample`, then :meth:`SamplingState.accept` each token the sequence keeps."""
+        return SamplingState(self, prompt_ids)
+
     def __call__(self, logits: torch.Tensor, prompt_ids: list[int] | None = None, generated_ids: list[int] | None = None,
                  generator: torch.Generator | None = None) -> int:
-        """One token id from (V,) ``logits``; ``prompt_ids`` and ``generated_ids`` feed the penalties."""
-        generated_ids = list(generated_ids or [])
-        if self.temperature <= 0 and not self.penalised:
-            return int(logits.argmax())
+        """One token id from (V,) ``logits``; ``prompt_ids`` and ``generated_ids`` feed the penalties. One-off: a
+        loop that samples many tokens of one sequence keeps a :meth:`start` state instead (no work per past token)."""
+        state = self.start(prompt_ids)
+        for token in generated_ids or []:
+            state.accept(token)
+        return state.sample(logits, generator)
+
+
+class SamplingState:
+    """One sequence's sampling: the processors built once, and the penalties' inputs kept as running totals, so a
+    step costs the same at the first token and the ten-thousandth (no tensor of the whole history per step).
+
+    The repetition penalty reads the set of distinct ids seen (prompt and answer; transformers' processor gathers
+    one score per id, so duplicates change nothing), the presence / frequency penalties a (V,) count of the answer's
+    tokens. Equal to ``Sampler.processors(len(answer))`` applied to the whole ids (tested).
+    """
+
+    def __init__(self, sampler: Sampler, prompt_ids: list[int] | None = None):
+        self.sampler = sampler
+        self.warpers = sampler.processors(penalties=False)
+        self.repetition = None
+        if sampler.repetition_penalty != 1:
+            from transformers import RepetitionPenaltyLogitsProcessor
+
+            self.repetition = RepetitionPenaltyLogitsProcessor(sampler.repetition_penalty)
+        self.presence = None
+        if sampler.presence_penalty or sampler.frequency_penalty:
+            self.presence = PresenceFrequencyPenalty(sampler.presence_penalty, sampler.frequency_penalty, 0)
+        self.seen: set[int] = set(prompt_ids or []) if self.repetition is not None else set()
+        self._seen_ids: torch.Tensor | None = None  # (1, len(seen)) long, rebuilt only when a new id arrives
+        self.counts: dict[int, int] = {}  # answer token -> times generated (presence / frequency)
+        self._counts: torch.Tensor | None = None  # (V,) float, created at the first step
+
+    def accept(self, token: int) -> None:
+        """Record ``token`` as the sequence's next answer token."""
+        if self.repetition is not None and token not in self.seen:
+            self.seen.add(token)
+            self._seen_ids = None
+        if self.presence is not None:
+            self.counts[token] = self.counts.get(token, 0) + 1
+            if self._counts is not None and token < self._counts.numel():
+                self._counts[token] += 1
+
+    def penalised_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(1, V) float32 CPU scores of the (V,) ``logits`` after the repetition / presence / frequency penalties
+        (before the warpers)."""
         # The processors and the draw run on the CPU with the caller's CPU generator: one row of logits is cheap to
         # move, and a seeded draw is then the same whichever device the model runs on.
         scores = logits.float().reshape(1, -1).cpu()
-        if self.penalised:
-            ids = torch.tensor([list(prompt_ids or []) + generated_ids], dtype=torch.long)
-            scores = self.processors(len(generated_ids))(ids, scores)
-        elif self.temperature > 0:
-            scores = self.processors()(torch.empty((1, 0), dtype=torch.long), scores)
-        if self.temperature <= 0:
+        if self.repetition is not None and self.seen:
+            if self._seen_ids is None:
+                self._seen_ids = torch.tensor([sorted(self.seen)], dtype=torch.long)
+            scores = self.repetition(self._seen_ids, scores)
+        if self.presence is not None and self.counts:
+            if self._counts is None or self._counts.numel() != scores.shape[-1]:
+                self._counts = torch.zeros(scores.shape[-1])
+                for token, count in self.counts.items():
+                    if token < scores.shape[-1]:
+                        self._counts[token] = count
+            scores = self.presence.apply(scores, self._counts)
+        return scores
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """One token id from the (V,) ``logits`` of the next position (not recorded: call :meth:`accept`)."""
+        sampler = self.sampler
+        if sampler.temperature <= 0 and not sampler.penalised:
+            return int(logits.argmax())
+        scores = self.penalised_scores(logits)
+        if sampler.temperature <= 0:
             return int(scores.argmax())
+        scores = self.warpers(torch.empty((1, 0), dtype=torch.long), scores)
         probs = torch.softmax(scores, dim=-1)[0]
         return int(torch.multinomial(probs, 1, generator=generator))
 

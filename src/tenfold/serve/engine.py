@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from tenfold.models.sampling import Sampler, stop_token_ids
+from tenfold.models.sampling import Sampler, SamplingState, stop_token_ids
 from tenfold.serve.batching import decode_rows, enable_row_batching
 from tenfold.serve.sessions import Session, SessionStore
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
@@ -79,6 +79,7 @@ class Choice:
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token in ``ids`` (when asked for)
     logprobs_sent: int = 0
     constraint: object | None = None  # this choice's grammar state (structured output)
+    sampling: SamplingState | None = None  # penalties' running state over the prompt and this choice's tokens
     last_token_at: float | None = None  # perf_counter() of the last sampled token (inter-token latency)
 
 
@@ -562,7 +563,9 @@ class Engine:
         choice ended (a stop token or string, a complete grammar, ``max_tokens``)."""
         p = job.params
         logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
-        token = job.sampler(logits, job.prompt_ids, choice.ids, job.generator)
+        if choice.sampling is None:
+            choice.sampling = job.sampler.start(job.prompt_ids)
+        token = choice.sampling.sample(logits, job.generator)
         now = time.perf_counter()
         if job.first_token_at is None:
             job.first_token_at = now
@@ -574,6 +577,7 @@ class Engine:
             self._emit(job, index, choice, "stop")
             return None
         choice.ids.append(token)
+        choice.sampling.accept(token)
         if choice.constraint is not None:
             choice.constraint.consume(token)
         if p.logprobs is not None:

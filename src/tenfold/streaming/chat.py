@@ -63,9 +63,6 @@ class StreamingChat:
         delta = after[len(before):] if after.startswith(before) else after
         return self.pending + delta
 
-    def _sample(self, logits: torch.Tensor, reply_ids: list[int] | None = None) -> int:
-        return self.sampler(logits, None, reply_ids, self.generator)
-
     @torch.no_grad()
     def say(self, user: str, should_stop=None) -> Iterator[str]:
         """Feed ``user``'s turn and yield the reply in text pieces.
@@ -93,14 +90,16 @@ class StreamingChat:
             logits = prefill(self.model, self.cache, ids, logits_to_keep=1)[0, -1]
         self.last_recalled = [h.text for h in hits]
         reply_ids, shown = [], ""
+        sampling = self.sampler.start()  # the penalties cover the reply's tokens
         start = time.perf_counter()
         for _ in range(self.max_new_tokens):
             if should_stop is not None and should_stop():
                 break  # every token in reply_ids has been fed: the cache matches the conversation
-            nxt = self._sample(logits, reply_ids)
+            nxt = sampling.sample(logits, self.generator)
             if nxt in self.stop_ids:
                 break
             reply_ids.append(nxt)
+            sampling.accept(nxt)
             full = self.tok.decode(reply_ids, skip_special_tokens=True)
             if len(full) > len(shown) and not full.endswith("\ufffd"):
                 yield full[len(shown):]
