@@ -82,7 +82,11 @@ def test_cli_eval_with_the_bundled_model():
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["n"] == 1 and 0 <= r["accuracy"] <= 1 and 0 < r["tokens_per_problem"] <= 32
-    assert r["rows"][0]["id"] == "gsm-test-0"
+    row = r["rows"][0]
+    assert row["id"] == "gsm-test-0" and row["completion"].strip() and str(row["gold"]).strip()
+    from tenfold.prompting.evaluation import gsm_problems
+
+    assert row["gold"] == gsm_problems(1)[0]["answer"]  # the reference answer, so a reader can check the verdict
 
 
 def test_cli_bad_input_is_one_line():

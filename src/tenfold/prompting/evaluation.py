@@ -83,6 +83,9 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
 
     HumanEval completions run in the sandbox under ``isolation`` (see :func:`passes`); the result's
     ``isolation`` names what they ran under and ``denied`` counts what they tried and were denied.
+    Each of ``rows`` (one per problem) holds ``id``, ``correct``, ``detail`` (GSM: the extracted answer; HumanEval:
+    the sandbox status), ``tokens`` (completion tokens), ``completion`` (the model's whole reply) and ``gold`` (GSM:
+    the reference answer; HumanEval: the canonical solution's body).
     """
     if task not in TASKS:
         raise TenfoldError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
@@ -111,7 +114,9 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
             isolations.add(run.isolation)
             for kind, count in run.denied().items():
                 denied[kind] = denied.get(kind, 0) + count
-        rows.append({"id": p.get("id") or p["task_id"], "correct": bool(ok), "detail": detail, "tokens": used})
+        gold = p["answer"] if task == "gsm" else p["canonical_solution"]
+        rows.append({"id": p.get("id") or p["task_id"], "correct": bool(ok), "detail": detail, "tokens": used,
+                     "completion": reply, "gold": gold})
         if progress:
             progress(i + 1, len(problems))
     right = sum(r["correct"] for r in rows)
