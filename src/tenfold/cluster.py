@@ -84,7 +84,9 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
         return RayConnection(owned=False)
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address in (None, "", LOCAL):  # a new instance even where `ray start` runs a cluster on this machine
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        # Our own instance: Ray's notes about its setup (token authentication and the like) are not the user's concern.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 **{**quiet, "logging_level": logging.ERROR})
         return RayConnection(owned=True)
     _check_reachable(address)
     try:

@@ -81,3 +81,24 @@ def test_text_from_result_files_cannot_inject_markup(tmp_path):
     assert "<script>" not in html and html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
     assert "<div class='exp' id='x&lt;y'>" in html and "plot a&#39;&gt;&lt;script&gt;.png missing" in html
     assert "plot ../../outside.png missing" in html  # nothing outside results/ is embedded
+
+
+def test_a_setting_cut_only_to_fit_the_quick_profile_is_said_in_the_report(tmp_path, monkeypatch):
+    """`Run.pick(..., shrunk=NAME)`: the quick profile records what it runs smaller than the full one, and the
+    report prints it beside the verdict; smoke and full runs record nothing."""
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
+
+    @experiment("tiny-scaled", paper="ndp", claim="scales", paper_numbers={})
+    def scaled(run):
+        run.settings["seeds"] = run.pick([0], [0, 1], [0, 1, 2, 3, 4], shrunk="seeds")
+        run.settings["steps"] = run.pick(2, 100, 100, shrunk="steps")  # the same as full: nothing to say
+        return {"ours": {}, "verdict": "partly", "why": "ok"}
+
+    exp = REGISTRY.pop("tiny-scaled")
+    [quick] = run_experiments([exp], "quick", str(tmp_path / "q"), show_progress=False)
+    assert quick["scaled_down"] == ["seeds: 0, 1 (full profile: 0, 1, 2, 3, 4)"]
+    html = (tmp_path / "q" / "index.html").read_text()
+    assert "Scaled down</b> in the quick profile" in html and "seeds: 0, 1 (full profile: 0, 1, 2, 3, 4)" in html
+    assert "tenfold reproduce tiny-scaled --profile full" in html
+    [smoke] = run_experiments([exp], "smoke", str(tmp_path / "s"), show_progress=False)
+    assert smoke["scaled_down"] == [] and "Scaled down" not in (tmp_path / "s" / "index.html").read_text()

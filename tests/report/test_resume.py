@@ -129,3 +129,24 @@ def test_off_a_terminal_progress_is_one_line_per_experiment_on_stderr(tmp_path, 
     assert lines[1].startswith("reproduce [1/3] t-ndp: ok, reproduced in ")
     run_experiments(exps, "smoke", str(out), show_progress=True)
     assert "reproduce: 3 unchanged result(s) kept: t-ndp, t-probes, t-model" in capsys.readouterr().err
+
+
+def test_library_warnings_go_into_the_result_not_the_console(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
+
+    @experiment("t-warns", "ndp", "warns", {})
+    def fn(run):
+        for _ in range(3):
+            warnings.warn("old API", FutureWarning)
+        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+
+    exp = REGISTRY.pop("t-warns")
+    [rec] = run_experiments([exp], "smoke", str(tmp_path / "r"), show_progress=True)
+    assert rec["warnings"] == ["FutureWarning: old API"]
+    err = capsys.readouterr().err
+    assert "old API" not in err and "t-warns: ok, reproduced in 0 s (1 warning(s) in its result file)" in err
+    assert json.loads((tmp_path / "r" / "results" / "t-warns.json").read_text())["warnings"] == ["FutureWarning: old API"]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Warnings raised during the run (1)" in html and "FutureWarning: old API" in html

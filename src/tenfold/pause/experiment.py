@@ -34,12 +34,12 @@ def pause(run):
     from tenfold.pause.tasks import split
     from tenfold.pause.training import TrainConfig, encode_pairs, small_llama, token_stream, train
 
-    seeds = run.pick([0], [0, 1, 2], [0, 1, 2, 3, 4])
+    seeds = run.pick([0], [0, 1], [0, 1, 2, 3, 4], shrunk="seeds")
     tasks = run.pick(["sort", "count"], ["sort", "count", "reading"], ["add", "sort", "count", "reading"])
     size = run.pick("tiny", "tiny", "small")
     m_ft = run.pick(4, 8, 10)
-    pt_steps, ft_steps = run.pick((20, 20), (100, 280), (4000, 2000))
-    n_train, n_test = run.pick((200, 40), (2000, 150), (20000, 500))
+    pt_steps, ft_steps = run.pick((20, 20), (100, 200), (4000, 2000), shrunk="pretraining x fine-tuning steps")
+    n_train, n_test = run.pick((200, 40), (2000, 100), (20000, 500), shrunk="training x test examples per task")
     sweep = sorted({0, 1, m_ft // 2, m_ft, 3 * m_ft // 2, 2 * m_ft})
     pt_cfg = dict(steps=pt_steps, batch_size=32, seq_len=64, lr=1e-3)
     ft_cfg = dict(steps=ft_steps, batch_size=32, lr=5e-4)
@@ -90,7 +90,7 @@ def pause(run):
         ours["smollm2_demo"] = smollm2_demo(task="sort", m_ft=run.pick(4, 4, 10), steps=demo_steps,
                                             n_test=run.pick(20, 50, 200))
         run.settings["smollm2_demo"] = "bundled SmolLM2-135M-Instruct, full fine-tuning, batch 8, lr 1e-4, task sort"
-    bench_steps = run.pick(8, 30, 100)
+    bench_steps = run.pick(8, 16, 100)
     run.progress(f"training steps per second, 1 vs 2 accelerate processes ({bench_steps} steps)")
     from tenfold.models.scale import accelerate_overhead
 

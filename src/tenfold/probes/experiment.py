@@ -21,10 +21,10 @@ def probes(run):
     from tenfold.probes.study import held_out_predictions, layer_r2, run_study
 
     limits = run.pick({"world-places": 300, "us-places": 200, "films": 300, "historical-figures": 200, "history-events": 200},
-                      {"world-places": 1600, "us-places": 1000, "films": 1200, "historical-figures": None,
-                       "history-events": None},
+                      {"world-places": 900, "us-places": 600, "films": 600, "historical-figures": 600,
+                       "history-events": 600},
                       {"world-places": None, "us-places": None, "films": None, "historical-figures": None,
-                       "history-events": None})
+                       "history-events": None}, shrunk="entities per dataset (None: all)")
     robustness = run.pick(["world-places"], ["world-places"], ["world-places", "us-places", "films",
                                                                          "historical-figures", "history-events"])
     model, tok = load_lm(quantize=None)

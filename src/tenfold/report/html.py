@@ -20,7 +20,7 @@ th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.failed{background:#555}.none{background:#9e9e9e}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
-.muted{color:#777}.prov{font-size:13px;color:#444;margin-top:.4em}.prov code{overflow-wrap:anywhere}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
+.muted{color:#777}.scaled{background:#fff7e0;border-left:3px solid #e0a800;padding:.3em .6em}.prov{font-size:13px;color:#444;margin-top:.4em}.prov code{overflow-wrap:anywhere}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
 """
 
 

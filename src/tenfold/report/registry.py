@@ -56,9 +56,24 @@ class Run:
         self.plots.append(fname)
         return fname
 
-    def pick(self, smoke, quick, full):
-        """The value for this run's profile."""
+    scaled_down: list = field(default_factory=list)  # what the quick profile runs smaller than the full one
+
+    def pick(self, smoke, quick, full, shrunk: str | None = None):
+        """The value for this run's profile.
+
+        ``shrunk`` names the setting where the quick profile is cut below the full profile's size only to fit the
+        main job in one sitting (about 30 minutes on 2 cores): a quick run records "``shrunk``: quick (full profile:
+        full)" in :attr:`scaled_down`, which the report prints beside the verdict."""
+        if shrunk and self.profile == "quick" and quick != full:
+            self.scaled_down.append(f"{shrunk}: {_plain(quick)} (full profile: {_plain(full)})")
         return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
+
+
+def _plain(value) -> str:
+    """A setting as a reader would write it (lists without brackets' noise, tuples as a x b)."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+        return ", ".join(map(str, value)) if isinstance(value, list) else " x ".join(map(str, value))
+    return str(value)
 
 
 REGISTRY: dict[str, Experiment] = {}

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from tenfold import provenance
@@ -33,6 +34,7 @@ def write_json(path: Path, record: dict) -> None:
     tmp.replace(path)  # atomic: a crash never leaves a half-written result
 
 
+MAX_WARNINGS = 20  # distinct warnings kept per result
 SEED = 0  # every experiment starts from the same global generator state (each also seeds its own, recorded)
 
 
@@ -46,16 +48,19 @@ def run_one(exp: Experiment, profile: str, out_dir: str, progress=lambda message
     results.mkdir(parents=True, exist_ok=True)
     run = Run(profile=profile, out_dir=str(out_dir), name=exp.name, progress=progress)
     record = {"name": exp.name, "paper": exp.paper, "claim": exp.claim, "paper_numbers": exp.paper_numbers,
-              "profile": profile, "settings": run.settings, "plots": run.plots}
+              "profile": profile, "settings": run.settings, "plots": run.plots, "scaled_down": run.scaled_down}
     from tenfold.report.fingerprint import fingerprint
 
     record["fingerprint"] = fingerprint(exp, profile)  # what decides the numbers: a later run may keep this result
     started = provenance.now()
     provenance.seed_everything(SEED)
-    with provenance.collect() as models:
+    with provenance.collect() as models, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # each distinct warning once per place it is raised from
         start = time.perf_counter()
         record.update(_outcome(exp, run))
         record["runtime_s"] = round(time.perf_counter() - start, 2)
+    # Libraries' warnings go into the result, not across the progress lines: a reader can still see them there.
+    record["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))[:MAX_WARNINGS]
     try:
         described = provenance.describe_models(models)
     except OSError as exc:  # a weight file vanished or is unreadable: say so, keep the result
@@ -164,7 +169,8 @@ def run_experiments(experiments: list[Experiment], profile: str, out_dir: str, s
             plan.start(done)
             bar.update(task, advance=1, note=f"{rec['verdict']} ({rec['runtime_s']:.0f}s)")
             if lines:
+                noted = f" ({len(rec['warnings'])} warning(s) in its result file)" if rec.get("warnings") else ""
                 say(f"reproduce [{done}/{len(to_run)}] {exp.name}: {rec['status']}, "
-                                  f"{rec.get('verdict')} in {rec['runtime_s']:.0f} s")
+                    f"{rec.get('verdict')} in {rec['runtime_s']:.0f} s{noted}")
     build_report(out_dir)
     return records

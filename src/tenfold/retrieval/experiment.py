@@ -24,7 +24,7 @@ def retrieval_long_context(run):
     from tenfold.retrieval.evaluation import build_documents, correct
 
     windows = run.pick([512], [512, 2048], [512, 1024, 2048, 4096, 8192])
-    ks = run.pick([1], [1, 5], [1, 3, 5, 10])
+    ks = run.pick([1], [5], [1, 3, 5, 10], shrunk="top-k")
     n_docs, facts, words = run.pick((1, 2, 1500), (2, 5, 6000), (4, 10, 12000))
     zh_docs, zh_facts, zh_chars = run.pick((1, 2, 4000), (1, 5, 20000), (2, 10, 40000))
     embedder = Embedder()
@@ -187,7 +187,7 @@ def streameval(run):
     from tenfold.retrieval import Embedder
     from tenfold.retrieval.streameval import build_stream, run_stream
 
-    n_lines, every = run.pick((30, 3), (150, 3), (600, 3))
+    n_lines, every = run.pick((30, 3), (100, 3), (600, 3), shrunk="stream lines x question every")
     distances = [1, 2, 4, 8, 16, 32]
     window = 252
     embedder = Embedder()

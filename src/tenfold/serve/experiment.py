@@ -229,18 +229,18 @@ def serve_load(run):
             run.progress(f"stateless re-prefill at turn {turn}")
             stateless_s[turn] = _chat(client, server.base, snapshots[turn], reply_tokens)[0]
         health = client.get(server.base + "/health").json()
-    retention_turns = run.pick(6, 40, 40)
+    retention_turns = run.pick(6, 24, 40, shrunk="system-prompt retention turns")
     retention = {}
     for keep in (False, True):
         run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
         retention["keep_system" if keep else "sinks_only"] = _retention(window, keep, retention_turns, reply_tokens)
-    finals = run.pick(2, 10, 20)
+    finals = run.pick(2, 6, 20, shrunk="final turns judged per setting")
     for keep in (False, True):
         run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={'system' if keep else 'sinks'}")
         retention["rule_only_in_system_prompt, " + ("keep_system" if keep else "sinks_only")] = _rule_only_in_system(
             window, keep, retention_turns, finals, reply_tokens)
     ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
-    stream_tokens = run.pick(16, 48, 64)
+    stream_tokens = run.pick(16, 32, 64, shrunk="tokens per throughput stream")
     from tenfold.models.lm import cached_dir
 
     # the same float32 weights on both servers; tenfold's default (int4 for the bundled model) beside them

@@ -81,7 +81,7 @@ def _stepwise_check(sinks: int, window: int, tokens: int) -> float:
                    "claim": "StreamingLLM matches the re-computation baseline's perplexity"})
 def streaming_ppl(run):
     sinks, window = 4, run.pick(60, 252, 1020)
-    tokens = run.pick(400, 5000, 20000)
+    tokens = run.pick(400, 3000, 20000, shrunk="tokens")
     stride = run.pick(2, 24, 48)
     check = run.pick(120, 400, 1500)
     run.settings.update(model="SmolLM2-135M-Instruct", corpus="Austen, six novels concatenated", tokens=tokens,
@@ -268,8 +268,8 @@ def streaming_decode(run):
     from tenfold.streaming import decode_bench as bench
 
     caches = run.pick([(4, 60)], [(4, 252), (4, 1020)], [(4, 252), (4, 1020)])
-    dtypes = run.pick(["float32", "int4"], ["float32", "bfloat16", "float16", "int4"],
-                      ["float32", "bfloat16", "float16", "int4"])
+    dtypes = run.pick(["float32", "int4"], ["float32", "float16", "int4"],
+                      ["float32", "bfloat16", "float16", "int4"], shrunk="dtypes")
     thread_counts = run.pick([1], [1, 2], [1, 2])
     steps, repeats = run.pick(4, 24, 96), run.pick(1, 3, 5)
     have_llama = bench.llama_cpp_available()
