@@ -43,7 +43,9 @@ def _check_streaming_speed(ours):
 def _check_streaming_decode(ours):
     engines = {r["engine"] for r in ours["rows"]}
     assert {"sink ring", "sink rerotate", "transformers DynamicCache"} <= engines
-    assert {"linear", "attention", "cache", "other"} <= set(ours["step_profile_ms"]["ring"])
+    assert {"linear", "lm_head", "attention", "cache", "other"} <= set(ours["step_profile_ms"]["ring"])
+    default = ours["step_profile_ms"]["ring, int4 (default)"]  # where the default setting's step goes
+    assert 0 < default["lm_head"] < default["linear"] < default["total"]
     memory = ours["peak_rss_mb"]  # issue 25: the default (int4) chat holds less than the float32 one
     assert ours["default_dtype"] == "int4"
     assert 0 < memory["import_only"] < memory["tenfold chat default"] < memory["tenfold chat float32"]

@@ -161,8 +161,9 @@ def _module_timer(modules):
 
 @torch.no_grad()
 def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: int, rerotate: bool = False) -> dict:
-    """Milliseconds per decode step: ``linear``, ``attention`` (scores, softmax, values, RoPE, head reshapes),
-    ``cache`` (eviction and writes), ``other`` (norms, activations, embedding, glue) and ``total``."""
+    """Milliseconds per decode step: ``linear`` (of which ``lm_head``: the output projection), ``attention`` (scores,
+    softmax, values, RoPE, head reshapes), ``cache`` (eviction and writes), ``other`` (norms, activations,
+    embedding, glue) and ``total``."""
     enable_streaming(model)
     size = num_sinks + window
     cache = _TimedSinkCache(num_sinks, window, rerotate=rerotate)
@@ -175,7 +176,9 @@ def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: i
     attentions = [m for name, m in model.named_modules() if name.endswith("self_attn")]
     projections = [m for a in attentions for m in a.modules() if isinstance(m, kinds)]
     cache.step_s = cache.update_s = 0.0
-    with _module_timer(linears) as lin, _module_timer(attentions) as att, _module_timer(projections) as proj:
+    head = [model.get_output_embeddings()]
+    with _module_timer(linears) as lin, _module_timer(attentions) as att, _module_timer(projections) as proj, \
+            _module_timer(head) as out:
         t0 = time.perf_counter()
         for t in range(steps):
             model(input_ids=ids[None, size + 1 + t : size + 2 + t], cache=cache)
@@ -184,7 +187,8 @@ def step_profile(model, ids: torch.Tensor, num_sinks: int, window: int, steps: i
     attention = max(0.0, att["s"] - proj["s"] - cache.update_s)
     in_cache = cache.step_s + cache.update_s
     ms = lambda s: 1000 * s / steps  # noqa: E731
-    return {k: round(v, 2) for k, v in {"linear": ms(lin["s"]), "attention": ms(attention), "cache": ms(in_cache),
+    return {k: round(v, 2) for k, v in {"linear": ms(lin["s"]), "lm_head": ms(out["s"]), "attention": ms(attention),
+                                        "cache": ms(in_cache),
             "other": ms(max(0.0, total - lin["s"] - attention - in_cache)), "total": ms(total)}.items()}
 
 
