@@ -166,7 +166,7 @@ def _improve(args) -> int:
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
     stop = STOP(backend_from_args(args), budget, seed=args.seed, isolation=isolation)
-    with Progress(disable=args.json, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr (tenfold.cli), so --json keeps it
         job = bar.add_task("self-improvement", total=args.iterations + 1)
         archive = stop.self_improve(args.iterations, args.task, args.tests,
                                     progress=lambda t, n, mu: bar.update(job, completed=t + 1,
