@@ -50,6 +50,10 @@ def _run(args) -> int:
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
+    if args.probes_verb != "extract":
+        from tenfold.probes.fit import check_split
+
+        check_split(data.is_test)  # before the model loads and the activations are extracted
     model, tok = load_lm(args.model, quantize=None, device=args.device, device_map=args.device_map)
     with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
