@@ -86,9 +86,11 @@ FAST.update({
     "stop seed": lambda tmp, world: ["stop", "seed", "--task", "lpn", "--json"],
     "stop describe": lambda tmp, world: ["stop", "describe", "--task", "lpn", "--json"],
     "report": lambda tmp, world: _tiny_report(tmp),
-    "vision world": lambda tmp, world: ["vision", "world", "--n", "1", "--size", "32", "--out", str(tmp / "w"), "--json"],
+    "vision world": lambda tmp, world: ["vision", "world", "--n", "1", "--size", "32", "--out", str(tmp / "w"),
+                                        "--json"],
     "lmm suite": lambda tmp, world: ["lmm", "suite", "--n", "1", "--size", "64", "--category", "counting",
-                                     "--category", "referring", "--pointer", "arrow", "--out", str(tmp / "s"), "--json"],
+                                     "--category", "referring", "--pointer", "arrow", "--out", str(tmp / "s"),
+                                     "--json"],
     "radit data": lambda tmp, world: ["radit", "data", "--cities", "20", "--films", "20", "--out", str(tmp / "d"),
                                       "--json"],
 })
@@ -112,7 +114,8 @@ EXPECT = {
     and out["scenes_file"] == str((tmp / "w" / "scenes.jsonl").resolve()),
     "lmm suite": lambda out, tmp: out["samples"] == 2 and out["by_category"] == {"counting": 1, "referring": 1}
     and out["by_pointer"] == {"arrow": 1} and json.loads((tmp / "s" / "suite.json").read_text())["samples"],
-    "radit data": lambda out, tmp: out["questions"] == sum(n for split in out["by_split"].values() for n in split.values())
+    "radit data": lambda out, tmp: out["questions"] == sum(n for by_kind in out["by_split"].values()
+                                                           for n in by_kind.values())
     and out["passages"] > 0 and out["dataset"] == str((tmp / "d" / "dataset.json").resolve()),
     "generate": lambda out, tmp: out["text"] and out["completion_tokens"] == 2 and out["prompt_tokens"] > 2
     and out["finish_reason"] == "length" and out["model"] == "smollm2-135m-instruct",
@@ -142,7 +145,8 @@ def test_json_output_has_snake_case_keys_and_rounded_floats(verb, tmp_path, worl
     (["vision", "world", "--n", "0", "--out", "OUT", "--json"], "--n must be at least 1"),
     (["radit", "data", "--cities", "-1", "--out", "OUT", "--json"], "--cities and --films must be >= 0"),
     (["lmm", "suite", "--n", "0", "--out", "OUT", "--json"], "world suite"),
-    (["kosmos-g", "generate", "--model", "OUT", "--prompt", " ", "--out", "OUT/x.png", "--json"], "the prompt is empty"),
+    (["kosmos-g", "generate", "--model", "OUT", "--prompt", " ", "--out", "OUT/x.png", "--json"],
+     "the prompt is empty"),
     (["ndp", "show", "/nonexistent/run", "--json"], "not an NDP run directory"),
     (["probes", "plot", "--dataset", "world-places", "--limit", "20", "--out", "OUT", "--json"], "too few entities"),
 ])
