@@ -111,6 +111,26 @@ def test_every_verb_help_works_and_shows_defaults(path, capsys):
         assert says, f"{' '.join(path)} {action.option_strings[0]} hides its default"
 
 
+# Leaf verbs without --json, each with its reason: they produce no result to print, only a conversation or a service.
+# Group parents (`tenfold rag`, `tenfold pause`, ...) are not leaves. Every other verb prints one JSON object or list on
+# stdout with --json (tests/test_json_output.py runs the cheap ones).
+NO_JSON = {("chat",): "interactive: the result is the conversation", ("serve",): "a long-running server"}
+
+
+def test_every_verb_that_produces_a_result_has_json():
+    import argparse
+
+    from tenfold.cli import build_parser, iter_parsers
+
+    leaves = {path: parser for path, parser in iter_parsers(build_parser()) if path and not any(
+        isinstance(a, argparse._SubParsersAction) for a in parser._actions)}
+    assert set(NO_JSON) <= set(leaves), f"stale exclusions: {set(NO_JSON) - set(leaves)}"
+    missing = [" ".join(path) for path, parser in leaves.items()
+               if path not in NO_JSON and not any("--json" in a.option_strings for a in parser._actions)]
+    assert missing == [], f"verbs without --json: {missing}"
+    assert len(leaves) - len(NO_JSON) >= 30
+
+
 def _probe_startup(argv: list[str]) -> dict:
     code = ("import json, sys, time\nt = time.perf_counter()\nfrom tenfold.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
@@ -239,8 +259,9 @@ def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
     text.write_text("\n".join(generic_lines(3000, seed=0)))
     args = [sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(text), "--steps", "4", "--vocab-size",
             "400", "--checkpoint-every", "2"]
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=subprocess.PIPE, stderr=slave, text=True)
+    master, slave = pty.openpty()  # --json keeps the bar (issue 29): stdout is the JSON, the bar is on the terminal
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty"), "--json"], stdout=subprocess.PIPE, stderr=slave,
+                            text=True)
     os.close(slave)
     seen = b""
     while True:
@@ -255,10 +276,12 @@ def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
     os.close(master)
     assert proc.returncode == 0
     assert "pretrain (PausePT)" in seen.decode(errors="replace")  # the bar, on the terminal
-    assert out.startswith("pretrained") and len(out.strip().splitlines()) == 1  # stdout: the result only
+    got = json.loads(out)  # stdout: the result only
+    assert got["steps"] == 4 and got["model"] == str((tmp_path / "tty" / "model").resolve()) and got["loss_last"] > 0
 
     piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and "PausePT" not in piped.stderr and "PausePT" not in piped.stdout
+    assert piped.stdout.startswith("pretrained") and len(piped.stdout.strip().splitlines()) == 1
 
 
 def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):

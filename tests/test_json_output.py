@@ -5,6 +5,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,10 +74,54 @@ FAST = {
     "vision train-clip": lambda tmp, world: ["vision", "train-clip", "--out", str(tmp / "clip"), "--steps", "2",
                                              "--batch-size", "8", "--n-test", "8", "--json"],
 }
+def _tiny_report(tmp) -> list[str]:
+    """A report folder with one result file whose keys and floats need tidying."""
+    (tmp / "rep" / "results").mkdir(parents=True)
+    (tmp / "rep" / "results" / "x.json").write_text(json.dumps(
+        {"name": "x", "paper": "ndp", "verdict": "reproduced", "runtime_s": 1.23456789, "ours": {"a b": 0.1}}))
+    return ["report", str(tmp / "rep"), "--json"]
+
+
+FAST.update({
+    "stop seed": lambda tmp, world: ["stop", "seed", "--task", "lpn", "--json"],
+    "stop describe": lambda tmp, world: ["stop", "describe", "--task", "lpn", "--json"],
+    "report": lambda tmp, world: _tiny_report(tmp),
+    "vision world": lambda tmp, world: ["vision", "world", "--n", "1", "--size", "32", "--out", str(tmp / "w"),
+                                        "--json"],
+    "lmm suite": lambda tmp, world: ["lmm", "suite", "--n", "1", "--size", "64", "--category", "counting",
+                                     "--category", "referring", "--pointer", "arrow", "--out", str(tmp / "s"),
+                                     "--json"],
+    "radit data": lambda tmp, world: ["radit", "data", "--cities", "20", "--films", "20", "--out", str(tmp / "d"),
+                                      "--json"],
+})
 MODEL = {
     "stream-ppl": lambda tmp, world: ["stream-ppl", "--book", "emma", "--tokens", "120", "--method", "sink", "--sinks",
                                       "4", "--window", "28", "--json"],
     "rag index": lambda tmp, world: ["rag", "index", str(world / "scenes.jsonl"), "--out", str(tmp / "idx"), "--json"],
+    "generate": lambda tmp, world: ["generate", "Hi", "--max-new-tokens", "2", "--dtype", "float32", "--json"],
+    # extract, then plot on the same 25 places (plot reuses the cached activations)
+    "probes extract": lambda tmp, world: ["probes", "extract", "--dataset", "world-places", "--limit", "25", "--json"],
+    "probes plot": lambda tmp, world: ["probes", "plot", "--dataset", "world-places", "--limit", "25", "--out",
+                                       str(tmp / "p"), "--json"],
+}
+# What each new verb's JSON must say (issue 29: "--json on every verb that produces a result"), beyond tidy keys.
+EXPECT = {
+    "stop seed": lambda out, tmp: out["task"] == "lpn" and "def algorithm" in out["program"],
+    "stop describe": lambda out, tmp: out["task"] == "lpn" and "parity" in out["description"],
+    "report": lambda out, tmp: out["report"] == str((tmp / "rep" / "index.html").resolve()) and out["results"] == [
+        {"name": "x", "paper": "ndp", "verdict": "reproduced", "runtime_s": 1.23457}],
+    "vision world": lambda out, tmp: out["scenes"] == 1 and out["size"] == 32 and (tmp / "w" / "scenes.jsonl").is_file()
+    and out["scenes_file"] == str((tmp / "w" / "scenes.jsonl").resolve()),
+    "lmm suite": lambda out, tmp: out["samples"] == 2 and out["by_category"] == {"counting": 1, "referring": 1}
+    and out["by_pointer"] == {"arrow": 1} and json.loads((tmp / "s" / "suite.json").read_text())["samples"],
+    "radit data": lambda out, tmp: out["questions"] == sum(n for by_kind in out["by_split"].values()
+                                                           for n in by_kind.values())
+    and out["passages"] > 0 and out["dataset"] == str((tmp / "d" / "dataset.json").resolve()),
+    "generate": lambda out, tmp: out["text"] and out["completion_tokens"] == 2 and out["prompt_tokens"] > 2
+    and out["finish_reason"] == "length" and out["model"] == "smollm2-135m-instruct",
+    "probes extract": lambda out, tmp: out["entities"] == 25 and out["layers"] > 1 and out["cache"].endswith(".npy"),
+    "probes plot": lambda out, tmp: len(out["files"]) == 2 and all(Path(f).stat().st_size > 1000 for f in out["files"])
+    and "r2" in out and "best_layer" in out,
 }
 
 
@@ -90,3 +135,24 @@ def test_json_output_has_snake_case_keys_and_rounded_floats(verb, tmp_path, worl
     if verb == "vision train-clip":  # the keys the issue found: "image->text@1", "recall (held-out test)"
         text = json.dumps(out)
         assert "image_to_text_at_1" in text and "->" not in text and "@" not in text
+    if verb in EXPECT:
+        assert EXPECT[verb](out, tmp_path), out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["report", "/nonexistent/dir", "--json"], "report directory not found"),
+    (["generate", "  ", "--json"], "the prompt is empty"),
+    (["vision", "world", "--n", "0", "--out", "OUT", "--json"], "--n must be at least 1"),
+    (["radit", "data", "--cities", "-1", "--out", "OUT", "--json"], "--cities and --films must be >= 0"),
+    (["lmm", "suite", "--n", "0", "--out", "OUT", "--json"], "world suite"),
+    (["kosmos-g", "generate", "--model", "OUT", "--prompt", " ", "--out", "OUT/x.png", "--json"],
+     "the prompt is empty"),
+    (["ndp", "show", "/nonexistent/run", "--json"], "not an NDP run directory"),
+    (["probes", "plot", "--dataset", "world-places", "--limit", "20", "--out", "OUT", "--json"], "too few entities"),
+])
+def test_errors_stay_one_line_on_stderr_with_json(args, needle, tmp_path, capsys):
+    from tenfold.cli import main
+
+    assert main([a.replace("OUT", str(tmp_path / "out")) for a in args]) == 1
+    got = capsys.readouterr()
+    assert got.out == "" and len(got.err.strip().splitlines()) == 1 and needle in got.err, got

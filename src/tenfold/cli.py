@@ -57,6 +57,8 @@ def iter_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def _cmd_generate(args) -> int:
+    import time
+
     import torch
     from transformers import TextStreamer
 
@@ -67,25 +69,46 @@ def _cmd_generate(args) -> int:
         raise TenfoldError("the prompt is empty")
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}]
+    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+                "top_p": args.top_p if args.temperature > 0 else None, "seed": args.seed}
+    start = time.perf_counter()
     if args.backend == "openai" or args.base_url:
         from tenfold.prompting.backends import backend_from_args
 
-        reply = backend_from_args(args).complete(messages, temperature=args.temperature,
-                                                 max_tokens=args.max_new_tokens)[0]
-        print(reply)
+        backend = backend_from_args(args)
+        reply = backend.complete(messages, temperature=args.temperature, max_tokens=args.max_new_tokens)[0]
+        if args.json:  # token counts as the server reports them (None when it reports no usage)
+            counted = backend.prompt_tokens or backend.completion_tokens
+            print_json({"text": reply, "prompt_tokens": backend.prompt_tokens if counted else None,
+                        "completion_tokens": backend.completion_tokens if counted else None, "finish_reason": None,
+                        "backend": "openai", "base_url": args.base_url, "model": backend.name, **settings,
+                        "seconds": time.perf_counter() - start})
+        else:
+            print(reply)
         return 0
     model, tok = load_model(args.model, args.dtype, args.device)
     ids = chat_ids(tok, messages).to(model.device)
-    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    # --json: the whole reply in one JSON document at the end, nothing streamed to stdout
+    streamer = None if args.json else TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     from tenfold.models.sampling import effective_temperature
 
     sample = args.temperature > 0
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
-                       do_sample=sample, temperature=effective_temperature(args.temperature) if sample else None,
-                       top_p=args.top_p if sample else None, top_k=None, streamer=streamer,
-                       pad_token_id=tok.pad_token_id)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.max_new_tokens,
+                             do_sample=sample, temperature=effective_temperature(args.temperature) if sample else None,
+                             top_p=args.top_p if sample else None, top_k=None, streamer=streamer,
+                             pad_token_id=tok.pad_token_id)
+    if args.json:
+        from tenfold.models.lm import DEFAULT_LM
+        from tenfold.models.sampling import stop_token_ids
+
+        new = out[0, ids.shape[1]:].tolist()
+        stops = stop_token_ids(tok, model)
+        print_json({"text": tok.decode(new, skip_special_tokens=True), "prompt_tokens": ids.shape[1],
+                    "completion_tokens": len(new), "finish_reason": "stop" if new and new[-1] in stops else "length",
+                    "backend": "local", "model": args.model or DEFAULT_LM, "dtype": args.dtype,
+                    "device": str(model.device), **settings, "seconds": time.perf_counter() - start})
     return 0
 
 
@@ -178,9 +201,15 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from tenfold.report import build_report
+    from tenfold.report import build_report, load_records
 
-    print(f"Report: {os.path.abspath(build_report(args.dir))}")
+    index = os.path.abspath(build_report(args.dir))
+    if args.json:
+        print_json({"report": index, "dir": os.path.abspath(args.dir),
+                    "results": [{k: r.get(k) for k in ("name", "paper", "verdict", "runtime_s")}
+                                for r in load_records(args.dir)]})
+    else:
+        print(f"Report: {index}")
     return 0
 
 
@@ -202,6 +231,8 @@ def build_parser() -> Parser:
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the reply, token counts and settings as one JSON object "
+                                                       "at the end instead of streaming the text")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("models", help="list the models tenfold can use offline and whether they are cached")
@@ -237,6 +268,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("report", help="rebuild DIR/index.html from DIR/results/*.json")
     p.add_argument("dir", nargs="?", default="report")
+    p.add_argument("--json", action="store_true", help="print the report path and each result's name, paper, verdict "
+                                                       "and runtime as JSON")
     p.set_defaults(func=_cmd_report)
 
     for module in PAPER_CLIS:

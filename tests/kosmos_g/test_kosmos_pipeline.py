@@ -161,8 +161,12 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
         render(Scene([Obj("star", colour, "large", 1, 1)], "black"), 64).save(tmp_path / f"s{k}.png")
     subjects = ["--image", str(tmp_path / "s0.png"), "--image", str(tmp_path / "s1.png")]
     gen = _kosmos("generate", "--model", str(model), "--prompt", "<image> above <image>", *subjects,
-                  "--out", str(tmp_path / "out" / "x.png"), "--n", "2", "--steps", "2", "--size", "64", env=env)
+                  "--out", str(tmp_path / "out" / "x.png"), "--n", "2", "--steps", "2", "--size", "64", "--json",
+                  env=env)
     assert gen.returncode == 0, gen.stderr
+    got = json.loads(gen.stdout)
+    assert got["images"] == [str((tmp_path / "out" / f"x-{k}.png").resolve()) for k in range(2)]
+    assert got["n"] == 2 and got["steps"] == 2 and got["size"] == 64 and len(got["subjects"]) == 2
     from PIL import Image
 
     assert [Image.open(tmp_path / "out" / f"x-{k}.png").size for k in range(2)] == [(64, 64)] * 2

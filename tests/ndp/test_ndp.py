@@ -182,9 +182,12 @@ def test_cli_train_json_and_show(tmp_path):
     summary = json.loads(out.stdout)
     assert set(summary) == {"task", "best_fitness", "eval_mean", "eval_std", "nodes", "edges", "parameters"}
     assert summary["task"] == "xor" and summary["parameters"] == 167
-    shown = _cli("ndp", "show", str(tmp_path / "run"))
+    shown = _cli("ndp", "show", str(tmp_path / "run"), "--json")
     assert shown.returncode == 0, shown.stderr
     assert (tmp_path / "run" / "growth.png").stat().st_size > 1000 and (tmp_path / "run" / "fitness.png").is_file()
+    got = json.loads(shown.stdout)  # one object: the summary, the files written and no episode return (no --gif)
+    assert {k: got[k] for k in summary} == summary and got["episode_return"] is None
+    assert got["files"] == [str((tmp_path / "run" / name).resolve()) for name in ("growth.png", "fitness.png")]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -169,8 +169,11 @@ def test_cli_pretrain_finetune_eval(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (pt / "model" / "config.json").exists() and "pretrained" in r.stdout
     r = cli("finetune", "--model", str(pt), "--task", "sort", "--task", "count", "--steps", "4", "--m-ft", "2",
-            "--n-train", "50", "--out", str(ft))
+            "--n-train", "50", "--out", str(ft), "--json")
     assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["model"] == str((ft / "model").resolve()) and got["steps"] == 4 and got["m_ft"] == 2
+    assert got["tasks"] == ["sort", "count"] and got["examples"] == 100 and got["loss_first"] > 0 < got["loss_last"]
     r = cli("eval", "--model", str(ft), "--task", "sort", "--n", "8", "--m-inf", "0", "--m-inf", "2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

@@ -112,5 +112,9 @@ def test_generate_cli_through_a_server(server):
     r = _cli("generate", "What is the capital of France?", "--backend", "openai", "--base-url", server + "/v1",
              "--max-new-tokens", "12")
     assert r.returncode == 0 and "Paris" in r.stdout, r.stderr
+    r = _cli("generate", "hi", "--backend", "openai", "--base-url", server + "/v1", "--max-new-tokens", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)  # token counts as the server reports them
+    assert got["text"] and got["backend"] == "openai" and 1 <= got["completion_tokens"] <= 3 and got["prompt_tokens"] > 1
     r = _cli("generate", "hi", "--backend", "openai")
     assert r.returncode != 0 and "needs --base-url" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -18,14 +18,21 @@ def test_cli_pipeline(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (data / "dataset.json").exists() and "passages" in r.stdout
     r = cli("train-lm", "--data", str(data), "--n-train", "6", "--k", "1", "--steps", "2", "--batch-size", "2",
-            "--out", str(lm))
+            "--out", str(lm), "--json")
     assert r.returncode == 0, r.stderr
     assert (lm / "model" / "config.json").exists()
+    got = json.loads(r.stdout)
+    assert got["model"] == str((lm / "model").resolve()) and got["steps"] == 2 and got["examples"] == 6
+    assert got["loss_first"] > 0 < got["loss_last"]
     r = cli("train-lm", "--data", str(data), "--steps", "2", "--out", str(lm))
     assert r.returncode == 1 and "already holds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = cli("train-retriever", "--data", str(data), "--n-train", "6", "--k", "2", "--steps", "3", "--out", str(ret))
+    r = cli("train-retriever", "--data", str(data), "--n-train", "6", "--k", "2", "--steps", "3", "--out", str(ret),
+            "--json")
     assert r.returncode == 0, r.stderr
     assert (ret / "lsr.npz").exists() and (ret / "query_encoder").is_dir()
+    got = json.loads(r.stdout)
+    assert got["query_encoder"] == str((ret / "query_encoder").resolve()) and got["steps"] == 3 and got["k"] == 2
+    assert got["kl_first"] >= 0 and got["kl_last"] >= 0
     r = cli("eval", "--data", str(data), "--lm", str(lm), "--retriever", str(ret), "--k", "2", "--n", "6", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

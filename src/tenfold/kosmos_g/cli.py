@@ -51,6 +51,7 @@ def add_commands(sub) -> None:
                            "the CPU), cpu, cuda or cuda:N (the start noise is drawn on the CPU: same seed, same noise)")
     g.add_argument("--text-only", action="store_true",
                    help="condition on the CLIP text encoder instead of the aligned MLLM (no images)")
+    g.add_argument("--json", action="store_true", help="print the images written and the settings as JSON")
     g.set_defaults(func=_generate)
 
 
@@ -129,5 +130,12 @@ def _generate(args) -> int:
                                           for k in range(args.n)]
     for image, path in zip(outs, paths):
         image.save(path, format="PNG")
-    print("\n".join(str(p) for p in paths))
+    if args.json:
+        from tenfold.devices import resolve_device
+
+        print_json({"images": [str(p.resolve()) for p in paths], "model": str(Path(args.model).resolve()),
+                    "prompt": args.prompt, "subjects": [str(Path(p).resolve()) for p in args.image],
+                    "text_only": args.text_only, **kw, "n": args.n, "device": str(resolve_device(args.device))})
+    else:
+        print("\n".join(str(p) for p in paths))
     return 0

@@ -26,6 +26,8 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--category", action="append", choices=CATEGORIES, help="only these categories (repeat)")
     s.add_argument("--pointer", action="append", choices=POINTERS, help="only these pointer types (repeat)")
+    s.add_argument("--json", action="store_true", help="print the suite file, sample counts (by category and pointer) "
+                                                       "and settings as JSON")
     s.set_defaults(func=_suite)
 
     r = verbs.add_parser("run", help="ask every sample of a suite and score the answers")
@@ -59,7 +61,15 @@ def _suite(args) -> int:
 
     path = world_suite(args.out, args.n, args.size, args.seed, args.category or CATEGORIES, args.pointer or POINTERS)
     suite = load_suite(path)
-    print(f"{len(suite.samples)} samples -> {path}")
+    if args.json:
+        from collections import Counter
+
+        print_json({"suite": str(Path(path).resolve()), "name": suite.name, "samples": len(suite.samples),
+                    "by_category": dict(sorted(Counter(s.category for s in suite.samples).items())),
+                    "by_pointer": dict(sorted(Counter(s.pointer for s in suite.samples if s.pointer).items())),
+                    "n": args.n, "size": args.size, "seed": args.seed})
+    else:
+        print(f"{len(suite.samples)} samples -> {path}")
     return 0
 
 

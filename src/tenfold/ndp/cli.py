@@ -41,6 +41,8 @@ def add_commands(sub) -> None:
     s.add_argument("run", help="a run directory written by tenfold ndp train")
     s.add_argument("--out", default=None, help="where to write the pictures (default: the run directory)")
     s.add_argument("--gif", action="store_true", help="also render one episode of the grown policy (control tasks)")
+    s.add_argument("--json", action="store_true", help="print the run's summary, the files written and the episode "
+                                                       "return (--gif) as one JSON object")
     s.set_defaults(func=_show)
 
 
@@ -125,12 +127,19 @@ def _show(args) -> int:
         fig = fitness_figure({cfg.task: result["history"]})
         fig.savefig(out / "fitness.png", dpi=110)
         written.append(out / "fitness.png")
+    ret = None
     if args.gif:
         if not isinstance(task, Gym):
             raise TenfoldError(f"--gif needs a control task (cartpole or lunarlander), not {cfg.task}")
         ret = episode_gif(task, ndp, best, out / "episode.gif")
         written.append(out / "episode.gif")
-        print(f"episode return {ret:.1f}")
+        if not args.json:
+            print(f"episode return {ret:.1f}")
+    if args.json:
+        summary = _summary(result) if result else {"task": cfg.task}
+        print_json({**summary, "run": str(Path(args.run).resolve()), "files": [str(w.resolve()) for w in written],
+                    "episode_return": ret})
+        return 0
     if result:
         print_json(_summary(result))
     print("wrote " + ", ".join(str(w) for w in written))

@@ -29,6 +29,8 @@ def add_commands(sub) -> None:
                        help="continue the run in --out with its saved settings (giving a different one is an error)")
         q.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                        help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
+        q.add_argument("--json", action="store_true", help="print the model's path, steps, losses and the run's "
+                                                           "settings as JSON (progress still goes to stderr)")
 
     t = verbs.add_parser("pretrain", help="pretrain a small Llama-style model from scratch, with or without pauses")
     common(t, 2000, 1e-3, 32)
@@ -142,9 +144,21 @@ def _pretrain(args) -> int:
                      stop_after=args.stop_after)
     if not is_main_process():
         return 0
+    if args.json:
+        print_json({"model": str((out / "model").resolve()), "tokenizer": str((out / "tokenizer").resolve()),
+                    "out": str(out.resolve()), **_losses(hist), "parameters": hist["parameters"],
+                    "tokens": len(stream), **{k: a[k] for k in a if k != "checkpoint_every"}, "resumed": args.resume})
+        return 0
     print(f"pretrained {hist['parameters']:,} parameters on {len(stream):,} tokens; final loss "
           f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {out / 'model'}")
     return 0
+
+
+def _losses(hist: dict) -> dict:
+    """The first step's loss and the mean of the last 20 (what the text output calls the final loss)."""
+    losses = hist["losses"]
+    return {"steps": len(losses), "loss_first": losses[0] if losses else None,
+            "loss_last": sum(losses[-20:]) / len(losses[-20:]) if losses else None}
 
 
 def _load(source: str, device=None, dtype=None):
@@ -175,6 +189,12 @@ def _finetune(args) -> int:
     if not is_main_process():
         return 0
     (Path(args.out) / "model" / "pause.json").write_text(json.dumps(meta))
+    if args.json:
+        out = Path(args.out).resolve()
+        print_json({"model": str(out / "model"), "out": str(out), **_losses(hist), "parameters": hist["parameters"],
+                    "examples": len(pairs), "source": a["model"], "tasks": a["task"],
+                    **{k: a[k] for k in a if k not in ("model", "task", "checkpoint_every")}, "resumed": args.resume})
+        return 0
     print(f"fine-tuned on {', '.join(a['task'])} with M_ft={cfg.m_ft}; final loss "
           f"{sum(hist['losses'][-20:]) / len(hist['losses'][-20:]):.3f}; model in {Path(args.out) / 'model'}")
     return 0

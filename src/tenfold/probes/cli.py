@@ -26,9 +26,11 @@ def add_commands(sub) -> None:
                             "device_map (transformers from_pretrained); --device then only sets the default dtype")
         if verb == "fit":
             q.add_argument("--no-random-baseline", action="store_true", help="skip the randomly initialised model")
-            q.add_argument("--json", action="store_true")
         if verb == "plot":
             q.add_argument("--out", default="probes", help="directory for the PNG files")
+        q.add_argument("--json", action="store_true", help={
+            "extract": "print dataset, prompt, model, entities, layers, dims and the cache file as JSON",
+            "fit": None, "plot": "print the PNG files written and the probe's metrics as JSON"}[verb])
         q.set_defaults(func=_run)
 
 
@@ -48,6 +50,10 @@ def _run(args) -> int:
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")
+    if args.probes_verb != "extract":
+        from tenfold.probes.fit import check_split
+
+        check_split(data.is_test)  # before the model loads and the activations are extracted
     model, tok = load_lm(args.model, quantize=None, device=args.device, device_map=args.device_map)
     with Progress(transient=True) as bar:  # on stderr, so --json keeps it (tenfold.cli: only on a terminal)
         task = bar.add_task(args.probes_verb, total=None)
@@ -56,9 +62,20 @@ def _run(args) -> int:
             bar.update(task, description=what, completed=done, total=total)
 
         if args.probes_verb == "extract":
+            from tenfold.probes.activations import cache_path
+
+            cache = cache_path(model, data.name, args.prompt, data.entities)
+            was_cached = cache.exists()
             acts = cached_extract(model, tok, data.name, args.prompt, data.prompts[args.prompt], data.entities,
                                   progress=lambda d, t: tick("extract", d, t))
-            print(f"{data.name}: {acts.shape[0]} entities x {acts.shape[1]} layers x {acts.shape[2]} dims cached")
+            if args.json:
+                from tenfold.models.lm import DEFAULT_LM
+
+                print_json({"dataset": data.name, "prompt": args.prompt, "model": args.model or DEFAULT_LM,
+                            "entities": acts.shape[0], "layers": acts.shape[1], "dims": acts.shape[2],
+                            "cache": str(cache), "was_cached": was_cached})
+            else:
+                print(f"{data.name}: {acts.shape[0]} entities x {acts.shape[1]} layers x {acts.shape[2]} dims cached")
             return 0
         study = run_study(model, tok, data, args.prompt, random_baseline=not getattr(args, "no_random_baseline", False),
                           progress=tick)
@@ -87,5 +104,9 @@ def _run(args) -> int:
     title = f"{data.name}, layer {m['best_layer']}"
     fig = plots.world_map(true, pred, labels, title) if data.kind == "space" else plots.years(true[:, 0], pred[:, 0], title)
     fig.savefig(out / f"{data.name}-held-out.png", dpi=110)
-    print(f"plots written to {out.resolve()}")
+    if args.json:
+        files = [str((out / f"{data.name}-{kind}.png").resolve()) for kind in ("r2-by-layer", "held-out")]
+        print_json({"dataset": data.name, "out": str(out.resolve()), "files": files, **m})
+    else:
+        print(f"plots written to {out.resolve()}")
     return 0

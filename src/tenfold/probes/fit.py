@@ -16,6 +16,8 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tenfold.errors import TenfoldError
+
 ALPHAS = np.logspace(-1, 5, 13)
 EARTH_KM = 6371.0
 
@@ -68,12 +70,19 @@ def _standardise(y_train, y_test):
     return (y_train - mu) / sd, (y_test - mu) / sd, (mu, sd)
 
 
+def check_split(is_test: np.ndarray) -> None:
+    """Enough entities on both sides of the held-out split to fit and score a probe, or one clear error."""
+    train, test = int((~is_test).sum()), int(is_test.sum())
+    if train < 10 or test < 5:
+        raise TenfoldError(f"too few entities to probe (train {train}, held out {test}; at least 10 and 5 are "
+                           "needed): use more entities (a larger --limit)")
+
+
 def fit_layers(acts: np.ndarray, targets: np.ndarray, is_test: np.ndarray, kind: str, shuffle_seed: int | None = None,
                progress=None) -> list[dict]:
     """One probe per layer. ``acts`` (N, layers, hidden); returns per-layer scores (+ predictions)."""
+    check_split(is_test)
     train, test = ~is_test, is_test
-    if train.sum() < 10 or test.sum() < 5:
-        raise ValueError(f"too few entities to probe (train {train.sum()}, test {test.sum()})")
     y_train, y_test, (mu, sd) = _standardise(targets[train], targets[test])
     if shuffle_seed is not None:
         y_train = np.random.default_rng(shuffle_seed).permutation(y_train)

@@ -14,6 +14,8 @@ def add_commands(sub) -> None:
     d.add_argument("--out", required=True, help="directory for dataset.json")
     d.add_argument("--cities", type=int, default=2000)
     d.add_argument("--films", type=int, default=2000)
+    d.add_argument("--json", action="store_true",
+                   help="print the dataset file, passage and question counts (by split and kind) as JSON")
     d.set_defaults(func=_data)
 
     def common(q):
@@ -34,6 +36,8 @@ def add_commands(sub) -> None:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
+    t.add_argument("--json", action="store_true",
+                   help="print the model path, steps, loss_first, loss_last and settings as JSON (progress on stderr)")
     t.set_defaults(func=_train_lm)
 
     r = verbs.add_parser("train-retriever", help="R-ft: fit the query encoder to LM-supervised retrieval targets")
@@ -46,6 +50,9 @@ def add_commands(sub) -> None:
     r.add_argument("--tau", type=float, default=1.0, help="LSR temperature")
     r.add_argument("--tau-r", type=float, default=0.05, help="retriever temperature")
     r.add_argument("--resume", action="store_true", help="reuse the LSR targets already computed in --out")
+    r.add_argument("--json", action="store_true",
+                   help="print the query encoder path, steps, kl_first, kl_last and settings as JSON (progress on "
+                        "stderr)")
     r.set_defaults(func=_train_retriever)
 
     e = verbs.add_parser("eval", help="held-out accuracy and retriever recall@k")
@@ -79,6 +86,12 @@ def _data(args) -> int:
     ds = build(args.cities, args.films)
     path = ds.save(Path(args.out) / "dataset.json")
     counts = Counter((q.split, q.kind) for q in ds.questions)
+    if args.json:
+        by_split = {split: {kind: n for (s, kind), n in sorted(counts.items()) if s == split}
+                    for split in ("train", "dev", "test")}
+        print_json({"dataset": str(Path(path).resolve()), "passages": len(ds.passages),
+                    "questions": len(ds.questions), "by_split": by_split, "cities": args.cities, "films": args.films})
+        return 0
     print(f"{len(ds.passages)} passages, {len(ds.questions)} questions -> {path}")
     for split in ("train", "dev", "test"):
         print(f"  {split:5s} " + ", ".join(f"{kind} {n}" for (s, kind), n in sorted(counts.items()) if s == split))
@@ -139,8 +152,16 @@ def _train_lm(args) -> int:
                                 lora_r=args.lora_r, seed=args.seed, run_dir=args.out, resume=args.resume,
                                 checkpoint_every=args.checkpoint_every, progress=tick, stop_after=args.stop_after)
     from tenfold.models.finetune import is_main_process
+    from tenfold.models.lm import DEFAULT_LM
 
     if not is_main_process():  # under `accelerate launch`, the main process reports
+        return 0
+    if args.json:
+        out = Path(args.out).resolve()
+        print_json({"model": str(out / "model"), "out": str(out), "steps": len(losses), "loss_first": losses[0],
+                    "loss_last": sum(losses[-10:]) / len(losses[-10:]), "examples": len(examples),
+                    "questions": len(train), "lm": args.model or DEFAULT_LM, "k": args.k, "batch_size": args.batch_size,
+                    "lr": args.lr, "lora_r": args.lora_r, "seed": args.seed, "resumed": args.resume})
         return 0
     print(f"LM-ft done: loss {losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}; model in {args.out}/model")
     return 0
@@ -190,6 +211,15 @@ def _train_retriever(args) -> int:
                                      batch_size=args.batch_size, lr=args.lr, tau_r=args.tau_r, seed=args.seed,
                                      progress=tick)
     retriever.save_query_encoder(out / "query_encoder")
+    if args.json:
+        from tenfold.models.lm import DEFAULT_LM
+
+        print_json({"query_encoder": str((out / "query_encoder").resolve()), "out": str(out.resolve()),
+                    "lsr_targets": str(targets_path.resolve()), "steps": len(losses), "kl_first": losses[0],
+                    "kl_last": sum(losses[-10:]) / len(losses[-10:]), "questions": len(train),
+                    "lm": args.model or DEFAULT_LM, "k": args.k, "batch_size": args.batch_size, "lr": args.lr,
+                    "tau": args.tau, "tau_r": args.tau_r, "seed": args.seed, "resumed": args.resume})
+        return 0
     print(f"R-ft done: KL {losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}; query encoder in "
           f"{out / 'query_encoder'}")
     return 0

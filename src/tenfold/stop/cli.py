@@ -39,9 +39,11 @@ def add_commands(sub) -> None:
     i.set_defaults(func=_improve)
     s = verbs.add_parser("seed", help="print a task's seed program")
     s.add_argument("--task", required=True, choices=sorted(UTILITIES))
+    s.add_argument("--json", action="store_true", help="print task and program (the source) as JSON")
     s.set_defaults(func=_seed)
     d = verbs.add_parser("describe", help="print a task's description (what a language model is shown)")
     d.add_argument("--task", required=True, choices=sorted(UTILITIES))
+    d.add_argument("--json", action="store_true", help="print task and description as JSON")
     d.set_defaults(func=_describe)
     b = verbs.add_parser("sandbox-bench", help="runs per second and HumanEval time with and without namespaces; "
                                                "hostile programs with the audit hook off")
@@ -127,14 +129,22 @@ def _sandbox_bench(args) -> int:
 def _seed(args) -> int:
     from tenfold.stop.utilities import seed_program
 
-    print(seed_program(args.task), end="")
+    source = seed_program(args.task)
+    if args.json:
+        print_json({"task": args.task, "program": source})
+    else:
+        print(source, end="")
     return 0
 
 
 def _describe(args) -> int:
     from tenfold.stop.utilities import get_utility
 
-    print(get_utility(args.task).description)
+    description = get_utility(args.task).description
+    if args.json:
+        print_json({"task": args.task, "description": description})
+    else:
+        print(description)
     return 0
 
 
@@ -156,7 +166,7 @@ def _improve(args) -> int:
     budget = Budget(lm_calls=args.lm_calls, samples=args.samples, utility_calls=args.utility_calls,
                     max_tokens=args.max_tokens)
     stop = STOP(backend_from_args(args), budget, seed=args.seed, isolation=isolation)
-    with Progress(disable=args.json, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr (tenfold.cli), so --json keeps it
         job = bar.add_task("self-improvement", total=args.iterations + 1)
         archive = stop.self_improve(args.iterations, args.task, args.tests,
                                     progress=lambda t, n, mu: bar.update(job, completed=t + 1,

@@ -103,7 +103,7 @@ def _stream_ppl(args) -> int:
     if ids.numel() < args.tokens:
         raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
     ids = ids[: args.tokens]
-    with Progress(disable=args.json, transient=True) as bar:
+    with Progress(transient=True) as bar:  # on stderr (tenfold.cli), so --json keeps it
         task = bar.add_task(f"{args.method} {args.sinks}+{args.window}", total=args.tokens - 1)
         result = perplexity(model, ids, args.method, args.sinks, args.window, blocked=args.blocked,
                             progress=lambda done, total: bar.update(task, completed=done))

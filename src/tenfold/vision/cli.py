@@ -21,6 +21,8 @@ def add_commands(sub) -> None:
     w.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--force", action="store_true", help="replace what --out already holds")
+    w.add_argument("--json", action="store_true", help="print the folder, scenes.jsonl, scene count, split, size and "
+                                                       "seed as JSON")
     w.set_defaults(func=_world)
     q = verbs.add_parser("parse", help="read a rendered image back into objects")
     q.add_argument("image")
@@ -75,7 +77,12 @@ def _world(args) -> int:
         job = bar.add_task(f"rendering {args.split}", total=args.n)
         out = write_dataset(args.out, args.n, args.split, args.size, args.seed,
                             progress=lambda i, n: bar.update(job, completed=i), force=args.force)
-    print(f"{args.n} {args.split} scenes ({args.size}x{args.size}) -> {out} (scenes.jsonl has descriptions and captions)")
+    if args.json:
+        print_json({"out": str(out), "scenes_file": str(out / "scenes.jsonl"), "scenes": args.n, "split": args.split,
+                    "size": args.size, "seed": args.seed})
+    else:
+        print(f"{args.n} {args.split} scenes ({args.size}x{args.size}) -> {out} (scenes.jsonl has descriptions and "
+              "captions)")
     return 0
 
 
