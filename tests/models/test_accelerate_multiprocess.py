@@ -184,6 +184,16 @@ def test_more_processes_than_batch_rows_is_one_error_line_not_one_per_process(co
     assert "a global batch of 2 rows cannot be shared by 3 processes" in r.stderr
 
 
+def test_a_stray_world_size_without_a_launcher_is_one_line(corpus, tmp_path):
+    """WORLD_SIZE left in the environment (a job script) but no launcher: accelerate's ValueError, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK")}
+    r = subprocess.run([sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(corpus), *PAUSE,
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=60,
+                       env=dict(env, WORLD_SIZE="2"), cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.startswith("tenfold: error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "MASTER_ADDR" in r.stderr, r.stderr
+
+
 def test_launched_processes_that_accelerate_cannot_join_are_a_clear_error(monkeypatch):
     from tenfold.errors import TenfoldError
     from tenfold.models import finetune
