@@ -39,6 +39,7 @@ CONFIGS = [dict(task="cartpole", generations=6, popsize=16, seed=0, eval_episode
 def test_ray_pool_gives_the_local_pools_fitness_values(local_ray, cfg):
     local, on_ray = _Scorer(TrainConfig(**cfg)), _Scorer(TrainConfig(**cfg), ray="local")
     try:
+        assert type(on_ray.pool).__module__.startswith("ray.util")  # scored by Ray actors, not a local fallback
         genomes = np.random.default_rng(0).uniform(-1, 1, (8, 167))
         expected = local(genomes, seed=11)
         assert len(set(expected)) > 1  # fitness that varies, so equality means something
