@@ -167,6 +167,21 @@ def test_unknown_device_is_one_line(verb):
     _one_line_error(run_cli(*verb, "--device", "gpu0", timeout=120), "unknown device 'gpu0'")
 
 
+@pytest.mark.parametrize("name", ["cuda:01", "cuda:99999999999999999999", "cuda:\u0663", "cuda:-1", "mps", ""])
+def test_odd_device_names_are_one_line(name):
+    """Names torch.device itself cannot parse (a leading zero, a huge index, a non-ASCII digit) are refused at parse
+    time like any unknown name, not by a traceback from torch."""
+    _one_line_error(run_cli("generate", "hi", "--device", name, timeout=120), "unknown device")
+
+
+def test_garbage_tenfold_device_names_the_variable(monkeypatch):
+    from tenfold.devices import resolve_device
+
+    monkeypatch.setenv("TENFOLD_DEVICE", "garbage")
+    with pytest.raises(TenfoldError, match="TENFOLD_DEVICE"):
+        resolve_device(None)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 @pytest.mark.parametrize("verb", [["generate", "hi"], ["stream-ppl", "--book", "emma", "--tokens", "8"],
                                   ["rag", "ask", "Where?", "--doc", __file__, "--mode", "long"], ["serve"],

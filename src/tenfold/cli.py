@@ -277,6 +277,15 @@ def build_parser() -> Parser:
     return parser
 
 
+def _say(line: str) -> None:
+    """Print ``line`` (an error or stop notice) on stderr, once per run: under ``accelerate launch`` / torchrun every
+    process runs the same checks on the same global state and fails alike, so only the main process (``RANK`` 0)
+    prints; the others exit with the same status in silence."""
+    if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        return
+    print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     for key, value in CLI_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -293,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except TrainingStopped as exc:  # asked for (--stop-after): not an error, but the run is not finished
-        print(f"tenfold: {exc}", file=sys.stderr)
+        _say(f"tenfold: {exc}")
         return 75
     except TenfoldError as exc:
-        print(f"tenfold: error: {exc}", file=sys.stderr)
+        _say(f"tenfold: error: {exc}")
         return 1
     except KeyboardInterrupt:
         print("tenfold: interrupted", file=sys.stderr)

@@ -25,8 +25,15 @@ def _ray():
     return ray
 
 
+# The HTTP/2 client preface and an empty SETTINGS frame (length 0, type 4, no flags, stream 0)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 4  # HTTP/2 frame type a gRPC server answers the preface with
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a HOST:PORT or ray://HOST:PORT nobody answers (``ray.init`` would retry for minutes)."""
+    """Fail fast on a HOST:PORT or ray://HOST:PORT nobody answers, or that answers but is not a Ray head (the GCS and
+    the Ray Client are gRPC servers, which answer an HTTP/2 preface with a SETTINGS frame; the dashboard or a web
+    server does not). ``ray.init`` would retry either for minutes."""
     if address == "auto":
         return  # Ray finds the cluster itself (RAY_ADDRESS or the one started on this machine), or says it cannot
     parts = urlsplit(address if "://" in address else f"ray://{address}")
@@ -34,13 +41,25 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None
-    if not host or not port:
+    if not host or not port or parts.scheme != "ray":
         raise TenfoldError(f"--ray {address!r}: give HOST:PORT of the Ray head (GCS, e.g. 10.0.0.5:6379), "
                            "ray://HOST:PORT (Ray Client), 'auto', or no address for a local Ray instance")
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise TenfoldError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc.__class__.__name__}") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # a TLS cluster answers a handshake, not a bare preface
+        try:
+            conn.sendall(_HTTP2_PREFACE)
+            head = conn.recv(9)
+        except OSError:
+            head = b""
+    if len(head) < 4 or head[3] != _SETTINGS:
+        raise TenfoldError(f"{address} answers, but is not a Ray head (no gRPC there): give the GCS port "
+                           "(`ray start --head --port`, default 6379) or ray://HOST:PORT of the Ray Client "
+                           "(default 10001), not the dashboard's 8265")
 
 
 class RayConnection:

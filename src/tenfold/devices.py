@@ -21,15 +21,26 @@ from tenfold.errors import TenfoldError
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 CPU = "cpu"
 _CUDA = "cuda"
-_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# N: what torch.device parses (ASCII digits, no leading zero, not beyond any machine's GPU count)
+_PATTERN = re.compile(r"^(auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?)$")
 
 
-def check_device_name(name: str) -> str:
-    """``name`` lower-cased if it is auto, cpu, cuda or cuda:N; TenfoldError otherwise (no torch import)."""
+def check_device_name(name: str, source: str = "") -> str:
+    """``name`` lower-cased if it is auto, cpu, cuda or cuda:N; TenfoldError otherwise (no torch import).
+    ``source``: where the name came from, for the message (e.g. "TENFOLD_DEVICE")."""
     text = str(name).strip().lower()
     if not _PATTERN.match(text):
-        raise TenfoldError(f"unknown device {name!r}; choose {DEVICE_CHOICES}")
+        where = f"{source}: " if source else ""
+        raise TenfoldError(f"{where}unknown device {name!r}; choose {DEVICE_CHOICES}")
     return text
+
+
+def _named(name) -> str:
+    """``name`` checked, or for None ``$TENFOLD_DEVICE`` checked (naming the variable when it is wrong), else auto."""
+    if name is not None:
+        return check_device_name(name)
+    env = os.environ.get("TENFOLD_DEVICE")
+    return check_device_name(env, "TENFOLD_DEVICE") if env else "auto"
 
 
 def resolve_device(name=None):
@@ -40,7 +51,7 @@ def resolve_device(name=None):
 
     if isinstance(name, torch.device):
         name = str(name)
-    text = check_device_name(os.environ.get("TENFOLD_DEVICE") or "auto" if name is None else name)
+    text = _named(name)
     available = torch.cuda.is_available()
     if text == "auto":
         return torch.device(_CUDA if available else CPU)
@@ -58,7 +69,7 @@ def resolve_device(name=None):
 def device_type(name=None) -> str:
     """"cpu" or "cuda" for ``name`` without asking whether that GPU exists (auto/None: what :func:`resolve_device`
     picks here)."""
-    text = check_device_name(os.environ.get("TENFOLD_DEVICE") or "auto" if name is None else str(name))
+    text = _named(None if name is None else str(name))
     return resolve_device(text).type if text == "auto" else text.split(":")[0]
 
 

@@ -109,6 +109,9 @@ def test_a_pause_checkpoint_resumes_under_the_other_process_count(corpus, pause_
     assert r.returncode == (75 if first == 1 else 1), r.stderr  # torchrun reports a worker's 75 as its own 1
     assert "stopped after step 3 of 6" in r.stderr and (run / "checkpoint").is_dir()
     assert not (run / "model").exists() and json.loads((run / "state.json").read_text())["step"] == 3
+    # each process saves its own RNG state: proof the launcher really started `first` processes
+    assert sorted(p.name for p in (run / "checkpoint").glob("random_states_*.pkl")) == [
+        f"random_states_{i}.pkl" for i in range(first)]
     r = tenfold(then, "pause", "pretrain", "--text", str(corpus), "--out", str(run), "--resume")
     assert r.returncode == 0, r.stderr
     assert not (run / "checkpoint").exists()
@@ -168,6 +171,27 @@ def test_a_radit_lm_ft_checkpoint_saved_by_two_processes_resumes_in_one(radit, r
     r = tenfold(1, *lm_ft(radit), "--out", str(run), "--resume")
     assert r.returncode == 0, r.stderr
     assert_same_run(radit_one, run)
+
+
+@pytest.mark.timeout(90)
+def test_more_processes_than_batch_rows_is_one_error_line_not_one_per_process(corpus, tmp_path):
+    """Every process runs the same checks on the same global state, so only the main one prints the error (the
+    launcher adds its own summary of the failed processes, which is accelerate's, not ours)."""
+    r = tenfold(3, "pause", "pretrain", "--text", str(corpus), *PAUSE[:2], "--batch-size", "2", "--seq-len", "32",
+                "--vocab-size", "400", "--out", str(tmp_path / "run"))
+    assert r.returncode != 0
+    assert r.stderr.count("tenfold: error:") == 1, r.stderr
+    assert "a global batch of 2 rows cannot be shared by 3 processes" in r.stderr
+
+
+def test_a_stray_world_size_without_a_launcher_is_one_line(corpus, tmp_path):
+    """WORLD_SIZE left in the environment (a job script) but no launcher: accelerate's ValueError, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK")}
+    r = subprocess.run([sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(corpus), *PAUSE,
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=60,
+                       env=dict(env, WORLD_SIZE="2"), cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.startswith("tenfold: error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "MASTER_ADDR" in r.stderr, r.stderr
 
 
 def test_launched_processes_that_accelerate_cannot_join_are_a_clear_error(monkeypatch):

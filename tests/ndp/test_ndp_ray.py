@@ -39,6 +39,7 @@ CONFIGS = [dict(task="cartpole", generations=6, popsize=16, seed=0, eval_episode
 def test_ray_pool_gives_the_local_pools_fitness_values(local_ray, cfg):
     local, on_ray = _Scorer(TrainConfig(**cfg)), _Scorer(TrainConfig(**cfg), ray="local")
     try:
+        assert type(on_ray.pool).__module__.startswith("ray.util")  # scored by Ray actors, not a local fallback
         genomes = np.random.default_rng(0).uniform(-1, 1, (8, 167))
         expected = local(genomes, seed=11)
         assert len(set(expected)) > 1  # fitness that varies, so equality means something
@@ -80,6 +81,29 @@ def test_cli_ray_local_trains_and_bad_addresses_are_one_line(tmp_path):
         bad = _cli("train", "--task", "xor", "--ray", address, "--out", str(tmp_path / address))
         assert bad.returncode != 0 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_an_address_that_is_not_a_ray_head_is_one_line_and_quick(tmp_path):
+    """A port that answers but is not Ray's (the dashboard's 8265, a web server): refused in one line at once, not
+    after Ray's minutes of retries; an http:// address is refused before any connection."""
+    import http.server
+    import threading
+    import time
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for address, message in ((f"127.0.0.1:{port}", "is not a Ray head"),
+                                 (f"ray://127.0.0.1:{port}", "is not a Ray head"),
+                                 (f"http://127.0.0.1:{port}", "give HOST:PORT of the Ray head")):
+            start = time.time()
+            bad = _cli("train", "--task", "xor", "--ray", address, "--out", str(tmp_path / "run"))
+            assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+            assert time.time() - start < 20
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture

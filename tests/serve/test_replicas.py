@@ -106,6 +106,10 @@ def test_config_rejects_bad_replicas():
     with pytest.raises(TenfoldError, match="not HOST:PORT"):
         nginx_config(["a:1; evil"])
     assert "hash $http_x_session_id consistent;" in nginx_config(["10.0.0.1:8000", "10.0.0.2:8000"])
+    lb = Nginx(["127.0.0.1:99999"])  # passes the HOST:PORT check; nginx itself refuses the port
+    with pytest.raises(TenfoldError, match=r"^nginx rejected the config: invalid port in upstream \"127.0.0.1:99999\""):
+        lb.__enter__()
+    assert not lb.dir.exists()  # its temporary directory is gone
 
 
 def test_a_missing_nginx_is_one_clear_error(monkeypatch):
@@ -114,3 +118,19 @@ def test_a_missing_nginx_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(replicas, "find_nginx", lambda: None)
     with pytest.raises(TenfoldError, match=r"nginx is not installed \(Debian: apt-get install nginx"):
         replicas.Nginx(["127.0.0.1:1"])
+
+
+def test_the_balancers_own_errors_are_openai_json():
+    """What nginx answers itself (no replica reachable, a header or body too large) is an OpenAI-shaped JSON error a
+    client can read, not nginx's HTML page; with every replica down it is a 503 to retry, not a bare 502."""
+    from tenfold.serve.launch import free_port
+
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    with Nginx(dead, max_body="1k") as lb:
+        down = httpx.post(lb.base + "/v1/chat/completions", json={}, headers={"X-Session-Id": "s1"})
+        assert down.status_code == 503 and down.headers["retry-after"]
+        assert down.json()["error"]["type"] == "service_unavailable"
+        for headers, kw, status in (({"X-Session-Id": "x" * 20000}, {}, 431), ({}, {"content": b"x" * 5000}, 413)):
+            r = httpx.post(lb.base + "/v1/chat/completions", headers=headers, **kw)
+            assert r.status_code == status, r.text
+            assert r.json()["error"]["type"] == "invalid_request_error"

@@ -81,10 +81,15 @@ def _on_cpu() -> bool:
 def process_state():
     """accelerate's ``PartialState`` for this process (gloo on CPU when launched as several processes without a GPU).
 
-    Raises TenfoldError when the launcher started N > 1 processes but accelerate sees a different number."""
+    Raises TenfoldError when the launcher started N > 1 processes but accelerate sees a different number, or when
+    accelerate cannot join them (e.g. ``WORLD_SIZE`` set without a launcher, so no ``MASTER_ADDR``)."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=_on_cpu())
+    try:
+        state = PartialState(cpu=_on_cpu())
+    except ValueError as exc:  # accelerate's checks of the launcher's environment
+        raise TenfoldError(f"cannot join the {_launched_processes()} launched processes (WORLD_SIZE): "
+                           f"{str(exc).splitlines()[0]}; start them with `accelerate launch`") from None
     if state.num_processes != _launched_processes():
         raise TenfoldError(f"launched as {_launched_processes()} processes but accelerate sees {state.num_processes}; "
                            "start several processes with `accelerate launch --multi_gpu --num_processes N`")

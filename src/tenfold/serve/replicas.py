@@ -16,6 +16,7 @@ user with everything (pid, temp files, config) in one directory, as the tests do
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,15 @@ import time
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+
+
+# (named location, status, OpenAI error type, message, extra directives) for the errors nginx answers itself
+_OWN_ERRORS = (
+    ("@no_replica", 503, "service_unavailable", "no tenfold serve replica answered; retry shortly",
+     "\n            add_header Retry-After 2 always;"),
+    ("@body_too_large", 413, "invalid_request_error", "the request body is larger than the balancer allows (client_max_body_size)", ""),
+    ("@header_too_large", 431, "invalid_request_error", "a request header is too large for the balancer", ""),
+)
 
 
 def nginx_config(replicas: list[str], listen: str = "127.0.0.1:8080", prefix: str | os.PathLike | None = None,
@@ -46,6 +56,11 @@ def nginx_config(replicas: list[str], listen: str = "127.0.0.1:8080", prefix: st
         if not host or not port.isdigit() or any(c.isspace() or c in ";{}" for c in r):
             raise TenfoldError(f"replica {r!r} is not HOST:PORT")
     servers = "\n".join(f"        server {r} max_fails=1 fail_timeout=10s;" for r in replicas)
+    errors = "\n".join(f"""\
+        location {name} {{
+            default_type application/json;{extra}
+            return {status} '{{"error": {{"message": "{message}", "type": "{type_}", "param": null, "code": null}}}}';
+        }}""" for name, status, type_, message, extra in _OWN_ERRORS)
     http = f"""\
     # One session, one replica: the X-Session-Id header hashed onto a consistent (ketama) ring.
     # No header: an empty key, which nginx balances round-robin.
@@ -57,6 +72,12 @@ def nginx_config(replicas: list[str], listen: str = "127.0.0.1:8080", prefix: st
     server {{
         listen {listen};
         client_max_body_size {max_body};
+        # What nginx answers itself, as the replicas answer errors: OpenAI-shaped JSON (a replica's own
+        # errors pass through untouched).
+        error_page 502 503 504 = @no_replica;
+        error_page 413 = @body_too_large;
+        error_page 494 = @header_too_large;
+{errors}
         location / {{
             proxy_pass http://tenfold_serve;
             proxy_http_version 1.1;
@@ -136,12 +157,19 @@ class Nginx:
         argv = [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-e", "stderr"]  # -e: not the built-in log path
         test = subprocess.run([*argv, "-t"], capture_output=True, text=True)
         if test.returncode != 0:
-            raise TenfoldError(f"nginx rejected the config: {test.stderr.strip().splitlines()[-1]}")
+            lines = test.stderr.strip().splitlines() or ["(no message)"]
+            why = next((line for line in lines if "[emerg]" in line), lines[-1])  # the last line is "test failed"
+            why = re.sub(r"^.*?\[emerg\] [0-9#]+: ", "", why)  # no timestamp and pids
+            self.__exit__()
+            raise TenfoldError(f"nginx rejected the config: {why}")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise TenfoldError(f"nginx exited: {self.log().strip()[-500:]}")
+                self.proc = None
+                why = self.log().strip()[-500:]
+                self.__exit__()
+                raise TenfoldError(f"nginx exited: {why}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
