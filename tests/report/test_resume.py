@@ -150,3 +150,19 @@ def test_library_warnings_go_into_the_result_not_the_console(tmp_path, monkeypat
     assert json.loads((tmp_path / "r" / "results" / "t-warns.json").read_text())["warnings"] == ["FutureWarning: old API"]
     html = (tmp_path / "r" / "index.html").read_text()
     assert "Warnings raised during the run (1)" in html and "FutureWarning: old API" in html
+
+
+def test_another_device_is_another_result(tmp_path, two_experiments, monkeypatch):
+    """The device the models run on decides the numbers: a result made on the CPU does not stand for a run on a GPU
+    (`reproduce --device cuda`). No GPU here, so the resolved device is stood in for."""
+    import tenfold.devices
+
+    exps, _ = two_experiments
+    out = tmp_path / "report"
+    _run(exps[:1], out)
+    assert fp.fingerprint(exps[0], "smoke")["device"] == "cpu"
+    _run(exps[:1], out)
+    assert CALLS["t-ndp"] == 1
+    monkeypatch.setattr(tenfold.devices, "resolve_device", lambda name=None: "cuda:0")
+    _run(exps[:1], out)
+    assert CALLS["t-ndp"] == 2

@@ -89,8 +89,10 @@ def code_hash(modules: list[str]) -> str:
 
 def fingerprint(exp, profile: str) -> dict:
     """What decides an experiment's numbers, short of running it."""
+    from tenfold.devices import resolve_device
+
     modules = reachable(exp.fn.__module__)
-    return {"profile": profile, "modules": len(modules), "code": code_hash(modules),
+    return {"profile": profile, "device": str(resolve_device(None)), "modules": len(modules), "code": code_hash(modules),
             "python": platform.python_version(),
             "libraries": hashlib.sha256(json.dumps(provenance.libraries(), sort_keys=True).encode()).hexdigest()}
 
