@@ -152,3 +152,20 @@ def test_probes_fit_cli_json_shape():
 def test_probes_cli_bad_input_is_one_line(args, message):
     r = _cli(*args)
     assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_activation_cache_is_per_dtype(tmp_path, monkeypatch):
+    """A bfloat16 model (the GPU default) must not read the float32 model's cached activations, nor the reverse;
+    float32 keeps the key it always had."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tenfold.probes.activations import cache_path
+
+    monkeypatch.setenv("TENFOLD_HOME", str(tmp_path))
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    f32 = cache_path(model, "films", "bare", ["A", "B"])
+    assert f32.name.startswith("films-bare-2-") and "float" not in f32.name
+    bf16 = cache_path(model.to(torch.bfloat16), "films", "bare", ["A", "B"])
+    assert bf16 != f32 and bf16.name.endswith("-bfloat16.npy")

@@ -51,8 +51,13 @@ def model_key(model) -> str:
 
 
 def cache_path(model, dataset: str, prompt: str, entities: list[str]) -> Path:
+    """Where the activations of ``entities`` under ``prompt`` are cached for ``model``: keyed by the model, the
+    dataset, the prompt, the entity list and the model's dtype when it is not float32 (a bfloat16 model on a GPU
+    gives other numbers than the float32 one; float32 keeps the key it always had)."""
     digest = hashlib.sha1(json.dumps(entities).encode("utf-8")).hexdigest()[:12]
-    return Path(home()) / "probes" / model_key(model) / f"{dataset}-{prompt}-{len(entities)}-{digest}.npy"
+    dtype = getattr(model, "dtype", torch.float32)
+    precision = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    return Path(home()) / "probes" / model_key(model) / f"{dataset}-{prompt}-{len(entities)}-{digest}{precision}.npy"
 
 
 @torch.no_grad()
