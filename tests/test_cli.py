@@ -328,3 +328,28 @@ def test_doctor_says_what_is_in_place_and_what_to_fix(tmp_path, capsys, monkeypa
     out = capsys.readouterr().out
     assert "problem: the bundled model is not converted yet: `tenfold data prepare`" in out
     assert "corpora not fetched yet: austen, calendar, fortunes-zh" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["reproduce", "streaming-memory", "--profile", "smoke"],
+    ["probes", "plot", "--dataset", "world-places"],
+    ["pause", "pretrain", "--steps", "1"],
+    ["radit", "data"],
+    ["vision", "world", "--n", "2"],
+    ["lmm", "suite"],
+    ["stop", "improve", "--iterations", "1"],
+], ids=lambda a: " ".join(a[:2]))
+def test_out_under_a_file_or_naming_one_is_one_line(tmp_path, args):
+    """An --out whose parent is a file (or, for verbs that make the folder, that is a file) is one line, not an
+    OSError traceback from mkdir, and before the verb's work."""
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    _one_line_error(run_cli(*args, "--out", str(existing / "sub")), "file.txt")
+    assert existing.read_text() == "keep me"
+
+
+def test_an_os_error_on_a_path_is_one_line(tmp_path):
+    """A path the system refuses at write time (here a plot under a file) is one line naming it, not a traceback."""
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    _one_line_error(run_cli("rag", "index", str(existing), "--out", str(existing / "idx")), "file.txt")

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, directory, out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -254,7 +254,7 @@ def build_parser() -> Parser:
                    help="re-run every experiment; by default a stored result made with the same profile, code, "
                         "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
-    p.add_argument("--out", default="report", help="report directory (default: ./report)")
+    p.add_argument("--out", type=directory, default="report", help="report directory (default: ./report)")
     add_device_arg(p, help="where the experiments' models run: auto (a GPU when torch sees one, else the CPU), cpu, "
                            "cuda or cuda:N (bfloat16 on a GPU); the papers' numbers here were measured on CPU")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a path the system refuses (under a file, read-only, full disk): one line naming it
+        if exc.filename is None:
+            raise
+        print(f"tenfold: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -20,7 +21,7 @@ def add_commands(sub) -> None:
     verbs = p.add_subparsers(dest="lmm_verb", required=True, metavar="{suite,run}")
 
     s = verbs.add_parser("suite", help="write a probe suite with exact answers, generated from the visual world")
-    s.add_argument("--out", required=True, help="directory for suite.json and images/")
+    s.add_argument("--out", type=directory, required=True, help="directory for suite.json and images/")
     s.add_argument("--n", type=int, default=10, help="samples per category (referring: scenes, one per pointer)")
     s.add_argument("--size", type=int, default=128, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0)
@@ -32,7 +33,7 @@ def add_commands(sub) -> None:
 
     r = verbs.add_parser("run", help="ask every sample of a suite and score the answers")
     r.add_argument("suite", help="a suite file (.json / .yaml)")
-    r.add_argument("--out", required=True, help="run directory: answers.jsonl (the resumable cache), "
+    r.add_argument("--out", type=directory, required=True, help="run directory: answers.jsonl (the resumable cache), "
                                                 "results.jsonl, summary.json, report.html")
     r.add_argument("--backend", choices=["local", "openai"], default="local")
     r.add_argument("--vlm", default=None, help="for --backend local: a VLM directory (`tenfold vision train-vlm`)")

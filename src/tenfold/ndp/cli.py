@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -32,14 +33,14 @@ def add_commands(sub) -> None:
     t.add_argument("--max-nodes", type=int, default=64)
     t.add_argument("--paper-division", action="store_true",
                    help="daughters copy the neighbourhood mean exactly (no learned offset; see the docs)")
-    t.add_argument("--out", default=None, help="run directory (default ndp-runs/TASK-seedS)")
+    t.add_argument("--out", type=directory, default=None, help="run directory (default ndp-runs/TASK-seedS)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--json", action="store_true",
                    help="print task, best_fitness, eval_mean, eval_std, nodes, edges, parameters as JSON")
     t.set_defaults(func=_train)
     s = verbs.add_parser("show", help="draw a run's growth and fitness curve (and a GIF of an episode)")
     s.add_argument("run", help="a run directory written by tenfold ndp train")
-    s.add_argument("--out", default=None, help="where to write the pictures (default: the run directory)")
+    s.add_argument("--out", type=directory, default=None, help="where to write the pictures (default: the run directory)")
     s.add_argument("--gif", action="store_true", help="also render one episode of the grown policy (control tasks)")
     s.add_argument("--json", action="store_true", help="print the run's summary, the files written and the episode "
                                                        "return (--gif) as one JSON object")

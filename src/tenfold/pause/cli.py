@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -18,7 +19,7 @@ def add_commands(sub) -> None:
 
     def common(q, steps, lr, batch):
         # StoreGiven: --resume refuses a setting given anew that differs from the run's saved one
-        q.add_argument("--out", required=True, help="run directory (checkpoints, the final model in OUT/model)")
+        q.add_argument("--out", type=directory, required=True, help="run directory (checkpoints, the final model in OUT/model)")
         q.add_argument("--steps", type=int, default=steps, action=StoreGiven)
         q.add_argument("--batch-size", type=int, default=batch, action=StoreGiven)
         q.add_argument("--lr", type=float, default=lr, action=StoreGiven)
