@@ -280,6 +280,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     for key, value in CLI_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():  # libraries' own tqdm bars (transformers' "Loading weights", "Writing model shards"),
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # like ours, only on a terminal, not in a log
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
