@@ -25,6 +25,7 @@ def add_commands(sub) -> None:
     s.add_argument("--n", type=int, default=10, help="samples per category (referring: scenes, one per pointer)")
     s.add_argument("--size", type=int, default=128, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="replace the suite already in --out")
     s.add_argument("--category", action="append", choices=CATEGORIES, help="only these categories (repeat)")
     s.add_argument("--pointer", action="append", choices=POINTERS, help="only these pointer types (repeat)")
     s.add_argument("--json", action="store_true", help="print the suite file, sample counts (by category and pointer) "
@@ -60,7 +61,8 @@ def _suite(args) -> int:
     from tenfold.lmm.suite import CATEGORIES, load_suite
     from tenfold.lmm.world_suite import world_suite
 
-    path = world_suite(args.out, args.n, args.size, args.seed, args.category or CATEGORIES, args.pointer or POINTERS)
+    path = world_suite(args.out, args.n, args.size, args.seed, args.category or CATEGORIES, args.pointer or POINTERS,
+                       force=args.force)
     suite = load_suite(path)
     if args.json:
         from collections import Counter
