@@ -115,7 +115,7 @@ def _pretrain(args) -> int:
     from transformers import AutoTokenizer
 
     from tenfold.models.finetune import is_main_process
-    from tenfold.pause.corpus import pretraining_text, train_tokenizer
+    from tenfold.pause.corpus import check_vocab_size, pretraining_text, train_tokenizer
     from tenfold.pause.training import TrainConfig, small_llama, token_stream, train
 
     a = _run_args(args, ["text", "size", "seq_len", "vocab_size", "pause_rate", "steps", "batch_size", "lr", "seed",
@@ -123,6 +123,7 @@ def _pretrain(args) -> int:
     cfg = TrainConfig(steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], seq_len=a["seq_len"],
                       pause_rate=a["pause_rate"], seed=a["seed"], checkpoint_every=a["checkpoint_every"])
     cfg.check()
+    check_vocab_size(a["vocab_size"])
     if a["text"]:
         from tenfold.data.text import read_text
 
