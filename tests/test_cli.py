@@ -354,3 +354,11 @@ def test_an_os_error_on_a_path_is_one_line(tmp_path):
     existing = tmp_path / "file.txt"
     existing.write_text("keep me")
     _one_line_error(run_cli("rag", "index", str(existing), "--out", str(existing / "idx")), "file.txt")
+
+
+def test_report_on_a_folder_without_results_is_one_line_and_writes_nothing(tmp_path):
+    """``tenfold report .`` (or ``report ""``) in a folder that is not a report used to write an empty index.html
+    there and exit 0."""
+    _one_line_error(run_cli("report", str(tmp_path)), "no results")
+    _one_line_error(run_cli("report", ""), "empty")
+    assert list(tmp_path.iterdir()) == []

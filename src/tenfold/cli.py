@@ -203,6 +203,11 @@ def _cmd_doctor(args) -> int:
 def _cmd_report(args) -> int:
     from tenfold.report import build_report, load_records
 
+    if not args.dir.strip():
+        raise TenfoldError("the report directory is empty; give a folder made by tenfold reproduce --out")
+    if os.path.isdir(args.dir) and not os.path.isdir(os.path.join(args.dir, "results")):  # not a report: write nothing
+        raise TenfoldError(f"{args.dir} has no results/ folder, so it is not a report (tenfold reproduce --out "
+                           f"{args.dir} makes one)")
     index = os.path.abspath(build_report(args.dir))
     if args.json:
         print_json({"report": index, "dir": os.path.abspath(args.dir),
