@@ -362,3 +362,12 @@ def test_report_on_a_folder_without_results_is_one_line_and_writes_nothing(tmp_p
     _one_line_error(run_cli("report", str(tmp_path)), "no results")
     _one_line_error(run_cli("report", ""), "empty")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_not_a_model_is_one_whole_line(tmp_path):
+    """A config.json of an unknown model type and no tokenizer: transformers' warning stayed on stderr beside the
+    error, and the error was cut at its first line ("... from one of: ")."""
+    (tmp_path / "config.json").write_text('{"model_type": "nonsense"}')
+    res = run_cli("generate", "hi", "--model", str(tmp_path))
+    _one_line_error(res, "cannot load model")
+    assert not res.stderr.strip().endswith(":"), res.stderr

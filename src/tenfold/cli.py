@@ -17,7 +17,10 @@ from tenfold.jsonout import print_json
 
 # The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
 # libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
-CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# TRANSFORMERS_VERBOSITY: transformers' own warnings (e.g. "You are using a model of type ...") would sit beside
+# tenfold's one-line errors and progress; a user who wants them sets the variable.
+CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                    "TRANSFORMERS_VERBOSITY": "error"}
 
 # Each paper package's cli module exposes add_commands(subparsers).
 PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
