@@ -282,6 +282,7 @@ def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
     piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and "PausePT" not in piped.stderr and "PausePT" not in piped.stdout
     assert piped.stdout.startswith("pretrained") and len(piped.stdout.strip().splitlines()) == 1
+    assert "Writing model shards" not in piped.stderr and "it/s]" not in piped.stderr, piped.stderr  # transformers' bars
 
 
 def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
@@ -328,3 +329,45 @@ def test_doctor_says_what_is_in_place_and_what_to_fix(tmp_path, capsys, monkeypa
     out = capsys.readouterr().out
     assert "problem: the bundled model is not converted yet: `tenfold data prepare`" in out
     assert "corpora not fetched yet: austen, calendar, fortunes-zh" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["reproduce", "streaming-memory", "--profile", "smoke"],
+    ["probes", "plot", "--dataset", "world-places"],
+    ["pause", "pretrain", "--steps", "1"],
+    ["radit", "data"],
+    ["vision", "world", "--n", "2"],
+    ["lmm", "suite"],
+    ["stop", "improve", "--iterations", "1"],
+], ids=lambda a: " ".join(a[:2]))
+def test_out_under_a_file_or_naming_one_is_one_line(tmp_path, args):
+    """An --out whose parent is a file (or, for verbs that make the folder, that is a file) is one line, not an
+    OSError traceback from mkdir, and before the verb's work."""
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    _one_line_error(run_cli(*args, "--out", str(existing / "sub")), "file.txt")
+    assert existing.read_text() == "keep me"
+
+
+def test_an_os_error_on_a_path_is_one_line(tmp_path):
+    """A path the system refuses at write time (here a plot under a file) is one line naming it, not a traceback."""
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    _one_line_error(run_cli("rag", "index", str(existing), "--out", str(existing / "idx")), "file.txt")
+
+
+def test_report_on_a_folder_without_results_is_one_line_and_writes_nothing(tmp_path):
+    """``tenfold report .`` (or ``report ""``) in a folder that is not a report used to write an empty index.html
+    there and exit 0."""
+    _one_line_error(run_cli("report", str(tmp_path)), "no results")
+    _one_line_error(run_cli("report", ""), "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_is_not_a_model_is_one_whole_line(tmp_path):
+    """A config.json of an unknown model type and no tokenizer: transformers' warning stayed on stderr beside the
+    error, and the error was cut at its first line ("... from one of: ")."""
+    (tmp_path / "config.json").write_text('{"model_type": "nonsense"}')
+    res = run_cli("generate", "hi", "--model", str(tmp_path))
+    _one_line_error(res, "cannot load model")
+    assert not res.stderr.strip().endswith(":"), res.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
@@ -77,12 +78,34 @@ class StoreGiven(argparse.Action):
         setattr(namespace, "given", frozenset(getattr(namespace, "given", None) or ()) | {self.dest})
 
 
-def out_dir(path: str | Path, what: str = "--out") -> Path:
-    """A directory to write into: refused in one line when it names an existing file (before any work starts)."""
+def out_dir(path: str | Path, what: str | None = "--out") -> Path:
+    """A directory to write into: refused in one line (before any work starts) when it is empty, names an existing
+    file, or lies under a file or a folder this user cannot write to (where ``mkdir`` would fail later)."""
+    if str(path).strip() == "":
+        raise TenfoldError(f"{what or 'the path'} is empty; give a directory")
     path = Path(path)
+    name = f"{what} {path}" if what else str(path)
     if path.exists() and not path.is_dir():
-        raise TenfoldError(f"{what} {path} is an existing file; give a directory")
+        raise TenfoldError(f"{name} is an existing file; give a directory")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if parent != path.absolute():
+        if not parent.is_dir():
+            raise TenfoldError(f"{name}: {parent} is a file, not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TenfoldError(f"{name}: cannot create it, {parent} is not writable")
     return path
+
+
+def directory(text: str) -> str:
+    """``--out`` naming a folder, checked by :func:`out_dir` at parse time: a bad one is one line before any import
+    or work (the value stays a string, as the verbs expect)."""
+    try:
+        out_dir(text, what=None)  # argparse names the option
+    except TenfoldError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def device_name(text: str) -> str:

@@ -11,13 +11,16 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import add_device_arg, out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, directory, out_dir, positive_int, probability, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
 # The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
 # libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
-CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# TRANSFORMERS_VERBOSITY: transformers' own warnings (e.g. "You are using a model of type ...") would sit beside
+# tenfold's one-line errors and progress; a user who wants them sets the variable.
+CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                    "TRANSFORMERS_VERBOSITY": "error"}
 
 # Each paper package's cli module exposes add_commands(subparsers).
 PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
@@ -203,6 +206,11 @@ def _cmd_doctor(args) -> int:
 def _cmd_report(args) -> int:
     from tenfold.report import build_report, load_records
 
+    if not args.dir.strip():
+        raise TenfoldError("the report directory is empty; give a folder made by tenfold reproduce --out")
+    if os.path.isdir(args.dir) and not os.path.isdir(os.path.join(args.dir, "results")):  # not a report: write nothing
+        raise TenfoldError(f"{args.dir} has no results/ folder, so it is not a report (tenfold reproduce --out "
+                           f"{args.dir} makes one)")
     index = os.path.abspath(build_report(args.dir))
     if args.json:
         print_json({"report": index, "dir": os.path.abspath(args.dir),
@@ -254,7 +262,7 @@ def build_parser() -> Parser:
                    help="re-run every experiment; by default a stored result made with the same profile, code, "
                         "libraries and model weights is kept (so an interrupted run resumes)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
-    p.add_argument("--out", default="report", help="report directory (default: ./report)")
+    p.add_argument("--out", type=directory, default="report", help="report directory (default: ./report)")
     add_device_arg(p, help="where the experiments' models run: auto (a GPU when torch sees one, else the CPU), cpu, "
                            "cuda or cuda:N (bfloat16 on a GPU); the papers' numbers here were measured on CPU")
     p.add_argument("--json", action="store_true", help="print the report path and verdicts as JSON (progress "
@@ -289,6 +297,8 @@ def _say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     for key, value in CLI_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():  # libraries' own tqdm bars (transformers' "Loading weights", "Writing model shards"),
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # like ours, only on a terminal, not in a log
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -312,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a path the system refuses (under a file, read-only, full disk): one line naming it
+        if exc.filename is None:
+            raise
+        print(f"tenfold: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -196,3 +196,27 @@ def test_world_suite_has_exact_ground_truth(tmp_path):
             assert int(s.answer) == len(parse(read_images(s.images, tmp_path / "suite")[0]).objects)
     shots = [s for s in suite.samples if s.category == "few-shot"]
     assert all(len(s.examples) == 2 for s in shots)
+
+
+def test_lmm_suite_into_a_suite_folder_refuses_or_replaces_it_whole(tmp_path, capsys):
+    """``lmm suite --out`` is all or nothing, like ``vision world``: a folder that holds a suite is refused (``--force``
+    replaces it, leaving no image of the old suite), and an interrupted run leaves nothing behind."""
+    from unittest import mock
+
+    from tenfold.cli import main
+
+    out = tmp_path / "suite"
+    assert main(["lmm", "suite", "--out", str(out), "--n", "2", "--size", "64"]) == 0
+    many = len(list((out / "images").iterdir()))
+    assert main(["lmm", "suite", "--out", str(out), "--n", "1", "--size", "64"]) == 1
+    assert "already holds a suite" in capsys.readouterr().err
+    assert main(["lmm", "suite", "--out", str(out), "--n", "1", "--size", "64", "--force"]) == 0
+    images = {p.name for p in (out / "images").iterdir()}
+    assert len(images) < many and {i.split("/")[-1] for s in load_suite(out / "suite.json").samples
+                                   for i in s.images} <= images
+    referenced = {i.split("/")[-1] for s in load_suite(out / "suite.json").samples for i in s.images}
+    assert images == referenced | {e.split("/")[-1] for s in load_suite(out / "suite.json").samples
+                                   for ex in s.examples for e in ex.images}
+    with mock.patch("tenfold.lmm.world_suite.save_suite", side_effect=KeyboardInterrupt):
+        assert main(["lmm", "suite", "--out", str(tmp_path / "cut"), "--n", "1", "--size", "64"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite"]

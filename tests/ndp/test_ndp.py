@@ -231,3 +231,28 @@ def test_cli_show_gif_prints_no_false_error(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert shown.stderr == ""
     assert (run / "episode.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+
+
+def test_resume_refuses_settings_the_checkpoint_cannot_honour(tmp_path, capsys):
+    """``ndp train --resume --popsize 16`` on a popsize-8 run used to keep CMA-ES at 8 while config.json said 16;
+    settings fixed by the checkpoint (popsize, sigma0, seed, episodes, elitist) are one line, limits are honoured."""
+    from tenfold.cli import main
+
+    run = tmp_path / "run"
+    base = ["ndp", "train", "--task", "xor", "--popsize", "4", "--seed", "1", "--eval-episodes", "1", "--out", str(run)]
+    assert main([*base, "--generations", "1"]) == 0
+    saved = (run / "config.json").read_text()
+    capsys.readouterr()
+    for change in (["--popsize", "8"], ["--seed", "2"], ["--sigma0", "0.5"]):
+        args = [*base, "--generations", "2", "--resume", *change]
+        args[args.index(change[0]) + 1] = change[1]  # the changed value replaces base's
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert f"cannot change {change[0].lstrip('-')}" in err and err.count("\n") == 1, err
+    assert (run / "config.json").read_text() == saved
+    assert main([*base, "--generations", "2", "--resume", "--workers", "1"]) == 0  # a new limit is honoured
+    assert json.loads((run / "config.json").read_text())["generations"] == 2
+    # options not given again are the run's own, not the defaults (popsize 32, seed 0)
+    assert main(["ndp", "train", "--task", "xor", "--out", str(run), "--resume", "--generations", "3"]) == 0
+    got = json.loads((run / "config.json").read_text())
+    assert (got["generations"], got["popsize"], got["seed"]) == (3, 4, 1)

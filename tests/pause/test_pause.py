@@ -143,3 +143,14 @@ def test_missing_pause_token_is_a_clear_error(lm_copy):
     assert "<pause>" not in fresh.get_vocab()
     with pytest.raises(TenfoldError, match="add_pause_token"):
         pause_id(fresh)
+
+
+def test_a_vocab_smaller_than_the_byte_alphabet_is_refused_not_silently_raised(tmp_path, capsys):
+    """``pause pretrain --vocab-size 1`` used to train a 258-token vocabulary (the 256 bytes and two specials) and
+    record 1 in args.json; it is one line now, before anything is written."""
+    from tenfold.cli import main
+
+    assert main(["pause", "pretrain", "--out", str(tmp_path / "run"), "--steps", "1", "--vocab-size", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--vocab-size must be at least 258" in err and "got 1)" in err
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,6 @@
 """RA-DIT parts: the QA data, REPLUG ensembling, answer-only LM-ft, LM-supervised retrieval, checkpoints."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,13 @@ def test_retriever_finds_gold_passages_and_r_ft_fits_lsr_targets(data):
     assert np.allclose(r.vectors, r.embedder.encode(passages[:5]).tolist() + r.vectors[5:].tolist(), atol=1e-5)
     with pytest.raises(TenfoldError):
         r.search(["  "], 3)
+
+
+def test_zero_films_or_cities_means_none(tmp_path, capsys):
+    """``radit data --films 0`` used to render one film (the limit was checked after adding a film)."""
+    from tenfold.cli import main
+
+    assert main(["radit", "data", "--out", str(tmp_path / "d"), "--cities", "0", "--films", "0", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    kinds = {kind for split in got["by_split"].values() for kind in split}
+    assert not kinds & {"film_director", "film_year", "city_country"}, got["by_split"]

@@ -15,3 +15,21 @@ import pytest
 def test_bad_serve_settings(args, message):
     r = subprocess.run([sys.executable, "-m", "tenfold", "serve", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_port_in_use_or_an_unknown_host_is_one_line_before_the_model_loads():
+    """Both used to load the model, print "on http://HOST:PORT/v1", then end with uvicorn's own "ERROR: ..." line
+    and exit 3."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "tenfold", "serve", "--port", str(port)], capture_output=True,
+                           text=True, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"tenfold: error: cannot listen on 127.0.0.1:{port}") and "in use" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "tenfold", "serve", "--host", "no such host", "--port", "8123"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "--host" in r.stderr, r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -14,7 +15,7 @@ def add_commands(sub) -> None:
     verbs = p.add_subparsers(dest="kosmos_verb", required=True, metavar="{train,generate}")
 
     t = verbs.add_parser("train", help="train the foundation (CLIP, U-Net, MLLM; cached) and AlignerNet's two stages")
-    t.add_argument("--out", required=True, help="directory for the assembled model")
+    t.add_argument("--out", type=directory, required=True, help="directory for the assembled model")
     t.add_argument("--clip-steps", type=int, default=300)
     t.add_argument("--decoder-steps", type=int, default=300, help="U-Net training steps (the slow part)")
     t.add_argument("--vlm-steps", type=int, default=120, help="MLLM instruction-tuning steps (0: projector untrained)")

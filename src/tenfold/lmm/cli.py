@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -20,10 +21,11 @@ def add_commands(sub) -> None:
     verbs = p.add_subparsers(dest="lmm_verb", required=True, metavar="{suite,run}")
 
     s = verbs.add_parser("suite", help="write a probe suite with exact answers, generated from the visual world")
-    s.add_argument("--out", required=True, help="directory for suite.json and images/")
+    s.add_argument("--out", type=directory, required=True, help="directory for suite.json and images/")
     s.add_argument("--n", type=int, default=10, help="samples per category (referring: scenes, one per pointer)")
     s.add_argument("--size", type=int, default=128, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="replace the suite already in --out")
     s.add_argument("--category", action="append", choices=CATEGORIES, help="only these categories (repeat)")
     s.add_argument("--pointer", action="append", choices=POINTERS, help="only these pointer types (repeat)")
     s.add_argument("--json", action="store_true", help="print the suite file, sample counts (by category and pointer) "
@@ -32,7 +34,7 @@ def add_commands(sub) -> None:
 
     r = verbs.add_parser("run", help="ask every sample of a suite and score the answers")
     r.add_argument("suite", help="a suite file (.json / .yaml)")
-    r.add_argument("--out", required=True, help="run directory: answers.jsonl (the resumable cache), "
+    r.add_argument("--out", type=directory, required=True, help="run directory: answers.jsonl (the resumable cache), "
                                                 "results.jsonl, summary.json, report.html")
     r.add_argument("--backend", choices=["local", "openai"], default="local")
     r.add_argument("--vlm", default=None, help="for --backend local: a VLM directory (`tenfold vision train-vlm`)")
@@ -59,7 +61,8 @@ def _suite(args) -> int:
     from tenfold.lmm.suite import CATEGORIES, load_suite
     from tenfold.lmm.world_suite import world_suite
 
-    path = world_suite(args.out, args.n, args.size, args.seed, args.category or CATEGORIES, args.pointer or POINTERS)
+    path = world_suite(args.out, args.n, args.size, args.seed, args.category or CATEGORIES, args.pointer or POINTERS,
+                       force=args.force)
     suite = load_suite(path)
     if args.json:
         from collections import Counter

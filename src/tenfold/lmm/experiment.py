@@ -43,7 +43,7 @@ def lmm_probing(run):
     run.progress("the VLM")
     vlm, source = _vlm(run)
     out = Path(run.out_dir) / "lmm-probing"
-    suite_path = world_suite(out / "suite", n=n, size=128, seed=0)
+    suite_path = world_suite(out / "suite", n=n, size=128, seed=0, force=True)  # a re-run replaces it
     suite = load_suite(suite_path)
     run.settings.update(suite=f"{n} samples per category from held-out scenes (128x128 px; referring: {n} scenes x "
                               f"7 pointer types); {len(suite.samples)} samples", vlm=source,

@@ -14,6 +14,7 @@ Per category, ``n`` samples from held-out (``test``) scenes:
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
@@ -51,12 +52,39 @@ class _Writer:
 
 
 def world_suite(out: str | Path, n: int = 10, size: int = 128, seed: int = 0, categories=CATEGORIES,
-                pointers=POINTERS) -> Path:
-    """Write ``images/*.png`` and ``suite.json`` under ``out``; returns the suite file."""
+                pointers=POINTERS, force: bool = False) -> Path:
+    """Write ``images/*.png`` and ``suite.json`` under ``out``; returns the suite file.
+
+    All or nothing, as :func:`tenfold.vision.world.write_dataset`: the suite is written into a staging folder beside
+    ``out`` (``.<name>.partial``), renamed to ``out`` once complete and removed if the run is interrupted. An ``out``
+    that already holds a suite is refused (``force=True`` replaces it whole, so no image of the old suite stays), one
+    that holds anything else always is.
+    """
     bad = [c for c in categories if c not in CATEGORIES] + [p for p in pointers if p not in POINTERS]
     if bad or n < 1 or size < 32:
         raise TenfoldError(f"world suite: n >= 1, size >= 32, known categories and pointers (bad: {bad})")
-    out = Path(out)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise TenfoldError(f"--out {out} is a file; the suite is written into a folder")
+    held = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if held - {"suite.json", "images"}:
+        raise TenfoldError(f"--out {out} holds other files than a suite's (suite.json, images/): give a new folder")
+    if held and not force:
+        raise TenfoldError(f"--out {out} already holds a suite: give a new folder, or --force to replace it")
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run: never mixed with this one
+    try:
+        _write(staging, n, size, seed, categories, pointers)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:  # Ctrl-C, a full disk: nothing half-made is left
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / "suite.json"
+
+
+def _write(out: Path, n: int, size: int, seed: int, categories, pointers) -> Path:
     w = _Writer(out, size)
     rng = random.Random(f"lmm-suite:{seed}")
     pool = iter(scenes(200 * n + 400, "test", seed=seed + 77))

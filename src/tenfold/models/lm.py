@@ -151,8 +151,9 @@ def load_lm(name_or_path: str | None = None, dtype: torch.dtype | None = None, d
         if attn_implementation is None and model.config._attn_implementation == "sdpa":
             model.set_attn_implementation(DECODE_ATTENTION)
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a truncated or corrupt weights file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TenfoldError(f"cannot load model {name_or_path!r}: {first}") from None
+        said = " ".join(str(exc).split())  # transformers' message may span lines: one line, whole up to 300 chars
+        said = (said[:297] + "...") if len(said) > 300 else said or type(exc).__name__
+        raise TenfoldError(f"cannot load model {name_or_path!r}: {said}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device_map is None:

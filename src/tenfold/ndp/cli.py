@@ -1,8 +1,10 @@
 """``tenfold ndp train|show``: grow networks with a Neural Developmental Program, evolved by CMA-ES."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from tenfold.argtypes import StoreGiven, directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -15,15 +17,15 @@ def add_commands(sub) -> None:
     t = verbs.add_parser("train", help="evolve an NDP with CMA-ES; checkpoints in --out, resumable")
     t.add_argument("--task", required=True, choices=TASKS)
     t.add_argument("--generations", type=int, default=100)
-    t.add_argument("--popsize", type=int, default=32)
+    t.add_argument("--popsize", type=int, default=32, action=StoreGiven)
     t.add_argument("--workers", type=int, default=None,
                    help="processes scoring the population (default 1; with --ray, every CPU of the Ray cluster)")
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="score the population on Ray (pip install 'tenfold[cluster]'): no ADDRESS starts a local Ray "
                    "instance; HOST:PORT, ray://HOST:PORT or 'auto' joins a running cluster (tenfold on every node)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--sigma0", type=float, default=0.1, help="CMA-ES initial step size (default 0.1, as the paper)")
-    t.add_argument("--episodes", type=int, default=3, help="episodes per fitness evaluation (control tasks)")
+    t.add_argument("--seed", type=int, default=0, action=StoreGiven)
+    t.add_argument("--sigma0", type=float, default=0.1, action=StoreGiven, help="CMA-ES initial step size (default 0.1, as the paper)")
+    t.add_argument("--episodes", type=int, default=3, action=StoreGiven, help="episodes per fitness evaluation (control tasks)")
     t.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes for the final measurement")
     t.add_argument("--checkpoint-every", type=int, default=10)
     t.add_argument("--embedding-size", type=int, default=5)
@@ -32,14 +34,14 @@ def add_commands(sub) -> None:
     t.add_argument("--max-nodes", type=int, default=64)
     t.add_argument("--paper-division", action="store_true",
                    help="daughters copy the neighbourhood mean exactly (no learned offset; see the docs)")
-    t.add_argument("--out", default=None, help="run directory (default ndp-runs/TASK-seedS)")
+    t.add_argument("--out", type=directory, default=None, help="run directory (default ndp-runs/TASK-seedS)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--json", action="store_true",
                    help="print task, best_fitness, eval_mean, eval_std, nodes, edges, parameters as JSON")
     t.set_defaults(func=_train)
     s = verbs.add_parser("show", help="draw a run's growth and fitness curve (and a GIF of an episode)")
     s.add_argument("run", help="a run directory written by tenfold ndp train")
-    s.add_argument("--out", default=None, help="where to write the pictures (default: the run directory)")
+    s.add_argument("--out", type=directory, default=None, help="where to write the pictures (default: the run directory)")
     s.add_argument("--gif", action="store_true", help="also render one episode of the grown policy (control tasks)")
     s.add_argument("--json", action="store_true", help="print the run's summary, the files written and the episode "
                                                        "return (--gif) as one JSON object")
@@ -83,9 +85,12 @@ def _run_training(args, out: Path, workers: int) -> int:
 
     ndp = NDPConfig(embedding_size=args.embedding_size, hidden=args.hidden, growth_cycles=args.growth_cycles,
                     max_nodes=args.max_nodes, asymmetric_division=not args.paper_division)
-    cfg = TrainConfig(task=args.task, generations=args.generations, popsize=args.popsize, sigma0=args.sigma0,
-                      seed=args.seed, workers=workers, episodes=args.episodes, eval_episodes=args.eval_episodes,
-                      checkpoint_every=args.checkpoint_every, ndp=ndp)
+    fixed = {k: getattr(args, k) for k in ("popsize", "sigma0", "seed", "episodes")}
+    if args.resume:  # what the checkpoint fixes is the run's own unless typed again (then train() checks it)
+        saved = json.loads((out / "config.json").read_text())
+        fixed.update({k: saved[k] for k in fixed if k in saved and k not in (getattr(args, "given", None) or ())})
+    cfg = TrainConfig(task=args.task, generations=args.generations, workers=workers,
+                      eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every, ndp=ndp, **fixed)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}")]
     with Progress(*columns, transient=False) as bar:  # on stderr: --json keeps it

@@ -126,6 +126,11 @@ def _start(cfg: TrainConfig, ndp: NDP):
             "best": None, "best_fitness": -np.inf, "seconds": 0.0}
 
 
+# Settings a checkpoint fixes (the CMA-ES state, the fitness seeds and episodes); --resume may change the others
+# (generations, workers, checkpoint_every, eval_episodes).
+RESUME_FIXED = ("popsize", "sigma0", "seed", "episodes", "elitist")
+
+
 def check_run_dir(run: Path, resume: bool) -> None:
     """Refuse to overwrite a run, or to resume one that has no checkpoint."""
     ckpt = Path(run) / "checkpoint.pkl"
@@ -156,6 +161,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = Fa
             saved = json.loads((run / "config.json").read_text())
             if saved["task"] != cfg.task or saved["ndp"] != cfg.ndp.to_dict():
                 raise TenfoldError(f"{run} holds a {saved['task']} run with a different NDP; start a new run directory")
+            fixed = [f"{k} {getattr(cfg, k)} (the run's: {saved[k]})" for k in RESUME_FIXED
+                     if k in saved and saved[k] != getattr(cfg, k)]
+            if fixed:  # the checkpointed CMA-ES and fitness seeds hold these: they cannot change mid-run
+                raise TenfoldError(f"--resume cannot change {', '.join(fixed)}; drop them or start a new run directory")
             try:
                 state = pickle.loads(ckpt.read_bytes())
             except Exception as exc:  # a damaged file must not crash the CLI with a traceback

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -18,7 +19,7 @@ def add_commands(sub) -> None:
 
     def common(q, steps, lr, batch):
         # StoreGiven: --resume refuses a setting given anew that differs from the run's saved one
-        q.add_argument("--out", required=True, help="run directory (checkpoints, the final model in OUT/model)")
+        q.add_argument("--out", type=directory, required=True, help="run directory (checkpoints, the final model in OUT/model)")
         q.add_argument("--steps", type=int, default=steps, action=StoreGiven)
         q.add_argument("--batch-size", type=int, default=batch, action=StoreGiven)
         q.add_argument("--lr", type=float, default=lr, action=StoreGiven)
@@ -114,7 +115,7 @@ def _pretrain(args) -> int:
     from transformers import AutoTokenizer
 
     from tenfold.models.finetune import is_main_process
-    from tenfold.pause.corpus import pretraining_text, train_tokenizer
+    from tenfold.pause.corpus import check_vocab_size, pretraining_text, train_tokenizer
     from tenfold.pause.training import TrainConfig, small_llama, token_stream, train
 
     a = _run_args(args, ["text", "size", "seq_len", "vocab_size", "pause_rate", "steps", "batch_size", "lr", "seed",
@@ -122,6 +123,7 @@ def _pretrain(args) -> int:
     cfg = TrainConfig(steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], seq_len=a["seq_len"],
                       pause_rate=a["pause_rate"], seed=a["seed"], checkpoint_every=a["checkpoint_every"])
     cfg.check()
+    check_vocab_size(a["vocab_size"])
     if a["text"]:
         from tenfold.data.text import read_text
 

@@ -69,11 +69,22 @@ def pretraining_text(generic_fraction: float = 0.3, seed: int = 0, max_chars: in
     return "\n".join(lines)
 
 
+MIN_VOCAB = 256 + 2  # the byte alphabet and <pad>, <eos>: a smaller BPE vocabulary cannot exist
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    """Refuse a vocabulary smaller than :data:`MIN_VOCAB` (the BPE trainer would silently make it that large)."""
+    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
+        raise TenfoldError(f"--vocab-size must be at least {MIN_VOCAB} (the 256 bytes, {PAD} and {EOS}; "
+                           f"got {vocab_size})")
+
+
 def train_tokenizer(text: str, vocab_size: int = 1024):
     """A byte-level BPE ``PreTrainedTokenizerFast`` (digits one per token) trained on ``text``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    check_vocab_size(vocab_size)
     if not text.strip():
         raise TenfoldError("cannot train a tokenizer on empty text")
     tok = Tokenizer(models.BPE())

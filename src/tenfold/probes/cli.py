@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -27,7 +28,7 @@ def add_commands(sub) -> None:
         if verb == "fit":
             q.add_argument("--no-random-baseline", action="store_true", help="skip the randomly initialised model")
         if verb == "plot":
-            q.add_argument("--out", default="probes", help="directory for the PNG files")
+            q.add_argument("--out", type=directory, default="probes", help="directory for the PNG files")
         q.add_argument("--json", action="store_true", help={
             "extract": "print dataset, prompt, model, entities, layers, dims and the cache file as JSON",
             "fit": None, "plot": "print the PNG files written and the probe's metrics as JSON"}[verb])

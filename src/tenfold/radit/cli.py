@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -11,7 +12,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("radit", help="RA-DIT: fine-tune the LM to use retrieval and the retriever to serve the LM")
     verbs = p.add_subparsers(dest="radit_verb", required=True, metavar="{data,train-lm,train-retriever,eval}")
     d = verbs.add_parser("data", help="render the QA corpus from real tables (countries, cities, films)")
-    d.add_argument("--out", required=True, help="directory for dataset.json")
+    d.add_argument("--out", type=directory, required=True, help="directory for dataset.json")
     d.add_argument("--cities", type=int, default=2000)
     d.add_argument("--films", type=int, default=2000)
     d.add_argument("--json", action="store_true",
@@ -26,7 +27,7 @@ def add_commands(sub) -> None:
 
     t = verbs.add_parser("train-lm", help="LM-ft: one example per retrieved chunk, loss on the answer (LoRA)")
     common(t)
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", type=directory, required=True)
     t.add_argument("--k", type=int, default=3, help="retrieved chunks per question (default 3)")
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=8)
@@ -42,7 +43,7 @@ def add_commands(sub) -> None:
 
     r = verbs.add_parser("train-retriever", help="R-ft: fit the query encoder to LM-supervised retrieval targets")
     common(r)
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", type=directory, required=True)
     r.add_argument("--k", type=int, default=5, help="candidate chunks per question for the LSR target")
     r.add_argument("--steps", type=int, default=200)
     r.add_argument("--batch-size", type=int, default=16)

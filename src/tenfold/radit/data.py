@@ -124,6 +124,8 @@ def _films(n: int) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
         titles[r[0]] = titles.get(r[0], 0) + 1
     out = []
     for title, year, director, cast, genre in rows:
+        if len(out) >= n:
+            break
         if titles[title] > 1 or "," in director or not re.fullmatch(r"[\w .,:'&!?-]+", title):
             continue
         stars = ", ".join(s.strip() for s in cast.split(",")[:3])
@@ -132,8 +134,6 @@ def _films(n: int) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
         qs = [(f"Who directed the film {title}?", director, "film-director"),
               (f"In which year was the film {title} released?", str(year), "film-year")]
         out.append((f"film:{title}", passage, qs))
-        if len(out) >= n:
-            break
     return out
 
 

@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -25,7 +26,7 @@ def add_commands(sub) -> None:
     verbs = p.add_subparsers(dest="rag_verb", required=True, metavar="{index,ask}")
     q = verbs.add_parser("index", help="chunk, embed and index a document into a directory")
     q.add_argument("doc", help="a UTF-8 text file")
-    q.add_argument("--out", required=True, help="directory for index.faiss and chunks.json")
+    q.add_argument("--out", type=directory, required=True, help="directory for index.faiss and chunks.json")
     q.add_argument("--append", action="store_true",
                    help="add the document to the index already in --out (the same document twice is added once)")
     q.add_argument("--force", action="store_true", help="replace an index already in --out")

@@ -92,10 +92,28 @@ def read_api_keys(keys: list[str], key_file: str | None, env: dict | None = None
     return list(dict.fromkeys(found))
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind HOST:PORT once, before the model loads: a port in use or an unknown host is one line, not uvicorn's
+    "ERROR: ..." after the load (SO_REUSEADDR as uvicorn sets it, so a port in TIME_WAIT still passes)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise TenfoldError(f"--host {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise TenfoldError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def _check(args) -> None:
     check_cache_args(args.sinks, args.window)
     if not 0 < args.port < 65536:
         raise TenfoldError(f"--port must be between 1 and 65535 (got {args.port})")
+    _check_listen(args.host, args.port)
     if args.default_max_tokens > args.max_tokens_cap or args.default_max_tokens < 1:
         raise TenfoldError("--default-max-tokens must be between 1 and --max-tokens-cap")
     for name in ("max_active", "max_queue", "max_sessions", "max_prompt_tokens", "max_body_bytes", "max_image_pixels"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -31,7 +32,7 @@ def add_commands(sub) -> None:
     i.add_argument("--utility-calls", type=int, default=25, help="utility calls per improver run (paper: 25)")
     i.add_argument("--max-tokens", type=int, default=512)
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--out", default=None, help="a folder for the archive: archive.json (every improver with its "
+    i.add_argument("--out", type=directory, default=None, help="a folder for the archive: archive.json (every improver with its "
                    "meta-utility and the run's ledger) and improver-<iteration>.py (each improver's source)")
     i.add_argument("--json", action="store_true")
     _isolation_arg(i)

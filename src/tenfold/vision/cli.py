@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -15,7 +16,7 @@ def add_commands(sub) -> None:
     verbs = p.add_subparsers(dest="vision_verb", required=True, metavar="{world,parse,train-clip,train-vlm,ask}")
     w = verbs.add_parser("world", help="render N scenes as PNG files with scenes.jsonl (descriptions, captions)")
     w.add_argument("--n", type=int, required=True)
-    w.add_argument("--out", required=True)
+    w.add_argument("--out", type=directory, required=True)
     w.add_argument("--split", choices=SPLITS, default="train",
                    help="train/test: no held-out (colour, shape) pair; unseen: at least one")
     w.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
@@ -29,7 +30,7 @@ def add_commands(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_parse)
     c = verbs.add_parser("train-clip", help="train a small CLIP contrastively on the world (or load a real one)")
-    c.add_argument("--out", required=True, help="directory for the model and tokenizer")
+    c.add_argument("--out", type=directory, required=True, help="directory for the model and tokenizer")
     c.add_argument("--steps", type=int, default=600)
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--lr", type=float, default=1e-3)
@@ -41,7 +42,7 @@ def add_commands(sub) -> None:
     c.set_defaults(func=_train_clip)
     v = verbs.add_parser("train-vlm", help="train a small vision-language model (CLIP image encoder + projector + LM)")
     v.add_argument("--clip", required=True, help="a CLIP directory from `tenfold vision train-clip` (or a real CLIP)")
-    v.add_argument("--out", required=True, help="directory for the VLM (vision tower, projector, tokenizer)")
+    v.add_argument("--out", type=directory, required=True, help="directory for the VLM (vision tower, projector, tokenizer)")
     v.add_argument("--model", default=None, help="the language model (default: the bundled SmolLM2-135M-Instruct)")
     v.add_argument("--steps", type=int, default=300)
     v.add_argument("--batch-size", type=int, default=16)
