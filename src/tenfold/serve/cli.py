@@ -1,7 +1,6 @@
 """``tenfold serve``: an OpenAI-compatible server with unbounded conversations (sink cache sessions)."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,8 +17,7 @@ def physical_cores() -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, SSE streaming, sessions)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, SSE streaming, sessions)")
     p.add_argument("--model", default=None, help="model to serve (default: the bundled SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -26,7 +26,8 @@ def add_commands(sub) -> None:
     p.add_argument("--method", default="sink", choices=["dense", "window", "recompute", "sink"])
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="a local model folder or a cached Hub id (default: the bundled "
+                                                 "SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
     add_device_arg(p)
@@ -38,7 +39,8 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_stream_ppl)
 
     p = sub.add_parser("chat", help="multi-round chat that never runs out of context (sink cache); /reset, /stats, /quit")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="a local model folder or a cached Hub id (default: the bundled "
+                                                 "SmolLM2-135M-Instruct)")
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=1020)
     p.add_argument("--system", default=None)
