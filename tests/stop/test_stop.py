@@ -169,8 +169,8 @@ def test_cli_improve_out_is_a_folder(tmp_path):
     afile.write_text("{}")
     refused = _cli("improve", "--iterations", "0", "--out", str(afile))
     assert refused.returncode != 0 and afile.read_text() == "{}"
-    assert refused.stderr.strip().splitlines() == [f"tenfold: error: --out must be a folder (as every tenfold --out); {afile} "
-                                                   "is a file"]
+    assert refused.stderr.strip().splitlines() == [f"tenfold stop improve: error: argument --out: {afile} is an existing "
+                                                   "file; give a directory (see --help)"]  # at parse time, as every --out
     out = tmp_path / "run"
     ran = subprocess.run([sys.executable, "-m", "tenfold", "stop", "improve", "--task", "lpn", "--iterations", "0",
                           "--tests", "1", "--lm-calls", "1", "--samples", "1", "--utility-calls", "1",
