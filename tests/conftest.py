@@ -34,3 +34,31 @@ def server(served):
 def server_log(served):
     """What :func:`served` has written to stderr so far."""
     return served.log()
+
+
+def _terminal_run(args, timeout=600):
+    """Run ``args`` with stderr on a pseudo-terminal (progress bars show only on a terminal); (rc, stdout, stderr)."""
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=timeout)
+    os.close(master)
+    return proc.returncode, out, seen.decode(errors="replace")
+
+
+@pytest.fixture
+def run_on_a_terminal():
+    """``run_on_a_terminal(args, timeout=600) -> (returncode, stdout, stderr)``: stderr is a pseudo-terminal."""
+    return _terminal_run

@@ -249,33 +249,17 @@ def test_reproduce_exits_non_zero_when_an_experiment_failed(tmp_path, capsys, fa
 
 
 @pytest.mark.slow
-def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path):
-    import os
-    import pty
-
+def test_progress_goes_to_a_terminal_on_stderr_and_never_to_stdout(tmp_path, run_on_a_terminal):
     from tenfold.pause.corpus import generic_lines
 
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(generic_lines(3000, seed=0)))
     args = [sys.executable, "-m", "tenfold", "pause", "pretrain", "--text", str(text), "--steps", "4", "--vocab-size",
             "400", "--checkpoint-every", "2"]
-    master, slave = pty.openpty()  # --json keeps the bar (issue 29): stdout is the JSON, the bar is on the terminal
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty"), "--json"], stdout=subprocess.PIPE, stderr=slave,
-                            text=True)
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    out, _ = proc.communicate(timeout=300)
-    os.close(master)
-    assert proc.returncode == 0
-    assert "pretrain (PausePT)" in seen.decode(errors="replace")  # the bar, on the terminal
+    # --json keeps the bar (issue 29): stdout is the JSON, the bar is on the terminal
+    rc, out, seen = run_on_a_terminal([*args, "--out", str(tmp_path / "tty"), "--json"], timeout=300)
+    assert rc == 0
+    assert "pretrain (PausePT)" in seen  # the bar, on the terminal
     got = json.loads(out)  # stdout: the result only
     assert got["steps"] == 4 and got["model"] == str((tmp_path / "tty" / "model").resolve()) and got["loss_last"] > 0
 

@@ -170,35 +170,13 @@ def test_streameval_stream_and_answers(lm):
     assert all(isinstance(r["answer"], str) for r in rows)
 
 
-def _run_on_a_terminal(args, timeout=600):
-    """Run ``args`` with stderr on a pseudo-terminal (progress bars show only on a terminal); (rc, stdout, stderr)."""
-    import os
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, text=True)
-    os.close(slave)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    out, _ = proc.communicate(timeout=timeout)
-    os.close(master)
-    return proc.returncode, out, seen.decode(errors="replace")
-
-
 @pytest.mark.slow
-def test_rag_cli_index_shows_progress_on_stderr_also_with_json(tmp_path):
+def test_rag_cli_index_shows_progress_on_stderr_also_with_json(tmp_path, run_on_a_terminal):
     """`rag index` on a large text is not silent: a bar of embedded chunks on stderr (a terminal), also with --json;
     stdout stays exactly the JSON result."""
     doc = tmp_path / "long.txt"
     doc.write_text(" ".join(f"word{i}" for i in range(30000)), encoding="utf-8")
-    rc, out, err = _run_on_a_terminal([sys.executable, "-m", "tenfold", "rag", "index", str(doc), "--out",
+    rc, out, err = run_on_a_terminal([sys.executable, "-m", "tenfold", "rag", "index", str(doc), "--out",
                                        str(tmp_path / "idx"), "--words", "100", "--json"])
     assert rc == 0, err
     result = json.loads(out)

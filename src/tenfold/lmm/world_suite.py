@@ -14,12 +14,12 @@ Per category, ``n`` samples from held-out (``test``) scenes:
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
 from tenfold.lmm.referring import POINTERS, refer
 from tenfold.lmm.suite import CATEGORIES, Example, Sample, Suite, save_suite
+from tenfold.staging import staged_folder
 from tenfold.vision.questions import ask
 from tenfold.vision.world import COLOURS, Scene, bounding_box, render, scenes
 
@@ -71,16 +71,8 @@ def world_suite(out: str | Path, n: int = 10, size: int = 128, seed: int = 0, ca
         raise TenfoldError(f"--out {out} holds other files than a suite's (suite.json, images/): give a new folder")
     if held and not force:
         raise TenfoldError(f"--out {out} already holds a suite: give a new folder, or --force to replace it")
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run: never mixed with this one
-    try:
+    with staged_folder(out) as staging:
         _write(staging, n, size, seed, categories, pointers)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:  # Ctrl-C, a full disk: nothing half-made is left
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out / "suite.json"
 
 

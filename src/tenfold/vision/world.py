@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tenfold.errors import TenfoldError
+from tenfold.staging import staged_folder
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230), "yellow": (240, 210, 40),
@@ -273,10 +273,7 @@ def write_dataset(out: str | Path, n: int, split: str = "train", size: int = 64,
     if held and not force:
         what = "a world" if (out / "scenes.jsonl").is_file() else "PNG files but no scenes.jsonl (a half-made world)"
         raise TenfoldError(f"--out {out} already holds {what}: give a new folder, or --force to replace it")
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run: never mixed with this one
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
         lines = []
         for i, scene in enumerate(scenes(n, split, seed)):
             name = f"{split}-{i:06d}.png"
@@ -286,10 +283,4 @@ def write_dataset(out: str | Path, n: int, split: str = "train", size: int = 64,
             if progress:
                 progress(i + 1, n)
         (staging / "scenes.jsonl").write_text("\n".join(lines) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:  # Ctrl-C, a full disk: nothing half-made is left
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
