@@ -108,12 +108,31 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
                  **{**quiet, "logging_level": logging.ERROR})
         return RayConnection(owned=True)
     _check_reachable(address)
-    try:
-        ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        hint = ""
-        if os.environ.get("RAY_AUTH_MODE") != "token":
-            hint = (" (if the cluster checks tokens, as `ray start` sets up by default in recent Ray: set "
-                    "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token to its token)")
-        raise TenfoldError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}{hint}") from None
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, **quiet)
+            break
+        except ConnectionError as exc:
+            # The Ray Client proxy starts one server process per client; on a busy head that start can miss the
+            # proxy's own deadline ("Initialization failure from server"). A second connection usually finds it up.
+            if attempt == 1 and "Initialization failure from server" in str(exc):
+                ray.shutdown()
+                continue
+            _connect_failed(address, exc)
+        except (RuntimeError, ValueError) as exc:
+            _connect_failed(address, exc)
     return RayConnection(owned=True)
+
+
+def _connect_failed(address: str, exc: Exception):
+    """Raise the one-line error for a failed ``ray.init(address=...)``: Ray's reason (for a Ray Client server failure,
+    the last line of the traceback it sends back) and, without token auth set, how to set it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else exc.__class__.__name__
+    if len(lines) > 1 and lines[0].startswith("Initialization failure from server"):
+        reason = f"{lines[0]} {lines[-1]}"
+    hint = ""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        hint = (" (if the cluster checks tokens, as `ray start` sets up by default in recent Ray: set "
+                "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN or ~/.ray/auth_token to its token)")
+    raise TenfoldError(f"cannot connect to the Ray cluster at {address}: {reason[:300]}{hint}") from None

@@ -131,7 +131,7 @@ def ray_head():
     else:
         proc.kill()
         pytest.fail("ray start --head did not come up: " + "".join(log)[-1500:])
-    yield gcs, client
+    yield gcs, client, Path(temp)
     proc.terminate()  # --block: the head stops its own services on SIGTERM
     try:
         proc.wait(timeout=30)
@@ -141,12 +141,15 @@ def ray_head():
 
 
 def test_cli_joins_a_running_cluster_by_address(ray_head, tmp_path):
-    gcs, client = ray_head
+    gcs, client, temp = ray_head
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # `ray start` checks a token (~/.ray/auth_token) by default
     for address in (f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}"):
         out = _cli("train", "--task", "xor", "--generations", "2", "--popsize", "4", "--ray", address,
                    "--out", str(tmp_path / address.replace("/", "_")), env=env)
-        assert out.returncode == 0, out.stderr[-1500:]
+        if out.returncode != 0:  # the head's own account of a failed client connection, for the CI log
+            logs = "".join(f"\n== {p.name}:\n" + p.read_text(errors="replace")[-800:]
+                           for p in sorted(temp.glob("session_latest/logs/ray_client_server*")))
+            pytest.fail(out.stderr[-1500:] + logs[-4000:])
         assert "population scored by 2 Ray workers" in out.stdout  # --workers defaulted to the cluster's 2 CPUs
 
 
