@@ -49,7 +49,7 @@ def vision_foundation(run):
         vlm=f"CLIP vision tower (trained on) + MLP projector -> {image_tokens} tokens per image -> SmolLM2-135M "
             f"(frozen, bfloat16) with LoRA r={lora_rank} on attention; "
             f"{vlm_steps} steps x {vlm_batch} questions (colour/shape/count/position/caption in turn; the first "
-            "30% of steps on single-object scenes), lr {lr}, loss averaged per example",
+            f"30% of steps on single-object scenes), lr {lr}, loss averaged per example",
         eval=f"{n_eval} held-out questions per split (kinds in turn), greedy, first word must match; captions scored "
              "by object recall")
 
