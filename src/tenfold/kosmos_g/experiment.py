@@ -50,8 +50,8 @@ def kosmos_g(run):
         FoundationSettings(clip_steps=300, decoder_steps=300, vlm_steps=120, lora_rank=16), full)
     if run.profile == "quick" and (foundation_dir(full) / "done.json").exists():
         settings = full  # a better U-Net and MLLM, already trained by `--profile full`: quick reuses them
-    align_steps = run.pick(3, 70, 400, shrunk="AlignerNet align steps")
-    instruct_steps = run.pick(3, 70, 600, shrunk="AlignerNet instruct steps")
+    align_steps = run.pick(3, 50, 400, shrunk="AlignerNet align steps")
+    instruct_steps = run.pick(3, 50, 600, shrunk="AlignerNet instruct steps")
     anchor = 1.0  # the caption anchor (not in the paper): without it, 120 steps taught the aligner no colour
     # backward through the MLLM's frozen LM costs ~1.2 s of a ~2.1 s step: quick tunes AlignerNet alone to fit 10 min
     train_mllm = run.profile != "quick"

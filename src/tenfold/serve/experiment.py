@@ -135,14 +135,14 @@ def _french(text: str) -> bool:
         return False
 
 
-def _retention(window: int, keep: bool, turns: int, reply_tokens: int) -> dict:
-    """A ``turns``-turn chat under a system rule; the share of French replies early and late, with or without
-    ``--keep system``. The history outgrows the cache after a few turns, so without keep the rule is evicted."""
+def _retention(server: ServerProcess, turns: int, reply_tokens: int) -> dict:
+    """A ``turns``-turn chat under a system rule on ``server`` (started with or without ``--keep system``); the share
+    of French replies early and late. The history outgrows the cache after a few turns, so without keep the rule is
+    evicted."""
     import httpx
 
-    args = ["--window", str(window)] + (["--keep", "system"] if keep else [])
     replies = []
-    with ServerProcess(args) as server, httpx.Client() as client:
+    with httpx.Client() as client:
         history = [{"role": "system", "content": SYSTEM_RULE}]
         for turn in range(turns):
             history.append({"role": "user", "content": f"Tell me about {_TOPICS[turn % len(_TOPICS)]}."})
@@ -158,20 +158,19 @@ def _retention(window: int, keep: bool, turns: int, reply_tokens: int) -> dict:
             "prompt_tokens_at_last_turn": prompt_tokens, "last_replies": late[-3:]}
 
 
-def _rule_only_in_system(window: int, keep: bool, turns: int, finals: int, reply_tokens: int) -> dict:
+def _rule_only_in_system(server: ServerProcess, turns: int, finals: int, reply_tokens: int) -> dict:
     """The rule carried by the system prompt alone: ``turns - 1`` earlier turns with written English replies (so the
     history cannot teach French by example), then a last question; the share of French last replies over ``finals``
-    different last questions (stateless requests), with or without ``--keep system``."""
+    different last questions (stateless requests) on ``server``, started with or without ``--keep system``."""
     import httpx
 
-    args = ["--window", str(window)] + (["--keep", "system"] if keep else [])
     history = [{"role": "system", "content": SYSTEM_RULE}]
     for turn in range(turns - 1):
         topic = _TOPICS[turn % len(_TOPICS)]
         history += [{"role": "user", "content": f"Tell me about {topic}."},
                     {"role": "assistant", "content": f"Here is a short note about {topic}: people like it."}]
     french, replies = 0, []
-    with ServerProcess(args) as server, httpx.Client() as client:
+    with httpx.Client() as client:
         for k in range(finals):
             topic = _TOPICS[(turns + 7 * k) % len(_TOPICS)]
             _, out = _chat(client, server.base, history + [{"role": "user", "content": f"Describe {topic}."}],
@@ -230,16 +229,19 @@ def serve_load(run):
             stateless_s[turn] = _chat(client, server.base, snapshots[turn], reply_tokens)[0]
         health = client.get(server.base + "/health").json()
     retention_turns = run.pick(6, 24, 40, shrunk="system-prompt retention turns")
-    retention = {}
-    for keep in (False, True):
-        run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
-        retention["keep_system" if keep else "sinks_only"] = _retention(window, keep, retention_turns, reply_tokens)
     finals = run.pick(2, 6, 20, shrunk="final turns judged per setting")
-    for keep in (False, True):
-        run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={'system' if keep else 'sinks'}")
-        retention["rule_only_in_system_prompt, " + ("keep_system" if keep else "sinks_only")] = _rule_only_in_system(
-            window, keep, retention_turns, finals, reply_tokens)
-    ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
+    retention = {}
+    for keep in (False, True):  # one server per setting serves both probes (a session, then stateless requests)
+        name = "keep_system" if keep else "sinks_only"
+        with ServerProcess(["--window", str(window)] + (["--keep", "system"] if keep else [])) as server:
+            run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
+            retention[name] = _retention(server, retention_turns, reply_tokens)
+            run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={'system' if keep else 'sinks'}")
+            retention[f"rule_only_in_system_prompt, {name}"] = _rule_only_in_system(server, retention_turns, finals,
+                                                                                     reply_tokens)
+    order = ["sinks_only", "keep_system", "rule_only_in_system_prompt, sinks_only",
+             "rule_only_in_system_prompt, keep_system"]
+    ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **{k: retention[k] for k in order}}
     stream_tokens = run.pick(16, 32, 64, shrunk="tokens per throughput stream")
     from tenfold.models.lm import cached_dir
 
