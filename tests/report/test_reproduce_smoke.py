@@ -6,6 +6,7 @@ The experiments share one report directory and run in the registry's order in on
 A new experiment must be added to ``LIMITS``: ``test_every_registered_experiment_has_a_smoke_test`` says so.
 """
 import json
+import re
 
 import pytest
 
@@ -143,6 +144,9 @@ def test_the_report_has_every_experiment_and_a_section_per_paper(report_dir):
     papers = {rec["paper"] for rec in records}
     assert {p["key"] for p in PAPERS} == papers and html.count("No experiment yet") == 0
     assert html.count("<section id=") == len(PAPERS)
+    ids = re.findall(r"\bid='([^']*)'", html)
+    assert len(ids) == len(set(ids)), "duplicate HTML ids"  # an experiment named like its paper (ndp, stop) once
+    assert "href='#paper-ndp'" in html and "<div class='exp' id='ndp'>" in html  # clashed with its section
     blocks = {b.split("'", 1)[0]: b for b in html.split("<div class='exp' id='")[1:]}
     for rec in records:  # each experiment shows its verdict and what produced it
         block = blocks[rec["name"]]
