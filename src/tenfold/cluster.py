@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from tenfold.errors import TenfoldError
@@ -124,7 +125,7 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
     return RayConnection(owned=True)
 
 
-def _connect_failed(address: str, exc: Exception):
+def _connect_failed(address: str, exc: Exception) -> NoReturn:
     """Raise the one-line error for a failed ``ray.init(address=...)``: Ray's reason (for a Ray Client server failure,
     the last line of the traceback it sends back) and, without token auth set, how to set it."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -230,18 +230,17 @@ def serve_load(run):
         health = client.get(server.base + "/health").json()
     retention_turns = run.pick(6, 24, 40, shrunk="system-prompt retention turns")
     finals = run.pick(2, 6, 20, shrunk="final turns judged per setting")
-    retention = {}
+    retention, rule_only = {}, {}
     for keep in (False, True):  # one server per setting serves both probes (a session, then stateless requests)
-        name = "keep_system" if keep else "sinks_only"
+        name, label = ("keep_system", "system") if keep else ("sinks_only", "sinks")
         with ServerProcess(["--window", str(window)] + (["--keep", "system"] if keep else [])) as server:
-            run.progress(f"system-prompt retention over {retention_turns} turns, keep={'system' if keep else 'sinks'}")
+            run.progress(f"system-prompt retention over {retention_turns} turns, keep={label}")
             retention[name] = _retention(server, retention_turns, reply_tokens)
-            run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={'system' if keep else 'sinks'}")
-            retention[f"rule_only_in_system_prompt, {name}"] = _rule_only_in_system(server, retention_turns, finals,
+            run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={label}")
+            rule_only[f"rule_only_in_system_prompt, {name}"] = _rule_only_in_system(server, retention_turns, finals,
                                                                                      reply_tokens)
-    order = ["sinks_only", "keep_system", "rule_only_in_system_prompt, sinks_only",
-             "rule_only_in_system_prompt, keep_system"]
-    ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **{k: retention[k] for k in order}}
+    retention.update(rule_only)  # sessions first, then the stateless probes, as the report lists them
+    ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
     stream_tokens = run.pick(16, 32, 64, shrunk="tokens per throughput stream")
     from tenfold.models.lm import cached_dir
 
