@@ -61,6 +61,37 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise TenfoldError(f"{address} answers, but is not a Ray head (no gRPC there): give the GCS port "
                            "(`ray start --head --port`, default 6379) or ray://HOST:PORT of the Ray Client "
                            "(default 10001), not the dashboard's 8265")
+    client = "://" in address  # ray://HOST:PORT: the Ray Client server; HOST:PORT: the GCS
+    if _not_ray_grpc(parts.netloc, client, timeout):
+        kind = "Ray Client" if client else "Ray GCS"
+        raise TenfoldError(f"{address} answers gRPC, but is not a {kind} (it does not know Ray's calls): give the "
+                           "GCS port (`ray start --head --port`, default 6379) or ray://HOST:PORT of the Ray Client "
+                           "(default 10001)")
+
+
+def _not_ray_grpc(target: str, client: bool, timeout: float) -> bool:
+    """True when the gRPC server at ``target`` answers UNIMPLEMENTED to the call Ray itself makes first (the GCS's
+    GetClusterId, or the Ray Client's PING): another gRPC service, or a proxy, that ``ray.init`` would retry for
+    half a minute, printing a warning a second. Any other answer (OK, UNAUTHENTICATED from a cluster that checks
+    tokens, a timeout) is left for ``ray.init`` to judge."""
+    import grpc
+
+    if client:
+        from ray.core.generated import ray_client_pb2 as pb
+
+        method, request = "/ray.rpc.RayletDriver/ClusterInfo", pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING)
+    else:
+        from ray.core.generated import gcs_service_pb2 as pb
+
+        method, request = "/ray.rpc.NodeInfoGcsService/GetClusterId", pb.GetClusterIdRequest()
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(method, request_serializer=type(request).SerializeToString,
+                                   response_deserializer=lambda data: data)
+        try:
+            call(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+    return False
 
 
 class RayConnection:

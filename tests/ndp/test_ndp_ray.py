@@ -106,6 +106,27 @@ def test_an_address_that_is_not_a_ray_head_is_one_line_and_quick(tmp_path):
         server.shutdown()
 
 
+def test_a_grpc_server_that_is_not_ray_is_one_line(tmp_path):
+    """Another gRPC service (or a proxy speaking HTTP/2) passes the preface check; Ray's own GCS client would then
+    retry for ~20 s with a warning line a second. Ray's first call (GetClusterId / the Ray Client PING) answered
+    UNIMPLEMENTED is refused in one line."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))  # no services: every call is UNIMPLEMENTED
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for address, kind in ((f"127.0.0.1:{port}", "Ray GCS"), (f"ray://127.0.0.1:{port}", "Ray Client")):
+            bad = _cli("train", "--task", "xor", "--ray", address, "--out", str(tmp_path / "run"))
+            assert bad.returncode == 1 and f"answers gRPC, but is not a {kind}" in bad.stderr, bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+            assert not (tmp_path / "run").exists()
+    finally:
+        server.stop(None)
+
+
 @pytest.fixture
 def ray_head():
     """A Ray cluster head started as operators do (``ray start --head``), GCS and Ray Client ports on loopback."""
