@@ -236,6 +236,18 @@ def test_loaders_take_a_device():
         load_embedder(device="gpu")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of a GPU on a machine without one")
+@pytest.mark.parametrize("name", ["tpu", "", "mps", 5, torch.device("mps"), "cuda", "cuda:7", torch.device("cuda:3")])
+def test_library_loaders_raise_value_error_for_a_bad_device(name):
+    """A library caller gets a ValueError (the exception for a bad argument value), before anything is loaded."""
+    from tenfold.models import load_embedder, load_lm
+    from tenfold.models.finetune import load_model
+
+    for loader in (load_lm, load_embedder, load_model):
+        with pytest.raises(ValueError, match="unknown device|sees no CUDA GPU"):
+            loader(None, device=name)
+
+
 def test_load_lm_passes_device_map_through(monkeypatch):
     from transformers import AutoModelForCausalLM
 

@@ -25,13 +25,18 @@ _CUDA = "cuda"
 _PATTERN = re.compile(r"^(auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?)$")
 
 
+class DeviceError(TenfoldError, ValueError):
+    """A device name that is not auto/cpu/cuda[:N], or a GPU torch does not see: a ValueError for library callers
+    (``load_lm(device="tpu")``), one line with a non-zero exit in the CLI (a TenfoldError)."""
+
+
 def check_device_name(name: str, source: str = "") -> str:
-    """``name`` lower-cased if it is auto, cpu, cuda or cuda:N; TenfoldError otherwise (no torch import).
+    """``name`` lower-cased if it is auto, cpu, cuda or cuda:N; DeviceError (a ValueError) otherwise (no torch import).
     ``source``: where the name came from, for the message (e.g. "TENFOLD_DEVICE")."""
     text = str(name).strip().lower()
     if not _PATTERN.match(text):
         where = f"{source}: " if source else ""
-        raise TenfoldError(f"{where}unknown device {name!r}; choose {DEVICE_CHOICES}")
+        raise DeviceError(f"{where}unknown device {name!r}; choose {DEVICE_CHOICES}")
     return text
 
 
@@ -45,8 +50,8 @@ def _named(name) -> str:
 
 def resolve_device(name=None):
     """A ``torch.device`` for ``name`` (None or "auto": a GPU when torch sees one, else the CPU; a ``torch.device``
-    passes through after the same check). Raises TenfoldError for an unknown name, for ``cuda`` when torch sees no
-    GPU (a CPU-only build, or no driver), and for ``cuda:N`` beyond the GPUs it sees."""
+    passes through after the same check). Raises DeviceError (a TenfoldError and a ValueError) for an unknown name,
+    for ``cuda`` when torch sees no GPU (a CPU-only build, or no driver), and for ``cuda:N`` beyond the GPUs it sees."""
     import torch
 
     if isinstance(name, torch.device):
@@ -58,11 +63,11 @@ def resolve_device(name=None):
     device = torch.device(text)
     if device.type == _CUDA:
         if not available:
-            raise TenfoldError(f"--device {text}: torch sees no CUDA GPU here (torch {torch.__version__}, "
+            raise DeviceError(f"--device {text}: torch sees no CUDA GPU here (torch {torch.__version__}, "
                                f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu or auto")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise TenfoldError(f"--device {text}: torch sees {count} GPU(s), numbered 0..{count - 1}")
+            raise DeviceError(f"--device {text}: torch sees {count} GPU(s), numbered 0..{count - 1}")
     return device
 
 
