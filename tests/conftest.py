@@ -1,9 +1,16 @@
 import os
+import signal
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# A suite started as a background job (`nohup make test &`) begins with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the CLIs the Ctrl-C tests start would never see their SIGINT. A handler (unlike SIG_IGN)
+# is reset to the default in every child, so each starts as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
