@@ -57,15 +57,16 @@ class Int4Linear(nn.Module):
                     group_size: int = GROUP_SIZE) -> "Int4Linear":
         """Quantise a weight (out_features, in_features) and optional bias (out_features,); shapes as
         :meth:`from_linear`. Temporary memory: about 3x the weight in float32."""
-        n, k = weight.shape
-        check_dims(n, k, group_size)
-        groups = weight.detach().float().reshape(n, k // group_size, group_size)
-        low, high = groups.amin(-1), groups.amax(-1)
-        scale = ((high - low) / 15).clamp(min=1e-10)
-        q = ((groups - low[..., None]) / scale[..., None]).round_().clamp_(0, 15).to(torch.int32).view(n, k)
-        del groups
-        zero = low + 8 * scale  # the kernel de-quantises (q - 8) * scale + zero
-        scale_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
+        q, scale_zeros = quantize_groups(weight, group_size)
+        return cls.from_quantized(q, scale_zeros, bias, group_size)
+
+    @classmethod
+    @torch.no_grad()
+    def from_quantized(cls, q: torch.Tensor, scale_zeros: torch.Tensor, bias: torch.Tensor | None = None,
+                       group_size: int = GROUP_SIZE) -> "Int4Linear":
+        """A layer from :func:`quantize_groups`' output: levels ``q`` (out_features, in_features) int32 in 0..15
+        and ``scale_zeros`` (in_features / group_size, out_features, 2) bfloat16. Packs ``q`` for the kernel."""
+        n, k = q.shape
         packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
         bias = None if bias is None else bias.detach().to(torch.bfloat16)
         return cls(k, n, packed, scale_zeros, bias, group_size)
@@ -80,6 +81,24 @@ class Int4Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+@torch.no_grad()
+def quantize_groups(weight: torch.Tensor, group_size: int = GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric min/max int4 quantisation of ``weight`` (out_features, in_features) in groups of ``group_size``
+    inputs: returns levels ``q`` (out_features, in_features) int32 in 0..15 and ``scale_zeros``
+    (in_features / group_size, out_features, 2) bfloat16, such that ``w ~ (q - 8) * scale + zero`` (the CPU
+    kernel's convention). Raises TenfoldError on shapes the kernel cannot take."""
+    n, k = weight.shape
+    check_dims(n, k, group_size)
+    groups = weight.detach().to(torch.float32, copy=True).reshape(n, k // group_size, group_size)  # own copy
+    low, high = torch.aminmax(groups, dim=-1)
+    scale = ((high - low) / 15).clamp_(min=1e-10)
+    q = groups.sub_(low[..., None]).div_(scale[..., None]).round_().clamp_(0, 15).to(torch.int32).view(n, k)
+    del groups
+    zero = low + 8 * scale  # the kernel de-quantises (q - 8) * scale + zero
+    scale_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
+    return q, scale_zeros
 
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)  # in order of preference; the first whose range holds every value
