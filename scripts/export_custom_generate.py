@@ -116,10 +116,12 @@ SmolLM2-135M-Instruct and on a tiny random Llama.
 ## Publishing it on the Hub
 
 ```bash
-huggingface-cli login
-huggingface-cli repo create sink-cache --type model        # or in the web UI
-huggingface-cli upload <org>/sink-cache hub/sink-cache .   # README.md + custom_generate/
+hf auth login
+hf repos create <org>/sink-cache                # or in the web UI
+hf upload <org>/sink-cache hub/sink-cache .     # README.md + custom_generate/
 ```
+
+(`hf` is huggingface_hub's command line, installed with transformers; it replaced `huggingface-cli`.)
 
 Then `custom_generate="<org>/sink-cache"` with `trust_remote_code=True`; pin a `revision=` to the commit you
 reviewed, as for any remote code.
