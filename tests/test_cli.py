@@ -183,6 +183,8 @@ def _one_line_error(res, needle):
     # a typo in an image side asked for tens of GiB (the process was killed for memory)
     (["vision", "world", "--n", "1", "--out", "x", "--size", "100000"], "--size: must be between 32 and 4096"),
     (["lmm", "suite", "--out", "x", "--size", "99999"], "--size: must be between 32 and 4096"),
+    # said "(bad: [])", not which value was wrong
+    (["lmm", "suite", "--out", "x", "--n", "0"], "--n must be at least 1 and --size at least 32 (got n=0, size=128)"),
     # were accepted, then every request failed with a misleading line ("sent something that is not a chat completion")
     (["lmm", "run", "suite.json", "--out", "x", "--timeout", "0"], "--timeout: must be more than 0"),
     (["lmm", "run", "suite.json", "--out", "x", "--timeout", "nan"], "--timeout: 'nan' is not a finite number"),
