@@ -22,8 +22,8 @@ HEADER = ("# Generated from tenfold's src/tenfold/streaming/{name} by scripts/ex
 # (old, new) replacements per file; each old text must be present once, so a change in the source fails loudly here.
 EDITS = {
     "sink_cache.py": [
-        ("from tenfold.streaming.rope import RopeShift, check_supported\n",
-         "from .rope import RopeShift, check_supported\n"),
+        ("from tenfold.streaming.rope import RopeShift, check_cache_fits, check_supported\n",
+         "from .rope import RopeShift, check_cache_fits, check_supported\n"),
         ("module._tenfold_rope_shift", "module._custom_generate_rope_shift"),
         ('getattr(model, "_tenfold_rope_shift", None)', 'getattr(model, "_custom_generate_rope_shift", None)'),
         ("model._tenfold_rope_shift = check_supported(model)", "model._custom_generate_rope_shift = check_supported(model)"),
@@ -104,7 +104,8 @@ Everything else is `generate`'s own: greedy or sampling, `max_new_tokens`, strea
 ## Models
 
 Decoder-only models with rotary position embeddings and full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2,
-...), with `eager` or `sdpa` attention. Sliding-window or mixed layer types are refused with a clear error.
+...), with `eager` or `sdpa` attention. Sliding-window or mixed layer types are refused with a clear error, and so
+is a model-wide `sliding_window` (Mistral) shorter than `num_sinks + window`.
 
 ## Where it comes from
 
@@ -116,10 +117,12 @@ SmolLM2-135M-Instruct and on a tiny random Llama.
 ## Publishing it on the Hub
 
 ```bash
-huggingface-cli login
-huggingface-cli repo create sink-cache --type model        # or in the web UI
-huggingface-cli upload <org>/sink-cache hub/sink-cache .   # README.md + custom_generate/
+hf auth login
+hf repos create <org>/sink-cache                # or in the web UI
+hf upload <org>/sink-cache hub/sink-cache .     # README.md + custom_generate/
 ```
+
+(`hf` is huggingface_hub's command line, installed with transformers; it replaced `huggingface-cli`.)
 
 Then `custom_generate="<org>/sink-cache"` with `trust_remote_code=True`; pin a `revision=` to the commit you
 reviewed, as for any remote code.

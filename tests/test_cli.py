@@ -175,6 +175,21 @@ def _one_line_error(res, needle):
     (["chat", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
     (["lmm", "run", "suite.json", "--out", "x", "--max-tokens", "0"], "--max-tokens: must be at least 1"),
     (["vision", "ask", "a.png", "what?", "--vlm", "x", "--max-tokens", "-5"], "--max-tokens: must be at least 1"),
+    # a seed numpy refuses (negative) or torch overflows on (past 2**64) was a traceback after the model loaded
+    (["generate", "hi", "--seed", "-1"], "--seed: must be in [0, 4294967295] (got -1)"),
+    (["generate", "hi", "--seed", "99999999999999999999999"], "--seed: must be in [0, 4294967295]"),
+    (["stop", "utility", "--task", "parity", "--seed", "-1", "prog.py"], "--seed: must be in [0, 4294967295]"),
+    (["ndp", "train", "--task", "xor", "--seed", "-2"], "--seed: must be in [0, 4294967295]"),
+    # a typo in an image side asked for tens of GiB (the process was killed for memory)
+    (["vision", "world", "--n", "1", "--out", "x", "--size", "100000"], "--size: must be between 32 and 4096"),
+    (["lmm", "suite", "--out", "x", "--size", "99999"], "--size: must be between 32 and 4096"),
+    # said "(bad: [])", not which value was wrong
+    (["lmm", "suite", "--out", "x", "--n", "0"], "--n must be at least 1 and --size at least 32 (got n=0, size=128)"),
+    # were accepted, then every request failed with a misleading line ("sent something that is not a chat completion")
+    (["lmm", "run", "suite.json", "--out", "x", "--timeout", "0"], "--timeout: must be more than 0"),
+    (["lmm", "run", "suite.json", "--out", "x", "--timeout", "nan"], "--timeout: 'nan' is not a finite number"),
+    (["lmm", "run", "suite.json", "--out", "x", "--rate", "-1"], "--rate: must be more than 0"),
+    (["lmm", "run", "suite.json", "--out", "x", "--concurrency", "0"], "--concurrency: must be at least 1"),
 ])
 def test_bad_values_are_refused_by_the_parser(args, needle):
     _one_line_error(run_cli(*args), needle)

@@ -76,3 +76,39 @@ def test_the_bundled_model_generates_past_the_window(lm):
     ref = _reference(model, ids, 4, 64, max_new_tokens=40, min_new_tokens=40, pad_token_id=tok.pad_token_id)
     assert torch.equal(out.sequences, ref)
     assert tok.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_the_publishing_commands_exist_in_the_installed_hub_cli():
+    """Each line of the README's 'Publishing it on the Hub' block is a command of the installed ``hf`` (huggingface_hub
+    >= 1 has no ``huggingface-cli``): ``hf <command words> --help`` answers for every one."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (FOLDER / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Publishing it on the Hub\s+```bash\n(.*?)```", readme, re.S).group(1)
+    lines = [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+    assert lines and all(words[0] == "hf" for words in lines), block
+    hf = Path(sys.executable).with_name("hf")
+    for words in lines:
+        command = [w for w in words[1:4] if re.fullmatch(r"[a-z]+", w)][:2]  # 'auth login', 'repos create', 'upload'
+        res = subprocess.run([str(hf), *command, "--help"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, (words, res.stderr[-500:])
+
+
+def test_a_sliding_window_shorter_than_the_cache_is_refused():
+    """Mistral's model-wide ``sliding_window`` masks all but its last tokens: shorter than the cache, the sinks would
+    be cached but never seen (it was accepted). At least as long as the cache, it masks nothing and streams."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, sliding_window=8, max_position_embeddings=64)
+    ids = torch.randint(1, 128, (1, 12))
+    with pytest.raises(ValueError, match="sliding_window"):
+        _generate(MistralForCausalLM(cfg).eval(), ids, num_sinks=2, window=16, max_new_tokens=4, pad_token_id=0)
+    cfg.sliding_window = 18  # = num_sinks + window
+    model = MistralForCausalLM(cfg).eval()
+    out = _generate(model, ids, num_sinks=2, window=16, max_new_tokens=30, min_new_tokens=30, pad_token_id=0)
+    assert out.sequences.shape == (1, 42) and out.cache.fill() <= 18
+    assert torch.equal(out.sequences, _reference(model, ids, 2, 16, max_new_tokens=30, min_new_tokens=30, pad_token_id=0))

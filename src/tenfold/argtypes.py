@@ -37,6 +37,37 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed, gymnasium, sklearn) takes no more
+
+
+def random_seed(text: str) -> int:
+    """A random seed: an integer in [0, 2**32 - 1], the range every generator tenfold seeds accepts (torch alone takes
+    negative ones; numpy refuses them, and torch overflows past 2**64)."""
+    value = _number(text, int)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be in [0, {SEED_MAX}] (got {value})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (time-outs, rates)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {value:g})")
+    return value
+
+
+IMAGE_SIZE_MAX = 4096  # one RGB image of this side is 48 MiB; a typo such as 100000 would ask for 28 GiB
+
+
+def image_size(text: str) -> int:
+    """An image side in pixels: 32 (the smallest the visual world renders) to 4096."""
+    value = _number(text, int)
+    if not 32 <= value <= IMAGE_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 32 and {IMAGE_SIZE_MAX} pixels (got {value})")
+    return value
+
+
 def temperature(text: str) -> float:
     """A sampling temperature: 0 (greedy) or more."""
     value = _number(text, float)

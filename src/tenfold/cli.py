@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from tenfold.argtypes import add_device_arg, directory, out_dir, positive_int, probability, temperature
+from tenfold.argtypes import add_device_arg, directory, out_dir, positive_int, probability, random_seed, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
 
@@ -238,7 +238,7 @@ def build_parser() -> Parser:
     p.add_argument("--max-new-tokens", type=positive_int, default=200)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=probability, default=0.9, help="nucleus sampling mass, in (0, 1]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--json", action="store_true", help="print the reply, token counts and settings as one JSON object "
                                                        "at the end instead of streaming the text")
     p.set_defaults(func=_cmd_generate)

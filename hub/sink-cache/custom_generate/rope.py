@@ -125,3 +125,18 @@ def check_supported(model: nn.Module) -> RopeShift:
         raise TenfoldError(f"models with {sorted(set(layer_types) - {'full_attention'})} layers are not supported "
                            f"by the sink cache (it needs full-attention RoPE layers)")
     return RopeShift(find_rotary(model))
+
+
+def check_cache_fits(model: nn.Module, cache_size: int) -> None:
+    """Refuse a sliding-window model (Mistral's ``sliding_window``, without per-layer ``layer_types``) whose window
+    is shorter than the sink cache: its own mask would hide the sinks and the oldest cached tokens, so the cache would
+    keep tokens no query can see. A sliding window at least as long as the cache never masks anything."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    sliding = getattr(text, "sliding_window", None)
+    if (sliding is None or getattr(text, "use_sliding_window", True) is False
+            or getattr(text, "layer_types", None)):  # layer_types: check_supported has judged them
+        return
+    if sliding < cache_size:
+        raise TenfoldError(f"the model attends to its last {sliding} tokens only (sliding_window), fewer than the sink "
+                           f"cache's {cache_size}: its mask would hide the sinks; use num_sinks + window <= {sliding}")

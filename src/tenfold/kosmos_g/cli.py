@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
     t.add_argument("--caption-anchor", type=float, default=1.0, metavar="W",
                    help="add W x MSE to CLIP's encoding of the target caption to the instruction loss (not in the "
                         "paper, which uses the diffusion loss alone: W = 0; a stronger signal for small budgets)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=random_seed, default=0)
     t.add_argument("--no-cache", action="store_true", help="retrain the foundation even if a cached one matches")
     t.add_argument("--n-test", type=int, default=30, help="held-out instructions scored after training (0: none)")
     t.add_argument("--json", action="store_true")
@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
     g.add_argument("--n", type=int, default=1, help="images to generate (different seeds)")
     g.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
     g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=random_seed, default=0)
     g.add_argument("--size", type=int, default=128, help="width of the saved image (nearest-neighbour upscaling)")
     from tenfold.argtypes import add_device_arg
 

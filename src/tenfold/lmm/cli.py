@@ -5,13 +5,13 @@ import json
 import sys
 from pathlib import Path
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
-    from tenfold.argtypes import DEVICE_HELP, add_device_arg, positive_int
+    from tenfold.argtypes import DEVICE_HELP, add_device_arg, image_size, positive_float, positive_int
     from tenfold.lmm.prompts import TECHNIQUES
     from tenfold.lmm.referring import POINTERS
     from tenfold.lmm.suite import CATEGORIES
@@ -23,8 +23,8 @@ def add_commands(sub) -> None:
     s = verbs.add_parser("suite", help="write a probe suite with exact answers, generated from the visual world")
     s.add_argument("--out", type=directory, required=True, help="directory for suite.json and images/")
     s.add_argument("--n", type=int, default=10, help="samples per category (referring: scenes, one per pointer)")
-    s.add_argument("--size", type=int, default=128, help="image side in pixels")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=image_size, default=128, help="image side in pixels")
+    s.add_argument("--seed", type=random_seed, default=0)
     s.add_argument("--force", action="store_true", help="replace the suite already in --out")
     s.add_argument("--category", action="append", choices=CATEGORIES, help="only these categories (repeat)")
     s.add_argument("--pointer", action="append", choices=POINTERS, help="only these pointer types (repeat)")
@@ -44,12 +44,12 @@ def add_commands(sub) -> None:
     r.add_argument("--technique", action="append", choices=TECHNIQUES, default=[],
                    help="prompting technique(s) from the paper (repeat)")
     r.add_argument("--max-tokens", type=positive_int, default=48)
-    r.add_argument("--concurrency", type=int, default=4, help="requests in flight (openai backend)")
-    r.add_argument("--rate", type=float, default=None, help="at most this many requests per second")
+    r.add_argument("--concurrency", type=positive_int, default=4, help="requests in flight (openai backend)")
+    r.add_argument("--rate", type=positive_float, default=None, help="at most this many requests per second")
     r.add_argument("--retries", type=int, default=2,
                    help="openai backend: retries of a request that failed for a passing reason (time-out, connection, "
                         "408/409/429/5xx), by the openai SDK with exponential back-off and Retry-After")
-    r.add_argument("--timeout", type=float, default=60.0, help="seconds per request (openai backend)")
+    r.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (openai backend)")
     r.add_argument("--judge-base-url", default=None, help="OpenAI-compatible server for samples scored by a judge")
     r.add_argument("--judge-model", default=None, help="judge model name ('local': the bundled LM in-process)")
     r.add_argument("--json", action="store_true")

@@ -61,8 +61,10 @@ def world_suite(out: str | Path, n: int = 10, size: int = 128, seed: int = 0, ca
     that holds anything else always is.
     """
     bad = [c for c in categories if c not in CATEGORIES] + [p for p in pointers if p not in POINTERS]
-    if bad or n < 1 or size < 32:
-        raise TenfoldError(f"world suite: n >= 1, size >= 32, known categories and pointers (bad: {bad})")
+    if bad:
+        raise TenfoldError(f"world suite: unknown categories or pointers: {', '.join(map(str, bad))}")
+    if n < 1 or size < 32:  # the message names the CLI's options (--n, --size): the value given, not a list of rules
+        raise TenfoldError(f"world suite: --n must be at least 1 and --size at least 32 (got n={n}, size={size})")
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise TenfoldError(f"--out {out} is a file; the suite is written into a folder")

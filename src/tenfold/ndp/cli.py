@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import StoreGiven, directory
+from tenfold.argtypes import StoreGiven, directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -23,7 +23,7 @@ def add_commands(sub) -> None:
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="score the population on Ray (pip install 'tenfold[cluster]'): no ADDRESS starts a local Ray "
                    "instance; HOST:PORT, ray://HOST:PORT or 'auto' joins a running cluster (tenfold on every node)")
-    t.add_argument("--seed", type=int, default=0, action=StoreGiven)
+    t.add_argument("--seed", type=random_seed, default=0, action=StoreGiven)
     t.add_argument("--sigma0", type=float, default=0.1, action=StoreGiven, help="CMA-ES initial step size (default 0.1, as the paper)")
     t.add_argument("--episodes", type=int, default=3, action=StoreGiven, help="episodes per fitness evaluation (control tasks)")
     t.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes for the final measurement")

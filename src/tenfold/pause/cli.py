@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -23,7 +23,7 @@ def add_commands(sub) -> None:
         q.add_argument("--steps", type=int, default=steps, action=StoreGiven)
         q.add_argument("--batch-size", type=int, default=batch, action=StoreGiven)
         q.add_argument("--lr", type=float, default=lr, action=StoreGiven)
-        q.add_argument("--seed", type=int, default=0, action=StoreGiven)
+        q.add_argument("--seed", type=random_seed, default=0, action=StoreGiven)
         q.add_argument("--checkpoint-every", type=int, default=100, action=StoreGiven,
                        help="steps between resumable checkpoints")
         q.add_argument("--resume", action="store_true",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -23,7 +23,7 @@ def add_commands(sub) -> None:
         q.add_argument("--data", required=True, help="a directory written by `tenfold radit data`")
         q.add_argument("--model", default=None, help="the LM (default: the bundled SmolLM2)")
         q.add_argument("--n-train", type=int, default=500, help="training questions (stratified by kind)")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=random_seed, default=0)
 
     t = verbs.add_parser("train-lm", help="LM-ft: one example per retrieved chunk, loss on the answer (LoRA)")
     common(t)

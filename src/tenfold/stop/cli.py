@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -19,7 +19,7 @@ def add_commands(sub) -> None:
     u = verbs.add_parser("utility", help="run PROGRAM.py in the sandbox and print its utility and status")
     u.add_argument("program", help="a Python file defining algorithm(...), or - for stdin")
     u.add_argument("--task", required=True, choices=sorted(UTILITIES))
-    u.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
+    u.add_argument("--seed", type=random_seed, default=0, help="seed of the random instances (default 0)")
     u.add_argument("--json", action="store_true", help="print utility, status, message, violations, signals")
     _isolation_arg(u)
     u.set_defaults(func=_utility)
@@ -31,7 +31,7 @@ def add_commands(sub) -> None:
     i.add_argument("--samples", type=int, default=6, help="responses per call (paper: 6)")
     i.add_argument("--utility-calls", type=int, default=25, help="utility calls per improver run (paper: 25)")
     i.add_argument("--max-tokens", type=int, default=512)
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=random_seed, default=0)
     i.add_argument("--out", type=directory, default=None, help="a folder for the archive: archive.json (every improver with its "
                    "meta-utility and the run's ledger) and improver-<iteration>.py (each improver's source)")
     i.add_argument("--json", action="store_true")

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from tenfold.streaming.rope import RopeShift, check_supported
+from tenfold.streaming.rope import RopeShift, check_cache_fits, check_supported
 
 
 class SinkLayer(CacheLayerMixin):
@@ -419,6 +419,7 @@ def _sink_pre_hook(module: nn.Module, args, kwargs):
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
     if not isinstance(cache, SinkCache):
         return None
+    check_cache_fits(module, cache.size)
     x, args, kwargs = _input_of(args, kwargs)
     batch, q = x.shape[0], x.shape[1]
     mask = kwargs.get("attention_mask")

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tenfold.argtypes import directory
+from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
 
 def add_commands(sub) -> None:
-    from tenfold.argtypes import positive_int
+    from tenfold.argtypes import image_size, positive_int
     from tenfold.vision.world import SPLITS
 
     p = sub.add_parser("vision", help="the visual world, a small CLIP and a small VLM (world | parse | train-clip | train-vlm | ask)")
@@ -19,8 +19,8 @@ def add_commands(sub) -> None:
     w.add_argument("--out", type=directory, required=True)
     w.add_argument("--split", choices=SPLITS, default="train",
                    help="train/test: no held-out (colour, shape) pair; unseen: at least one")
-    w.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--size", type=image_size, default=64, help="image width and height in pixels (default 64)")
+    w.add_argument("--seed", type=random_seed, default=0)
     w.add_argument("--force", action="store_true", help="replace what --out already holds")
     w.add_argument("--json", action="store_true", help="print the folder, scenes.jsonl, scene count, split, size and "
                                                        "seed as JSON")
@@ -34,7 +34,7 @@ def add_commands(sub) -> None:
     c.add_argument("--steps", type=int, default=600)
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--lr", type=float, default=1e-3)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=random_seed, default=0)
     c.add_argument("--from-pretrained", default=None,
                    help="a local CLIP checkpoint (transformers format) to evaluate/fine-tune instead of a new one")
     c.add_argument("--n-test", type=int, default=200, help="held-out scenes for recall@k")
@@ -50,7 +50,7 @@ def add_commands(sub) -> None:
     v.add_argument("--image-tokens", type=int, default=16, help="LM positions per image (a square number)")
     v.add_argument("--freeze-vision", action="store_true", help="train the projector only")
     v.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the LM's attention (0: LM frozen)")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=random_seed, default=0)
     v.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
     v.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     v.add_argument("--n-test", type=int, default=100, help="held-out questions per split (test, unseen)")
