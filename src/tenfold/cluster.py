@@ -166,7 +166,8 @@ def _start_local(ray, **init) -> None:
     before the KeyboardInterrupt goes on.
     """
     interrupted = []
-    held = threading.current_thread() is threading.main_thread()  # signal handlers live on the main thread only
+    # Signal handlers live on the main thread only; an ignored SIGINT (a background job, nohup) stays ignored.
+    held = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if held else None
     try:
         ray.init(address=LOCAL, **init)
