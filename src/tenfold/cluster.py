@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -136,8 +138,8 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address in (None, "", LOCAL):  # a new instance even where `ray start` runs a cluster on this machine
         # Our own instance: Ray's notes about its setup (token authentication and the like) are not the user's concern.
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 **{**quiet, "logging_level": logging.ERROR})
+        _start_local(ray, num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                     **{**quiet, "logging_level": logging.ERROR})
         return RayConnection(owned=True)
     _check_reachable(address)
     for attempt in (1, 2):
@@ -154,6 +156,27 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> RayConnection:
         except (RuntimeError, ValueError) as exc:
             _connect_failed(address, exc)
     return RayConnection(owned=True)
+
+
+def _start_local(ray, **init) -> None:
+    """``ray.init(address='local', **init)`` with Ctrl-C held until it returns, then acted on.
+
+    Interrupted inside ``ray.init``, Ray has started its processes but not yet recorded them, so nothing shuts them
+    down: its raylet's agents stay behind with no owner. Held, the instance finishes starting and is shut down whole
+    before the KeyboardInterrupt goes on.
+    """
+    interrupted = []
+    # Signal handlers live on the main thread only; an ignored SIGINT (a background job, nohup) stays ignored.
+    held = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if held else None
+    try:
+        ray.init(address=LOCAL, **init)
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        ray.shutdown()
+        raise KeyboardInterrupt
 
 
 def _connect_failed(address: str, exc: Exception) -> NoReturn:

@@ -95,3 +95,44 @@ def test_stop_after_leaves_a_checkpoint_that_resumes_to_the_same_run(tmp_path):
         run(run_dir=tmp_path, stop_after=2)
     resumed, again = run(run_dir=tmp_path, resume=True)
     assert resumed == whole and same_weights(again, layer)
+
+
+@pytest.mark.parametrize("where", ["before the new checkpoint is moved in", "before run_dir/state.json is updated"])
+def test_a_run_stopped_while_swapping_checkpoints_resumes_to_the_same_run(tmp_path, monkeypatch, where):
+    """Ctrl-C (or a kill) can land between removing the old checkpoint and moving in the new one, or between that
+    and writing the step counter: either way the resumed run must be the uninterrupted one."""
+    import os
+
+    from tenfold.models import finetune
+
+    def run(**kw):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 1)
+        opt = torch.optim.AdamW(layer.parameters(), lr=0.05)
+        g = np.random.default_rng(0)
+        out = train_steps(Forward(lambda x: (layer(x) - 1).pow(2).mean(), layer), opt,
+                          lambda step: torch.from_numpy(g.normal(size=(4, 3))).float(), lambda m, x: m(x), steps=6,
+                          generators=[GeneratorState(g)], checkpoint_every=2, **kw)
+        return out, layer
+
+    whole, layer = run()
+    real_replace, swaps = os.replace, []
+
+    def replace(src, dst):  # the second checkpoint (step 4) is cut short where `where` says
+        if where.startswith("before the new") and os.path.basename(dst) == "checkpoint":
+            swaps.append(dst)
+            if len(swaps) == 2:
+                raise Crash
+        real_replace(src, dst)
+        if where.startswith("before run_dir") and os.path.basename(dst) == "checkpoint":
+            swaps.append(dst)
+            if len(swaps) == 2:
+                raise Crash
+
+    monkeypatch.setattr(finetune.os, "replace", replace)
+    with pytest.raises(Crash):
+        run(run_dir=tmp_path)
+    monkeypatch.setattr(finetune.os, "replace", real_replace)
+    resumed, again = run(run_dir=tmp_path, resume=True)
+    assert resumed == whole and same_weights(again, layer)
+    assert not (tmp_path / "checkpoint.tmp").exists()  # taken in as the checkpoint, then done with

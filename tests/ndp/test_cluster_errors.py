@@ -61,3 +61,25 @@ def test_other_connection_errors_are_not_retried(reachable, monkeypatch):
     with pytest.raises(TenfoldError, match=r"Could not find any running Ray instance\. \(if the cluster checks tokens"):
         cluster.connect("10.0.0.5:6379")
     assert calls == [1]
+
+
+def test_ctrl_c_while_a_local_ray_starts_leaves_no_ray_process(monkeypatch):
+    """Ctrl-C inside ray.init (here: once the raylet runs, while Ray waits for it to register) must not leave Ray's
+    processes behind: the instance is let finish starting, then shut down whole, and the interrupt goes on."""
+    import signal
+
+    import psutil
+
+    real_get_node = ray._private.services.get_node
+
+    def get_node(*args, **kwargs):  # the interrupt arrives after gcs_server and raylet are up, before Ray records them
+        signal.raise_signal(signal.SIGINT)
+        return real_get_node(*args, **kwargs)
+
+    monkeypatch.setattr(ray._private.services, "get_node", get_node)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.connect("local", num_cpus=1)
+    assert not ray.is_initialized()
+    names = {p.name() for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"}
+    assert not names & {"raylet", "gcs_server"}, names
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is back to normal

@@ -191,3 +191,18 @@ def test_benchmark_rejects_sizes_it_cannot_time():
         ray_overhead(generations=1)
     with pytest.raises(TenfoldError, match="workers must be Ray pool sizes"):
         ray_overhead(workers=())
+
+
+def test_a_ray_worker_lost_mid_generation_is_one_line():
+    """Ray's OOM killer (or a node lost) fails the pool's map with a screen-long report; the user gets one line."""
+    from ray.exceptions import OutOfMemoryError
+
+    class DeadPool:
+        def map(self, *args, **kwargs):
+            raise OutOfMemoryError("2 worker(s) were killed due to the node running low on memory.\nObject store: ...")
+
+    scorer = _Scorer.__new__(_Scorer)
+    scorer.cfg, scorer.ray, scorer.pool = TrainConfig(task="xor", workers=2), object(), DeadPool()
+    with pytest.raises(TenfoldError, match=r"^Ray lost the population's scoring \(OutOfMemoryError: 2 worker\(s\) were "
+                                           r"killed due to the node running low on memory.\); --resume continues"):
+        scorer([np.zeros(3)], seed=0)

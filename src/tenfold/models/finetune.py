@@ -191,11 +191,19 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     step, records = 0, []
     ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume:
-        if not ckpt.exists():
+        tmp = ckpt.with_name("checkpoint.tmp")
+        # A run stopped after the old checkpoint was removed and before the new one was moved in: checkpoint.tmp is
+        # whole once its state.json is there (written last).
+        src = ckpt if ckpt.exists() else tmp if (tmp / "state.json").exists() else None
+        if src is None:
             raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
-        accelerator.load_state(str(ckpt))
-        saved = json.loads((Path(run_dir) / "state.json").read_text())
+        accelerator.load_state(str(src))
+        counter = src / "state.json"  # the step the weights are at; older checkpoints keep it in run_dir only
+        saved = json.loads((counter if counter.exists() else Path(run_dir) / "state.json").read_text())
         step, records = saved["step"], saved["losses"]
+        accelerator.wait_for_everyone()  # every process has read it before it moves
+        if src == tmp and accelerator.is_main_process:
+            os.replace(tmp, ckpt)
     with torch.enable_grad():
         while step < steps:
             out = loss_of(prepared, batch_for_step(step))
@@ -291,7 +299,12 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
 
 
 def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
-    """Save optimizer/model/RNG state, then the step counter (a crash in between resumes from the older pair)."""
+    """Save optimizer/model/RNG state and the step counter together into ``checkpoint.tmp``, then swap it in.
+
+    The counter is written last, inside the checkpoint, so weights and step always match: a run stopped before it
+    resumes from the older checkpoint, one stopped between removing the older and moving in the new resumes from
+    ``checkpoint.tmp``.
+    """
     tmp = ckpt.with_name("checkpoint.tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -299,6 +312,7 @@ def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
     accelerator.save_state(str(tmp))  # every process writes its RNG state beside the main process's files
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_json(tmp / "state.json", state)
         if ckpt.exists():
             shutil.rmtree(ckpt)
         os.replace(tmp, ckpt)

@@ -99,7 +99,18 @@ class _Scorer:
         jobs = [(np.asarray(g), seed, self.cfg.episodes) for g in genomes]
         if self.pool is None:
             return [_fitness(j) for j in jobs]
-        return list(self.pool.map(_fitness, jobs, chunksize=max(1, len(jobs) // (4 * self.cfg.workers))))
+        chunk = max(1, len(jobs) // (4 * self.cfg.workers))
+        if self.ray is None:
+            return list(self.pool.map(_fitness, jobs, chunksize=chunk))
+        from ray.exceptions import RayError
+
+        try:
+            return list(self.pool.map(_fitness, jobs, chunksize=chunk))
+        except RayError as exc:  # a worker or node lost (Ray's OOM killer, a node gone): one line, not Ray's report
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = lines[0][:300] if lines else exc.__class__.__name__
+            raise TenfoldError(f"Ray lost the population's scoring ({exc.__class__.__name__}: {why}); "
+                               "--resume continues from the last checkpoint") from None
 
     def close(self):
         if self.ray is not None:
