@@ -12,7 +12,9 @@ and aligner call :func:`train_steps` directly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -298,6 +300,25 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
         model.eval()
 
 
+class _DropTiedWeightNotice(logging.Filter):
+    """accelerate warns "Removed shared tensor {...} while saving" at every checkpoint of a model whose output
+    projection is tied to its input embedding (the bundled model, pause's models): expected, and reloading ties
+    them again, so the line is noise on every save."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in str(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tied_weights_quiet():
+    log, notice = logging.getLogger("accelerate.utils.other"), _DropTiedWeightNotice()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
+
+
 def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
     """Save optimizer/model/RNG state and the step counter together into ``checkpoint.tmp``, then swap it in.
 
@@ -309,7 +330,8 @@ def _checkpoint(accelerator, ckpt: Path, state: dict) -> None:
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # every process writes its RNG state beside the main process's files
+    with _tied_weights_quiet():
+        accelerator.save_state(str(tmp))  # every process writes its RNG state beside the main process's files
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / "state.json", state)
