@@ -45,11 +45,15 @@ def kosmos_g(run):
     from tenfold.kosmos_g.pipeline import FoundationSettings, foundation, foundation_dir, train_aligner
 
     full = FoundationSettings(clip_steps=1500, decoder_steps=2000, vlm_steps=150)
-    settings = run.pick(
-        FoundationSettings(clip_steps=5, decoder_steps=5, decoder_channels=(16, 32, 32), vlm_steps=2, lora_rank=16),
-        FoundationSettings(clip_steps=300, decoder_steps=300, vlm_steps=120, lora_rank=16), full)
     if run.profile == "quick" and (foundation_dir(full) / "done.json").exists():
         settings = full  # a better U-Net and MLLM, already trained by `--profile full`: quick reuses them
+    else:  # quick: U-Net and MLLM steps cut to fit the main job in one sitting (the MLLM is vision-foundation's)
+        decoder_steps = run.pick(5, 240, full.decoder_steps, shrunk="U-Net steps")
+        vlm_steps = run.pick(2, 100, full.vlm_steps, shrunk="MLLM instruction-tuning steps")
+        settings = run.pick(
+            FoundationSettings(clip_steps=5, decoder_steps=decoder_steps, decoder_channels=(16, 32, 32),
+                               vlm_steps=vlm_steps, lora_rank=16),
+            FoundationSettings(clip_steps=300, decoder_steps=decoder_steps, vlm_steps=vlm_steps, lora_rank=16), full)
     align_steps = run.pick(3, 50, 400, shrunk="AlignerNet align steps")
     instruct_steps = run.pick(3, 50, 600, shrunk="AlignerNet instruct steps")
     anchor = 1.0  # the caption anchor (not in the paper): without it, 120 steps taught the aligner no colour

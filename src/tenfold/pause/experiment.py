@@ -38,7 +38,7 @@ def pause(run):
     tasks = run.pick(["sort", "count"], ["sort", "count", "reading"], ["add", "sort", "count", "reading"])
     size = run.pick("tiny", "tiny", "small")
     m_ft = run.pick(4, 8, 10)
-    pt_steps, ft_steps = run.pick((20, 20), (100, 150), (4000, 2000), shrunk="pretraining x fine-tuning steps")
+    pt_steps, ft_steps = run.pick((20, 20), (100, 120), (4000, 2000), shrunk="pretraining x fine-tuning steps")
     n_train, n_test = run.pick((200, 40), (2000, 100), (20000, 500), shrunk="training x test examples per task")
     sweep = sorted({0, 1, m_ft // 2, m_ft, 3 * m_ft // 2, 2 * m_ft})
     pt_cfg = dict(steps=pt_steps, batch_size=32, seq_len=64, lr=1e-3)

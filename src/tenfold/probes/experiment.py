@@ -21,8 +21,8 @@ def probes(run):
     from tenfold.probes.study import held_out_predictions, layer_r2, run_study
 
     limits = run.pick({"world-places": 300, "us-places": 200, "films": 300, "historical-figures": 200, "history-events": 200},
-                      {"world-places": 900, "us-places": 600, "films": 600, "historical-figures": 600,
-                       "history-events": 600},
+                      {"world-places": 800, "us-places": 500, "films": 500, "historical-figures": 500,
+                       "history-events": 500},
                       {"world-places": None, "us-places": None, "films": None, "historical-figures": None,
                        "history-events": None}, shrunk="entities per dataset (None: all)")
     robustness = run.pick(["world-places"], ["world-places"], ["world-places", "us-places", "films",

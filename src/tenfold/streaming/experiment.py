@@ -271,7 +271,7 @@ def streaming_decode(run):
     dtypes = run.pick(["float32", "int4"], ["float32", "float16", "int4"],
                       ["float32", "bfloat16", "float16", "int4"], shrunk="dtypes")
     thread_counts = run.pick([1], [1, 2], [1, 2])
-    steps, repeats = run.pick(4, 24, 96), run.pick(1, 3, 5)
+    steps, repeats = run.pick(4, 24, 96), run.pick(1, 2, 5, shrunk="interleaved repeats (medians)")
     have_llama = bench.llama_cpp_available()
     run.settings.update(caches=[f"{s}+{w}" for s, w in caches], dtypes=dtypes, threads=thread_counts, steps=steps,
                         repeats=repeats, llama_cpp="measured" if have_llama else "not installed (no rows)",

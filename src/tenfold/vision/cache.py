@@ -24,7 +24,7 @@ DONE = "done.json"
 @dataclass(frozen=True)
 class VLMRecipe:
     clip_steps: int = 300
-    vlm_steps: int = 120
+    vlm_steps: int = 100
     clip_batch: int = 64
     vlm_batch: int = 16
     image_tokens: int = 16

@@ -39,7 +39,7 @@ def vision_foundation(run):
     from tenfold.vision.world import scenes
 
     clip_steps, clip_batch = run.pick(20, 300, 3000), 64
-    vlm_steps, vlm_batch = run.pick(4, 120, 1500), 16
+    vlm_steps, vlm_batch = run.pick(4, 100, 1500, shrunk="VLM steps"), 16
     n_eval = run.pick(10, 100, 500)
     image_tokens, lr, lora_rank = 16, 1e-3, 16
     run.settings.update(
