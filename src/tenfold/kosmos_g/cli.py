@@ -17,7 +17,7 @@ def add_commands(sub) -> None:
     t = verbs.add_parser("train", help="train the foundation (CLIP, U-Net, MLLM; cached) and AlignerNet's two stages")
     t.add_argument("--out", type=directory, required=True, help="directory for the assembled model")
     t.add_argument("--clip-steps", type=int, default=300)
-    t.add_argument("--decoder-steps", type=int, default=240, help="U-Net training steps (the slow part)")
+    t.add_argument("--decoder-steps", type=int, default=300, help="U-Net training steps (the slow part)")
     t.add_argument("--vlm-steps", type=int, default=100, help="MLLM instruction-tuning steps (0: projector untrained)")
     t.add_argument("--lora-rank", type=int, default=16, help="the MLLM's LoRA rank (0: none)")
     t.add_argument("--align-steps", type=int, default=150, help="AlignerNet stage 1: captions, MSE to CLIP")

@@ -48,7 +48,7 @@ def kosmos_g(run):
     if run.profile == "quick" and (foundation_dir(full) / "done.json").exists():
         settings = full  # a better U-Net and MLLM, already trained by `--profile full`: quick reuses them
     else:  # quick: U-Net and MLLM steps cut to fit the main job in one sitting (the MLLM is vision-foundation's)
-        decoder_steps = run.pick(5, 240, full.decoder_steps, shrunk="U-Net steps")
+        decoder_steps = run.pick(5, 300, full.decoder_steps, shrunk="U-Net steps")
         vlm_steps = run.pick(2, 100, full.vlm_steps, shrunk="MLLM instruction-tuning steps")
         settings = run.pick(
             FoundationSettings(clip_steps=5, decoder_steps=decoder_steps, decoder_channels=(16, 32, 32),
