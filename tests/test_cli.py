@@ -176,10 +176,10 @@ def _one_line_error(res, needle):
     (["lmm", "run", "suite.json", "--out", "x", "--max-tokens", "0"], "--max-tokens: must be at least 1"),
     (["vision", "ask", "a.png", "what?", "--vlm", "x", "--max-tokens", "-5"], "--max-tokens: must be at least 1"),
     # a seed numpy refuses (negative) or torch overflows on (past 2**64) was a traceback after the model loaded
-    (["generate", "hi", "--seed", "-1"], "--seed: must be in [0, 4294967295] (got -1)"),
-    (["generate", "hi", "--seed", "99999999999999999999999"], "--seed: must be in [0, 4294967295]"),
-    (["stop", "utility", "--task", "parity", "--seed", "-1", "prog.py"], "--seed: must be in [0, 4294967295]"),
-    (["ndp", "train", "--task", "xor", "--seed", "-2"], "--seed: must be in [0, 4294967295]"),
+    (["generate", "hi", "--seed", "-1"], "--seed: must be between 0 and 4294967295 (got -1)"),
+    (["generate", "hi", "--seed", "99999999999999999999999"], "--seed: must be between 0 and 4294967295"),
+    (["stop", "utility", "--task", "parity", "--seed", "-1", "prog.py"], "--seed: must be between 0 and 4294967295"),
+    (["ndp", "train", "--task", "xor", "--seed", "-2"], "--seed: must be between 0 and 4294967295"),
     # a typo in an image side asked for tens of GiB (the process was killed for memory)
     (["vision", "world", "--n", "1", "--out", "x", "--size", "100000"], "--size: must be between 32 and 4096"),
     (["lmm", "suite", "--out", "x", "--size", "99999"], "--size: must be between 32 and 4096"),

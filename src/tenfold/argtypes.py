@@ -40,13 +40,17 @@ def non_negative_int(text: str) -> int:
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed, gymnasium, sklearn) takes no more
 
 
+def _int_between(text: str, low: int, high: int, unit: str = "") -> int:
+    value = _number(text, int)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high}{unit} (got {value})")
+    return value
+
+
 def random_seed(text: str) -> int:
     """A random seed: an integer in [0, 2**32 - 1], the range every generator tenfold seeds accepts (torch alone takes
     negative ones; numpy refuses them, and torch overflows past 2**64)."""
-    value = _number(text, int)
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be in [0, {SEED_MAX}] (got {value})")
-    return value
+    return _int_between(text, 0, SEED_MAX)
 
 
 def positive_float(text: str) -> float:
@@ -62,10 +66,7 @@ IMAGE_SIZE_MAX = 4096  # one RGB image of this side is 48 MiB; a typo such as 10
 
 def image_size(text: str) -> int:
     """An image side in pixels: 32 (the smallest the visual world renders) to 4096."""
-    value = _number(text, int)
-    if not 32 <= value <= IMAGE_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"must be between 32 and {IMAGE_SIZE_MAX} pixels (got {value})")
-    return value
+    return _int_between(text, 32, IMAGE_SIZE_MAX, " pixels")
 
 
 def temperature(text: str) -> float:
