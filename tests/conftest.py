@@ -13,6 +13,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _runtimes_of_this_test(tmp_path, monkeypatch):
+    """In-process ``reproduce`` runs of the tests' made-up experiments record their runtimes in a file of the test's
+    own, not the user's ``$TENFOLD_HOME/runtimes.json`` (which feeds the real runs' ETA)."""
+    monkeypatch.setattr("tenfold.report.fingerprint._runtimes_path", lambda: tmp_path / "runtimes.json")
+
+
 @pytest.fixture(scope="session")
 def lm():
     """The real bundled model, loaded once for the whole test session."""

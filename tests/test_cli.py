@@ -190,6 +190,15 @@ def _one_line_error(res, needle):
     (["lmm", "run", "suite.json", "--out", "x", "--timeout", "nan"], "--timeout: 'nan' is not a finite number"),
     (["lmm", "run", "suite.json", "--out", "x", "--rate", "-1"], "--rate: must be more than 0"),
     (["lmm", "run", "suite.json", "--out", "x", "--concurrency", "0"], "--concurrency: must be at least 1"),
+    (["kosmos-g", "generate", "--model", "m", "--prompt", "a", "--out", "x.png", "--size", "99999"],
+     "--size: must be between 32 and 4096"),
+    # an empty or suffix-less --plot silently wrote nothing / failed after minutes of work
+    (["stream-ppl", "--text", "t.txt", "--plot", ""], "--plot: is empty"),
+    (["stream-ppl", "--text", "t.txt", "--plot", "ppl"], "--plot: ppl: give a file ending in .png"),
+    # a negative checkpoint interval acted as its absolute value; a negative --stop-after never stopped
+    (["pause", "pretrain", "--out", "r", "--checkpoint-every", "-5"], "--checkpoint-every: must be 0 or more"),
+    (["pause", "pretrain", "--out", "r", "--stop-after", "0"], "--stop-after: must be at least 1"),
+    (["radit", "train-lm", "--out", "r", "--checkpoint-every", "-1"], "--checkpoint-every: must be 0 or more"),
 ])
 def test_bad_values_are_refused_by_the_parser(args, needle):
     _one_line_error(run_cli(*args), needle)

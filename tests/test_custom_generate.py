@@ -60,6 +60,16 @@ def test_a_tiny_random_llama_streams_far_past_its_positions():
     assert torch.equal(out.sequences, ref)  # token for token what tenfold's own SinkCache gives
     with pytest.raises(ValueError, match="makes its own cache"):
         _generate(model, ids, num_sinks=2, window=16, max_new_tokens=2, cache=ref)
+    # settings that would change the result are refused, never silently replaced
+    with pytest.raises(ValueError, match="prefill_chunk must be between 1 and window"):
+        _generate(model, ids, num_sinks=2, window=16, max_new_tokens=2, prefill_chunk=0, pad_token_id=0)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        _generate(model, ids, num_sinks=2, window=16, max_new_tokens=2, use_cache=False, pad_token_id=0)
+    from transformers import GenerationConfig
+
+    with pytest.raises(ValueError, match="beam search"):
+        _generate(model, ids, num_sinks=2, window=16, generation_config=GenerationConfig(num_beams=2, max_new_tokens=2),
+                  pad_token_id=0)
 
 
 @pytest.mark.slow

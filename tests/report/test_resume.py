@@ -15,12 +15,16 @@ CALLS: dict[str, int] = {}
 
 @pytest.fixture
 def two_experiments(tmp_path, monkeypatch):
-    """Two tiny experiments that pose as the ndp and probes experiments (their code is what they can reach), and one
-    that loads a 'model' from a weight file."""
+    """Two tiny experiments that pose as the ndp and probes experiments (their code is what they can reach; the ndp one
+    reads a corpus file), and one that loads a 'model' from a weight file."""
+    from tenfold.data import read_text
+
     monkeypatch.setenv("TENFOLD_HOME", str(tmp_path / "home"))
     CALLS.clear()
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"v1")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("first edition")
 
     def make(name, module):
         @experiment(name, "ndp", f"{name} works", {})
@@ -29,6 +33,8 @@ def two_experiments(tmp_path, monkeypatch):
             run.settings["profile"] = run.profile
             if name == "t-model":
                 provenance.note_model("tiny", weights)
+            if name == "t-ndp":
+                read_text(corpus)
             return {"ours": {"calls": CALLS[name]}, "verdict": "reproduced", "why": "ok"}
 
         fn.__module__ = module
@@ -77,6 +83,12 @@ def test_only_what_a_change_can_affect_runs_again(tmp_path, two_experiments, mon
     weights.write_bytes(b"v2, retrained")
     _run(exps, out)
     assert CALLS == {"t-ndp": 2, "t-probes": 3, "t-model": 2}
+    # a corpus file the experiment read changed: it runs again (its record names the file and its hash)
+    record = json.loads((out / "results" / "t-ndp.json").read_text())
+    assert [f["file"] for f in record["env"]["inputs"]] == [str((tmp_path / "corpus.txt").resolve())]
+    (tmp_path / "corpus.txt").write_text("second edition, revised")
+    _run(exps, out)
+    assert CALLS == {"t-ndp": 3, "t-probes": 3, "t-model": 2}
 
 
 def test_an_interrupted_or_failed_run_resumes_with_what_is_missing(tmp_path, two_experiments):

@@ -168,6 +168,9 @@ def test_queue_full_and_empty_prompt(tiny, tok):
         eng.submit(Job([1], GenParams()))
     with pytest.raises(ValueError):
         Job([], GenParams())
+    for chunk in (0, -3, 65):  # 0 once meant "the default" silently
+        with pytest.raises(ValueError, match="prefill_chunk must be between 1 and the window"):
+            Engine(tiny, tok, 2, 64, prefill_chunk=chunk)
 
 
 def test_session_store_bounds(tiny, tok):

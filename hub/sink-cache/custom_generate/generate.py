@@ -21,8 +21,11 @@ def generate(model, num_sinks: int = 4, window: int = 1020, prefill_chunk: int |
             raise ValueError(f"custom_generate sink-cache makes its own cache; do not pass {name}")
     kwargs.pop("past_key_values", None)
     kwargs.pop("cache", None)
-    if kwargs.get("num_beams") not in (None, 1):
+    config = kwargs.get("generation_config") or model.generation_config  # a field given as a keyword wins
+    if kwargs.get("num_beams", getattr(config, "num_beams", 1)) not in (None, 1):
         raise ValueError("beam search is not supported with the sink cache")
+    if kwargs.get("use_cache", getattr(config, "use_cache", True)) is False:
+        raise ValueError("use_cache=False would decode without the sink cache; leave use_cache on")
     enable_streaming(model)
     cache = SinkCache(num_sinks=num_sinks, window=window, prefill_chunk=prefill_chunk)
     return GenerationMixin.generate(model, cache=cache, **kwargs)

@@ -15,6 +15,7 @@ from tenfold import home
 from tenfold.data.debian import apt_download, deb_files
 from tenfold.data.rdata import read_lazyload_db
 from tenfold.errors import TenfoldError
+from tenfold.provenance import note_input
 
 DEBIAN_PACKAGE = "r-cran-janeaustenr"
 SYSTEM_COPY = Path("/usr/lib/R/site-library/janeaustenr/data/Rdata.rdx")
@@ -86,4 +87,6 @@ def austen(book: str | None = None) -> str:
     """Text of one novel (``book`` like 'emma' or 'Pride and Prejudice'), or all six joined in publication order."""
     books = BOOKS if book is None else (book_key(book),)
     directory = prepare()
+    for b in books:
+        note_input(directory / f"{b}.txt")  # the report's provenance; a changed file re-runs what read it
     return "\n\n".join((directory / f"{b}.txt").read_text(encoding="utf-8") for b in books)

@@ -15,6 +15,7 @@ from pathlib import Path
 from tenfold import home
 from tenfold.data.debian import apt_download, deb_files
 from tenfold.errors import TenfoldError
+from tenfold.provenance import note_input
 
 DEBIAN_PACKAGE = "calendar"
 FILES = ("history", "birthday", "music")
@@ -49,7 +50,9 @@ def entries(name: str) -> list[tuple[str, str]]:
     if name not in FILES:
         raise TenfoldError(f"unknown calendar {name!r}; choose one of: {', '.join(FILES)}")
     rows: list[list[str]] = []
-    for line in (prepare() / f"calendar.{name}").read_text(encoding="utf-8").splitlines():
+    path = prepare() / f"calendar.{name}"
+    note_input(path)
+    for line in path.read_text(encoding="utf-8").splitlines():
         m = _DATE.match(line)
         if m:
             rows.append([f"{m.group(1)}/{m.group(2)}", m.group(3).strip()])

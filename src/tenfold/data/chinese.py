@@ -16,6 +16,7 @@ from pathlib import Path
 from tenfold import home
 from tenfold.data.debian import apt_download, deb_files
 from tenfold.errors import TenfoldError
+from tenfold.provenance import note_input
 
 DEBIAN_PACKAGE = "fortunes-zh"
 FILES = ("chinese", "tang300")
@@ -50,5 +51,7 @@ def entries(name: str = "chinese") -> list[str]:
     """The entries of one fortune file ('chinese' or 'tang300'), each stripped, empty ones dropped."""
     if name not in FILES:
         raise TenfoldError(f"unknown fortune file {name!r}; choose one of: {', '.join(FILES)}")
-    text = (prepare() / f"{name}.txt").read_text(encoding="utf-8")
+    path = prepare() / f"{name}.txt"
+    note_input(path)
+    text = path.read_text(encoding="utf-8")
     return [e.strip() for e in re.split(r"^%\s*$", text, flags=re.M) if e.strip()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
+from tenfold.provenance import note_input
 
 
 def read_text(path: str | Path) -> str:
@@ -13,6 +14,7 @@ def read_text(path: str | Path) -> str:
         raise TenfoldError(f"text file not found: {p}")
     if p.is_dir():
         raise TenfoldError(f"expected a text file, got a directory: {p}")
+    note_input(p)
     try:
         raw = p.read_bytes()
     except OSError as exc:

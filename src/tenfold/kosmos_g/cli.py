@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import directory, random_seed
+from tenfold.argtypes import directory, image_size, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -45,7 +45,8 @@ def add_commands(sub) -> None:
     g.add_argument("--steps", type=int, default=25, help="DDIM sampling steps")
     g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     g.add_argument("--seed", type=random_seed, default=0)
-    g.add_argument("--size", type=int, default=128, help="width of the saved image (nearest-neighbour upscaling)")
+    g.add_argument("--size", type=image_size, default=128,
+                   help="side of the saved image in pixels, 32 to 4096 (nearest-neighbour upscaling)")
     from tenfold.argtypes import add_device_arg
 
     add_device_arg(g, help="where CLIP, the MLLM, AlignerNet and the U-Net run: auto (a GPU when torch sees one, else "
@@ -110,8 +111,8 @@ def _generate(args) -> int:
 
     if not args.prompt.strip():
         raise TenfoldError("the prompt is empty")
-    if args.n < 1 or args.steps < 1 or args.size < 8:
-        raise TenfoldError("--n and --steps must be >= 1 and --size >= 8")
+    if args.n < 1 or args.steps < 1:
+        raise TenfoldError("--n and --steps must be >= 1")
     if args.text_only and args.image:
         raise TenfoldError("--text-only takes no --image (the CLIP text encoder cannot read images)")
     images = [read_image(p) for p in args.image]

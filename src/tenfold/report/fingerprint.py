@@ -1,7 +1,8 @@
 """When a result can be kept, and how long an experiment takes: what lets ``tenfold reproduce`` resume and skip.
 
 A result is kept when its file says it succeeded with the same :func:`fingerprint` - the profile, the code the
-experiment can reach, Python and the key libraries - and the model weights it recorded still hash the same.
+experiment can reach, Python and the key libraries - and the model weights and corpus files it recorded still hash
+the same.
 "The code it can reach" is found from the source: the modules of the experiment's package and every tenfold module
 they import, followed transitively (an edit to ``tenfold/ndp`` re-runs ``ndp`` only; one to ``tenfold/models/lm.py``
 re-runs what loads a language model). ``tenfold.report`` itself is left out: it records, it does not compute.
@@ -109,6 +110,10 @@ def kept(exp, profile: str, out_dir: str | Path) -> dict | None:
         return None
     if not all((path.parent / plot).is_file() for plot in record.get("plots", [])):
         return None
+    for data in (record.get("env") or {}).get("inputs", []):  # a corpus file changed (or gone): run again
+        f = Path(data.get("file", ""))
+        if not f.is_file() or provenance.file_sha256(f, _hash_cache()) != data.get("sha256"):
+            return None
     for model in (record.get("env") or {}).get("models", []):
         root = Path(model["source"]) if model.get("source") else None
         for w in model.get("weights", []):

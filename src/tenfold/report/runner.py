@@ -65,8 +65,12 @@ def run_one(exp: Experiment, profile: str, out_dir: str, progress=lambda message
         described = provenance.describe_models(models)
     except OSError as exc:  # a weight file vanished or is unreadable: say so, keep the result
         described = [{**m, "weights": [], "error": str(exc)} for m in models]
+    try:
+        inputs = provenance.describe_inputs(models.inputs)
+    except OSError as exc:
+        inputs = [{"file": p, "error": str(exc)} for p in models.inputs]
     seeds = {"global": SEED, **{k: v for k, v in run.settings.items() if "seed" in k.lower()}}
-    record["env"] = provenance.environment(models=described, seeds=seeds, started=started)
+    record["env"] = provenance.environment(models=described, inputs=inputs, seeds=seeds, started=started)
     write_json(results / f"{exp.name}.json", record)
     return record
 

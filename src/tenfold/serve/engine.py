@@ -172,7 +172,9 @@ class Engine:
         if not 0 <= keep_max <= window:
             raise ValueError(f"keep_max must be between 0 and the window ({window}), got {keep_max}")
         self.keep_max = keep_max  # llama.cpp's --keep: a job's first ``keep`` tokens (its system prompt) become sinks
-        self.prefill_chunk = prefill_chunk or max(1, min(256, window // 2))
+        if prefill_chunk is not None and not 1 <= prefill_chunk <= window:
+            raise ValueError(f"prefill_chunk must be between 1 and the window ({window}), got {prefill_chunk}")
+        self.prefill_chunk = max(1, min(256, window // 2)) if prefill_chunk is None else prefill_chunk
         self._round = 0  # worker rounds so far (orders prefill turns)
         self.max_active, self.max_queue = max_active, max_queue
         # ``is not None``: an empty store is falsy (len 0), and a configured store must never be replaced.

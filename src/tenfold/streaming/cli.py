@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
@@ -15,8 +16,8 @@ DECODE_DTYPE_HELP = ("weights and activations (default auto: on the CPU, int4 li
 
 
 def add_commands(sub) -> None:
-    from tenfold.argtypes import (add_device_arg, non_negative_int, penalty_factor, positive_int, probability,
-                                  temperature, unit_interval)
+    from tenfold.argtypes import (add_device_arg, non_negative_int, penalty_factor, plot_file, positive_int,
+                                  probability, temperature, unit_interval)
 
     p = sub.add_parser("stream-ppl", help="exact streaming perplexity: dense / window / recompute / sink (StreamingLLM)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -35,7 +36,8 @@ def add_commands(sub) -> None:
                    help="window/sink: compute the same numbers as one token per step, 256 tokens per forward pass "
                         "(far faster; tokens/s then measures evaluation, not decoding)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", default=None, help="write a PNG of log-perplexity along the stream")
+    p.add_argument("--plot", type=plot_file, default=None, metavar="FILE",
+                   help="write a figure of log-perplexity along the stream (.png, .pdf, .svg or .jpg)")
     p.set_defaults(func=_stream_ppl)
 
     p = sub.add_parser("chat", help="multi-round chat that never runs out of context (sink cache); /reset, /stats, /quit")
@@ -114,6 +116,7 @@ def _stream_ppl(args) -> int:
         from tenfold.streaming.plots import plot_log_ppl
 
         fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
     if args.json:
         print_json(row)

@@ -182,7 +182,7 @@ class SinkCache(Cache):
         first = size if initial_capacity is None else max(1, min(initial_capacity, size))
         super().__init__(layer_class_to_replicate=lambda: SinkLayer(first, size))
         self.num_sinks, self.window = num_sinks, window
-        self.prefill_chunk = prefill_chunk or max(1, window // 4)
+        self.prefill_chunk = max(1, window // 4) if prefill_chunk is None else prefill_chunk
         if not 1 <= self.prefill_chunk <= window:
             raise ValueError(f"prefill_chunk must be between 1 and window ({window}), got {prefill_chunk}")
         self.rerotate = bool(rerotate)
