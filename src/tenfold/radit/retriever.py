@@ -60,7 +60,10 @@ class DualEncoder:
 
     def query_embeddings(self, questions: list[str]) -> torch.Tensor:
         """Normalised query embeddings with gradients (sentence-transformers' forward on tokenized features)."""
-        features = self.query_model.tokenize(list(questions))
+        # sentence-transformers 5.x renamed tokenize (now deprecated, with a warning) to preprocess
+        tokenize = getattr(self.query_model, "preprocess", None) or self.query_model.tokenize
+        device = self.query_model.device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tokenize(list(questions)).items()}
         emb = self.query_model(features)["sentence_embedding"]
         return torch.nn.functional.normalize(emb, dim=-1)
 

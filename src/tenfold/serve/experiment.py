@@ -77,21 +77,33 @@ def _streams(base: str, model: str, concurrency: int, requests: int, max_tokens:
             "ttft_p95_s": round(float(np.nanpercentile(ttft, 95)), 3)}
 
 
-def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, progress) -> dict:
-    """{server: {concurrency: _streams(...)}} for each ``servers`` entry (name -> (ServerProcess, model name))."""
+def _tokenizer():
     from transformers import AutoTokenizer
 
     from tenfold.models.lm import cached_dir, convert_bundled
 
-    tokenizer = AutoTokenizer.from_pretrained(convert_bundled() and cached_dir())
+    return AutoTokenizer.from_pretrained(convert_bundled() and cached_dir())
+
+
+def _streams_by_level(server, name: str, model: str, levels: list[int], per_level, max_tokens: int, tokenizer,
+                      progress) -> dict:
+    """{concurrency: _streams(...)} on a running ``server``, after one warm-up stream."""
+    _streams(server.base, model, 1, 1, 4, tokenizer)
+    out = {}
+    for c in levels:
+        progress(f"throughput, {name}, {c} stream(s)")
+        out[str(c)] = _streams(server.base, model, c, per_level(c), max_tokens, tokenizer)
+    return out
+
+
+def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, progress) -> dict:
+    """{server: {concurrency: _streams(...)}} for each ``servers`` entry (name -> (ServerProcess factory, model name)),
+    each server started for its measurement and stopped after it."""
+    tokenizer = _tokenizer()
     out = {}
     for name, (make, model) in servers.items():
         with make() as server:
-            _streams(server.base, model, 1, 1, 4, tokenizer)  # warm-up
-            out[name] = {}
-            for c in levels:
-                progress(f"throughput, {name}, {c} stream(s)")
-                out[name][str(c)] = _streams(server.base, model, c, per_level(c), max_tokens, tokenizer)
+            out[name] = _streams_by_level(server, name, model, levels, per_level, max_tokens, tokenizer, progress)
     return out
 
 
@@ -205,6 +217,27 @@ def serve_load(run):
 
     note_lm(MODEL)  # the server subprocess loads it; the record names the weights here
     ours: dict = {}
+    retention_turns = run.pick(6, 24, 40, shrunk="system-prompt retention turns")
+    finals = run.pick(2, 6, 20, shrunk="final turns judged per setting")
+    stream_tokens = run.pick(16, 32, 64, shrunk="tokens per throughput stream")
+
+    def streams_at(c: int) -> int:  # throughput streams per concurrency level
+        return 2 * c if c > 1 else run.pick(2, 4, 8)
+
+    retention, rule_only = {}, {}
+
+    def system_rule_probes(server, keep: bool) -> None:
+        """Both system-prompt probes on ``server`` (started with or without ``--keep system``): a session, then
+        stateless requests."""
+        name, label = ("keep_system", "system") if keep else ("sinks_only", "sinks")
+        run.progress(f"system-prompt retention over {retention_turns} turns, keep={label}")
+        retention[name] = _retention(server, retention_turns, reply_tokens)
+        run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={label}")
+        rule_only[f"rule_only_in_system_prompt, {name}"] = _rule_only_in_system(server, retention_turns, finals,
+                                                                                 reply_tokens)
+
+    # One server with tenfold's defaults (int4 for the bundled model) serves every measurement that uses those
+    # settings: load, the long conversation, the system-rule probes without --keep and its throughput row.
     with ServerProcess(["--window", str(window)]) as server, httpx.Client() as client:
         _chat(client, server.base, [{"role": "user", "content": "Hello"}], 2)  # warm-up
         load = {}
@@ -228,28 +261,20 @@ def serve_load(run):
             run.progress(f"stateless re-prefill at turn {turn}")
             stateless_s[turn] = _chat(client, server.base, snapshots[turn], reply_tokens)[0]
         health = client.get(server.base + "/health").json()
-    retention_turns = run.pick(6, 24, 40, shrunk="system-prompt retention turns")
-    finals = run.pick(2, 6, 20, shrunk="final turns judged per setting")
-    retention, rule_only = {}, {}
-    for keep in (False, True):  # one server per setting serves both probes (a session, then stateless requests)
-        name, label = ("keep_system", "system") if keep else ("sinks_only", "sinks")
-        with ServerProcess(["--window", str(window)] + (["--keep", "system"] if keep else [])) as server:
-            run.progress(f"system-prompt retention over {retention_turns} turns, keep={label}")
-            retention[name] = _retention(server, retention_turns, reply_tokens)
-            run.progress(f"rule only in the system prompt, turn {retention_turns}, keep={label}")
-            rule_only[f"rule_only_in_system_prompt, {name}"] = _rule_only_in_system(server, retention_turns, finals,
-                                                                                     reply_tokens)
+        system_rule_probes(server, keep=False)
+        int4_row = _streams_by_level(server, "tenfold serve, default int4", MODEL, levels, streams_at, stream_tokens,
+                                     _tokenizer(), run.progress)
+    with ServerProcess(["--window", str(window), "--keep", "system"]) as server:
+        system_rule_probes(server, keep=True)
     retention.update(rule_only)  # sessions first, then the stateless probes, as the report lists them
     ours["system_prompt_retention"] = {"rule": SYSTEM_RULE, "turns": retention_turns, **retention}
-    stream_tokens = run.pick(16, 32, 64, shrunk="tokens per throughput stream")
     from tenfold.models.lm import cached_dir
 
     # the same float32 weights on both servers; tenfold's default (int4 for the bundled model) beside them
     servers = {"tenfold serve": (lambda: ServerProcess(["--window", str(window), "--dtype", "float32"]), MODEL),
-               "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir())),
-               "tenfold serve, default int4": (lambda: ServerProcess(["--window", str(window)]), MODEL)}
-    throughput = _throughput(servers, levels, lambda c: 2 * c if c > 1 else run.pick(2, 4, 8), stream_tokens,
-                             run.progress)
+               "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir()))}
+    throughput = _throughput(servers, levels, streams_at, stream_tokens, run.progress)
+    throughput["tenfold serve, default int4"] = int4_row
     ours["decode_throughput"] = throughput
     t_one, t_top = throughput["tenfold serve"][str(levels[0])], throughput["tenfold serve"][str(levels[-1])]
     ours["tenfold_streams_speedup"] = round(t_top["tokens_per_s"] / t_one["tokens_per_s"], 2)
