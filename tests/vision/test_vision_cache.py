@@ -1,25 +1,50 @@
 """The trained-once store of CLIP + VLM recipes: atomic writes, training once, loading the same weights back."""
+import os
+import subprocess
+
 import pytest
 import torch
 
 from tenfold.vision.cache import VLMRecipe, atomic_dir, cached_vlm, load, recipe_dir
 
 
+def _staging(tmp_path):
+    return sorted(p.name for p in tmp_path.glob("thing.partial*"))
+
+
 def test_atomic_dir_replaces_whole_or_leaves_the_old(tmp_path):
     where = tmp_path / "thing"
     with atomic_dir(where) as tmp:
-        assert tmp.name == "thing.partial"
+        assert tmp.name == f"thing.partial-{os.getpid()}"
         (tmp / "a").write_text("1")
-    assert (where / "a").read_text() == "1" and not (tmp_path / "thing.partial").exists()
+    assert (where / "a").read_text() == "1" and not _staging(tmp_path)
     with pytest.raises(RuntimeError):
         with atomic_dir(where) as tmp:
             (tmp / "a").write_text("2")
             raise RuntimeError("killed half-way")
-    assert (where / "a").read_text() == "1" and not (tmp_path / "thing.partial").exists()
-    (tmp_path / "thing.partial").mkdir()  # left by a killed process
+    assert (where / "a").read_text() == "1" and not _staging(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"thing.partial-{dead.pid}").mkdir()  # left by a killed process
+    (tmp_path / "thing.partial").mkdir()  # left by an older tenfold
     with atomic_dir(where) as tmp:
         (tmp / "b").write_text("3")
-    assert sorted(p.name for p in where.iterdir()) == ["b"]
+    assert sorted(p.name for p in where.iterdir()) == ["b"] and not _staging(tmp_path)
+
+
+def test_two_processes_building_one_cache_keep_the_first_complete_one(tmp_path):
+    """Another live process's staging folder is left alone; a cache it published (done.json) while we were writing
+    ours is kept, ours discarded, so a reader of the published cache never sees it removed."""
+    where = tmp_path / "thing"
+    other = tmp_path / f"thing.partial-{os.getppid()}"  # a live process's folder, mid-write
+    other.mkdir()
+    with atomic_dir(where) as tmp:
+        assert other.exists()
+        (tmp / "mine").write_text("ours")
+        where.mkdir()  # the other process finishes first
+        (where / "done.json").write_text("{}")
+    assert sorted(p.name for p in where.iterdir()) == ["done.json"]
+    assert _staging(tmp_path) == [other.name]
 
 
 def test_recipe_keys_differ_in_every_setting():

@@ -39,7 +39,7 @@ def radit(run):
     n_cities, n_films = run.pick((150, 150), (600, 600), (3000, 3000))
     per_kind_test, per_kind_train = run.pick((2, 2), (6, 8), (40, 80))
     k, k_lsr = run.pick((2, 2), (2, 3), (3, 5))
-    lm_steps, r_steps = run.pick((2, 4), (24, 32), (300, 200), shrunk="LM-ft x R-ft steps")
+    lm_steps, r_steps = run.pick((2, 4), (16, 24), (300, 200), shrunk="LM-ft x R-ft steps")
     tau_lsr, tau_r, temp = 1.0, 0.05, 0.1
     run.settings.update(seeds=seeds, corpus=f"countries + {n_cities} cities + {n_films} films, one passage each",
                         test=f"{per_kind_test} held-out questions per kind (6 kinds), answer in the first line",

@@ -32,9 +32,12 @@ class ServerProcess:
         self.env = None if env is None else {**os.environ, **env}
         self.proc: subprocess.Popen | None = None
         self._log = tempfile.NamedTemporaryFile("w+", prefix="tenfold-serve-", suffix=".log", delete=False)
+        self._final_log: str | None = None  # what the server wrote, kept once it has stopped and the file is gone
 
     def log(self) -> str:
-        """Everything the server wrote to stderr so far."""
+        """Everything the server wrote to stderr so far (all of it, once stopped)."""
+        if self._final_log is not None:
+            return self._final_log
         with open(self._log.name, encoding="utf-8", errors="replace") as f:
             return f.read()
 
@@ -51,6 +54,7 @@ class ServerProcess:
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.__exit__()
                 raise RuntimeError(f"{argv[0]} exited: {self.log()[-2000:]}")
             try:
                 if httpx.get(self.base + "/health", timeout=2).status_code == 200:
@@ -58,7 +62,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 time.sleep(0.5)
         self.__exit__()
-        raise RuntimeError(f"{argv[0]} did not start within {self.start_timeout:.0f} s")
+        raise RuntimeError(f"{argv[0]} did not start within {self.start_timeout:.0f} s: {self.log()[-2000:]}")
 
     def __exit__(self, *exc) -> None:
         if self.proc is None:
@@ -68,4 +72,11 @@ class ServerProcess:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
         self.proc = None
+        self._final_log = self.log()  # then the temporary file goes (one was left per server start)
+        self._log.close()
+        try:
+            os.unlink(self._log.name)
+        except OSError:
+            pass

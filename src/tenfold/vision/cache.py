@@ -5,11 +5,12 @@ A :class:`VLMRecipe` names everything that decides the trained weights (steps, b
 seed); training with it is deterministic, so its result is stored under ``$TENFOLD_HOME/vision/trained/<key>`` and
 any later caller with the same recipe loads it instead of training again. ``vision-foundation`` stores what it
 trains; ``kosmos-g`` and ``lmm-probing`` load it (or train it, once). Every store is atomic: a directory is
-written beside the target as ``<key>.partial`` and renamed when complete, so a killed run leaves no half-cache.
+written beside the target as ``<key>.partial-<pid>`` and renamed when complete, so a killed run leaves no half-cache.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -49,20 +50,43 @@ def recipe_dir(recipe: VLMRecipe) -> Path:
 
 @contextmanager
 def atomic_dir(where: Path):
-    """Yield a fresh ``<where>.partial`` to write into; on success it replaces ``where`` in one rename."""
+    """Yield a fresh staging folder beside ``where`` (``<name>.partial-<pid>``, this process's own) to write into;
+    when the block ends normally it is published as ``where`` by one rename, and on any exception it is removed.
+
+    Two processes building the same cache at once (two runs, two pytest workers) each write their own folder; the
+    content is the same (a recipe's training is deterministic), so the first to finish publishes it and the later
+    one discards its copy, never removing a cache another process may be reading. Staging folders of processes
+    that no longer run are removed."""
     where = Path(where)
-    tmp = where.with_name(where.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run
-    tmp.mkdir(parents=True)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    for stale in where.parent.glob(where.name + ".partial*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and _running(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
+    tmp = where.with_name(f"{where.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         yield tmp
+        if (where / DONE).exists():  # another process published the same cache meanwhile
+            shutil.rmtree(tmp)
+            return
+        if where.exists():
+            shutil.rmtree(where)  # incomplete (no done.json): never loaded
+        tmp.rename(where)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if where.exists():
-        shutil.rmtree(where)
-    tmp.rename(where)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load(recipe: VLMRecipe, lm=None):
