@@ -17,7 +17,8 @@ from tenfold.errors import TenfoldError
 from tenfold.ndp import TrainConfig, train
 from tenfold.ndp.evolve import _Scorer
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs every test here: two local Ray instances at once would each claim both CPUs
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,70 @@ def test_generate_cli_through_a_server(server):
     assert got["text"] and got["backend"] == "openai" and 1 <= got["completion_tokens"] <= 3 and got["prompt_tokens"] > 1
     r = _cli("generate", "hi", "--backend", "openai")
     assert r.returncode != 0 and "needs --base-url" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+_BODIES = {  # a 200 that is not a chat completion, as a misconfigured proxy or a different API sends
+    "html": ("text/html", "<html>hello</html>", "not a chat completion"),
+    "not json": ("application/json", "{not json", "not a chat completion"),
+    "no choices": ("application/json", json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                                   "choices": []}), r"0 choice\(s\) for n=1"),
+    "null content": ("application/json", json.dumps({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}]}),
+        "a reply without text"),
+}
+
+
+@pytest.fixture
+def odd_server():
+    """``odd_server(kind)`` -> base URL of a stub that answers every POST with 200 and ``_BODIES[kind]``."""
+    servers = []
+
+    def start(kind):
+        ctype, body, _ = _BODIES[kind]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        srv = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("kind", list(_BODIES))
+def test_a_200_that_is_not_a_chat_completion_is_one_clear_error(odd_server, kind):
+    with pytest.raises(TenfoldError, match=_BODIES[kind][2]):
+        OpenAICompatible(odd_server(kind), "m", max_retries=0).complete(MSG)
+
+
+def test_a_url_the_sdk_cannot_use_is_one_line():
+    with pytest.raises(TenfoldError, match="is not a usable URL"):
+        OpenAICompatible("http://256.1.1.1/v1", "m")
+
+
+def test_cli_verbs_on_a_server_that_answers_nonsense_fail_in_one_line(odd_server):
+    """generate and stop improve (which asks the model from inside its sandbox) exit 1 with one line, never 0."""
+    import subprocess
+    import sys
+
+    base = odd_server("html")
+    for verb in (["generate", "hi"], ["stop", "improve", "--iterations", "1"]):
+        r = subprocess.run([sys.executable, "-m", "tenfold", *verb, "--backend", "openai", "--base-url", base],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, (verb, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "not a chat completion" in r.stderr, r.stderr

@@ -99,8 +99,9 @@ class OpenAIVision(VisionBackend):
         # (the SDK's back-off sleep cannot be interrupted, but what follows it is refused). The SDK's own httpx
         # client class keeps its defaults (redirects followed, its connection limits and time-out).
         http = openai.DefaultHttpxClient(event_hooks={"request": [self._refuse_when_stopped]})
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                                    timeout=timeout, max_retries=max_retries, http_client=http)
+        from tenfold.prompting.backends import openai_client
+
+        self.client = openai_client(base_url, api_key, timeout=timeout, max_retries=max_retries, http_client=http)
 
     def _refuse_when_stopped(self, request) -> None:
         if self.stop is not None and self.stop.is_set():

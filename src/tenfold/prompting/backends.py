@@ -87,14 +87,12 @@ class OpenAICompatible(Backend):
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
                  max_retries: int = 3):
         super().__init__()
-        import openai
-
         self.name, self.base_url = model, base_url
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                                    timeout=timeout, max_retries=max_retries)
+        self.client = openai_client(base_url, api_key, timeout=timeout, max_retries=max_retries)
 
     def complete(self, messages, n=1, temperature=0.0, max_tokens=256, stop=None):
         import openai
+        from openai.types.chat import ChatCompletion
 
         _check(messages, n, temperature, max_tokens)
         try:
@@ -104,12 +102,35 @@ class OpenAICompatible(Backend):
             raise TenfoldError(f"{self.base_url} answered {exc.status_code}: {_message(exc)}") from None
         except openai.APIConnectionError as exc:
             raise TenfoldError(f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # a 200 whose body is not JSON the SDK can read
+            raise TenfoldError(f"{self.base_url} sent something that is not a chat completion "
+                               f"({type(exc).__name__})") from None
+        if not isinstance(resp, ChatCompletion):  # e.g. an HTML page served with 200
+            raise TenfoldError(f"{self.base_url} sent something that is not a chat completion")
         self.calls += 1
         if resp.usage is not None:
             self.prompt_tokens += resp.usage.prompt_tokens or 0
             self.completion_tokens += resp.usage.completion_tokens or 0
-        choices = sorted(resp.choices, key=lambda c: c.index)
-        return [c.message.content or "" for c in choices]
+        choices = sorted(resp.choices or [], key=lambda c: c.index)
+        if len(choices) != n:
+            raise TenfoldError(f"{self.base_url} sent {len(choices)} choice(s) for n={n}")
+        texts = [getattr(c.message, "content", None) for c in choices]
+        if not all(isinstance(t, str) for t in texts):
+            raise TenfoldError(f"{self.base_url} sent a reply without text")
+        return texts
+
+
+def openai_client(base_url: str, api_key: str | None = None, **kwargs):
+    """``openai.OpenAI`` for ``base_url``; the key is ``api_key``, else ``$OPENAI_API_KEY``, else "none" (servers
+    without keys). ``kwargs`` go to the client. Raises TenfoldError (one line) for a URL the SDK cannot use."""
+    import openai
+
+    try:
+        return openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none", **kwargs)
+    except Exception as exc:  # the SDK's httpx raises its own InvalidURL for a host like 256.1.1.1
+        if type(exc).__name__ != "InvalidURL":
+            raise
+        raise TenfoldError(f"--base-url {base_url!r} is not a usable URL ({exc})") from None
 
 
 def _message(exc) -> str:

@@ -173,9 +173,13 @@ def _improve(args) -> int:
                                     progress=lambda t, n, mu: bar.update(job, completed=t + 1,
                                                                          description=f"iteration {t}: meta-utility {mu:.3f}"))
     ledger = stop.ledger
+    if ledger.backend_errors and not ledger.lm_samples:  # not one answer: a broken backend, not a result
+        raise TenfoldError(f"every language-model call failed ({len(ledger.backend_errors)}): "
+                           f"{ledger.backend_errors[0]}")
     report = {"task": args.task, "meta_utility": [a["meta_utility"] for a in archive],
               "statuses": ledger.statuses, "blocked_events": ledger.blocked_events, "signals": ledger.signals,
-              "lm_calls": ledger.lm_calls, "lm_samples": ledger.lm_samples, "utility_calls": ledger.utility_calls,
+              "lm_calls": ledger.lm_calls, "lm_samples": ledger.lm_samples,
+              "backend_errors": len(ledger.backend_errors), "utility_calls": ledger.utility_calls,
               "sandbox_runs": ledger.sandbox_runs, "programs_seen": ledger.programs_seen,
               "denied": ledger.denied, "isolation": ledger.isolation,
               "sandbox_by_iteration": [a["sandbox"] for a in archive]}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tenfold.errors import TenfoldError
 from tenfold.sandbox import Limits, ServiceError, circumvention_signals, run_program
 from tenfold.stop.utilities import get_utility, seed_program
 
@@ -73,6 +74,7 @@ class Ledger:
     denied: dict = field(default_factory=dict)  # run-time denials by kind (tenfold.sandbox.CIRCUMVENTION_KINDS)
     runs_with_denials: int = 0
     isolation: dict = field(default_factory=dict)  # sandbox runs by isolation used
+    backend_errors: list = field(default_factory=list)  # the model backend's own failures (one line each)
 
     def saw_program(self, source: str) -> None:
         self.programs_seen += 1
@@ -146,8 +148,12 @@ class STOP:
             out = []
             for m in messages:
                 chat = [{"role": "system", "content": payload["expertise"]}, {"role": "user", "content": m}]
-                out.extend(self.backend.complete(chat, n=1, temperature=max(0.0, min(2.0, payload["temperature"])),
-                                                 max_tokens=b.max_tokens))
+                try:
+                    out.extend(self.backend.complete(chat, n=1, temperature=max(0.0, min(2.0, payload["temperature"])),
+                                                     max_tokens=b.max_tokens))
+                except TenfoldError as exc:  # a server that is down or answers nonsense: the run reports it
+                    self.ledger.backend_errors.append(str(exc))
+                    raise ServiceError(f"language model failed: {exc}") from None
                 self.ledger.lm_samples += 1
             for text in out:
                 self.ledger.saw_program(text)
