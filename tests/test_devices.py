@@ -266,3 +266,20 @@ def test_load_lm_passes_device_map_through(monkeypatch):
     assert seen == ["cpu", None]  # no map unless asked: from_pretrained's own default
     with pytest.raises(TenfoldError, match="takes no device_map"):
         load_lm(quantize="int4", device_map="auto")
+
+
+def test_training_batches_follow_the_accelerators_device(monkeypatch):
+    """The loops on train_steps build batches on the CPU; on a GPU the accelerator's device differs, and every batch
+    must move there before the forward pass (CLIP's pixels and captions did not: a device mismatch on any one-GPU
+    machine). Stand-in for a GPU here: the accelerator reports the "meta" device, so a CPU tensor reaching the
+    meta-device model fails with "not on the expected device"; moved batches get through forward and backward and
+    stop only where the loop reads the loss's value (.item() on meta)."""
+    import accelerate
+
+    from tenfold.vision.clip import small_clip, train_clip, world_tokenizer
+
+    monkeypatch.setattr(accelerate.Accelerator, "device", property(lambda self: torch.device("meta")))
+    tok = world_tokenizer()
+    with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
+        train_clip(small_clip(len(tok), image_size=32, width=32, layers=1, patch_size=8), tok, steps=1, batch_size=4,
+                   image_size=32)

@@ -176,6 +176,7 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     nothing to resume, and ``stop_after`` without a run directory.
     """
     from accelerate import Accelerator
+    from accelerate.utils import send_to_device
 
     if steps < 1:
         raise TenfoldError(f"steps must be at least 1 (got {steps})")
@@ -208,7 +209,9 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
             os.replace(tmp, ckpt)
     with torch.enable_grad():
         while step < steps:
-            out = loss_of(prepared, batch_for_step(step))
+            # batches are built on the CPU; the accelerator's device may be a GPU (tensors nested in tuples, lists
+            # and dicts move, anything else stays as it is)
+            out = loss_of(prepared, send_to_device(batch_for_step(step), accelerator.device))
             loss, extras = out if isinstance(out, tuple) else (out, {})
             logged = accelerator.reduce(torch.stack([loss.detach().float(), *(v.detach().float() for v in
                                                                                 extras.values())]), "mean")
