@@ -76,7 +76,6 @@ ALLOWED = {
     "devices.py": (2, "the device-resolution module itself (the names of the CPU and of CUDA)"),
     "models/decode_attention.py": (1, "a comparison: the half-precision decode kernel is a CPU fast path"),
     "models/int4_load.py": (1, "int4 weights are CPU-only; load_lm refuses int4 on any other device"),
-    "serve/experiment.py": (1, "the `transformers serve` baseline is benchmarked on the CPU, like tenfold serve"),
     "provenance.py": (2, "the dict key naming the machine's processor model, not a device"),
 }
 
@@ -283,3 +282,41 @@ def test_training_batches_follow_the_accelerators_device(monkeypatch):
     with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
         train_clip(small_clip(len(tok), image_size=32, width=32, layers=1, patch_size=8), tok, steps=1, batch_size=4,
                    image_size=32)
+
+
+@pytest.mark.parametrize("verb", [["generate", "hi"], ["serve"]])
+def test_a_verb_without_device_follows_tenfold_device(verb):
+    """`tenfold reproduce --device X` sets $TENFOLD_DEVICE for what it runs, subprocesses included (serve-load starts
+    `tenfold serve`): a verb given no --device reads it (was: the flag's own default, auto, won)."""
+    import os
+
+    res = subprocess.run([sys.executable, "-m", "tenfold", *verb], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TENFOLD_DEVICE": "tpu"})
+    _one_line_error(res, "TENFOLD_DEVICE: unknown device 'tpu'")
+
+
+def test_training_runs_on_the_cpu_when_the_cpu_was_chosen(monkeypatch):
+    """With a GPU present, `--device cpu` (TENFOLD_DEVICE=cpu) keeps the shared training loop on the CPU; auto takes
+    the GPU. (A GPU is simulated: torch.cuda.is_available is patched, and Accelerator only records its arguments.)"""
+    import accelerate
+
+    from tenfold.models import finetune
+
+    chosen = []
+
+    class Recorded(Exception):
+        pass
+
+    def accelerator(**kwargs):
+        chosen.append(kwargs["cpu"])
+        raise Recorded
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(accelerate, "Accelerator", accelerator)
+    module = torch.nn.Linear(2, 1)
+    for env in ("cpu", "auto"):
+        monkeypatch.setenv("TENFOLD_DEVICE", env)
+        with pytest.raises(Recorded):
+            finetune.train_steps(module, torch.optim.SGD(module.parameters(), lr=0.1), lambda s: None,
+                                 lambda m, b: None, steps=1)
+    assert chosen == [True, False]

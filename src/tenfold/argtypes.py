@@ -177,5 +177,8 @@ DEVICE_HELP = ("where the model runs: auto (a GPU when torch sees one, else the 
 
 
 def add_device_arg(parser, help: str = DEVICE_HELP) -> None:
-    """Add ``--device`` (default auto) to a verb that runs a model."""
-    parser.add_argument("--device", type=device_name, default="auto", help=help)
+    """Add ``--device`` to a verb that runs a model. Its default (None) is ``$TENFOLD_DEVICE`` when set, else auto
+    (tenfold.devices): ``tenfold reproduce --device`` sets the variable, so the verbs it starts as subprocesses
+    (``tenfold serve`` in serve-load) run where it runs."""
+    parser.add_argument("--device", type=device_name, default=None,
+                        help=help + "; default: $TENFOLD_DEVICE when set, else auto")

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from tenfold.devices import CPU, device_type
 from tenfold.errors import TenfoldError, TrainingStopped
 
 
@@ -186,7 +187,8 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     process_state()  # checks the number of processes and picks gloo on CPU
-    accelerator = Accelerator(cpu=_on_cpu(), step_scheduler_with_optimizer=False)
+    # the CPU also when a GPU is there but `--device cpu` / $TENFOLD_DEVICE=cpu chose the CPU
+    accelerator = Accelerator(cpu=_on_cpu() or device_type() == CPU, step_scheduler_with_optimizer=False)
     prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
     prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
     for g in generators:

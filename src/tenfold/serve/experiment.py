@@ -108,16 +108,19 @@ def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, pr
 
 
 def _transformers_serve():
-    """``transformers serve --continuous-batching`` on the bundled model (fp32, CPU): the anchor in the same venv."""
+    """``transformers serve --continuous-batching`` on the bundled model (fp32): the anchor in the same venv, on the
+    device the tenfold servers beside it use (``tenfold reproduce --device``, else auto)."""
     import sys
     from pathlib import Path
 
+    from tenfold.devices import resolve_device
     from tenfold.models.lm import cached_dir, convert_bundled
 
     convert_bundled()
     exe = str(Path(sys.executable).with_name("transformers"))
     return ServerProcess(command=[exe, "serve", str(cached_dir()), "--continuous-batching", "--port", "{port}",
-                                  "--dtype", "float32", "--device", "cpu"], start_timeout=300,
+                                  "--dtype", "float32", "--device", str(resolve_device(None))],
+                         start_timeout=300,
                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 
