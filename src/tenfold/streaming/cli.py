@@ -29,8 +29,9 @@ def add_commands(sub) -> None:
     p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
     p.add_argument("--model", default=None, help="a local model folder or a cached Hub id (default: the bundled "
                                                  "SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="weights and activations (default float32); int4: int4 linear weights, the rest float32 (CPU)")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                   help="weights and activations (default auto: float32 on the CPU, exact; bfloat16 on a GPU); int4: "
+                        "int4 linear weights, the rest float32 (CPU only)")
     add_device_arg(p)
     p.add_argument("--blocked", action="store_true",
                    help="window/sink: compute the same numbers as one token per step, 256 tokens per forward pass "
@@ -102,7 +103,10 @@ def _stream_ppl(args) -> int:
     if args.tokens < 2:
         raise TenfoldError(f"--tokens must be >= 2 (got {args.tokens})")
     text = read_text(args.text) if args.text else austen(None if args.book == "all" else args.book)
-    model, tok = load_model(args.model, args.dtype, args.device)
+    from tenfold.devices import default_dtype, resolve_device
+
+    dtype = str(default_dtype(resolve_device(args.device))).removeprefix("torch.") if args.dtype == "auto" else args.dtype
+    model, tok = load_model(args.model, dtype, args.device)
     ids = tok(text, return_tensors="pt").input_ids[0]
     if ids.numel() < args.tokens:
         raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
