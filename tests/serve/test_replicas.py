@@ -84,15 +84,16 @@ def test_a_session_stays_on_one_replica_and_fails_over_with_the_same_text(cluste
     home = used.pop()
     (other,) = set(replicas) - {home}
     history.append({"role": "user", "content": "Name an animal."})
-    # What the pinned replica answers from scratch (no session: a full prefill), before it dies.
-    expected, expected_usage, _ = _turn(_client(replicas[home].base), history)
+    # What the pinned replica answers this turn from its session cache, just before it dies.
+    expected, expected_usage, _ = _turn(_client(replicas[home].base, session="conversation-1"), history)
+    assert expected_usage.prompt_tokens_details.cached_tokens > cached[2]  # from the cache, not a re-prefill
     replicas[home].proc.send_signal(signal.SIGKILL)
     replicas[home].proc.wait(timeout=10)
     text, usage, replica = _turn(client, history)  # nginx: connection refused -> the next replica on the ring
     assert replica.split(", ") == [home, other], replica  # $upstream_addr: tried the dead one, answered by the other
     assert usage.prompt_tokens_details.cached_tokens == 0  # re-prefilled there ...
-    assert usage.prompt_tokens == expected_usage.prompt_tokens < 508
-    assert expected.strip() and text == expected  # ... to the same temperature-0 text
+    assert usage.prompt_tokens == expected_usage.prompt_tokens < 508  # (a history that fits the window: README)
+    assert expected.strip() and text == expected  # ... to the text the dead replica's cache gave
     history += [{"role": "assistant", "content": text}, {"role": "user", "content": "And a number?"}]
     _, usage, replica = _turn(client, history)
     assert replica.split(", ")[-1] == other and usage.prompt_tokens_details.cached_tokens > 0  # the session lives on there now
