@@ -51,6 +51,11 @@ def losses(run: Path) -> list[float]:
     return json.loads((run / "state.json").read_text())["losses"]
 
 
+def processes(run: Path) -> int:
+    """How many processes trained the finished run (train_steps records it)."""
+    return json.loads((run / "state.json").read_text())["processes"]
+
+
 def weights(run: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -96,7 +101,8 @@ def test_pause_pretraining_on_two_processes_follows_the_one_process_curve(corpus
     two = tmp_path / "two"
     r = tenfold(2, "pause", "pretrain", "--text", str(corpus), *PAUSE, "--out", str(two))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("pretrained") == 1  # one process reports
+    assert r.stdout.count("pretrained") == 1  # one process reports ...
+    assert processes(pause_one) == 1 and processes(two) == 2  # ... of two that trained (not a lone process)
     assert losses(pause_one)[-1] < losses(pause_one)[0] - 0.3  # it learns, so equal curves mean something
     assert_same_run(pause_one, two)
 
@@ -158,7 +164,7 @@ def radit_one(radit):
 def test_radit_lm_ft_on_two_processes_follows_the_one_process_curve(radit, radit_one, tmp_path):
     r = tenfold(2, *lm_ft(radit), "--out", str(tmp_path / "two"))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("LM-ft done") == 1
+    assert r.stdout.count("LM-ft done") == 1 and processes(radit_one) == 1 and processes(tmp_path / "two") == 2
     assert losses(radit_one)[-1] < losses(radit_one)[0] - 0.01
     assert_same_run(radit_one, tmp_path / "two")
 

@@ -242,7 +242,8 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     if run_dir is not None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            write_json(Path(run_dir) / "state.json", {"step": step, "losses": records})
+            write_json(Path(run_dir) / "state.json", {"step": step, "losses": records,
+                                                      "processes": accelerator.num_processes})
             if ckpt.exists():
                 shutil.rmtree(ckpt)
     return records
