@@ -79,7 +79,8 @@ def _cmd_generate(args) -> int:
         from tenfold.prompting.backends import backend_from_args
 
         backend = backend_from_args(args)
-        reply = backend.complete(messages, temperature=args.temperature, max_tokens=args.max_new_tokens)[0]
+        sampled = {"top_p": args.top_p, "seed": args.seed} if args.temperature > 0 else {}
+        reply = backend.complete(messages, temperature=args.temperature, max_tokens=args.max_new_tokens, **sampled)[0]
         if args.json:  # token counts as the server reports them (None when it reports no usage)
             counted = backend.prompt_tokens or backend.completion_tokens
             print_json({"text": reply, "prompt_tokens": backend.prompt_tokens if counted else None,

@@ -118,6 +118,19 @@ def test_generate_cli_through_a_server(server):
     assert got["text"] and got["backend"] == "openai" and 1 <= got["completion_tokens"] <= 3 and got["prompt_tokens"] > 1
     r = _cli("generate", "hi", "--backend", "openai")
     assert r.returncode != 0 and "needs --base-url" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for flag, value in (("--device", "cpu"), ("--dtype", "float16")):  # the server's choice, not ours: refused
+        r = _cli("generate", "hi", "--backend", "openai", "--base-url", server + "/v1", flag, value)
+        assert r.returncode == 1 and f"{flag} is for --backend local" in r.stderr, r.stderr
+
+
+def test_generate_sampling_flags_reach_the_server(server):
+    """--top-p and --seed travel with a sampled request (were dropped: the server sampled with its own top_p 1)."""
+    ask = ["generate", "Write one sentence about the sea.", "--backend", "openai", "--base-url", server + "/v1",
+           "--max-new-tokens", "16"]
+    greedy = _cli(*ask).stdout
+    assert _cli(*ask, "--temperature", "1.8", "--top-p", "0.001").stdout == greedy  # top-p that keeps one token
+    seeded = [_cli(*ask, "--temperature", "1.8", "--top-p", "1", "--seed", str(s)).stdout for s in (1, 1, 2)]
+    assert seeded[0] == seeded[1] != seeded[2] and greedy not in seeded
 
 
 _BODIES = {  # a 200 that is not a chat completion, as a misconfigured proxy or a different API sends

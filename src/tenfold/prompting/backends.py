@@ -90,14 +90,17 @@ class OpenAICompatible(Backend):
         self.name, self.base_url = model, base_url
         self.client = openai_client(base_url, api_key, timeout=timeout, max_retries=max_retries)
 
-    def complete(self, messages, n=1, temperature=0.0, max_tokens=256, stop=None):
+    def complete(self, messages, n=1, temperature=0.0, max_tokens=256, stop=None, top_p=None, seed=None):
+        """As :meth:`Backend.complete`; ``top_p`` and ``seed`` (sent only when given) reach the server's sampler."""
         import openai
         from openai.types.chat import ChatCompletion
 
         _check(messages, n, temperature, max_tokens)
+        extra = {k: v for k, v in (("top_p", top_p), ("seed", seed)) if v is not None}
         try:
             resp = self.client.chat.completions.create(model=self.name, messages=messages, n=n, temperature=temperature,
-                                                       max_tokens=max_tokens, stop=list(stop) if stop else None)
+                                                       max_tokens=max_tokens, stop=list(stop) if stop else None,
+                                                       **extra)
         except openai.APIStatusError as exc:
             raise TenfoldError(f"{self.base_url} answered {exc.status_code}: {_message(exc)}") from None
         except openai.APIConnectionError as exc:
@@ -157,6 +160,10 @@ def backend_from_args(args) -> Backend:
     if args.backend == "openai":
         if not args.base_url:
             raise TenfoldError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if getattr(args, "device", None) is not None:
+            raise TenfoldError("--device is for --backend local; the server at --base-url runs where it runs")
+        if getattr(args, "dtype", "auto") != "auto":
+            raise TenfoldError("--dtype is for --backend local; the server at --base-url chooses its own")
         from tenfold.models.lm import DEFAULT_LM
 
         return OpenAICompatible(args.base_url, args.model or DEFAULT_LM)
