@@ -136,3 +136,18 @@ def test_a_run_stopped_while_swapping_checkpoints_resumes_to_the_same_run(tmp_pa
     resumed, again = run(run_dir=tmp_path, resume=True)
     assert resumed == whole and same_weights(again, layer)
     assert not (tmp_path / "checkpoint.tmp").exists()  # taken in as the checkpoint, then done with
+
+
+def test_an_accelerate_config_this_machine_cannot_run_is_one_error(monkeypatch):
+    """An FSDP / DeepSpeed config on a machine without GPUs makes Accelerator() raise; the run ends with one
+    TenfoldError line (printed once, by rank 0), not a traceback per process. (The raise is simulated.)"""
+    import accelerate
+
+    def no_devices(**kwargs):
+        raise RuntimeError("There are currently no available devices found, must be one of 'XPU', 'CUDA'.\nmore")
+
+    monkeypatch.setattr(accelerate, "Accelerator", no_devices)
+    module = torch.nn.Linear(2, 1)
+    with pytest.raises(TenfoldError, match=r"^accelerate cannot set up this run \(RuntimeError: There are currently "
+                                           r"no available devices found, must be one of 'XPU', 'CUDA'.\)$"):
+        train_steps(module, torch.optim.SGD(module.parameters(), lr=0.1), lambda s: None, lambda m, b: None, steps=1)

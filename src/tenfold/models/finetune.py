@@ -188,7 +188,11 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     process_state()  # checks the number of processes and picks gloo on CPU
     # the CPU also when a GPU is there but `--device cpu` / $TENFOLD_DEVICE=cpu chose the CPU
-    accelerator = Accelerator(cpu=_on_cpu() or device_type() == CPU, step_scheduler_with_optimizer=False)
+    try:
+        accelerator = Accelerator(cpu=_on_cpu() or device_type() == CPU, step_scheduler_with_optimizer=False)
+    except (RuntimeError, ImportError, ValueError) as exc:  # e.g. an FSDP/DeepSpeed config on a machine without GPUs
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise TenfoldError(f"accelerate cannot set up this run ({type(exc).__name__}: {lines[0]})") from None
     prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
     prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
     for g in generators:
