@@ -110,12 +110,24 @@ def cached_extract(model, tokenizer, dataset: str, prompt: str, template: str, e
 
 
 def random_init_like(model, seed: int = 0):
-    """A randomly initialised model of the same architecture (the baseline that must lose)."""
+    """A randomly initialised model of the same architecture (the baseline that must lose), placed as ``model`` is:
+    on its device, or for a model loaded with ``device_map="auto"`` spread over the same devices layer by layer
+    (``accelerate.dispatch_model`` with its ``hf_device_map``), so a model larger than one GPU gets a baseline
+    that fits too."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     from tenfold.devices import model_device
 
-    rand = AutoModelForCausalLM.from_config(model.config).eval().to(model_device(model))  # where the model runs
+    rand = AutoModelForCausalLM.from_config(model.config).eval()
+    spread = getattr(model, "hf_device_map", None) or {}
+    if len(set(spread.values())) > 1:
+        from accelerate import dispatch_model
+
+        return _keyed(dispatch_model(rand, device_map=spread), model, seed)
+    return _keyed(rand.to(model_device(model)), model, seed)  # where the model runs
+
+
+def _keyed(rand, model, seed: int):
     rand._tenfold_key = model_key(model) + f"-random-init-{seed}"
     return rand
