@@ -91,6 +91,29 @@ def test_chat_sampling_flags_reach_the_sampler():
     assert bad.returncode == 2 and "--min-p: must be in [0, 1]" in bad.stderr
 
 
+def test_a_turn_stopped_while_it_is_read_in_is_dropped_whole(lm):
+    """Ctrl-C while a long pasted message is prefilled (35 s for 6k tokens on this CPU) stops between prefill chunks:
+    the turn is dropped, the cache is back where it was, and the chat goes on as if it had never been sent."""
+    from tenfold.streaming.chat import StreamingChat
+
+    model, _ = lm
+    tok = lm[1]
+    chat, fresh = StreamingChat(model, tok, 4, 60, max_new_tokens=12), StreamingChat(model, tok, 4, 60, max_new_tokens=12)
+    assert "".join(chat.say("Hello!")) == "".join(fresh.say("Hello!"))
+    before = chat.stats()
+    asked = []
+
+    def stop_on_second_chunk():
+        asked.append(1)
+        return len(asked) >= 2
+
+    long_turn = "Please summarise this. " + "The river ran past the old mill and on to the sea. " * 40
+    assert list(chat.say(long_turn, should_stop=stop_on_second_chunk)) == [] and chat.turn_dropped
+    assert len(asked) == 2 and chat.stats() == before  # one chunk was fed, then undone
+    assert "".join(chat.say("Name a colour.")) == "".join(fresh.say("Name a colour."))
+    assert not chat.turn_dropped
+
+
 def test_a_reply_stopped_mid_way_leaves_the_chat_as_a_reply_that_ended_there(lm):
     """`say(..., should_stop=...)` (the CLI's Ctrl-C during a reply) ends the reply between tokens: the cache and the
     conversation then match a chat whose reply hit max_new_tokens at the same token, and the next turn is the same."""

@@ -50,6 +50,7 @@ class StreamingChat:
         self.rendered, self.pending = "", ""
         self.generated, self.gen_seconds = 0, 0.0
         self.last_recalled: list[str] = []
+        self.turn_dropped = False  # the last say() was stopped while reading its turn (see say)
 
     def _render(self, messages, prompt: bool) -> str:
         if getattr(self.tok, "chat_template", None):
@@ -69,9 +70,13 @@ class StreamingChat:
 
         ``should_stop()``, if given, is asked before each new token; when it says True the reply ends there, as if
         it had reached ``max_new_tokens``: the cache then holds exactly the turn and the reply tokens shown, and
-        the conversation goes on from them (the CLI's Ctrl-C during a reply). Closing the generator early instead
-        (or an exception inside a forward pass) can leave the cache ahead of the conversation: use ``reset()``.
+        the conversation goes on from them (the CLI's Ctrl-C during a reply). It is also asked between prefill
+        chunks while a long turn is read in: if it says True there, the turn is dropped whole (the cache goes back
+        to its state before the turn, nothing is yielded and ``turn_dropped`` is True), as if it was never sent.
+        Closing the generator early instead (or an exception inside a forward pass) can leave the cache ahead of
+        the conversation: use ``reset()``.
         """
+        self.turn_dropped = False
         if not user.strip():
             raise ValueError("empty message")
         content, hits = user, []
@@ -87,7 +92,10 @@ class StreamingChat:
                 self.memory.mark_recalled(hits)
         else:
             ids = self.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
-            logits = prefill(self.model, self.cache, ids, logits_to_keep=1)[0, -1]
+            logits = self._prefill(ids, should_stop)
+            if logits is None:
+                self.turn_dropped, self.last_recalled = True, []
+                return
         self.last_recalled = [h.text for h in hits]
         reply_ids, shown = [], ""
         sampling = self.sampler.start()  # the penalties cover the reply's tokens
@@ -120,6 +128,20 @@ class StreamingChat:
         # Keep the message list bounded: the template increment only needs the first and last messages.
         head = self.messages[:1] if self.system else []
         self.messages = head + self.messages[len(head):][-2:]
+
+    def _prefill(self, ids: torch.Tensor, should_stop=None):
+        """The last position's logits after feeding ``ids`` (1, T) chunk by chunk; None, with the cache restored to
+        its state before, when ``should_stop()`` says True between two chunks."""
+        step = self.cache.prefill_chunk
+        if should_stop is None or ids.shape[1] <= step:
+            return prefill(self.model, self.cache, ids, logits_to_keep=1)[0, -1]
+        before = self.cache.copy()  # holds only the filled columns: cheap beside the prefill it guards
+        for start in range(0, ids.shape[1], step):
+            if should_stop():
+                self.cache = before
+                return None
+            logits = prefill(self.model, self.cache, ids[:, start:start + step], logits_to_keep=1)
+        return logits[0, -1]
 
     def stats(self) -> dict:
         c = self.cache

@@ -182,6 +182,9 @@ def _chat(args) -> int:
         finally:
             signal.signal(signal.SIGINT, previous)
         print(flush=True)
-        if stopped:
+        if chat.turn_dropped:
+            print("(stopped while reading your message: it was not sent; the chat goes on from before it)",
+                  file=sys.stderr, flush=True)
+        elif stopped:
             print("(reply stopped)", file=sys.stderr, flush=True)
     return 0
