@@ -93,6 +93,11 @@ def test_stop_after_leaves_a_checkpoint_that_resumes_to_the_same_run(tmp_path):
     whole, layer = run()
     with pytest.raises(TrainingStopped, match="stopped after step 2 of 5"):
         run(run_dir=tmp_path, stop_after=2)
+    for at_or_before in (2, 1):  # a limit the resumed run would never reach is refused, not run past
+        with pytest.raises(TenfoldError, match=f"--stop-after {at_or_before}: the checkpoint is already at step 2"):
+            run(run_dir=tmp_path, resume=True, stop_after=at_or_before)
+    with pytest.raises(TrainingStopped, match="stopped after step 3 of 5"):
+        run(run_dir=tmp_path, resume=True, stop_after=3)
     resumed, again = run(run_dir=tmp_path, resume=True)
     assert resumed == whole and same_weights(again, layer)
 

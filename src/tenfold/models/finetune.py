@@ -210,6 +210,9 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
         counter = src / "state.json"  # the step the weights are at; older checkpoints keep it in run_dir only
         saved = json.loads((counter if counter.exists() else Path(run_dir) / "state.json").read_text())
         step, records = saved["step"], saved["losses"]
+        if stop_after is not None and stop_after <= step:  # would never be reached: the run would go to the end
+            raise TenfoldError(f"--stop-after {stop_after}: the checkpoint is already at step {step} of {steps}; "
+                               "give a later step, or leave it out to finish the run")
         accelerator.wait_for_everyone()  # every process has read it before it moves
         if src == tmp and accelerator.is_main_process:
             os.replace(tmp, ckpt)
