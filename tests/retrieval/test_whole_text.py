@@ -190,6 +190,8 @@ def test_rag_cli_fingerprints_append_and_retriever_flag(tmp_path, capsys, monkey
     rc, out, err = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--append", "--force")
     assert rc == 1 and "give one of them" in err
     assert [s["source"] for s in Retriever.load(idx).sources] == [str(a)]
+    rc, out, err = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--append", "--kind", "hnsw")
+    assert rc == 1 and "is a flat index, not hnsw" in err and len(err.strip().splitlines()) == 1  # not ignored
 
     # --append adds b once; the second time is a no-op
     rc, out, _ = _run(capsys, "rag", "index", str(b), "--out", str(idx), "--append", "--json")

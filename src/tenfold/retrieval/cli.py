@@ -33,7 +33,8 @@ def add_commands(sub) -> None:
     q.add_argument("--words", type=int, default=300,
                    help="word target per chunk (default 300, as in the paper), capped by the embedder's token limit")
     q.add_argument("--overlap", type=int, default=0, help="words consecutive chunks may share (default 0)")
-    q.add_argument("--kind", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate index")
+    q.add_argument("--kind", default=None, choices=["flat", "hnsw", "ivf"],
+                   help="exact (flat) or approximate index (default: flat; with --append, the index's own kind)")
     q.add_argument("--embedder", default=None, help="sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
     add_device_arg(q, help=DEVICE_HELP + " (the embedder)")
     q.add_argument("--max-seq-length", type=int, default=None,
@@ -116,9 +117,12 @@ def _index(args) -> int:
             if args.max_seq_length and args.max_seq_length != retriever.embedder.max_seq_length:
                 raise TenfoldError(f"{args.out} was built with max_seq_length {retriever.embedder.max_seq_length}, "
                                    f"not {args.max_seq_length}")
+            if args.kind and args.kind != retriever.index.kind:
+                raise TenfoldError(f"{args.out} is a {retriever.index.kind} index, not {args.kind}: an index keeps its "
+                                   "kind (build a new one with --force to change it)")
         else:
             retriever = Retriever(Embedder(args.embedder, max_seq_length=args.max_seq_length, device=args.device),
-                                  kind=args.kind,
+                                  kind=args.kind or "flat",
                                   words=args.words, overlap=args.overlap)
         n = retriever.add_document(text, args.words, args.overlap, source=str(args.doc), progress=embedded)
         record = retriever.check_document(text, str(args.doc), args.out)
