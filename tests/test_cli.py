@@ -235,6 +235,9 @@ def test_reproduce_list(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in names)
+    assert main(["reproduce", "ndp", "pause", "ndp", "--list", "--json"]) == 0  # names: those only, once each
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["ndp", "pause"]
+    assert main(["reproduce", "no-such", "--list"]) == 1 and "unknown experiment 'no-such'" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -172,13 +172,15 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-DEVICE_HELP = ("where the model runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; "
-               "unless --dtype is given, bfloat16 on a GPU and the CPU's usual dtype otherwise")
+DEVICE_HELP = ("where the model runs: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; models "
+               "load in bfloat16 on a GPU and in the CPU's usual dtype otherwise")
 
 
 def add_device_arg(parser, help: str = DEVICE_HELP) -> None:
     """Add ``--device`` to a verb that runs a model. Its default (None) is ``$TENFOLD_DEVICE`` when set, else auto
     (tenfold.devices): ``tenfold reproduce --device`` sets the variable, so the verbs it starts as subprocesses
     (``tenfold serve`` in serve-load) run where it runs."""
+    if any("--dtype" in a.option_strings for a in parser._actions):
+        help = help.replace(" otherwise", " otherwise, unless --dtype is given", 1)
     parser.add_argument("--device", type=device_name, default=None,
                         help=help + "; default: $TENFOLD_DEVICE when set, else auto")

@@ -185,8 +185,10 @@ def _cmd_reproduce(args) -> int:
 def _list_experiments(args) -> int:
     from tenfold.report import load_all
 
-    rows = [{"name": e.name, "paper": e.paper, "claim": e.claim}
-            for e in sorted(load_all().values(), key=lambda e: e.order)]
+    from tenfold.report.registry import select
+
+    chosen = select(args.names) if args.names else sorted(load_all().values(), key=lambda e: e.order)
+    rows = [{"name": e.name, "paper": e.paper, "claim": e.claim} for e in chosen]  # names given: those (checked)
     if args.json:
         print_json(rows, indent=2)
     else:
@@ -258,7 +260,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("reproduce", help="run the papers' experiments and write the HTML report "
                                          "(exits 1 if any experiment failed)")
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all; see --list)")
-    p.add_argument("--list", action="store_true", help="list the experiments (name, paper, claim) and exit")
+    p.add_argument("--list", action="store_true",
+                   help="list the experiments (name, paper, claim), or only the NAMEs given, and exit")
     p.add_argument("--force", action="store_true",
                    help="re-run every experiment; by default a stored result made with the same profile, code, "
                         "libraries and model weights is kept (so an interrupted run resumes)")

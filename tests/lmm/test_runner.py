@@ -244,7 +244,8 @@ def test_cli_suite_then_run_on_the_local_vlm(tmp_path, lm):
     made = _lmm("suite", "--out", str(tmp_path / "suite"), "--n", "1", "--size", "64", "--category", "counting",
                 "--category", "referring", "--pointer", "box", "--pointer", "marks")
     assert made.returncode == 0 and "3 samples" in made.stdout, made.stderr
-    args = ["run", str(tmp_path / "suite" / "suite.json"), "--vlm", str(tmp_path / "vlm"), "--out", str(tmp_path / "run"),
+    args = ["run", str(tmp_path / "suite"),  # the folder `lmm suite --out` made: its suite.json
+            "--vlm", str(tmp_path / "vlm"), "--out", str(tmp_path / "run"),
             "--technique", "constrained", "--max-tokens", "4", "--json"]
     run = _lmm(*args)
     assert run.returncode == 0, run.stderr

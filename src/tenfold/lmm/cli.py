@@ -113,10 +113,10 @@ def backend_from_args(args):
 def _run(args) -> int:
     from tenfold.lmm.gallery import summary, write_gallery
     from tenfold.lmm.runner import run_suite, write_results
-    from tenfold.lmm.suite import load_suite
+    from tenfold.lmm.suite import load_suite, suite_file
     from tenfold.vision.cli import _bar
 
-    suite_path = Path(args.suite)
+    suite_path = suite_file(args.suite)
     suite = load_suite(suite_path)
     judge = _judge(args)
     if judge is None and any(s.scoring == "judge" for s in suite.samples):

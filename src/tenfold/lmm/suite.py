@@ -146,9 +146,16 @@ def parse_suite(data, source: str = "suite") -> Suite:
         raise TenfoldError(f"{source}: {where or 'suite'}: {message}") from None
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and check a suite file (``.json``, ``.yaml`` or ``.yml``)."""
+def suite_file(path: str | Path) -> Path:
+    """``path``, or the ``suite.json`` inside it when ``path`` is a folder that ``tenfold lmm suite --out`` made
+    (image paths in a suite are relative to the file's folder)."""
     path = Path(path)
+    return path / "suite.json" if path.is_dir() and (path / "suite.json").is_file() else path
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file (``.json``, ``.yaml`` or ``.yml``; see :func:`suite_file` for a folder)."""
+    path = suite_file(path)
     if not path.is_file():
         raise TenfoldError(f"no suite file at {path}")
     import yaml

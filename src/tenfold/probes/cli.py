@@ -47,7 +47,8 @@ def _run(args) -> int:
     if args.probes_verb == "plot":
         out_dir(args.out)  # refused before minutes of extraction, not after
     if args.limit is not None and args.limit < 20:
-        raise TenfoldError(f"--limit must be >= 20 (got {args.limit})")
+        raise TenfoldError(f"--limit must be >= 20 (got {args.limit}); fitting a probe also needs 10 entities to "
+                           "train on and 5 held out, about 40 or more on most datasets")
     data = load_dataset(args.dataset, args.limit)
     if args.prompt not in data.prompts:
         raise TenfoldError(f"dataset {data.name!r} has no prompt {args.prompt!r}; choose one of: {', '.join(data.prompts)}")

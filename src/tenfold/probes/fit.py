@@ -75,7 +75,7 @@ def check_split(is_test: np.ndarray) -> None:
     train, test = int((~is_test).sum()), int(is_test.sum())
     if train < 10 or test < 5:
         raise TenfoldError(f"too few entities to probe (train {train}, held out {test}; at least 10 and 5 are "
-                           "needed): use more entities (a larger --limit)")
+                           "needed): use more entities (a larger --limit; about 40 or more on most datasets)")
 
 
 def fit_layers(acts: np.ndarray, targets: np.ndarray, is_test: np.ndarray, kind: str, shuffle_seed: int | None = None,

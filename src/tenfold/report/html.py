@@ -135,7 +135,8 @@ def build_report(out_dir: str | Path) -> Path:
     ``report/templates/report.html.j2``; return its path. Raises TenfoldError when ``out_dir`` is not a folder."""
     out = Path(out_dir)
     if not out.is_dir():
-        raise TenfoldError(f"report directory not found: {out}")
+        raise TenfoldError(f"{out} is a file, not a report folder" if out.exists() else
+                           f"report directory not found: {out}")
     results = out / "results"
     records = load_records(out)
     by_paper: dict[str, list[dict]] = {}

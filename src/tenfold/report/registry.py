@@ -105,4 +105,4 @@ def select(names: list[str] | None) -> list[Experiment]:
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise TenfoldError(f"unknown experiment {unknown[0]!r}; known: {', '.join(sorted(registry)) or 'none'}")
-    return [registry[n] for n in names]
+    return [registry[n] for n in dict.fromkeys(names)]  # a name given twice runs once

@@ -100,7 +100,8 @@ class Parity(ParityNoise):
     name = "parity"
     noise = 0.0
     description = ParityNoise.description.replace("Learning parity with noise", "Learning parity without noise").replace(
-        ", each label flipped with probability 0.05", "")
+        f",\neach label flipped with probability {ParityNoise.noise}", "")
+    assert "flipped" not in description  # the noiseless task must not describe noise
 
 
 class ThreeSat(Utility):
