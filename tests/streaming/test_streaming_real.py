@@ -193,3 +193,10 @@ def test_ctrl_c_in_chat_stops_the_reply_not_the_chat():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stream_ppl_plot_is_written_and_named_in_the_json(tmp_path):
+    fig = tmp_path / "figs" / "ppl.png"
+    res = cli("stream-ppl", "--book", "emma", "--tokens", "40", "--window", "28", "--json", "--plot", str(fig))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["plot"] == str(fig.resolve()) and fig.stat().st_size > 1000

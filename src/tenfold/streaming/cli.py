@@ -122,11 +122,14 @@ def _stream_ppl(args) -> int:
         fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
+        row["plot"] = str(Path(args.plot).resolve())  # where the figure went (--json too)
     if args.json:
         print_json(row)
     else:
         print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {args.sinks}+{args.window}, "
               f"{row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB")
+        if args.plot:
+            print(f"figure: {row['plot']}")
     return 0
 
 
