@@ -84,7 +84,7 @@ def pause(run):
                                 for v, row in table.items()},
             "m_inf_sweep (PausePT+PauseFT)": {t: {str(m): _stat(a) for m, a in s.items()} for t, s in sweep_acc.items()},
             "parameters": params}
-    demo_steps = run.pick(0, 16, 200)
+    demo_steps = run.pick(0, 0, 200, shrunk="SmolLM2 pause fine-tuning demo steps (not run in quick)")
     if demo_steps:
         run.progress(f"SmolLM2 pause fine-tuning demo ({demo_steps} steps)")
         ours["smollm2_demo"] = smollm2_demo(task="sort", m_ft=run.pick(4, 4, 10), steps=demo_steps,

@@ -27,7 +27,7 @@ def retrieval_long_context(run):
     ks = run.pick([1], [5], [1, 3, 5, 10], shrunk="top-k")
     n_docs, facts, words = run.pick((1, 2, 1500), (2, 3, 6000), (4, 10, 12000),
                                      shrunk="English documents x facts each x words")
-    zh_docs, zh_facts, zh_chars = run.pick((1, 2, 4000), (1, 3, 20000), (2, 10, 40000),
+    zh_docs, zh_facts, zh_chars = run.pick((1, 2, 4000), (1, 2, 20000), (2, 10, 40000),
                                            shrunk="Chinese documents x facts each x characters")
     embedder = Embedder()
     chunker = embedder.chunker()
@@ -189,7 +189,7 @@ def streameval(run):
     from tenfold.retrieval import Embedder
     from tenfold.retrieval.streameval import build_stream, run_stream
 
-    n_lines, every = run.pick((30, 3), (100, 3), (600, 3), shrunk="stream lines x question every")
+    n_lines, every = run.pick((30, 3), (80, 3), (600, 3), shrunk="stream lines x question every")
     distances = [1, 2, 4, 8, 16, 32]
     window = 252
     embedder = Embedder()

@@ -81,7 +81,7 @@ def _stepwise_check(sinks: int, window: int, tokens: int) -> float:
                    "claim": "StreamingLLM matches the re-computation baseline's perplexity"})
 def streaming_ppl(run):
     sinks, window = 4, run.pick(60, 252, 1020)
-    tokens = run.pick(400, 3000, 20000, shrunk="tokens")
+    tokens = run.pick(400, 2000, 20000, shrunk="tokens")
     stride = run.pick(2, 24, 48)
     check = run.pick(120, 400, 1500)
     run.settings.update(model="SmolLM2-135M-Instruct", corpus="Austen, six novels concatenated", tokens=tokens,
@@ -271,7 +271,7 @@ def streaming_decode(run):
     dtypes = run.pick(["float32", "int4"], ["float32", "float16", "int4"],
                       ["float32", "bfloat16", "float16", "int4"], shrunk="dtypes")
     thread_counts = run.pick([1], [1, 2], [1, 2])
-    steps, repeats = run.pick(4, 24, 96), run.pick(1, 2, 5, shrunk="interleaved repeats (medians)")
+    steps, repeats = run.pick(4, 24, 96), run.pick(1, 1, 5, shrunk="interleaved repeats (medians)")
     have_llama = bench.llama_cpp_available()
     run.settings.update(caches=[f"{s}+{w}" for s, w in caches], dtypes=dtypes, threads=thread_counts, steps=steps,
                         repeats=repeats, llama_cpp="measured" if have_llama else "not installed (no rows)",
