@@ -25,7 +25,7 @@ def retrieval_long_context(run):
 
     windows = run.pick([512], [512, 2048], [512, 1024, 2048, 4096, 8192])
     ks = run.pick([1], [5], [1, 3, 5, 10], shrunk="top-k")
-    n_docs, facts, words = run.pick((1, 2, 1500), (2, 3, 6000), (4, 10, 12000),
+    n_docs, facts, words = run.pick((1, 2, 1500), (2, 4, 6000), (4, 10, 12000),
                                      shrunk="English documents x facts each x words")
     zh_docs, zh_facts, zh_chars = run.pick((1, 2, 4000), (1, 2, 20000), (2, 10, 40000),
                                            shrunk="Chinese documents x facts each x characters")

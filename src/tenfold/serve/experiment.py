@@ -52,8 +52,6 @@ def _streams(base: str, model: str, concurrency: int, requests: int, max_tokens:
     """
     import openai
 
-    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=900)
-
     def one(i):
         start, first, text = time.perf_counter(), None, []
         stream = client.chat.completions.create(
@@ -67,7 +65,10 @@ def _streams(base: str, model: str, concurrency: int, requests: int, max_tokens:
         return first - start if first else float("nan"), len(tokenizer("".join(text)).input_ids)
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
+    # closed when done: its pooled connections were left to the garbage collector, whose ResourceWarnings then
+    # landed in the next experiment's result file
+    with openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=900) as client, \
+            ThreadPoolExecutor(concurrency) as pool:
         done = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - start
     ttft = [t for t, _ in done]
