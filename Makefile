@@ -12,7 +12,8 @@ STAMP := $(VENV)/.tenfold-installed
 PROFILE ?= quick
 OUT ?= report
 PYTEST_ARGS ?=
-# Two pytest-xdist workers (one torch thread each, tests/conftest.py); `make test TEST_WORKERS=0` runs in one process.
+# Two pytest-xdist workers, a test file per worker at a time (one torch thread each, tests/conftest.py);
+# `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: reproduce test install data sandbox balancer browser clean-venv
@@ -22,7 +23,7 @@ reproduce: data
 
 # pytest's exit code 5 (no test collected) counts as a failure: every run must execute tests.
 test: data balancer browser
-	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
+	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 install: $(STAMP)
 

@@ -17,10 +17,7 @@ from tenfold.errors import TenfoldError
 from tenfold.ndp import TrainConfig, train
 from tenfold.ndp.evolve import _Scorer
 
-# Every test that starts Ray (these, the smoke run's ndp benchmark, the browser test's `reproduce ndp`) runs on one
-# xdist worker, one after another: two local Ray instances at once would each claim both CPUs, and a `ray start`
-# head could be found by another worker's ray.init().
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

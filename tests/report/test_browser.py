@@ -85,7 +85,6 @@ def test_the_screenshot_is_the_whole_page_or_its_top(tmp_path):
     assert Image.open(tmp_path / "top.png").size == (800, 300)
 
 
-@pytest.mark.xdist_group("ray")  # `reproduce ndp` starts Ray (tests/ndp/test_ndp_ray.py)
 def test_a_real_report_passes_the_browser_check_through_the_script(tmp_path):
     """A real (partial) report: `tenfold reproduce ndp --profile smoke` (seconds), then the screenshot script opens it
     in headless Chromium: no problem (its four plots load, ten paper sections, verdicts visible), a PNG written."""

@@ -13,10 +13,6 @@ import pytest
 from tenfold import provenance
 from tenfold.report import PAPERS, browser, build_report, load_all, run_one
 
-# The experiments share one report directory and run in order: one xdist worker runs this whole file (the group
-# of every test that starts Ray: ndp's benchmark does; see tests/ndp/test_ndp_ray.py).
-pytestmark = pytest.mark.xdist_group("ray")
-
 # Seconds for each experiment's smoke profile. The whole smoke run took ~5 min on 2 busy cores (notes of issue 26);
 # alone, streaming-ppl took 181 s and streaming-memory 90 s with load average 4-5 on 2 cores. The limits leave
 # room for such a machine and still name the experiment that hangs or slows down badly.

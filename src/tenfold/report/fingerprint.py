@@ -149,11 +149,8 @@ def remember_runtime(profile: str, name: str, seconds: float) -> None:
         table = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         table = {}
-    from tenfold.report.registry import load_all
-
-    known = set(load_all())  # entries of experiments that no longer exist (renamed, or a test's) are dropped
-    table = {prof: {k: v for k, v in rows.items() if k in known}
-             for prof, rows in (table.items() if isinstance(table, dict) else ()) if isinstance(rows, dict)}
+    if not isinstance(table, dict) or not isinstance(table.get(profile, {}), dict):
+        table = {}  # not what this function writes: start over rather than fail the run
     table.setdefault(profile, {})[name] = round(seconds, 1)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(table, indent=1, sort_keys=True), encoding="utf-8")
