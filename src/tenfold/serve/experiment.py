@@ -97,10 +97,9 @@ def _streams_by_level(server, name: str, model: str, levels: list[int], per_leve
     return out
 
 
-def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, progress) -> dict:
+def _throughput(servers: dict, levels: list[int], per_level, max_tokens: int, tokenizer, progress) -> dict:
     """{server: {concurrency: _streams(...)}} for each ``servers`` entry (name -> (ServerProcess factory, model name)),
     each server started for its measurement and stopped after it."""
-    tokenizer = _tokenizer()
     out = {}
     for name, (make, model) in servers.items():
         with make() as server:
@@ -266,8 +265,9 @@ def serve_load(run):
             stateless_s[turn] = _chat(client, server.base, snapshots[turn], reply_tokens)[0]
         health = client.get(server.base + "/health").json()
         system_rule_probes(server, keep=False)
+        tokenizer = _tokenizer()  # counts the streamed tokens of every throughput row
         int4_row = _streams_by_level(server, "tenfold serve, default int4", MODEL, levels, streams_at, stream_tokens,
-                                     _tokenizer(), run.progress)
+                                     tokenizer, run.progress)
     with ServerProcess(["--window", str(window), "--keep", "system"]) as server:
         system_rule_probes(server, keep=True)
     retention.update(rule_only)  # sessions first, then the stateless probes, as the report lists them
@@ -277,7 +277,7 @@ def serve_load(run):
     # the same float32 weights on both servers; tenfold's default (int4 for the bundled model) beside them
     servers = {"tenfold serve": (lambda: ServerProcess(["--window", str(window), "--dtype", "float32"]), MODEL),
                "transformers serve --continuous-batching": (_transformers_serve, str(cached_dir()))}
-    throughput = _throughput(servers, levels, streams_at, stream_tokens, run.progress)
+    throughput = _throughput(servers, levels, streams_at, stream_tokens, tokenizer, run.progress)
     throughput["tenfold serve, default int4"] = int4_row
     ours["decode_throughput"] = throughput
     t_one, t_top = throughput["tenfold serve"][str(levels[0])], throughput["tenfold serve"][str(levels[-1])]
