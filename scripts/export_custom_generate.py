@@ -22,15 +22,20 @@ HEADER = ("# Generated from tenfold's src/tenfold/streaming/{name} by scripts/ex
 # (old, new) replacements per file; each old text must be present once, so a change in the source fails loudly here.
 EDITS = {
     "sink_cache.py": [
-        ("from tenfold.streaming.rope import RopeShift, check_cache_fits, check_supported\n",
-         "from .rope import RopeShift, check_cache_fits, check_supported\n"),
-        ("module._tenfold_rope_shift", "module._custom_generate_rope_shift"),
-        ('getattr(model, "_tenfold_rope_shift", None)', 'getattr(model, "_custom_generate_rope_shift", None)'),
-        ("model._tenfold_rope_shift = check_supported(model)", "model._custom_generate_rope_shift = check_supported(model)"),
+        ("from tenfold.streaming.config import DEFAULT_SINKS, DEFAULT_WINDOW, SinkConfig\n",
+         "from .config import DEFAULT_SINKS, DEFAULT_WINDOW, SinkConfig\n"),
+        ("from tenfold.streaming.rope import SLIDING, RopeShift, StreamingLayout, check_cache_fits, check_supported\n",
+         "from .rope import SLIDING, RopeShift, StreamingLayout, check_cache_fits, check_supported\n"),
+        ("module._tenfold_streaming", "module._custom_generate_streaming"),
+        ('getattr(model, "_tenfold_streaming", None)', 'getattr(model, "_custom_generate_streaming", None)'),
+        ("model._tenfold_streaming = check_supported(model)", "model._custom_generate_streaming = check_supported(model)"),
+    ],
+    "config.py": [
+        ("from tenfold.errors import TenfoldError\n", "from .rope import TenfoldError\n"),
     ],
     "rope.py": [
         ("from tenfold.errors import TenfoldError\nfrom tenfold.models.decode_attention import DECODE_ATTENTION\n",
-         "DECODE_ATTENTION = \"sdpa_cpu_decode\"  # tenfold's CPU decode attention, where tenfold registered it\n\n\n"
+         "DECODE_ATTENTION = \"tenfold_cpu_decode\"  # tenfold's CPU decode attention, where tenfold registered it\n\n\n"
          "class TenfoldError(ValueError):\n    \"\"\"The model cannot stream with the sink cache.\"\"\"\n\n"),
     ],
 }
@@ -40,11 +45,14 @@ GENERATE = '''"""StreamingLLM's attention sinks (Xiao et al. 2023) as a transfor
     out = model.generate(input_ids, custom_generate="<this repository or folder>", trust_remote_code=True,
                          num_sinks=4, window=1020, max_new_tokens=2000)
 
-The KV cache keeps the first ``num_sinks`` tokens (the attention sinks) and the last ``window`` tokens of each row,
-re-rotating cached keys by how far eviction moved them, so generation goes on past any length with constant memory.
+The KV cache keeps the first ``num_sinks`` tokens (the attention sinks) and the last ``window`` tokens of each row in
+every full-attention layer, in a ring buffer whose keys keep the rotation they were written with (only the sinks are
+re-placed each step), so generation goes on past any length with constant memory. Sliding-window layers of hybrid
+models keep their own last ``sliding_window`` tokens, as the model was trained.
 Prompts longer than the window are streamed through the cache in chunks of ``prefill_chunk`` tokens. Every other
 argument is ``generate``'s own (greedy or sampling, streamers, batches with left padding, ``return_dict_in_generate``).
-Models: RoPE decoders with full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2, ...); eager or SDPA attention.
+Models: RoPE decoders with full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2, ...) or full + sliding-window
+layers (Gemma 2/3, gpt-oss with its learned sinks, Cohere 2, ...); eager or SDPA attention.
 """
 from transformers import GenerationMixin
 
@@ -78,8 +86,10 @@ tags:
 
 Generate past any length with a constant-size KV cache: the cache keeps the first `num_sinks` tokens (the "attention
 sinks" of Xiao et al., *Efficient Streaming Language Models with Attention Sinks*, 2023) and the most recent `window`
-tokens, and re-rotates cached keys (RoPE) by how far eviction moved them. transformers removed its own `SinkCache` in
-v5; this repository brings one back the way transformers documents for decoding methods.
+tokens. Positions are the paper's in-cache positions, kept without re-rotating the window at every step: recent keys
+sit in a ring buffer at the rotation they were written with (RoPE only sees distances), the sinks are re-placed from
+an fp32 copy, and the window is rotated back once whenever positions grow past a bound. transformers removed its own
+`SinkCache` in v5; this repository brings one back the way transformers documents for decoding methods.
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,23 +109,29 @@ A local folder works the same way (`custom_generate="path/to/this/folder"`).
 |---|---|---|
 | `num_sinks` | 4 | initial tokens kept forever (the attention sinks) |
 | `window` | 1020 | most recent tokens kept; the cache never holds more than `num_sinks + window` |
-| `prefill_chunk` | `window // 4` | a prompt longer than the window is streamed through the cache in chunks of this size |
+| `prefill_chunk` | half the window, at most 256 | a prompt longer than the window is streamed through the cache in chunks of this size |
 
 Everything else is `generate`'s own: greedy or sampling, `max_new_tokens`, streamers, batches (left padding),
 `return_dict_in_generate` (the returned cache is the sink cache). Not supported: beam search, passing your own cache.
 
 ## Models
 
-Decoder-only models with rotary position embeddings and full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2,
-...), with `eager` or `sdpa` attention. Sliding-window or mixed layer types are refused with a clear error, and so
-is a model-wide `sliding_window` (Mistral) shorter than `num_sinks + window`.
+Decoder-only models with rotary position embeddings, with `eager` or `sdpa` attention:
+- full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2, ...): sinks + window in every layer;
+- hybrid models with `sliding_attention` layers beside full ones (Gemma 2/3, gpt-oss, Cohere 2, Granite SWA, ...): the
+  full layers keep sinks + window, the sliding layers keep their own last `sliding_window` tokens at their true
+  distances with their own RoPE base (Gemma 3's local theta), so they see exactly what the model was trained on;
+- learned per-head attention sinks (gpt-oss's `sinks` logits) keep working at every step.
+
+Other layer types (`chunked_attention`, `linear_attention`, `mamba`, `conv`, `hybrid`) are refused with one line naming
+the type, and so is a model-wide `sliding_window` (Mistral) shorter than `num_sinks + window`.
 
 ## Where it comes from
 
 The cache is tenfold's `tenfold.streaming.SinkCache` (a `transformers.Cache` of one `CacheLayerMixin` layer class per
 policy, integrated through a forward pre-hook that gives each step its in-cache positions). This folder is generated
 from tenfold's source by `scripts/export_custom_generate.py`; tenfold's tests run it from the local path on
-SmolLM2-135M-Instruct and on a tiny random Llama.
+SmolLM2-135M-Instruct, on a tiny random Llama and on tiny random Gemma 3 and gpt-oss models.
 
 ## Publishing it on the Hub
 

@@ -55,7 +55,7 @@ def test_a_tiny_random_llama_streams_far_past_its_positions():
     assert out.sequences.shape == (1, 150)
     cache = out.cache
     assert type(cache).__module__.startswith("transformers_modules.")  # the folder's copy, not tenfold's class
-    assert cache.fill() <= 18 and cache.tokens_seen == 149 and cache.evicted == 149 - cache.fill()
+    assert cache.fill() <= 18 and cache.tokens_seen == 149 and cache.evicted == 149 - cache.fill()  # (1,) per row
     ref = _reference(model, ids, 2, 16, max_new_tokens=100, min_new_tokens=100, pad_token_id=0)
     assert torch.equal(out.sequences, ref)  # token for token what tenfold's own SinkCache gives
     with pytest.raises(ValueError, match="makes its own cache"):
@@ -70,6 +70,21 @@ def test_a_tiny_random_llama_streams_far_past_its_positions():
     with pytest.raises(ValueError, match="beam search"):
         _generate(model, ids, num_sinks=2, window=16, generation_config=GenerationConfig(num_beams=2, max_new_tokens=2),
                   pad_token_id=0)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gpt_oss"])
+def test_hybrid_models_stream_through_the_folder(family):
+    """Issue 37: the folder streams hybrid sliding-window models (and gpt-oss's learned sinks) as tenfold does."""
+    from streaming.conftest import SLIDING_WINDOW, tiny
+
+    model = tiny(family)
+    ids = torch.randint(1, 128, (1, 30))
+    out = _generate(model, ids, num_sinks=2, window=10, max_new_tokens=40, min_new_tokens=40, pad_token_id=0)
+    cache = out.cache
+    assert out.sequences.shape == (1, 70) and cache.fill().tolist() == [12]
+    assert all(layer.n == SLIDING_WINDOW for layer in cache.sliding_layers) and cache.sliding_layers
+    ref = _reference(model, ids, 2, 10, max_new_tokens=40, min_new_tokens=40, pad_token_id=0)
+    assert torch.equal(out.sequences, ref)
 
 
 @pytest.mark.slow

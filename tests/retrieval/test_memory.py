@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tenfold.errors import TenfoldError
+from tenfold.streaming.config import SinkConfig
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def test_window_attention_archives_from_the_first_token(lm, embedder):
     mem.feed(text)
     assert mem.retriever.index.texts[0] == "Note 0: the red lamp is lit at dusk."
     mem.reset()
-    assert len(mem) == 0 and mem.cache.tokens_seen == 0
+    assert len(mem) == 0 and mem.cache.tokens_seen.numel() == 0
 
 
 @pytest.mark.parametrize("kw, message", [({"k": 0}, "k must be"), ({"min_score": 2.0}, "min_score"),
@@ -115,7 +116,7 @@ def test_streameval_with_memory_answers_evicted_questions(lm):
 def test_chat_with_memory_recalls_an_evicted_turn(lm):
     from tenfold.streaming.chat import StreamingChat
 
-    chat = StreamingChat(*lm, num_sinks=4, window=124, max_new_tokens=24, memory=True)
+    chat = StreamingChat(*lm, SinkConfig(4, 124), max_new_tokens=24, memory=True)
     "".join(chat.say("My name is Ferdinand and my favourite colour is teal."))
     for turn in ["What is the capital of France?", "Name three fruits.", "What is two plus two?",
                  "Describe the sea in one sentence."]:

@@ -4,6 +4,8 @@ import time
 
 import pytest
 import torch
+
+from tenfold.streaming.config import SinkConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tenfold.serve.engine import Engine, GenParams, Job
@@ -43,7 +45,7 @@ def _text(job_events):
 
 
 def test_session_prefix_is_reused_and_a_different_history_restarts(tiny, tok):
-    eng = Engine(tiny, tok, 2, 30)
+    eng = Engine(tiny, tok, SinkConfig(2, 30))
     first = _ids(tok, "hello there, how are you today?")
     job = _run(eng, Job(first, GenParams(max_tokens=4), session_id="s"))
     session = eng.sessions._items["s"]
@@ -56,7 +58,7 @@ def test_session_prefix_is_reused_and_a_different_history_restarts(tiny, tok):
 
 
 def test_session_continuation_matches_fresh_prefill_when_nothing_is_evicted(tiny, tok):
-    eng = Engine(tiny, tok, 2, 200)
+    eng = Engine(tiny, tok, SinkConfig(2, 200))
     events = []
     prompt = _ids(tok, "one two three four")
     _run(eng, Job(prompt, GenParams(max_tokens=5), session_id="a"))
@@ -70,7 +72,7 @@ def test_session_continuation_matches_fresh_prefill_when_nothing_is_evicted(tiny
 def test_a_parked_session_holds_only_its_tokens_and_continues_identically(tiny, tok):
     """issue 25: an idle session is kept compactly. Its cache grew in prefill-chunk steps (room for 64 columns
     after a 40-token turn); parked, it holds its filled columns only, and the next turn equals a fresh prefill."""
-    eng = Engine(tiny, tok, 2, 200, prefill_chunk=32)
+    eng = Engine(tiny, tok, SinkConfig(2, 200, prefill_chunk=32))
     prompt = _ids(tok, "one two three four five six seven eight nine ten " * 3)
     _run(eng, Job(prompt, GenParams(max_tokens=5), session_id="a"))
     session = eng.sessions._items["a"]
@@ -86,7 +88,7 @@ def test_a_parked_session_holds_only_its_tokens_and_continues_identically(tiny, 
 
 
 def test_prompt_longer_than_the_cache_and_n_choices(tiny, tok):
-    eng = Engine(tiny, tok, 2, 16)
+    eng = Engine(tiny, tok, SinkConfig(2, 16))
     events = []
     job = _run(eng, Job(_ids(tok, "word " * 100), GenParams(max_tokens=4, temperature=1.0, n=3, seed=1),
                         emit=lambda *e: events.append(e)))
@@ -96,7 +98,7 @@ def test_prompt_longer_than_the_cache_and_n_choices(tiny, tok):
 
 
 def test_stop_string_is_cut_and_never_emitted(tiny, tok):
-    eng = Engine(tiny, tok, 2, 64)
+    eng = Engine(tiny, tok, SinkConfig(2, 64))
     events = []
     free = _run(eng, Job(_ids(tok, "a b c"), GenParams(max_tokens=12), emit=lambda *e: events.append(e)))
     text = free.choices[0].text
@@ -108,7 +110,7 @@ def test_stop_string_is_cut_and_never_emitted(tiny, tok):
 
 
 def test_round_robin_interleaves_jobs_and_cancel_frees_the_slot(tiny, tok):
-    eng = Engine(tiny, tok, 2, 64, max_active=4).start()
+    eng = Engine(tiny, tok, SinkConfig(2, 64), max_active=4).start()
     try:
         order, lock = [], threading.Lock()
 
@@ -134,7 +136,7 @@ def test_round_robin_interleaves_jobs_and_cancel_frees_the_slot(tiny, tok):
 
 
 def test_a_session_is_never_used_by_two_jobs_at_once(tiny, tok):
-    eng = Engine(tiny, tok, 2, 64).start()
+    eng = Engine(tiny, tok, SinkConfig(2, 64)).start()
     try:
         seen = []
         jobs = [Job(_ids(tok, f"turn {i}"), GenParams(max_tokens=6), session_id="shared",
@@ -150,7 +152,7 @@ def test_a_session_is_never_used_by_two_jobs_at_once(tiny, tok):
 
 
 def test_failed_job_drops_its_session_and_the_engine_goes_on(tiny, tok):
-    eng = Engine(tiny, tok, 2, 64).start()
+    eng = Engine(tiny, tok, SinkConfig(2, 64)).start()
     try:
         bad = Job([len(tok) + 10], GenParams(max_tokens=2), session_id="x")  # out-of-vocabulary id
         eng.submit(bad)
@@ -162,15 +164,15 @@ def test_failed_job_drops_its_session_and_the_engine_goes_on(tiny, tok):
 
 
 def test_queue_full_and_empty_prompt(tiny, tok):
-    eng = Engine(tiny, tok, 2, 64, max_queue=1)
+    eng = Engine(tiny, tok, SinkConfig(2, 64), max_queue=1)
     eng.submit(Job([1], GenParams()))
     with pytest.raises(Engine.QueueFull):
         eng.submit(Job([1], GenParams()))
     with pytest.raises(ValueError):
         Job([], GenParams())
     for chunk in (0, -3, 65):  # 0 once meant "the default" silently
-        with pytest.raises(ValueError, match="prefill_chunk must be between 1 and the window"):
-            Engine(tiny, tok, 2, 64, prefill_chunk=chunk)
+        with pytest.raises(ValueError, match="prefill_chunk must be between 1 and window"):
+            Engine(tiny, tok, SinkConfig(2, 64, prefill_chunk=chunk))
 
 
 def test_session_store_bounds(tiny, tok):
@@ -182,7 +184,7 @@ def test_session_store_bounds(tiny, tok):
     store.release(store.acquire("d", lambda: SinkCache(2, 8)))
     assert "b" in store and "c" not in store  # the busy session survives, the idle LRU one goes
     store.release(busy)
-    eng = Engine(tiny, tok, 2, 8)
+    eng = Engine(tiny, tok, SinkConfig(2, 8))
     _run(eng, Job([5, 6, 7], GenParams(max_tokens=2), session_id="m"))
     one = cache_bytes(eng.sessions._items["m"].cache)
     assert one > 0
@@ -219,7 +221,7 @@ def test_forked_choices_copy_filled_rows_only_and_continue_identically(tiny, tok
 
 def test_n_choices_memory_counts_against_the_bound(tiny, tok):
     store = SessionStore(max_memory_mb=0.03)  # 30 kB: room for a prompt's cache, not for 7 more copies of it
-    eng = Engine(tiny, tok, 2, 60, sessions=store)
+    eng = Engine(tiny, tok, SinkConfig(2, 60), sessions=store)
     assert eng.sessions is store  # an empty store is falsy; it must still be the one used
     with pytest.raises(Engine.RequestTooLarge):  # could never fit: a 400, and nothing evicted for it
         _run(eng, Job(_ids(tok, "word " * 40), GenParams(max_tokens=2, n=8)))
@@ -228,7 +230,7 @@ def test_n_choices_memory_counts_against_the_bound(tiny, tok):
 
 def test_a_refused_fork_evicts_no_session(tiny, tok):
     store = SessionStore(max_memory_mb=0.03)
-    eng = Engine(tiny, tok, 2, 60, sessions=store)
+    eng = Engine(tiny, tok, SinkConfig(2, 60), sessions=store)
     _run(eng, Job(_ids(tok, "a session worth keeping " * 3), GenParams(max_tokens=2), session_id="victim"))
     assert "victim" in store
     with pytest.raises(Engine.RequestTooLarge):
@@ -240,7 +242,7 @@ def test_keep_system_holds_the_system_prompt_as_sinks(tiny, tok):
     from tenfold.streaming import enable_streaming
 
     system = _ids(tok, "You are a careful assistant. Always answer in French, please.")
-    eng = Engine(tiny, tok, 2, 40, keep_max=30)
+    eng = Engine(tiny, tok, SinkConfig(2, 40), keep_max=30)
     long = system + _ids(tok, " and then " * 60)  # far past the 2+40 cache
     _run(eng, Job(long, GenParams(max_tokens=3), session_id="k", keep=len(system)))
     cache = eng.sessions._items["k"].cache
@@ -253,8 +255,8 @@ def test_keep_system_holds_the_system_prompt_as_sinks(tiny, tok):
     kept = layer.sink_keys if layer.sink_keys is not None else layer.keys[:, :, : len(system)]
     assert cache.sink_delta > 0 and layer.sink_keys is not None
     assert torch.allclose(kept, alone.layers[0].keys[:, :, : len(system)], atol=1e-5)
-    capped = Engine(tiny, tok, 2, 40, keep_max=5)
-    assert capped._new_cache(len(system)).num_sinks == 5 and Engine(tiny, tok, 2, 40)._new_cache(99).num_sinks == 2
+    capped = Engine(tiny, tok, SinkConfig(2, 40), keep_max=5)
+    assert capped._new_cache(len(system)).num_sinks == 5 and Engine(tiny, tok, SinkConfig(2, 40))._new_cache(99).num_sinks == 2
 
 
 @pytest.mark.slow
@@ -289,8 +291,8 @@ def test_batched_rows_equal_their_batch_1_outputs(lm, tok):
                 engine.run(j)
         return ["".join(t) for t in texts]
 
-    alone = Engine(model, tok, 4, 60, max_active=1)
-    together = Engine(model, tok, 4, 60, max_active=8)
+    alone = Engine(model, tok, SinkConfig(4, 60), max_active=1)
+    together = Engine(model, tok, SinkConfig(4, 60), max_active=8)
     expected, got = outputs(alone, False), outputs(together, True)
     assert alone.stats["max_batch_rows"] == 1 and together.stats["max_batch_rows"] >= 6, together.stats
     assert together.stats["decoded_rows"] > 2 * together.stats["decode_steps"]
@@ -302,12 +304,12 @@ def test_long_prompts_share_one_prefill_budget_per_round_so_streams_keep_their_p
     """Review 25: each round gave *every* job still reading its prompt a chunk, so four long prompts arriving
     together put four chunks of prefill between two tokens of a running stream. A round now prefills at most one
     chunk's worth of tokens (least recently served prompts first), and every prompt still gets its turn."""
-    eng = Engine(tiny, tok, 2, 64, prefill_chunk=8, max_active=8)
+    eng = Engine(tiny, tok, SinkConfig(2, 64, prefill_chunk=8), max_active=8)
     log = []
     step = eng._prefill_step
 
     def logged(job, size=None):
-        log.append(("p", job.id, min(len(job.pending), size or eng.prefill_chunk)))
+        log.append(("p", job.id, min(len(job.pending), size or eng.config.chunk)))
         step(job, size)
 
     eng._prefill_step = logged
@@ -333,7 +335,7 @@ def test_long_prompts_share_one_prefill_budget_per_round_so_streams_keep_their_p
             fed = 0
         elif event[1] != stream.id:
             fed += event[2]
-    assert max(gaps) <= eng.prefill_chunk, gaps
+    assert max(gaps) <= eng.config.chunk, gaps
     served = [e[1] for e in log if e[0] == "p"]
     first = {j.id: served.index(j.id) for j in longs}
     assert max(first.values()) < 4 * 3, served  # every long prompt starts within a few rounds: turns rotate
@@ -343,7 +345,7 @@ def test_a_long_prompt_is_not_starved_by_new_prompts_arriving_every_round(tiny, 
     """Review 25: the per-round prefill budget goes to the least recently served prompts, and a newly admitted
     prompt queues behind those already being read: a long prompt keeps advancing while a new prompt of a whole
     round's budget arrives every round (before, every new prompt went first and the long one never moved again)."""
-    eng = Engine(tiny, tok, 2, 64, prefill_chunk=8, max_active=64)
+    eng = Engine(tiny, tok, SinkConfig(2, 64, prefill_chunk=8), max_active=64)
     long = Job(_ids(tok, "and so it goes on " * 12), GenParams(max_tokens=1))
     eng.waiting.append(long)
     fed = []

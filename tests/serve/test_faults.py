@@ -316,7 +316,10 @@ def test_idle_and_half_open_connections_time_out(small):
 
 
 def test_sigterm_drains_then_ends_open_streams_with_done():
-    with ServerProcess(["--window", "124", "--drain-timeout", "2", "--threads", "1"], start_timeout=180) as srv:
+    with ServerProcess(["--window", "124", "--drain-timeout", "2", "--threads", "1", "--prefill-chunk", "16"],
+                       start_timeout=180) as srv:
+        health = httpx.get(srv.base + "/health", timeout=10).json()
+        assert health["cache"] == "4+124" and health["prefill_chunk"] == 16  # the SinkConfig flags reach the engine
         body = {**CHAT, "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 2000,
                 "temperature": 0.8, "stream": True}
         lines = []

@@ -7,7 +7,8 @@ import pytest
 
 @pytest.mark.parametrize("args, message", [
     (["--sinks", "8", "--window", "4"], "must not be smaller than --sinks"),
-    (["--window", "0"], "--window must be >= 1"),
+    (["--window", "0"], "--window: must be at least 1"),
+    (["--window", "64", "--prefill-chunk", "65"], "--prefill-chunk (65) must not be larger than --window (64)"),
     (["--port", "70000"], "--port must be between"),
     (["--max-active", "0"], "--max-active must be >= 1"),
     (["--default-max-tokens", "5000"], "--default-max-tokens"),

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, GptOssConfig,
+                          GptOssForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           Qwen3Config, Qwen3ForCausalLM)
 
@@ -24,6 +25,21 @@ def tiny(family: str):
         model = Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16))
     elif family == "phi3":
         model = Phi3ForCausalLM(Phi3Config(**COMMON, partial_rotary_factor=0.5))
+    elif family == "gemma3":  # hybrid: sliding-window layers (own RoPE base) around a full-attention layer
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            **{**COMMON, "num_hidden_layers": 4}, head_dim=16, sliding_window=SLIDING_WINDOW,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+            attn_implementation="sdpa"))
+    elif family == "gpt_oss":  # hybrid + learned per-head sink logits (eager attention only), YaRN RoPE, MoE
+        model = GptOssForCausalLM(GptOssConfig(
+            **{**COMMON, "num_hidden_layers": 4}, head_dim=16, sliding_window=SLIDING_WINDOW, num_local_experts=4,
+            num_experts_per_tok=2, layer_types=["sliding_attention", "full_attention"] * 2,
+            attn_implementation="eager"))
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.sinks.normal_(0, 1)  # learned sinks (torch.empty otherwise)
     elif family == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=1, n_head=2))
     else:
@@ -31,7 +47,9 @@ def tiny(family: str):
     return model.eval()
 
 
+SLIDING_WINDOW = 6  # the tiny hybrids' sliding window: shorter than the test caches, so both layer kinds evict
 FAMILIES = ["llama", "llama-linear-scaling", "mistral", "qwen2", "qwen3", "phi3"]
+HYBRIDS = ["gemma3", "gpt_oss"]
 
 
 @pytest.fixture(params=FAMILIES)

@@ -4,6 +4,7 @@ import torch
 
 from tenfold.errors import TenfoldError
 from tenfold.streaming.blocked import blocked_nll
+from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.perplexity import perplexity
 
 from .conftest import tiny
@@ -30,9 +31,9 @@ def _peaky(family):
 def test_blocked_equals_stepwise_sink(family, sinks, window, block):
     model = _peaky(family)
     ids = torch.randint(1, 128, (2, 70))
-    step = perplexity(model, ids, "sink", sinks, window)
-    fast = perplexity(model, ids, "sink", sinks, window, blocked=True, block=block)
-    dense = perplexity(model, ids, "dense", sinks, window)
+    step = perplexity(model, ids, "sink", SinkConfig(sinks, window))
+    fast = perplexity(model, ids, "sink", SinkConfig(sinks, window), blocked=True, block=block)
+    dense = perplexity(model, ids, "dense", SinkConfig(sinks, window))
     assert abs(step.nll - dense.nll).max() > 0.1  # the methods really differ on this model...
     assert abs(step.nll - fast.nll).max() < 1e-4  # ...and blocked is stepwise, to rounding
 
@@ -41,8 +42,8 @@ def test_blocked_equals_stepwise_window_and_short_streams():
     model = _peaky("qwen2")
     ids = torch.randint(1, 128, (1, 50))
     for tokens in (50, 16, 15, 3):
-        step = perplexity(model, ids[:, :tokens], "window", 4, 11)
-        fast = perplexity(model, ids[:, :tokens], "window", 4, 11, blocked=True, block=5)
+        step = perplexity(model, ids[:, :tokens], "window", SinkConfig(4, 11))
+        fast = perplexity(model, ids[:, :tokens], "window", SinkConfig(4, 11), blocked=True, block=5)
         assert step.nll.shape == fast.nll.shape
         assert abs(step.nll - fast.nll).max() < 1e-4
 
@@ -54,7 +55,7 @@ def test_blocked_restores_the_attention_implementation_and_rejects_bad_blocks():
     blocked_nll(model, ids, 2, 6)
     assert model.config._attn_implementation == before
     with pytest.raises(TenfoldError):
-        perplexity(model, ids, "sink", 2, 6, blocked=True, block=0)
+        perplexity(model, ids, "sink", SinkConfig(2, 6), blocked=True, block=0)
 
 
 @pytest.mark.slow
@@ -63,6 +64,6 @@ def test_blocked_equals_stepwise_on_the_bundled_model(lm):
 
     model, tok = lm
     ids = tok(austen("emma")[:6000], return_tensors="pt").input_ids[:, :400]
-    step = perplexity(model, ids, "sink", 4, 60)
-    fast = perplexity(model, ids, "sink", 4, 60, blocked=True, block=128)
+    step = perplexity(model, ids, "sink", SinkConfig(4, 60))
+    fast = perplexity(model, ids, "sink", SinkConfig(4, 60), blocked=True, block=128)
     assert abs(step.nll - fast.nll).max() < 2e-3 and abs(step.ppl / fast.ppl - 1) < 1e-4

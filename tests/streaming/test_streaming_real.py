@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tenfold.data import austen
-from tenfold.streaming import SinkCache, enable_streaming
+from tenfold.streaming import SinkCache, SinkConfig, enable_streaming
 from tenfold.streaming.perplexity import perplexity
 
 pytestmark = pytest.mark.slow
@@ -27,9 +27,9 @@ def emma_ids(lm):
 def test_sink_beats_window_and_tracks_recompute(lm, emma_ids):
     model, _ = lm
     ids = emma_ids[:400]
-    sink = perplexity(model, ids, "sink", 4, 60)
-    window = perplexity(model, ids, "window", 4, 60)
-    recompute = perplexity(model, ids, "recompute", 4, 60)
+    sink = perplexity(model, ids, "sink", SinkConfig(4, 60))
+    window = perplexity(model, ids, "window", SinkConfig(4, 60))
+    recompute = perplexity(model, ids, "recompute", SinkConfig(4, 60))
     assert window.ppl > 1.5 * sink.ppl
     assert abs(sink.ppl / recompute.ppl - 1) < 0.1
     assert sink.nll.shape == (1, 399) and sink.peak_rss_mb > 0
@@ -71,6 +71,13 @@ def test_piped_chat_survives_a_conversation_longer_than_the_window():
     assert stats["weights"] == "int4"  # issue 25: the default for the bundled model
     assert stats["evicted"] > 0 and stats["cache_fill"] <= stats["cache_size"] == 52
     assert stats["tokens_seen"] > 52 and stats["generated"] > 0
+    assert stats["cache"] == "4+48" and stats["prefill_chunk"] == 24 and stats["rebases"] > 0  # defaults: 48 // 2, 104
+    # The SinkConfig flags reach the cache: a far re-base limit never re-bases, and the prefill chunk is the one given.
+    res = cli("chat", "--sinks", "4", "--window", "48", "--max-new-tokens", "30", "--rebase-at", "100000",
+              "--prefill-chunk", "8", stdin=turns)
+    assert res.returncode == 0, res.stderr
+    tuned = json.loads(res.stdout.strip().splitlines()[-1])
+    assert tuned["rebases"] == 0 and tuned["prefill_chunk"] == 8 and tuned["tokens_seen"] > 52
 
 
 def test_chat_sampling_flags_reach_the_sampler():
@@ -98,7 +105,7 @@ def test_a_turn_stopped_while_it_is_read_in_is_dropped_whole(lm):
 
     model, _ = lm
     tok = lm[1]
-    chat, fresh = StreamingChat(model, tok, 4, 60, max_new_tokens=12), StreamingChat(model, tok, 4, 60, max_new_tokens=12)
+    chat, fresh = StreamingChat(model, tok, SinkConfig(4, 60), max_new_tokens=12), StreamingChat(model, tok, SinkConfig(4, 60), max_new_tokens=12)
     assert "".join(chat.say("Hello!")) == "".join(fresh.say("Hello!"))
     before = chat.stats()
     asked = []
@@ -121,10 +128,10 @@ def test_a_reply_stopped_mid_way_leaves_the_chat_as_a_reply_that_ended_there(lm)
 
     model, tok = lm
     shown = []
-    stopped = StreamingChat(model, tok, 4, 60, max_new_tokens=200)
+    stopped = StreamingChat(model, tok, SinkConfig(4, 60), max_new_tokens=200)
     for piece in stopped.say("Tell me a long story about a dragon.", should_stop=lambda: len(shown) >= 6):
         shown.append(piece)
-    short = StreamingChat(model, tok, 4, 60, max_new_tokens=stopped.generated)
+    short = StreamingChat(model, tok, SinkConfig(4, 60), max_new_tokens=stopped.generated)
     assert "".join(short.say("Tell me a long story about a dragon.")) == "".join(shown)
     assert stopped.generated < 200 and stopped.stats()["tokens_seen"] == short.stats()["tokens_seen"]
     assert stopped.messages == short.messages and stopped.pending == short.pending

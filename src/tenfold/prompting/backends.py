@@ -48,8 +48,8 @@ class Backend(ABC):
 class LocalLM(Backend):
     """A transformers causal LM in this process (default: the bundled SmolLM2-135M-Instruct)."""
 
-    def __init__(self, model=None, tokenizer=None, num_sinks: int = 4, window: int = 1020, seed: int = 0,
-                 device=None):
+    def __init__(self, model=None, tokenizer=None, config=None, seed: int = 0, device=None):
+        """``config``: the sink cache's :class:`~tenfold.streaming.SinkConfig` (default 4+1020)."""
         super().__init__()
         if model is None:
             from tenfold.models import load_lm
@@ -61,7 +61,7 @@ class LocalLM(Backend):
 
         self.model, self.tok = model, tokenizer
         self.name = getattr(getattr(model, "config", None), "_name_or_path", "") or "local"
-        self.engine = Engine(model, tokenizer, num_sinks, window)  # run synchronously: no worker thread
+        self.engine = Engine(model, tokenizer, config)  # run synchronously: no worker thread
         self.seed = seed
 
     def complete(self, messages, n=1, temperature=0.0, max_tokens=256, stop=None):

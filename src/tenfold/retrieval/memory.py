@@ -160,11 +160,12 @@ class StreamingMemory:
         as soon as its end has been fed (its tail is then skipped when it is evicted in turn), so a
         fact is retrievable from the moment the model can no longer see all of it.
         """
-        sinks = min(self.cache.num_sinks, self.cache.tokens_seen)
+        seen, evicted, fill = _row_counts(self.cache)
+        sinks = min(self.cache.num_sinks, seen)
         if self._archived < sinks:
             self._archived = sinks
-        ahead = max(0, self.cache.fill() + self.margin - self.cache.size)
-        upto = min(sinks + self.cache.evicted + ahead, self.tokens_logged)
+        ahead = max(0, fill + self.margin - self.cache.size)
+        upto = min(sinks + evicted + ahead, self.tokens_logged)
         if upto <= self._archived:
             return
         runs = []  # (start char, end char, skipped) of consecutive evicted tokens
@@ -237,7 +238,7 @@ class StreamingMemory:
             self._pending = pieces[-1].text
         texts = [c.text for u in units for c in self._chunker.split(u)]
         if texts:
-            self.retriever.add_texts(texts, [{"tokens_seen": self.cache.tokens_seen}] * len(texts))
+            self.retriever.add_texts(texts, [{"tokens_seen": _row_counts(self.cache)[0]}] * len(texts))
 
     # -- recall ------------------------------------------------------------------------------
     def recall(self, query: str, k: int | None = None) -> list[Hit]:
@@ -245,7 +246,8 @@ class StreamingMemory:
         if not query.strip() or not len(self):
             return []
         k = k or self.k
-        evicted_to = min(self.cache.num_sinks, self.cache.tokens_seen) + self.cache.evicted
+        seen, evicted, _ = _row_counts(self.cache)
+        evicted_to = min(self.cache.num_sinks, seen) + evicted
         # forget recalls whose copies have left the cache: those chunks may be offered again
         self._recalled = {i: end for i, end in self._recalled.items() if end > evicted_to}
         hits = self.retriever.search(query, k + len(self._recalled))
@@ -273,3 +275,8 @@ class StreamingMemory:
         for h in hits:
             self._recalled[h.index] = end
         self.recalls += 1
+
+
+def _row_counts(cache) -> tuple[int, int, int]:
+    """(tokens seen, evicted, held now) of a one-row sink cache (0s before its first step)."""
+    return int(cache.tokens_seen.sum()), int(cache.evicted.sum()), int(cache.fill().sum())

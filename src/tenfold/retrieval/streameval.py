@@ -89,14 +89,14 @@ def run_stream(model, tokenizer, lines: list[str], probes: list[Probe], num_sink
     logits = feed(PRIMER)
     results, starts = [], {}
     for i, line in enumerate(lines, start=1):
-        starts[i] = cache.tokens_seen  # stream index of the line's first token
+        starts[i] = int(cache.tokens_seen.sum())  # stream index of the line's first token
         logits = feed(line)
         probe = at.get(i)
         if probe is None:
             continue
         recalled = mem.feed_recall(probe.question, RECALL_HEADER) if mem is not None else []
         logits = feed(probe.question, skip=True)  # questions and answers are not register lines
-        evicted_before = cache.evicted
+        evicted_before = int(cache.evicted.sum())
         out: list[int] = []
         for _ in range(max_answer_tokens):
             token = int(logits.argmax())
@@ -107,9 +107,9 @@ def run_stream(model, tokenizer, lines: list[str], probes: list[Probe], num_sink
         answer = tokenizer.decode(out, skip_special_tokens=True).strip()
         logits = feed("\n")
         # Evicted: the asked line's first token had left the cache when the answer began.
-        evicted = starts[probe.line] < min(num_sinks, cache.tokens_seen) + evicted_before
+        evicted = starts[probe.line] < min(num_sinks, int(cache.tokens_seen.sum())) + evicted_before
         row = {"distance": i - probe.line + 1, "answer": answer, "gold": probe.answer,
-               "correct": correct(answer, probe.answer), "tokens_seen": cache.tokens_seen, "evicted": evicted}
+               "correct": correct(answer, probe.answer), "tokens_seen": int(cache.tokens_seen.sum()), "evicted": evicted}
         if mem is not None:
             row["recalled"] = any(f"line {probe.line}:" in h.text for h in recalled)
         results.append(row)

@@ -145,7 +145,7 @@ def create_app(engine: Engine, settings: ServeSettings):
         brief = {"status": "ok", "model": model_name}
         if s.api_keys and request.scope.get("state", {}).get("tenant") is None and not _valid_key(request):
             return brief  # without a key: alive or not, nothing about other tenants' traffic
-        return {**brief, "cache": f"{engine.num_sinks}+{engine.window}", "weights": weights, **engine.health()}
+        return {**brief, "cache": engine.config.label(), "weights": weights, **engine.health()}
 
     def _valid_key(request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

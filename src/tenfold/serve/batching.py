@@ -81,10 +81,10 @@ def decode_rows(model, caches: list[SinkCache], tokens: list[int]) -> torch.Tens
 
     Each cache takes one step exactly as a batch-1 forward would (its own eviction and positions).
     """
-    shift = model._tenfold_rope_shift
+    layout = model._tenfold_streaming
     device = model.device
     one = torch.ones((1, 1), dtype=torch.bool, device=device)
-    positions = torch.cat([c.begin_step(one, shift)[0] for c in caches], dim=0)  # (B, 1): each row's own position
+    positions = torch.cat([c.begin_step(one, layout)[0] for c in caches], dim=0)  # (B, 1): each row's own position
     rows = RowCaches(caches, model.config.get_text_config(decoder=True).num_hidden_layers)
     b = len(caches)
     out = model(input_ids=torch.tensor(tokens, device=device).view(b, 1), position_ids=positions, cache=rows, use_cache=True,

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from tenfold.errors import TenfoldError
-from tenfold.streaming.cli import DECODE_DTYPE_HELP, DECODE_DTYPES, check_cache_args, load_model
+from tenfold.models.decode import DECODE_DTYPE_HELP, DECODE_DTYPES, load_for_decoding
+from tenfold.streaming.config import SinkConfig
 
 
 def physical_cores() -> int:
@@ -21,8 +22,7 @@ def add_commands(sub) -> None:
     p.add_argument("--model", default=None, help="model to serve (default: the bundled SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--sinks", type=int, default=4)
-    p.add_argument("--window", type=int, default=1020)
+    SinkConfig.add_args(p)  # --prefill-chunk is also the prefill budget of one scheduling round
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP)
     from tenfold.argtypes import add_device_arg
 
@@ -107,8 +107,9 @@ def _check_listen(host: str, port: int) -> None:
             raise TenfoldError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _check(args) -> None:
-    check_cache_args(args.sinks, args.window)
+def _check(args) -> SinkConfig:
+    """The sink cache's config; TenfoldError (one line) for any bad flag, before the model loads."""
+    config = SinkConfig.from_args(args)
     if not 0 < args.port < 65536:
         raise TenfoldError(f"--port must be between 1 and 65535 (got {args.port})")
     _check_listen(args.host, args.port)
@@ -130,6 +131,7 @@ def _check(args) -> None:
             raise TenfoldError(f"--{name.replace('_', '-')} must be > 0")
     if not args.drain_timeout >= 0:
         raise TenfoldError("--drain-timeout must be >= 0")
+    return config
 
 
 def _serve(args) -> int:
@@ -142,7 +144,7 @@ def _serve(args) -> int:
     from tenfold.serve.engine import Engine
     from tenfold.serve.sessions import SessionStore
 
-    _check(args)
+    config = _check(args)
     api_keys = read_api_keys(args.api_key, args.api_key_file)
     origins = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
     threads = args.threads or physical_cores()
@@ -160,10 +162,10 @@ def _serve(args) -> int:
         model, tok = vision.lm, vision.tokenizer
         name = args.served_name or Path(args.vlm).resolve().name
     else:
-        model, tok = load_model(args.model, args.dtype, args.device)
+        model, tok = load_for_decoding(args.model, args.dtype, args.device)
         name = args.served_name or args.model or DEFAULT_LM
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
-    engine = Engine(model, tok, args.sinks, args.window, max_active=args.max_active, max_queue=args.max_queue,
+    engine = Engine(model, tok, config, max_active=args.max_active, max_queue=args.max_queue,
                     sessions=sessions, vision=vision,
                     keep_max=args.keep_max if args.keep == "system" else 0).start()
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
@@ -175,7 +177,7 @@ def _serve(args) -> int:
     from tenfold.models.quantize import weights_label
 
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
-    print(f"tenfold serve: {name} (cache {args.sinks}+{args.window}{kept}, {weights_label(model)}, {threads} threads) on "
+    print(f"tenfold serve: {name} (cache {config.label()}{kept}, {weights_label(model)}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if api_keys:
         print(f"tenfold serve: {len(api_keys)} API key(s); each key's sessions are private to it", file=sys.stderr)

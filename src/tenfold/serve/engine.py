@@ -16,6 +16,7 @@ session history as a key derived from its pixels, so a session only reuses a pre
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -28,6 +29,7 @@ import torch
 from tenfold.models.sampling import Sampler, SamplingState, stop_token_ids
 from tenfold.serve.batching import decode_rows, enable_row_batching
 from tenfold.serve.sessions import Session, SessionStore
+from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
 
@@ -161,20 +163,18 @@ class Job:
 class Engine:
     """Owns the model; runs submitted jobs fairly in one worker thread. Start with :meth:`start`."""
 
-    def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, max_active: int = 16,
-                 max_queue: int = 256, sessions: SessionStore | None = None, prefill_chunk: int | None = None,
-                 vision=None, keep_max: int = 0):
-        SinkCache(num_sinks, window)  # validates the sizes before anything starts
+    def __init__(self, model, tokenizer, config: SinkConfig | None = None, max_active: int = 16,
+                 max_queue: int = 256, sessions: SessionStore | None = None, vision=None, keep_max: int = 0):
+        """``config``: every session's sink cache (:class:`~tenfold.streaming.SinkConfig`, default 4+1020); its
+        ``chunk`` is also the prefill budget of one scheduling round. ValueError for a ``keep_max`` outside
+        0..window."""
+        self.config = config = config if config is not None else SinkConfig()
         self.model, self.tok = enable_streaming(model), tokenizer
         enable_row_batching(model)
         self.vision = vision  # a VisionLanguageModel whose ``lm`` is ``model``, or None
-        self.num_sinks, self.window = num_sinks, window
-        if not 0 <= keep_max <= window:
-            raise ValueError(f"keep_max must be between 0 and the window ({window}), got {keep_max}")
+        if not 0 <= keep_max <= config.window:
+            raise ValueError(f"keep_max must be between 0 and the window ({config.window}), got {keep_max}")
         self.keep_max = keep_max  # llama.cpp's --keep: a job's first ``keep`` tokens (its system prompt) become sinks
-        if prefill_chunk is not None and not 1 <= prefill_chunk <= window:
-            raise ValueError(f"prefill_chunk must be between 1 and the window ({window}), got {prefill_chunk}")
-        self.prefill_chunk = max(1, min(256, window // 2)) if prefill_chunk is None else prefill_chunk
         self._round = 0  # worker rounds so far (orders prefill turns)
         self.max_active, self.max_queue = max_active, max_queue
         # ``is not None``: an empty store is falsy (len 0), and a configured store must never be replaced.
@@ -279,6 +279,7 @@ class Engine:
             self.sessions.evict(self._job_cache_bytes())
             return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
                     "threads": torch.get_num_threads(), "draining": self._draining, "keep_max": self.keep_max,
+                    "prefill_chunk": self.config.chunk,
                     "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
 
     # -- worker ----------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class Engine:
         """Feed prefill chunks to ``jobs``, least recently served (or admitted) first, ``prefill_chunk`` tokens in all
         (the last chunk cut to fit), so the round's decode step is never held back by more than one chunk of prefill
         and a long prompt is not starved by new ones."""
-        left = self.prefill_chunk
+        left = self.config.chunk
         for job in sorted(jobs, key=lambda j: j.prefill_turn):  # stable: FIFO among equals
             if left <= 0:
                 break
@@ -392,9 +393,13 @@ class Engine:
     def _new_cache(self, keep: int = 0) -> SinkCache:
         """A cache whose sinks are the configured ones or, with ``keep`` (capped at ``keep_max``), the first ``keep``
         tokens: the conversation's system prompt then stays in the cache however long the chat gets."""
-        sinks = max(self.num_sinks, min(keep, self.keep_max))
+        config = self.config
+        sinks = max(config.num_sinks, min(keep, self.keep_max))
+        if sinks != config.num_sinks:
+            rebase = None if config.rebase_at is None else max(config.rebase_at, sinks + 2 * config.window)
+            config = dataclasses.replace(config, num_sinks=sinks, rebase_at=rebase, prefill_chunk=config.chunk)
         # Room for one prefill chunk at first; it doubles as tokens arrive (memory follows what a session holds).
-        return SinkCache(sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=self.prefill_chunk)
+        return SinkCache(config=config, initial_capacity=config.chunk)
 
     def _embed_images(self, job: Job) -> None:
         from tenfold.serve.images import image_key
@@ -473,7 +478,7 @@ class Engine:
     def _prefill_step(self, job: Job, size: int | None = None) -> None:
         """Feed the next prefill chunk (``size`` tokens, at most ``prefill_chunk``) of ``job``'s prompt; after the
         last one, fork its ``n`` choices."""
-        size = self.prefill_chunk if size is None else max(1, min(size, self.prefill_chunk))
+        size = self.config.chunk if size is None else max(1, min(size, self.config.chunk))
         chunk, job.pending = job.pending[:size], job.pending[size:]
         if job.embeds is None:
             logits = self._feed(job.choices[0], chunk, all_logits=job.params.prompt_logprobs)

@@ -30,35 +30,51 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface
 
-from tenfold.streaming.rope import RopeShift, check_supported
+from tenfold.streaming.rope import SLIDING, RopeShift, check_supported
 
 BLOCKED_ATTENTION = "tenfold_sink_blocked"
 
 
 def _blocked_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sink_blocks=None,
-                       **kwargs):
-    """Attention of a block of queries under the sink-cache rule (see the module docstring)."""
-    sinks, shift, q_delta, window = sink_blocks
+                       s_aux=None, softcap=None, **kwargs):
+    """Attention of a block of queries under the sink-cache rule (see the module docstring).
+
+    Full-attention layers: sinks (seen from cache position S+W-1) + a band of the last W tokens. Sliding-window
+    layers of hybrid models: a band of their own ``sliding_window`` tokens, no sinks. ``s_aux`` (gpt-oss's learned
+    per-head sink logits) joins every softmax as one more column; ``softcap`` (Gemma 2) caps the scores first.
+    """
+    sinks, layout, q_delta, window = sink_blocks
+    shift = layout.shifts[module.layer_idx]
+    if layout.kinds[module.layer_idx] == SLIDING:
+        sinks, window = 0, layout.sliding_window
     b, heads, c, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
     scale = dim**-0.5 if scaling is None else scaling
+
+    def scored(q, k):
+        x = torch.matmul(q, k.transpose(-1, -2)) * scale
+        return x if softcap is None else torch.tanh(x / softcap) * softcap
+
     q = query.float().reshape(b, kv_heads, group * c, dim)  # grouped-query heads folded into rows
     k_recent, v_recent = key[:, :, sinks:].float(), value[:, :, sinks:].float()
-    n_recent = k_recent.shape[2]  # (window - 1) earlier tokens + this block's c
-    scores = torch.matmul(q, k_recent.transpose(-1, -2)) * scale  # (b, kv, group*c, n_recent)
+    n_recent = k_recent.shape[2]  # earlier tokens kept + this block's c
+    scores = scored(q, k_recent)  # (b, kv, group*c, n_recent)
     # Query r (block row) is at frame position n_recent - c + r; it may see keys n_recent - c + r - window + 1 .. itself.
     rows = torch.arange(c, device=query.device)[:, None] + (n_recent - c)
     cols = torch.arange(n_recent, device=query.device)[None, :]
     allowed = (cols <= rows) & (cols > rows - window)
     scores = scores.masked_fill(~allowed.repeat(group, 1), float("-inf"))
+    parts = [scores]
     if sinks:
         q_sink = shift.rotate(query.float(), q_delta).reshape(b, kv_heads, group * c, dim)
-        sink_scores = torch.matmul(q_sink, key[:, :, :sinks].float().transpose(-1, -2)) * scale
-        probs = torch.softmax(torch.cat([sink_scores, scores], dim=-1), dim=-1)
-        out = torch.matmul(probs[..., :sinks], value[:, :, :sinks].float()) + torch.matmul(probs[..., sinks:], v_recent)
-    else:
-        out = torch.matmul(torch.softmax(scores, dim=-1), v_recent)
+        parts.insert(0, scored(q_sink, key[:, :, :sinks].float()))
+    if s_aux is not None:  # one learned logit per head, the same for every query row of that head
+        parts.append(s_aux.float().view(1, kv_heads, group, 1, 1).expand(b, -1, -1, c, 1).reshape(b, kv_heads, -1, 1))
+    probs = torch.softmax(torch.cat(parts, dim=-1), dim=-1)
+    out = torch.matmul(probs[..., sinks : sinks + n_recent], v_recent)
+    if sinks:
+        out = out + torch.matmul(probs[..., :sinks], value[:, :, :sinks].float())
     out = out.reshape(b, kv_heads, group, c, -1).reshape(b, heads, c, -1).to(value.dtype)
     return out.transpose(1, 2).contiguous(), None
 
@@ -72,13 +88,15 @@ AttentionMaskInterface.register(BLOCKED_ATTENTION, _no_mask)
 
 
 class _BlockLayer(CacheLayerMixin):
-    """Sinks and the last ``window - 1`` tokens of one layer, recent keys in a frame starting at position 0."""
+    """Sinks and the last ``hold`` tokens of one layer (``window - 1``; a sliding-window layer: its window - 1 and no
+    sinks), recent keys in a frame where the first recent token of a full-attention layer sits at position 0."""
 
     is_sliding = False
     is_compileable = False
 
-    def __init__(self):
+    def __init__(self, hold: int):
         super().__init__()
+        self.hold = hold
         self.sink_k = self.sink_v = self.recent_k = self.recent_v = None
         self.new_k = self.new_v = None
 
@@ -90,12 +108,12 @@ class _BlockLayer(CacheLayerMixin):
         return (torch.cat([self.sink_k, self.recent_k, key_states], dim=2),
                 torch.cat([self.sink_v, self.recent_v, value_states], dim=2))
 
-    def advance(self, keep: int, shift: RopeShift) -> None:
-        """Keep the last ``keep`` recent tokens, re-rotated so that they start at position 0 again."""
+    def advance(self, block: int, shift: RopeShift) -> None:
+        """Keep the last ``hold`` tokens, rotated back by the ``block`` positions the frame moves."""
         k = torch.cat([self.recent_k, self.new_k], dim=2)
         v = torch.cat([self.recent_v, self.new_v], dim=2)
-        moved = k.shape[2] - keep
-        self.recent_k, self.recent_v = shift.rotate(k[:, :, moved:], -moved), v[:, :, moved:]
+        drop = max(0, k.shape[2] - self.hold)
+        self.recent_k, self.recent_v = shift.rotate(k[:, :, drop:], -block), v[:, :, drop:]
         self.new_k = self.new_v = None
 
     def get_seq_length(self) -> int:
@@ -109,8 +127,8 @@ class _BlockLayer(CacheLayerMixin):
 
 
 class _BlockCache(Cache):
-    def __init__(self, num_layers: int):
-        super().__init__(layers=[_BlockLayer() for _ in range(num_layers)])
+    def __init__(self, holds: list[int]):
+        super().__init__(layers=[_BlockLayer(hold) for hold in holds])
 
 
 @contextlib.contextmanager
@@ -130,7 +148,7 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
     ``window`` attention (no sinks) is ``num_sinks=0``. Equal to one token per step through
     :class:`~tenfold.streaming.SinkCache` up to rounding; ``block`` tokens per forward pass.
     """
-    shift = check_supported(model)
+    layout = check_supported(model)
     tick = tick or (lambda done, total: None)
     batch, length = ids.shape
     total, size = length - 1, num_sinks + window
@@ -142,15 +160,17 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
     tick(min(head, total), total)
     if head >= length or head < num_sinks + 1:
         return torch.cat(pieces, dim=1)
-    layers = len(dense.layers)
-    cache = _BlockCache(layers)
-    for layer, src in zip(cache.layers, dense.layers):
-        layer.sink_k, layer.sink_v = src.keys[:, :, :num_sinks], src.values[:, :, :num_sinks]
-        # Tokens num_sinks .. head-1 (window - 1 of them) move to frame positions 0 .. window-2.
-        layer.recent_k = shift.rotate(src.keys[:, :, num_sinks:head], -num_sinks)
-        layer.recent_v = src.values[:, :, num_sinks:head]
-    del dense
     keep = window - 1
+    sliding = [kind == SLIDING for kind in layout.kinds]
+    cache = _BlockCache([layout.sliding_window - 1 if s else keep for s in sliding])
+    for layer, src, is_sliding, shift in zip(cache.layers, dense.layers, sliding, layout.shifts):
+        # Tokens num_sinks .. head-1 move to frame positions 0 .. window-2 (a sliding layer's last sliding_window - 1
+        # tokens, which transformers' own sliding layer kept, to the same frame).
+        first = 0 if is_sliding else num_sinks
+        layer.sink_k, layer.sink_v = src.keys[:, :, :first], src.values[:, :, :first]
+        layer.recent_k = shift.rotate(src.keys[:, :, first:head], -num_sinks)
+        layer.recent_v = src.values[:, :, first:head]
+    del dense
     with _attention(model, BLOCKED_ATTENTION):
         for start in range(head, length - 1, block):
             part = ids[:, start : min(start + block, length - 1)]
@@ -158,10 +178,10 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
             positions = torch.arange(keep, keep + c, device=ids.device).expand(batch, c)
             q_delta = (size - 1 - positions).to(torch.long)  # rotate each query to cache position S+W-1
             logits = model(input_ids=part, position_ids=positions, cache=cache, use_cache=True,
-                           sink_blocks=(num_sinks, shift, q_delta, window)).logits
+                           sink_blocks=(num_sinks, layout, q_delta, window)).logits
             pieces.append(_nll(logits, ids[:, start + 1 : start + c + 1]))
-            for layer in cache.layers:
-                layer.advance(keep, shift)
+            for layer, shift in zip(cache.layers, layout.shifts):
+                layer.advance(c, shift)
             tick(start + c, total)
     return torch.cat(pieces, dim=1)
 

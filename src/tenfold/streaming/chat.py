@@ -16,20 +16,22 @@ import torch
 
 from tenfold.models.sampling import Sampler, stop_token_ids
 from tenfold.models.quantize import weights_label
+from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
 
 class StreamingChat:
     """A conversation with one model and one sink cache. ``say(text)`` yields reply text pieces."""
 
-    def __init__(self, model, tokenizer, num_sinks: int = 4, window: int = 1020, system: str | None = None,
+    def __init__(self, model, tokenizer, config: SinkConfig | None = None, system: str | None = None,
                  max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0,
                  memory: bool | dict = False, sampler: Sampler | None = None):
-        """``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...).
+        """``config``: the sink cache (:class:`~tenfold.streaming.SinkConfig`, default 4+1020).
+        ``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...).
         ``sampler``: full sampling settings (top-k, min-p, penalties over the reply's tokens); replaces
         ``temperature`` and ``top_p`` when given."""
         self.model, self.tok = enable_streaming(model), tokenizer
-        self.cache = SinkCache(num_sinks=num_sinks, window=window)
+        self.cache = SinkCache(config=config if config is not None else SinkConfig())
         self.memory = None
         if memory:
             from tenfold.retrieval.memory import StreamingMemory
@@ -145,7 +147,9 @@ class StreamingChat:
 
     def stats(self) -> dict:
         c = self.cache
-        return {"cache_fill": c.fill(), "cache_size": c.size, "tokens_seen": c.tokens_seen, "evicted": c.evicted,
+        return {"cache": c.config.label(), "cache_fill": int(c.fill().sum()), "cache_size": c.size,
+                "tokens_seen": int(c.tokens_seen.sum()), "evicted": int(c.evicted.sum()), "rebases": c.rebases,
+                "prefill_chunk": c.prefill_chunk,
                 "generated": self.generated, "weights": weights_label(self.model),
                 "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None,
                 **(self.memory.stats() if self.memory is not None else {})}

@@ -7,12 +7,8 @@ from pathlib import Path
 
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
-
-DTYPES = ("float32", "float16", "bfloat16", "int4")  # int4: int4 linear weights, the rest float32 (CPU)
-DECODE_DTYPES = ("auto", *DTYPES)  # auto: int4 for the bundled model on CPU, float32 for any other model
-DECODE_DTYPE_HELP = ("weights and activations (default auto: on the CPU, int4 linear weights with the rest float32 for "
-                     "the bundled model, about 2x faster at the same perplexity, and float32 for a model given with "
-                     "--model; bfloat16 on a GPU; int4 is CPU-only)")
+from tenfold.models.decode import DECODE_DTYPE_HELP, DECODE_DTYPES, DTYPES, load_for_decoding
+from tenfold.streaming.config import SinkConfig
 
 
 def add_commands(sub) -> None:
@@ -25,8 +21,7 @@ def add_commands(sub) -> None:
     src.add_argument("--book", help="an Austen novel (e.g. emma, prideprejudice) or 'all'")
     p.add_argument("--tokens", type=int, default=2000, help="tokens to stream (default 2000)")
     p.add_argument("--method", default="sink", choices=["dense", "window", "recompute", "sink"])
-    p.add_argument("--sinks", type=int, default=4)
-    p.add_argument("--window", type=int, default=1020, help="recent tokens kept; cache size = sinks + window for every method")
+    SinkConfig.add_args(p, prefill=False)  # one token per step; window / recompute use the same size, sinks + window
     p.add_argument("--model", default=None, help="a local model folder or a cached Hub id (default: the bundled "
                                                  "SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
@@ -44,8 +39,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("chat", help="multi-round chat that never runs out of context (sink cache); /reset, /stats, /quit")
     p.add_argument("--model", default=None, help="a local model folder or a cached Hub id (default: the bundled "
                                                  "SmolLM2-135M-Instruct)")
-    p.add_argument("--sinks", type=int, default=4)
-    p.add_argument("--window", type=int, default=1020)
+    SinkConfig.add_args(p)
     p.add_argument("--system", default=None)
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
@@ -66,38 +60,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_chat)
 
 
-def check_cache_args(sinks: int, window: int) -> None:
-    if sinks < 0:
-        raise TenfoldError(f"--sinks must be >= 0 (got {sinks})")
-    if window < 1:
-        raise TenfoldError(f"--window must be >= 1 (got {window})")
-    if window < sinks:
-        raise TenfoldError(f"--window ({window}) must not be smaller than --sinks ({sinks})")
-
-
-def load_model(model_name, dtype, device="auto"):
-    """``(model, tokenizer)`` for a ``--dtype`` value of :data:`DECODE_DTYPES` on a ``--device``
-    (see :func:`tenfold.models.load_lm`; TenfoldError for a GPU torch does not see, or int4 off the CPU)."""
-    import torch
-
-    from tenfold.devices import resolve_device
-    from tenfold.models import load_lm
-
-    device = resolve_device(device)
-    if dtype == "auto":
-        return load_lm(model_name, quantize="auto", device=device)
-    if dtype == "int4":
-        return load_lm(model_name, quantize="int4", device=device)
-    return load_lm(model_name, dtype=getattr(torch, dtype), quantize=None, device=device)
-
-
 def _stream_ppl(args) -> int:
     from rich.progress import Progress
 
     from tenfold.data import austen, read_text
     from tenfold.streaming.perplexity import perplexity
 
-    check_cache_args(args.sinks, args.window)
+    config = SinkConfig.from_args(args)
     if args.blocked and args.method not in ("window", "sink"):
         raise TenfoldError("--blocked applies to --method window or sink")
     if args.tokens < 2:
@@ -106,27 +75,27 @@ def _stream_ppl(args) -> int:
     from tenfold.devices import default_dtype, resolve_device
 
     dtype = str(default_dtype(resolve_device(args.device))).removeprefix("torch.") if args.dtype == "auto" else args.dtype
-    model, tok = load_model(args.model, dtype, args.device)
+    model, tok = load_for_decoding(args.model, dtype, args.device)
     ids = tok(text, return_tensors="pt").input_ids[0]
     if ids.numel() < args.tokens:
         raise TenfoldError(f"the text has only {ids.numel()} tokens, fewer than --tokens {args.tokens}")
     ids = ids[: args.tokens]
     with Progress(transient=True) as bar:  # on stderr (tenfold.cli), so --json keeps it
-        task = bar.add_task(f"{args.method} {args.sinks}+{args.window}", total=args.tokens - 1)
-        result = perplexity(model, ids, args.method, args.sinks, args.window, blocked=args.blocked,
+        task = bar.add_task(f"{args.method} {config.label()}", total=args.tokens - 1)
+        result = perplexity(model, ids, args.method, config, blocked=args.blocked,
                             progress=lambda done, total: bar.update(task, completed=done))
     row = result.as_dict()
     if args.plot:
         from tenfold.streaming.plots import plot_log_ppl
 
-        fig = plot_log_ppl([result], f"{args.method} {args.sinks}+{args.window}")
+        fig = plot_log_ppl([result], f"{args.method} {config.label()}")
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
         row["plot"] = str(Path(args.plot).resolve())  # where the figure went (--json too)
     if args.json:
         print_json(row)
     else:
-        print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {args.sinks}+{args.window}, "
+        print(f"{row['method']}: ppl {row['ppl']:.3f} over {row['tokens']} tokens, cache {config.label()}, "
               f"{row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB")
         if args.plot:
             print(f"figure: {row['plot']}")
@@ -136,22 +105,22 @@ def _stream_ppl(args) -> int:
 def _chat(args) -> int:
     from tenfold.streaming.chat import StreamingChat
 
-    check_cache_args(args.sinks, args.window)
+    config = SinkConfig.from_args(args)
     if args.memory and args.memory_k < 1:
         raise TenfoldError(f"--memory-k must be >= 1 (got {args.memory_k})")
     if args.memory and not -1 <= args.memory_min_score <= 1:
         raise TenfoldError(f"--memory-min-score is a cosine similarity in [-1, 1] (got {args.memory_min_score})")
     memory = {"k": args.memory_k, "min_score": args.memory_min_score} if args.memory else False
-    model, tok = load_model(args.model, args.dtype, args.device)
+    model, tok = load_for_decoding(args.model, args.dtype, args.device)
     from tenfold.models.quantize import weights_label
     from tenfold.models.sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
-    chat = StreamingChat(model, tok, args.sinks, args.window, system=args.system,
+    chat = StreamingChat(model, tok, config, system=args.system,
                          max_new_tokens=args.max_new_tokens, memory=memory, sampler=sampler)
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"tenfold chat: {weights_label(model)}, sink cache {args.sinks}+{args.window}. "
+        print(f"tenfold chat: {weights_label(model)}, sink cache {config.label()}. "
               "Commands: /reset /stats /quit", file=sys.stderr)
     while True:
         if interactive:

@@ -17,6 +17,7 @@ import psutil
 import torch
 
 from tenfold.report import experiment
+from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.perplexity import perplexity
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
@@ -61,15 +62,15 @@ def _ppl(method: str, sinks: int, window: int, tokens: int, streams: int = 1, st
     model, _ = _model("float32")
     ids = _austen_ids(tokens * streams).view(streams, tokens)
     blocked = method in ("window", "sink")
-    return perplexity(model, ids, method, sinks, window, recompute_stride=stride, blocked=blocked)
+    return perplexity(model, ids, method, SinkConfig(sinks, window), recompute_stride=stride, blocked=blocked)
 
 
 def _stepwise_check(sinks: int, window: int, tokens: int) -> float:
     """Largest |NLL| difference between blocked evaluation and one-token-per-step streaming on a prefix."""
     model, _ = _model("float32")
     ids = _austen_ids(tokens)[None]
-    step = perplexity(model, ids, "sink", sinks, window)
-    fast = perplexity(model, ids, "sink", sinks, window, blocked=True)
+    step = perplexity(model, ids, "sink", SinkConfig(sinks, window))
+    fast = perplexity(model, ids, "sink", SinkConfig(sinks, window), blocked=True)
     return float(np.abs(step.nll - fast.nll).max())
 
 
@@ -247,8 +248,8 @@ def streaming_memory(run):
     tenth = next(r for m, r in zip(marks, rss) if m >= tokens // 10)
     growth = rss[-1] / tenth - 1
     ours = {"rss_mb_at_10pct": tenth, "rss_mb_at_end": rss[-1], "growth_10pct_to_end": growth,
-            "cache_fill": cache.fill(), "tokens_streamed": cache.tokens_seen}
-    verdict = "reproduced" if growth <= 0.05 and cache.fill() <= cache.size else "not reproduced"
+            "cache_fill": int(cache.fill()[0]), "tokens_streamed": int(cache.tokens_seen[0])}
+    verdict = "reproduced" if growth <= 0.05 and ours["cache_fill"] <= cache.size else "not reproduced"
     why = f"RSS {tenth:.0f} MB at {tokens // 10} tokens -> {rss[-1]:.0f} MB at {tokens} ({100 * growth:+.1f}%, target <= 5%)"
     return {"ours": ours, "verdict": verdict, "why": why}
 

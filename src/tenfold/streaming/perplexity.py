@@ -9,6 +9,7 @@ Methods, all with the same attention span ``num_sinks + window`` (the cache size
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tenfold.errors import TenfoldError
+from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
 METHODS = ("dense", "window", "recompute", "sink")
@@ -65,13 +67,13 @@ def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, window: int = 1020,
-               progress=None, recompute_stride: int = 1, recompute_batch: int = 8,
+def perplexity(model, token_ids, method: str = "sink", config: SinkConfig | None = None, progress=None, recompute_stride: int = 1, recompute_batch: int = 8,
                dense_chunk: int = 512, blocked: bool = False, block: int = 256) -> StreamResult:
     """Stream ``token_ids`` through ``model`` with ``method``; return per-token NLL, ppl, tokens/s and peak RSS.
 
     ``token_ids``: one stream (T,) or several independent streams of equal length (B, T), run
-    as one batch. ``progress(done, total)`` is called as tokens are predicted.
+    as one batch. ``config``: the cache (:class:`~tenfold.streaming.SinkConfig`, default 4+1020); every method
+    but dense attends to ``config.size`` tokens. ``progress(done, total)`` is called as tokens are predicted.
     ``recompute_stride`` > 1 scores every k-th token only for ``recompute`` (an unbiased sample;
     it costs a full window per token). ``dense`` is computed in exact causal chunks of
     ``dense_chunk`` tokens (the same numbers as one token per step, far faster).
@@ -87,8 +89,8 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
     ids = ids[None] if ids.ndim == 1 else ids
     if ids.ndim != 2 or ids.shape[1] < 2:
         raise TenfoldError("need at least 2 tokens to measure perplexity")
-    if num_sinks < 0 or window < 1:
-        raise TenfoldError(f"need sinks >= 0 and window >= 1 (got sinks={num_sinks}, window={window})")
+    config = config if config is not None else SinkConfig()
+    num_sinks, window = config.num_sinks, config.window
     if blocked and block < 1:
         raise TenfoldError(f"block must be >= 1 (got {block})")
     size, total = num_sinks + window, ids.shape[1] - 1
@@ -108,7 +110,8 @@ def perplexity(model, token_ids, method: str = "sink", num_sinks: int = 4, windo
         where = np.arange(1, total + 1)
     else:
         enable_streaming(model)
-        cache = SinkCache(num_sinks=0, window=size) if method == "window" else SinkCache(num_sinks, window)
+        cache = SinkCache(config=dataclasses.replace(config, num_sinks=0, window=size, prefill_chunk=None,
+                                                     rebase_at=None) if method == "window" else config)
         out = torch.empty((ids.shape[0], total), dtype=torch.float64)
         for t in range(total):
             logits = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True).logits

@@ -37,7 +37,13 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from tenfold.streaming.rope import RopeShift, check_cache_fits, check_supported
+from tenfold.streaming.config import DEFAULT_SINKS, DEFAULT_WINDOW, SinkConfig
+from tenfold.streaming.rope import SLIDING, RopeShift, StreamingLayout, check_cache_fits, check_supported
+
+
+def _no_rows(batch: int = 0) -> torch.Tensor:
+    """Per-row counters at zero: a (batch,) int64 CPU tensor."""
+    return torch.zeros(batch, dtype=torch.long)
 
 
 class SinkLayer(CacheLayerMixin):
@@ -156,41 +162,100 @@ class SinkLayer(CacheLayerMixin):
         self.n, self.sink_keys = m, None
 
 
+class SlidingLayer(CacheLayerMixin):
+    """A sliding-window layer of a hybrid model (Gemma 2/3, gpt-oss, Cohere 2): its own last ``sliding_window`` tokens.
+
+    Such a layer was trained to see the last ``sliding_window`` tokens at their true distances, so that is what it
+    keeps, whatever the sink cache's window: keys stay in the frame of the full-attention layers' recent tokens
+    (the cache rotates them, with this layer's own RoPE frequencies, whenever that frame moves), and the columns are
+    a ring while decoding (one token replaces the one that just left the window) and stream order during a chunk.
+    """
+
+    is_sliding = True
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, sliding_window: int, shift: RopeShift, capacity: int, max_capacity: int):
+        super().__init__()
+        self.sliding_window, self.shift = sliding_window, shift
+        self.capacity = self.initial_capacity = capacity
+        self.max_capacity = max_capacity
+        self.n = 0
+        self.slot: int | None = None
+        self.sink_keys = None  # no sinks here (nbytes reads it)
+
+    lazy_initialization = SinkLayer.lazy_initialization
+    _grow = SinkLayer._grow
+    update = SinkLayer.update
+    get_seq_length = SinkLayer.get_seq_length
+    get_max_length = SinkLayer.get_max_length
+    reset = SinkLayer.reset
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.n + query_length, 0
+
+    def compact_copy(self) -> "SlidingLayer":
+        other = SlidingLayer(self.sliding_window, self.shift, 1, self.max_capacity)
+        if self.is_initialized:
+            other.keys, other.values = self.keys[:, :, : self.n].clone(), self.values[:, :, : self.n].clone()
+            other.device, other.n, other.capacity, other.is_initialized = self.device, self.n, max(self.n, 1), True
+        return other
+
+    def unroll(self, head: int) -> None:
+        """Put the ring back in stream order (oldest column first)."""
+        if self.is_initialized and head:
+            for buf in (self.keys, self.values):
+                buf[:, :, : self.n] = torch.roll(buf[:, :, : self.n], -head, dims=2)
+
+    def keep_last(self, keep: int) -> None:
+        """Keep the last ``keep`` columns (stream order), moved to the front."""
+        if keep < self.n:
+            if keep:
+                self.keys[:, :, :keep] = self.keys[:, :, self.n - keep : self.n].clone()
+                self.values[:, :, :keep] = self.values[:, :, self.n - keep : self.n].clone()
+            self.n = keep
+
+    def follow(self, delta) -> None:
+        """Rotate every kept key by ``delta`` positions (an int, or a (B,) tensor per row): the frame moved."""
+        if not self.is_initialized or not self.n:
+            return
+        if isinstance(delta, int):
+            self.shift.rotate_into(self.keys[:, :, : self.n], self.keys[:, :, : self.n], delta)
+        elif bool((delta != 0).any()):
+            per_column = delta.to(self.keys.device)[:, None].expand(-1, self.n)
+            self.keys[:, :, : self.n] = self.shift.rotate(self.keys[:, :, : self.n], per_column)
+
+
 class SinkCache(Cache):
     """StreamingLLM's rolling KV cache: ``num_sinks`` attention sinks + the ``window`` most recent tokens.
 
     Needs :func:`enable_streaming` on the model (it assigns the in-cache positions).
-    ``prefill_chunk``: inputs longer than this are fed in chunks when called from ``generate``.
+    Settings come as ``config`` (a :class:`~tenfold.streaming.SinkConfig`) or as the same-named keywords
+    ``num_sinks``, ``window``, ``prefill_chunk`` (inputs longer than this are fed in chunks when called from
+    ``generate``), ``rerotate`` and ``rebase_at`` (ring mode keeps frame positions below it, and below the model's
+    original context when its RoPE changes frequencies past it: dynamic NTK, LongRoPE); ``config`` wins.
     ``initial_capacity``: columns allocated at first (default: all ``num_sinks + window``); a smaller start grows
     by doubling as tokens arrive, so a short conversation holds memory for its own tokens only.
-    ``rerotate``: re-rotate the whole window at every eviction (the original implementation) instead of
-    the ring buffer (see the module docstring); both give the same scores up to rounding.
-    ``rebase_at``: ring mode keeps frame positions below this (default ``2 * (num_sinks + window)``), and below the
-    model's original context when its RoPE changes frequencies past it (dynamic NTK, LongRoPE).
+    Per-row state: ``tokens_seen`` and ``evicted`` ((B,) int64 counters) and :meth:`fill`.
     Raises ValueError for settings out of range.
     """
 
-    def __init__(self, num_sinks: int = 4, window: int = 1020, prefill_chunk: int | None = None,
-                 initial_capacity: int | None = None, rerotate: bool = False, rebase_at: int | None = None):
-        if not isinstance(num_sinks, int) or num_sinks < 0:
-            raise ValueError(f"num_sinks must be an integer >= 0, got {num_sinks!r}")
-        if not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {window!r}")
-        if window < num_sinks:
-            raise ValueError(f"window ({window}) must not be smaller than num_sinks ({num_sinks})")
-        size = num_sinks + window
-        first = size if initial_capacity is None else max(1, min(initial_capacity, size))
-        super().__init__(layer_class_to_replicate=lambda: SinkLayer(first, size))
-        self.num_sinks, self.window = num_sinks, window
-        self.prefill_chunk = max(1, window // 4) if prefill_chunk is None else prefill_chunk
-        if not 1 <= self.prefill_chunk <= window:
-            raise ValueError(f"prefill_chunk must be between 1 and window ({window}), got {prefill_chunk}")
-        self.rerotate = bool(rerotate)
-        self.rebase_at = 2 * size if rebase_at is None else rebase_at
-        if not isinstance(self.rebase_at, int) or self.rebase_at < size + window:
-            raise ValueError(f"rebase_at must be an integer >= num_sinks + 2 * window ({size + window}), "
-                             f"got {rebase_at!r}")
+    def __init__(self, num_sinks: int = DEFAULT_SINKS, window: int = DEFAULT_WINDOW, prefill_chunk: int | None = None,
+                 initial_capacity: int | None = None, rerotate: bool = False, rebase_at: int | None = None, *,
+                 config: SinkConfig | None = None):
+        if config is None:
+            config = SinkConfig(num_sinks, window, prefill_chunk=prefill_chunk, rebase_at=rebase_at, rerotate=rerotate)
+        self.config = config
+        size = config.size
+        self._first = size if initial_capacity is None else max(1, min(initial_capacity, size))
+        super().__init__(layer_class_to_replicate=lambda: SinkLayer(self._first, size))
+        self.num_sinks, self.window = config.num_sinks, config.window
+        self.prefill_chunk, self.rerotate, self.rebase_at = config.chunk, config.rerotate, config.rebase_limit
         self.shift: RopeShift | None = None
+        self.layout: StreamingLayout | None = None  # the model's layer kinds, known from the first step
+        # Hybrid models: which columns of the sliding-window layers hold real tokens, and their ring's oldest slot.
+        self.sliding_valid: torch.Tensor | None = None  # (B, N_s)
+        self.sliding_head = 0
         self.valid: torch.Tensor | None = None  # (B, N) which cached columns are real tokens (not padding)
         # Ring mode (all columns real tokens): frame position of the next token (None: frame = in-cache
         # positions), ring slot of the oldest recent token, and where the sinks sit now (positions delta + i).
@@ -200,8 +265,8 @@ class SinkCache(Cache):
         self.rebases = 0
         self._slot = False  # this step overwrites a ring slot instead of appending a column
         self.seen_columns = 0  # input columns consumed so far (what generate() calls the sequence length)
-        self.tokens_seen = 0  # real tokens streamed through the cache so far (batch row 0)
-        self.evicted = 0  # real tokens evicted so far (batch row 0)
+        self.tokens_seen = _no_rows()  # (B,) real tokens streamed through the cache so far, per batch row
+        self.evicted = _no_rows()  # (B,) real tokens evicted so far, per batch row
         self._pending = 0  # tokens in the step being processed
 
     # -- state ---------------------------------------------------------------------------
@@ -209,9 +274,9 @@ class SinkCache(Cache):
     def size(self) -> int:
         return self.num_sinks + self.window
 
-    def fill(self) -> int:
-        """Real tokens held now (batch row 0)."""
-        return 0 if self.valid is None else int(self.valid[0].sum())
+    def fill(self) -> torch.Tensor:
+        """(B,) real tokens held now, per batch row (CPU, int64; empty before the first step)."""
+        return _no_rows() if self.valid is None else self.valid.sum(1).cpu()
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_columns
@@ -219,31 +284,63 @@ class SinkCache(Cache):
     def get_max_length(self, layer_idx: int | None = None) -> int:
         return -1
 
-    # Inside a step (after begin_step) the columns already include the step's new tokens.
+    @property
+    def full_layers(self) -> list[SinkLayer]:
+        """The layers that keep sinks + window (all of them in a model without sliding-window layers)."""
+        return [layer for layer in self.layers if isinstance(layer, SinkLayer)]
+
+    @property
+    def sliding_layers(self) -> list[SlidingLayer]:
+        return [layer for layer in self.layers if isinstance(layer, SlidingLayer)]
+
+    # Inside a step (after begin_step) the columns already include the step's new tokens. The 2-D mask handed to the
+    # model is [full-layer columns | sliding-layer columns]: each layer kind reads its own part through kv_offset,
+    # and queries sit at the end of that part (transformers' mask functions compare indices, not positions).
+    def _is_sliding_layer(self, layer_idx: int) -> bool:
+        return layer_idx < len(self.layers) and isinstance(self.layers[layer_idx], SlidingLayer)
+
     def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
-        return (query_length if self.valid is None else self.valid.shape[1]), 0
+        if self.valid is None:
+            return query_length, 0
+        if self._is_sliding_layer(layer_idx):
+            return self.sliding_valid.shape[1], self.valid.shape[1]
+        return self.valid.shape[1], 0
 
     def get_query_offset(self, layer_idx: int = 0) -> int:
-        return 0 if self.valid is None else self.valid.shape[1] - self._pending
+        if self.valid is None:
+            return 0
+        end = self.valid.shape[1] + (self.sliding_valid.shape[1] if self._is_sliding_layer(layer_idx) else 0)
+        return end - self._pending
+
+    def step_mask(self) -> torch.Tensor | None:
+        """The 2-D (B, columns) mask of the step begun last, or None when every column is a real token."""
+        parts = [self.valid] + ([self.sliding_valid] if self.sliding_valid is not None else [])
+        if all(bool(p.all()) for p in parts):
+            return None
+        return torch.cat(parts, dim=1).long()
 
     def reset(self) -> None:
         for layer in self.layers:
             layer.reset()
-        self.valid, self.seen_columns, self.tokens_seen, self.evicted, self._pending = None, 0, 0, 0, 0
+        self.valid, self.seen_columns, self._pending = None, 0, 0
+        self.tokens_seen, self.evicted = _no_rows(), _no_rows()
         self.frame, self.head, self.sink_delta, self.rebases, self._slot = None, 0, 0, 0, False
+        self.sliding_valid, self.sliding_head = None, 0
 
     def copy(self) -> "SinkCache":
         """An independent copy of the cache's state that holds only the filled columns, not the pre-allocated room.
 
         Used to fork one prefilled prompt into ``n`` continuations: each copy costs the tokens it holds.
         """
-        other = SinkCache(self.num_sinks, self.window, prefill_chunk=self.prefill_chunk, initial_capacity=1,
-                          rerotate=self.rerotate, rebase_at=self.rebase_at)
+        other = SinkCache(config=self.config, initial_capacity=1)
         other.layers = [layer.compact_copy() for layer in self.layers]
         other.valid = None if self.valid is None else self.valid.clone()
-        other.seen_columns, other.tokens_seen, other.evicted = self.seen_columns, self.tokens_seen, self.evicted
+        other.seen_columns = self.seen_columns
+        other.tokens_seen, other.evicted = self.tokens_seen.clone(), self.evicted.clone()
         other.frame, other.head, other.sink_delta, other.rebases = self.frame, self.head, self.sink_delta, self.rebases
-        other.shift = self.shift
+        other.shift, other.layout = self.shift, self.layout
+        other.sliding_valid = None if self.sliding_valid is None else self.sliding_valid.clone()
+        other.sliding_head = self.sliding_head
         return other
 
     def compact(self) -> "SinkCache":
@@ -271,15 +368,31 @@ class SinkCache(Cache):
         raise NotImplementedError("beam search is not supported with the sink cache")
 
     # -- one step -------------------------------------------------------------------------
-    def begin_step(self, new_valid: torch.Tensor, shift: RopeShift) -> tuple[torch.Tensor, torch.Tensor]:
-        """Evict to make room for ``new_valid.shape[1]`` tokens; return their (position_ids, 2-D attention mask)."""
+    def _build_layers(self, layout: StreamingLayout) -> None:
+        """One cache layer per model layer, of the layer's kind (sliding-window layers keep their own window)."""
+        if self.layers:
+            if len(self.layers) != len(layout.kinds) or any(
+                    isinstance(layer, SlidingLayer) != (kind == SLIDING) for layer, kind in zip(self.layers, layout.kinds)):
+                raise ValueError("this sink cache was filled by a model with other layer kinds; reset() it first")
+            return
+        size, sw = self.size, layout.sliding_window
+        room = sw - 1 + self.prefill_chunk if sw else 0  # a sliding layer holds its window - 1 plus one chunk at most
+        self.layers = [SinkLayer(self._first, size) if kind != SLIDING
+                       else SlidingLayer(sw, sh, min(self._first, room), room)
+                       for kind, sh in zip(layout.kinds, layout.shifts)]
+
+    def begin_step(self, new_valid: torch.Tensor, layout: StreamingLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Evict to make room for ``new_valid.shape[1]`` tokens; return their (position_ids, 2-D attention mask or
+        None when no column is padding)."""
         q = new_valid.shape[1]
         if q > self.window:
             raise ValueError(f"a step of {q} tokens is longer than the window ({self.window}); "
                              f"feed it in chunks of at most {self.window} tokens (tenfold.streaming.prefill does)")
-        self.shift = shift
+        self._build_layers(layout)
+        self.layout, self.shift = layout, layout.shift
         if self.valid is None:
             self.valid = new_valid.new_zeros((new_valid.shape[0], 0))
+            self.tokens_seen, self.evicted = _no_rows(new_valid.shape[0]), _no_rows(new_valid.shape[0])
         elif self.valid.shape[0] != new_valid.shape[0]:
             raise ValueError(f"batch size changed from {self.valid.shape[0]} to {new_valid.shape[0]}; reset() the cache first")
         self._slot = False
@@ -290,16 +403,47 @@ class SinkCache(Cache):
             budget = self.size - q  # old tokens that may stay while these q are processed
             counts = self.valid.sum(1)
             if bool((counts > budget).any()):
-                self.evicted += max(0, int(counts[0]) - budget)
+                self.evicted += (counts - budget).clamp(min=0).cpu()
                 self._evict(budget)
                 counts = self.valid.sum(1)
             positions = counts[:, None] + new_valid.long().cumsum(1) - 1
             positions = positions.masked_fill(~new_valid, 0)
             self.valid = torch.cat([self.valid, new_valid], dim=1)
+        if layout.hybrid:
+            self._sliding_step(new_valid)
         self.seen_columns += q
-        self.tokens_seen += int(new_valid[0].sum())
+        self.tokens_seen += new_valid.sum(1).cpu()
         self._pending = q
-        return positions, self.valid.long()
+        return positions, self.step_mask()
+
+    def _sliding_step(self, new_valid: torch.Tensor) -> None:
+        """Make room in the sliding-window layers for the step's tokens: decoding a full window overwrites the ring's
+        oldest column (the token that just left the window); anything else keeps the last ``sliding_window - 1``
+        columns in stream order and appends."""
+        q, sw, layers = new_valid.shape[1], self.layout.sliding_window, self.sliding_layers
+        if self.sliding_valid is None:
+            self.sliding_valid = new_valid.new_zeros((new_valid.shape[0], 0))
+        n = self.sliding_valid.shape[1]
+        if q == 1 and n == sw:
+            for layer in layers:
+                layer.slot = self.sliding_head
+            self.sliding_valid[:, self.sliding_head] = new_valid[:, 0]
+            self.sliding_head = (self.sliding_head + 1) % sw
+            return
+        keep = min(n, sw - 1)
+        if self.sliding_head:
+            for layer in layers:
+                layer.unroll(self.sliding_head)
+            self.sliding_valid = torch.roll(self.sliding_valid, -self.sliding_head, dims=1)
+            self.sliding_head = 0
+        for layer in layers:
+            layer.keep_last(keep)
+        self.sliding_valid = torch.cat([self.sliding_valid[:, n - keep:], new_valid], dim=1)
+
+    def _follow(self, delta) -> None:
+        """The recent tokens' frame moved by ``delta`` (int, or (B,) per row): the sliding layers' keys move with it."""
+        for layer in self.sliding_layers:
+            layer.follow(delta)
 
     # -- ring mode --------------------------------------------------------------------------
     def _ring_step(self, q: int) -> torch.Tensor:
@@ -317,13 +461,13 @@ class SinkCache(Cache):
             self.evicted += n - budget
             sinks = self.num_sinks
             if q == 1:  # decoding a full cache: the token takes the oldest recent token's slot
-                for layer in self.layers:
+                for layer in self.full_layers:
                     layer.slot = sinks + self.head
                 self.head = (self.head + 1) % (n - sinks)
                 self._slot = True
                 kept = n - 1
             else:  # a chunk: back to stream order, then drop the oldest (moved, not rotated)
-                for layer in self.layers:
+                for layer in self.full_layers:
                     layer.unroll(sinks, self.head)
                     layer.shift_window(sinks, budget - sinks, None)
                 self.head = 0
@@ -331,7 +475,7 @@ class SinkCache(Cache):
                 self.valid = self.valid[:, :kept]
             delta = self.frame - kept  # in-cache position of the first new token is `kept`
             if delta != self.sink_delta:
-                for layer in self.layers:
+                for layer in self.full_layers:
                     layer.place_sinks(sinks, delta, self.shift)
                 self.sink_delta = delta
         else:
@@ -349,8 +493,9 @@ class SinkCache(Cache):
         offset = self.frame - n
         if offset:
             sinks = min(self.num_sinks, self.valid.shape[1])
-            for layer in self.layers:
+            for layer in self.full_layers:
                 layer.rotate_recent(sinks, -offset, self.shift)
+            self._follow(-offset)
             self.frame -= offset
             self.rebases += 1
 
@@ -360,21 +505,23 @@ class SinkCache(Cache):
             return
         n = self.valid.shape[1]
         sinks = min(self.num_sinks, n)
-        for layer in self.layers:
+        for layer in self.full_layers:
             layer.unroll(sinks, self.head)
         self.head = 0
         self._rebase(n)
         if self.sink_delta:
-            for layer in self.layers:
+            for layer in self.full_layers:
                 layer.place_sinks(sinks, 0, self.shift)
-        for layer in self.layers:
+        for layer in self.full_layers:
             layer.sink_keys = None
         self.frame, self.sink_delta = None, 0
 
     def _evict(self, budget: int) -> None:
         sinks, keep = min(self.num_sinks, budget), max(0, budget - self.num_sinks)
+        # every row's recent tokens move back by as many positions as that row evicts; sliding layers follow
+        self._follow(-(self.valid.sum(1) - budget).clamp(min=0))
         if bool(self.valid.all()):
-            for layer in self.layers:
+            for layer in self.full_layers:
                 layer.shift_window(sinks, keep, self.shift)
             self.valid = self.valid[:, : sinks + keep]
             return
@@ -395,14 +542,20 @@ class SinkCache(Cache):
         valid = torch.zeros((len(rows), width), dtype=torch.bool, device=self.valid.device)
         for b, (cols, d, k) in enumerate(zip(rows, deltas, kept)):  # right-align: padding stays on the left
             index[b, width - k :], delta[b, width - k :], valid[b, width - k :] = cols, d, True
-        for layer in self.layers:
+        for layer in self.full_layers:
             layer.gather(index, delta, self.shift)
         self.valid = valid
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        held = self.layers[layer_idx].n if layer_idx < len(self.layers) else 0
-        added = 0 if self._slot else key_states.shape[-2]
-        if self.valid is None or held + added != self.valid.shape[1]:
+        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
+        held = layer.n if layer is not None else 0
+        if isinstance(layer, SlidingLayer):
+            added = 0 if layer.slot is not None else key_states.shape[-2]
+            expected = None if self.sliding_valid is None else self.sliding_valid.shape[1]
+        else:
+            added = 0 if self._slot else key_states.shape[-2]
+            expected = None if self.valid is None else self.valid.shape[1]
+        if expected is None or held + added != expected:
             raise RuntimeError("SinkCache: call tenfold.streaming.enable_streaming(model) before using the cache "
                                "(it assigns the StreamingLLM in-cache positions at every step)")
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
@@ -426,7 +579,7 @@ def _sink_pre_hook(module: nn.Module, args, kwargs):
     if mask is not None and mask.ndim != 2:
         raise ValueError("the sink cache needs a 2-D attention mask (batch, columns)")
     new_valid = (mask[:, -q:] != 0) if mask is not None else torch.ones((batch, q), dtype=torch.bool, device=x.device)
-    shift = module._tenfold_rope_shift
+    layout = module._tenfold_streaming
     key = "input_ids" if kwargs.get("input_ids") is not None else "inputs_embeds"
     if q > cache.window:
         # generate() hands over a whole long prompt: stream all but its last chunk through the cache first.
@@ -440,19 +593,20 @@ def _sink_pre_hook(module: nn.Module, args, kwargs):
                 module(**{key: kwargs[key][:, start : start + chunk]}, attention_mask=new_valid[:, start : start + chunk].long(),
                        cache=cache, use_cache=True, logits_to_keep=1)
         kwargs[key], new_valid = kwargs[key][:, head:], new_valid[:, head:]
-    positions, full_mask = cache.begin_step(new_valid, shift)
+    positions, step_mask = cache.begin_step(new_valid, layout)
     # Without padding the plain causal mask is right; passing None lets attention skip the mask entirely.
     kwargs["position_ids"] = positions
-    kwargs["attention_mask"] = None if bool(cache.valid.all()) else full_mask
+    kwargs["attention_mask"] = step_mask
     if "past_key_values" in kwargs and "cache" not in kwargs:
         kwargs["cache"] = kwargs.pop("past_key_values")
     return args, kwargs
 
 
 def enable_streaming(model: nn.Module) -> nn.Module:
-    """Let ``model`` run with a :class:`SinkCache` (idempotent). Raises for models without RoPE or with unsupported attention."""
-    if getattr(model, "_tenfold_rope_shift", None) is None:
-        model._tenfold_rope_shift = check_supported(model)
+    """Let ``model`` run with a :class:`SinkCache` (idempotent). Raises TenfoldError for models without RoPE, with
+    unsupported attention or with layer types a rolling cache cannot keep exact (see :func:`check_supported`)."""
+    if getattr(model, "_tenfold_streaming", None) is None:
+        model._tenfold_streaming = check_supported(model)
         model.register_forward_pre_hook(_sink_pre_hook, with_kwargs=True)
     return model
 
