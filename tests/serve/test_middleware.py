@@ -24,7 +24,8 @@ async def echo(request):
 
 @pytest.fixture(scope="module")
 def base():
-    app = Starlette(routes=[Route("/boom", boom, methods=["GET"]), Route("/v1/echo", echo, methods=["POST"])],
+    app = Starlette(routes=[Route("/boom", boom, methods=["GET"]), Route("/v1/echo", echo, methods=["POST"]),
+                            Route("/health", echo, methods=["POST"])],
                     exception_handlers={Exception: json_500})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(CatchAll(RequestId(ApiKeys(BodyLimit(app, 1000), ["k"]))), port=port,
@@ -58,6 +59,18 @@ def test_tenant_is_a_hash_of_the_key_not_the_key(base):
     text = httpx.post(base + "/v1/echo", content=b"", headers={"Authorization": "Bearer k"}).text
     tenant = text.split(" ", 1)[1]
     assert tenant != "k" and len(tenant) == 16
+
+
+def test_one_key_matcher_for_private_and_public_paths(base):
+    """Issue 38 D8: two Authorization headers are refused (the middleware used to read the last and /health the
+    first); on the public /health a valid key sets the tenant and a wrong one leaves it None."""
+    two = [("Authorization", "Bearer wrong"), ("Authorization", "Bearer k")]
+    refused = httpx.post(base + "/v1/echo", content=b"", headers=two)
+    assert refused.status_code == 401 and "one Authorization header" in refused.json()["error"]["message"]
+    assert httpx.post(base + "/health", content=b"", headers=two).text == "0 None"
+    assert httpx.post(base + "/health", content=b"", headers={"Authorization": "Bearer wrong"}).text == "0 None"
+    keyed = httpx.post(base + "/health", content=b"", headers={"Authorization": "Bearer k"}).text
+    assert keyed.split(" ")[1] not in ("None", "k", "")
 
 
 def test_first_stop_is_the_earliest_in_the_text():

@@ -139,7 +139,8 @@ def _serve(args) -> int:
     import uvicorn
 
     from tenfold.models.lm import DEFAULT_LM
-    from tenfold.serve.app import ServeSettings, create_app
+    from tenfold.serve.app import create_app
+    from tenfold.serve.settings import ServeSettings
     from tenfold.serve.connections import DrainingServer, IdleTimeoutH11Protocol
     from tenfold.serve.engine import Engine
     from tenfold.serve.sessions import SessionStore

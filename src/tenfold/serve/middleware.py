@@ -150,12 +150,15 @@ def tenant_of(key: str) -> str:
 
 
 class ApiKeys:
-    """Bearer-token authentication: requests to ``/v1/*`` (and ``/metrics`` unless ``public_paths`` has it) need
-    ``Authorization: Bearer <key>`` with one of ``keys``; others get an OpenAI-style 401.
+    """Bearer-token authentication, and the server's one key matcher: requests to ``/v1/*`` (and ``/metrics`` unless
+    ``public_paths`` has it) need ``Authorization: Bearer <key>`` with one of ``keys``; others get an OpenAI-style 401.
 
     Sets ``scope["state"]["tenant"]`` to :func:`tenant_of` the key (``""`` when no keys are configured), which
-    namespaces session ids so that no key can reach, wipe or probe another key's sessions. Keys are compared in
-    constant time. ``OPTIONS`` (CORS preflight) passes, as browsers send it without credentials.
+    namespaces session ids so that no key can reach, wipe or probe another key's sessions. On a public path a valid
+    key still sets the tenant, and a missing or wrong one leaves it None (the endpoint then shows only what is
+    public). Keys are compared in constant time; a request with more than one ``Authorization`` header is refused
+    (401), as there is no one key to read. ``OPTIONS`` (CORS preflight) passes, as browsers send it without
+    credentials.
     """
 
     def __init__(self, app, keys: list[str], public_paths: tuple[str, ...] = ("/health",)):
@@ -175,16 +178,19 @@ class ApiKeys:
         if not self.keys:
             state["tenant"] = ""
             return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        if path in self.public_paths or scope.get("method") == "OPTIONS":
+        if scope.get("method") == "OPTIONS":
             state["tenant"] = None
             return await self.app(scope, receive, send)
-        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, token = auth.partition(b" ")
-        key = self._match(token.strip()) if scheme.lower() == b"bearer" else None
-        if key is None:
-            message = ("missing API key: send 'Authorization: Bearer <key>'" if not auth else "invalid API key")
+        public = scope.get("path", "") in self.public_paths
+        sent = [value for name, value in scope.get("headers") or [] if name == b"authorization"]
+        key = None
+        if len(sent) == 1:
+            scheme, _, token = sent[0].partition(b" ")
+            key = self._match(token.strip()) if scheme.lower() == b"bearer" else None
+        if key is None and not public:
+            message = ("missing API key: send 'Authorization: Bearer <key>'" if not sent else
+                       "send one Authorization header, not several" if len(sent) > 1 else "invalid API key")
             return await send_json(send, 401, error_body(message, "authentication_error", code="invalid_api_key"),
                                    [(b"www-authenticate", b"Bearer")])
-        state["tenant"] = tenant_of(key.decode())
+        state["tenant"] = None if key is None else tenant_of(key.decode())
         return await self.app(scope, receive, send)
