@@ -113,7 +113,9 @@ def test_max_tokens_above_the_cap_names_the_field_that_was_sent(server, field):
     ("/v1/chat/completions", "max_tokens", "3"), ("/v1/chat/completions", "seed", True),
     ("/v1/chat/completions", "top_logprobs", True), ("/v1/completions", "logprobs", True),
     ("/v1/completions", "prompt", [True, 2]), ("/v1/completions", "prompt", [[1, 2], [3, 4.0]]),
-    ("/v1/completions", "prompt", [1, "2"])])
+    ("/v1/completions", "prompt", [1, "2"]), ("/v1/chat/completions", "stream", "yes"),
+    ("/v1/chat/completions", "stream", 1), ("/v1/chat/completions", "logprobs", 1),
+    ("/v1/chat/completions", "parallel_tool_calls", "false"), ("/v1/completions", "echo", 1)])
 def test_booleans_and_strings_where_numbers_go_are_400(server, path, field, value):
     """pydantic's lax mode read ``true`` as 1 and ``"5"`` as 5 (temperature: true sampled at 1.0; a prompt
     [true, 2] was token ids [1, 2]); OpenAI refuses them, and so does tenfold now, naming the field."""
@@ -223,6 +225,34 @@ def test_prompt_length_and_image_limits(server):
     many = {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}] * 5}]}
     r = httpx.post(server + "/v1/chat/completions", json=many, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_images"
+
+
+def test_a_prompt_too_long_in_characters_is_refused_before_tokenizing(server):
+    """Issue 38 D1: a text that cannot fit --max-prompt-tokens (2000 here) whatever its tokens is a 400 that names
+    its length in characters; it is never tokenized (the 900 KB prompts that froze the event loop)."""
+    text = "x" * 190_000
+    for path, body in (("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": text}]}),
+                       ("/v1/completions", {"model": MODEL, "prompt": ["hi", text]})):
+        r = httpx.post(server + path, json=body, timeout=60)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "context_length_exceeded" and "characters" in err["message"], r.text
+
+
+def test_prompt_cache_key_names_the_session(server):
+    """``prompt_cache_key`` names the sink-cache session (it was accepted and ignored): the same key reuses the
+    cache, another key does not."""
+    body = {**CHAT, "messages": [{"role": "user", "content": "Tell me about the sea."}], "max_tokens": 2}
+
+    def cached(key, content):
+        history = {**body, "messages": body["messages"] + [{"role": "assistant", "content": content},
+                                                          {"role": "user", "content": "More."}]}
+        out = httpx.post(server + "/v1/chat/completions", json={**history, "prompt_cache_key": key}, timeout=60)
+        return out.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    first = httpx.post(server + "/v1/chat/completions", json={**body, "prompt_cache_key": "pck-a"}, timeout=60).json()
+    reply = first["choices"][0]["message"]["content"]
+    assert cached("pck-b", reply) == 0
+    assert cached("pck-a", reply) > 0
 
 
 def test_disconnected_non_streamed_client_is_cancelled_cleanly(served):

@@ -8,6 +8,8 @@ system prompt's length for ``--keep system``, and images for a vision-language m
 """
 from __future__ import annotations
 
+import json
+
 from tenfold.models.lm import chat_ids
 from tenfold.serve.errors import APIError
 from tenfold.serve.structured import call_text, tools_prompt
@@ -100,6 +102,16 @@ class ChatPrompts:
             if found is not None:
                 raise APIError(400, f"message {i} contains the control token {found!r}, which would forge a turn of "
                                "the chat template; remove it", param=f"{param}.{i}.content", code="control_token")
+
+    def check_tools(self, tools: list[dict] | None, param: str = "tools") -> None:
+        """Tool names, descriptions and schemas may not spell a control token either (they are rendered into the
+        prompt)."""
+        for i, tool in enumerate(tools or []):
+            text = json.dumps(tool, ensure_ascii=False)
+            found = next((t for t in self.control if t in text), None)
+            if found is not None:
+                raise APIError(400, f"tool {i} contains the control token {found!r}, which would forge a turn of the "
+                               "chat template; remove it", param=f"{param}.{i}", code="control_token")
 
     def system_tokens(self, messages: list[dict]) -> int:
         """Tokens of the rendered chat up to the end of its leading system message(s) (0 without one)."""

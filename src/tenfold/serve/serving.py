@@ -29,6 +29,12 @@ from tenfold.serve.settings import ServeSettings
 from tenfold.serve.structured import GrammarError, Grammars
 
 
+def longest_token_chars(tok) -> int:
+    """Characters in the tokenizer's longest token (the most text one prompt token can stand for)."""
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    return max(1, max(len(tok.convert_tokens_to_string([p])) for p in pieces if p is not None))
+
+
 def job_error(error: BaseException) -> APIError:
     """The HTTP error for a job that failed inside the engine."""
     if isinstance(error, Engine.OutOfCacheMemory):
@@ -161,6 +167,9 @@ class Serving:
         self.grammars = Grammars(self.tok, self.vocab_size, engine.stop_ids)
         self.prompts = ChatPrompts(self.tok, engine.vision, settings.max_image_pixels)
         self.metrics = ServeMetrics(engine)
+        # A text longer than this many characters cannot fit --max-prompt-tokens, whatever its tokens: refused
+        # before it is tokenized (issue 38 D1: 900 KB prompts held the event loop for seconds, then got a 400).
+        self.char_limit = settings.max_prompt_tokens * longest_token_chars(self.tok)
 
     # -- checks ------------------------------------------------------------------------------
     def check(self, req, max_tokens: int | None, max_tokens_name: str = "max_tokens") -> GenParams:
@@ -189,6 +198,12 @@ class Serving:
                            param=name, code="max_tokens_too_large")
         return value
 
+    def check_chars(self, chars: int, param: str) -> None:
+        """APIError 400 when ``chars`` characters of prompt text cannot fit ``--max-prompt-tokens`` tokens."""
+        if chars > self.char_limit:
+            raise APIError(400, f"the prompt is {chars} characters, more than {self.settings.max_prompt_tokens} tokens "
+                           "(--max-prompt-tokens) can hold", param=param, code="context_length_exceeded")
+
     def check_length(self, ids: list[int], param: str) -> None:
         limit = self.settings.max_prompt_tokens
         if len(ids) > limit:
@@ -196,15 +211,30 @@ class Serving:
                            "(--max-prompt-tokens)", param=param, code="context_length_exceeded")
 
     def session(self, request: Request, sid: str | None, param: str = "user") -> str | None:
-        """The engine's session id for the client's ``sid`` (an ``X-Session-Id`` header wins), inside the API
-        key's namespace; None without one."""
+        """The engine's session id for the client's ``sid`` (``prompt_cache_key`` or ``user``; an ``X-Session-Id``
+        header wins), inside the API key's namespace; None without one."""
         sid = request.headers.get("x-session-id") or sid or None
         if sid is None:
             return None
         if len(sid) > 256:
-            raise APIError(400, "a session id (X-Session-Id or user) is at most 256 characters", param=param)
+            raise APIError(400, "a session id (X-Session-Id, prompt_cache_key or user) is at most 256 characters", param=param)
         tenant = request.scope.get("state", {}).get("tenant") or ""
         return f"{tenant}/{sid}" if tenant else sid
+
+    async def chat_ids(self, messages: list[dict], tools: list[dict] | None, images: list | None = None,
+                       param: str = "messages") -> tuple[list[int], int]:
+        """The chat prompt's token ids and how many of them ``--keep system`` holds, rendered in a worker thread
+        (issue 38 D1: never on the event loop); APIError for a template failure, a wrong image count or a prompt
+        over ``--max-prompt-tokens``."""
+        def render():
+            ids, rendered = self.prompts.ids(messages, tools, param)
+            keep = self.prompts.system_tokens(rendered) if self.engine.keep_max and self.engine.vision is None else 0
+            return ids, keep
+
+        ids, keep = await asyncio.to_thread(render)
+        self.prompts.check_images(ids, images or [])
+        self.check_length(ids, param)
+        return ids, keep
 
     async def constraint(self, fmt: dict | None, tools: list[dict] | None, tool_choice, parallel: bool,
                          format_param: str = "response_format"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import Sampling, json_number, utf8
+from tenfold.serve.protocol.common import Sampling, check_tool_choice, function_tool, json_number, unique_tools, utf8
 
 # Message keys that carry nothing the model sees (what the openai client echoes back from a response).
 _MESSAGE_HARMLESS = {"refusal", "annotations", "audio", "function_call", "reasoning_content"}
@@ -80,11 +80,10 @@ class Message(BaseModel):
         return "".join(text), urls
 
 
-
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
+    logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @field_validator("max_completion_tokens", "top_logprobs", mode="before")
@@ -95,7 +94,7 @@ class ChatRequest(Sampling):
     response_format: dict | None = None
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: StrictBool = True
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self):
@@ -120,36 +119,32 @@ class ChatRequest(Sampling):
                 raise ValueError("response_format.json_schema needs a 'schema' object")
         return value
 
-    @field_validator("tools")
+    @field_validator("tools", mode="before")
     @classmethod
     def _tools(cls, value):
-        names = set()
-        for tool in value or []:
+        """Function tools only, each name 1-64 of ``a-zA-Z0-9_-`` (OpenAI's rule), no name twice."""
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ValueError("tools must be a list")
+        tools = []
+        for i, tool in enumerate(value):
             fn = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type", "function") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
                 raise ValueError("each tool must be {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}")
-            if not isinstance(fn.get("parameters", {}), dict):
-                raise ValueError(f"tool {fn['name']!r}: parameters must be a JSON schema object")
-            if fn["name"] in names:
-                raise ValueError(f"tool {fn['name']!r} is defined twice")
-            names.add(fn["name"])
-        return value
+            tools.append(function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"), f"tools.{i}"))
+        return unique_tools(tools)
 
     @model_validator(mode="after")
     def _choice(self):
+        names = [t["function"]["name"] for t in self.tools or []]
         choice = self.tool_choice
         if choice is None:
             self.tool_choice = "auto" if self.tools else "none"
             return self
-        if isinstance(choice, str):
-            if choice not in ("none", "auto", "required"):
-                raise ValueError("tool_choice must be 'none', 'auto', 'required' or {'type': 'function', ...}")
-        else:
+        if isinstance(choice, dict):
             if choice.get("type") != "function" or not isinstance(choice.get("function"), dict):
                 raise ValueError("a tool_choice object must be {'type': 'function', 'function': {'name': ...}}")
-            name = choice["function"].get("name")
-            if not name or name not in {t["function"]["name"] for t in self.tools or []}:
-                raise ValueError(f"tool_choice names a function that is not in tools: {name!r}")
-        if choice != "none" and not self.tools:
-            raise ValueError("tool_choice needs tools")
+            choice = choice["function"]
+        self.tool_choice = check_tool_choice(choice, names)
         return self

@@ -8,20 +8,78 @@ values of fields tenfold does not implement (``presence_penalty: 0``, ``logit_bi
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 # torch.Generator.manual_seed takes any integer in [-2**63, 2**64 - 1]; OpenAI documents an integer seed.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 # Fields that do not change what is generated: accepted and ignored.
-_HARMLESS = {"metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options"}
+_HARMLESS = {"metadata", "store", "service_tier", "safety_identifier", "stream_options"}
 # Fields accepted when they carry their neutral value (the value that leaves the output unchanged).
 _NEUTRAL = {"logit_bias": (None, {}), "modalities": (None, ["text"]),
             "reasoning_effort": (None,), "suffix": (None, ""), "prediction": (None,), "functions": (None,),
             "function_call": (None, "none", "auto"), "audio": (None,), "web_search_options": (None,),
             "verbosity": (None,), "user_id": (None,)}
+
+
+# OpenAI's rule for function names (Chat Completions, Responses); Anthropic's is the same.
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def function_tool(name: Any, description: Any, parameters: Any, where: str) -> dict:
+    """One function tool in Chat Completions' shape ``{"type": "function", "function": {name, description,
+    parameters}}``, from any API's fields; ValueError naming ``where`` for a name that is not 1-64 of
+    ``a-zA-Z0-9_-``, a description that is not text, or parameters that are not a JSON schema object."""
+    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+        raise ValueError(f"{where}: a function name must be 1-64 characters of a-z, A-Z, 0-9, _ and -, "
+                         f"got {json_repr(name)}")
+    if description is not None and not isinstance(description, str):
+        raise ValueError(f"{where}: description must be a string")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    if not isinstance(parameters, dict):
+        raise ValueError(f"{where}: parameters must be a JSON schema object")
+    fn = {"name": name, "parameters": parameters}
+    if description:
+        fn["description"] = description
+    return {"type": "function", "function": fn}
+
+
+def json_repr(value: Any, limit: int = 80) -> str:
+    """A short printable form of a client's value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_tool_choice(choice: Any, names: list[str], where: str = "tool_choice") -> str | dict:
+    """``none`` / ``auto`` / ``required``, or ``{"type": "function", "function": {"name": ...}}`` naming one of
+    ``names`` (Chat Completions' shape); ValueError otherwise."""
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise ValueError(f"{where} must be 'none', 'auto', 'required' or name a function")
+    elif isinstance(choice, dict):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or name not in names:
+            raise ValueError(f"{where} names a function that is not in tools: {json_repr(name)}")
+    else:
+        raise ValueError(f"{where} must be a string or an object")
+    if choice != "none" and not names:
+        raise ValueError(f"{where} needs tools")
+    return choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice["name"]}}
+
+
+def unique_tools(tools: list[dict]) -> list[dict]:
+    """``tools`` unchanged; ValueError when two share a name."""
+    seen = set()
+    for tool in tools:
+        name = tool["function"]["name"]
+        if name in seen:
+            raise ValueError(f"tool {name!r} is defined twice")
+        seen.add(name)
+    return tools
 
 
 def utf8(text: str, where: str) -> str:
@@ -51,9 +109,15 @@ class Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=8)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict | None = None
     user: str | None = Field(default=None, max_length=256)
+    # names the sink-cache session (in the API key's namespace), before ``user``; an X-Session-Id header wins
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+
+    def session_key(self) -> str | None:
+        """The client's name for this conversation's session: ``prompt_cache_key``, else ``user``."""
+        return self.prompt_cache_key or self.user
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +164,7 @@ class Sampling(BaseModel):
             raise ValueError("stop must be up to 4 non-empty strings")
         return [utf8(s, "stop") for s in stops]
 
-    @field_validator("user")
+    @field_validator("user", "prompt_cache_key")
     @classmethod
     def _user(cls, value):
         return None if value is None else utf8(value, "user")

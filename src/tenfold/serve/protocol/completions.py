@@ -2,7 +2,7 @@
 Completions reference)."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from tenfold.serve.protocol.common import Sampling, json_number, utf8
 
@@ -13,7 +13,7 @@ class CompletionRequest(Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
-    echo: bool = False
+    echo: StrictBool = False
 
     @field_validator("logprobs", mode="before")
     @classmethod

@@ -31,15 +31,14 @@ async def chat_completions(req: ChatRequest, request: Request, s: Serving = Depe
     else:
         messages, images = s.prompts.from_chat(req.messages)
     tools = req.tools or None  # shown to the model even with tool_choice "none" (which only forbids calling)
+    s.check_chars(sum(len(m["content"]) for m in messages), "messages")
+    s.prompts.check_control_tokens(messages)
+    s.prompts.check_tools(tools)
     params.constraint = await s.constraint(req.response_format, tools, req.tool_choice, req.parallel_tool_calls)
-    ids, rendered = s.prompts.ids(messages, tools)
-    s.prompts.check_images(ids, images)
-    s.check_length(ids, "messages")
-    s.prompts.check_control_tokens(rendered)
+    ids, keep = await s.chat_ids(messages, tools, images)
     render = ChatRender(s.model_name, include_usage(req), s.token_text if req.logprobs else None,
                         tools=bool(tools) and req.tool_choice != "none")
-    keep = s.prompts.system_tokens(rendered) if s.engine.keep_max and s.engine.vision is None else 0
-    run = s.submit([ids], params, s.session(request, req.user), images, keep=keep)
+    run = s.submit([ids], params, s.session(request, req.session_key()), images, keep=keep)
     rid = s.new_id(render.prefix)
     if req.stream:
         async def chunks():

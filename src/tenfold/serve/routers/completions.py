@@ -2,6 +2,8 @@
 streamed as server-sent events or not."""
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 
 from tenfold.serve.errors import APIError
@@ -21,10 +23,15 @@ async def completions(req: CompletionRequest, request: Request, s: Serving = Dep
                        code="unsupported_parameter")
     params.logprobs = req.logprobs
     params.prompt_logprobs = req.echo and req.logprobs is not None
+    texts = [p for p in req.prompts() if isinstance(p, str)]
+    for text in texts:
+        s.check_chars(len(text), "prompt")
+    encoded = iter(await asyncio.to_thread(lambda: [s.tok(t, add_special_tokens=False).input_ids for t in texts])
+                   if texts else [])  # off the event loop (issue 38 D1)
     ids = []
     for p in req.prompts():
         if isinstance(p, str):
-            ids.append(s.tok(p, add_special_tokens=False).input_ids)
+            ids.append(next(encoded))
         else:
             if max(p) >= s.vocab_size:
                 raise APIError(400, f"token id {max(p)} is out of range (the vocabulary has {s.vocab_size} ids)",
@@ -36,7 +43,7 @@ async def completions(req: CompletionRequest, request: Request, s: Serving = Dep
         s.check_length(x, "prompt")
     render = TextRender(s.model_name, include_usage(req), s.token_text if req.logprobs is not None else None)
     # Scoring the prompt needs its logits, so a session's cached prefix cannot stand in for it.
-    session = None if params.prompt_logprobs else s.session(request, req.user)
+    session = None if params.prompt_logprobs else s.session(request, req.session_key())
     run = s.submit(ids, params, session)
     rid = s.new_id(render.prefix)
     if req.stream:
