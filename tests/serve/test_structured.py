@@ -126,11 +126,27 @@ def test_tool_calls_round_trip_through_the_chat_template(client):
 
 
 @pytest.mark.slow
-def test_a_call_cut_by_max_tokens_says_length_and_leaves_no_fragment(client):
-    out = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}],
-                                         tools=[WEATHER], tool_choice="required", max_tokens=12, temperature=0)
-    c = out.choices[0]
-    assert c.finish_reason == "length" and "<tool_call>" not in (c.message.content or "")
+def test_a_call_cut_by_max_tokens_comes_back_as_what_was_produced(client):
+    """Issue 38 D3: a forced call cut by max_tokens came back as content "" with no tool_calls; it is what the
+    model wrote, with finish length, whole or streamed, for every choice."""
+    ask = dict(model=MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER],
+               tool_choice="required", max_tokens=12, temperature=0)
+    c = client.chat.completions.create(**ask).choices[0]
+    assert c.finish_reason == "length" and c.message.content.startswith('<tool_call>{"name"') and not c.message.tool_calls
+    texts, reasons = {}, {}
+    for chunk in client.chat.completions.create(**{**ask, "temperature": 1.0, "seed": 1}, n=2, stream=True):
+        for ch in chunk.choices:
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            reasons[ch.index] = ch.finish_reason or reasons.get(ch.index)
+    assert reasons == {0: "length", 1: "length"} and all(texts[i].startswith("<tool_call>") for i in (0, 1)), texts
+
+
+def test_a_tool_call_closing_tag_inside_an_argument_is_still_a_call():
+    """Issue 38 D4: the call is read by the grammar's structure (a JSON object between the tags), not by searching
+    for the closing tag."""
+    text = '<tool_call>{"name": "echo", "arguments": {"text": "a </tool_call> b"}}</tool_call>'
+    content, calls = parse_calls(text)
+    assert content is None and json.loads(calls[0]["function"]["arguments"]) == {"text": "a </tool_call> b"}
 
 
 @pytest.mark.slow

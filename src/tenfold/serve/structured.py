@@ -24,7 +24,6 @@ from functools import cached_property
 import torch
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
-_CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
 
 
 class GrammarError(ValueError):
@@ -171,25 +170,33 @@ def call_text(tool_calls: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def parse_calls(text: str, truncated: bool = False) -> tuple[str | None, list[dict]]:
-    """Split generated text into (content, OpenAI ``tool_calls``); calls that do not parse stay in the content.
+def parse_calls(text: str) -> tuple[str | None, list[dict]]:
+    """Split generated text into (content, OpenAI ``tool_calls``), following the grammar's own structure.
 
-    ``truncated``: generation hit its token limit, so a call opened but never closed at the end is a fragment of a
-    call, not content: it is dropped.
+    A call is ``<tool_call>``, one JSON object ``{"name": str, "arguments": object}`` read by a JSON decoder (so a
+    ``</tool_call>`` inside a string argument is just text), then ``</tool_call>``. Anything else, a call that does
+    not parse included, stays in the content; so does a call cut off by the token limit before it closed: the
+    client sees whatever was produced (issue 38 D3), never an empty answer.
     """
-    if truncated and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE):
-        text = text[: text.rfind(CALL_OPEN)]
-    calls, rest, last = [], [], 0
-    for match in _CALL.finditer(text):
+    decoder = json.JSONDecoder()
+    calls, rest, last, at = [], [], 0, text.find(CALL_OPEN)
+    while at != -1:
+        start = at + len(CALL_OPEN)
+        body = len(text[start:]) - len(text[start:].lstrip())
         try:
-            data = json.loads(match.group(1))
-            name, args = data["name"], data["arguments"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            data, end = decoder.raw_decode(text, start + body)
+            close = end + len(text[end:]) - len(text[end:].lstrip())
+            if not text.startswith(CALL_CLOSE, close) or not isinstance(data, dict) or \
+                    not isinstance(data.get("name"), str) or "arguments" not in data:
+                raise ValueError("not a call")
+        except (ValueError, RecursionError):
+            at = text.find(CALL_OPEN, start)
             continue
-        rest.append(text[last : match.start()])
-        last = match.end()
+        rest.append(text[last:at])
+        last = close + len(CALL_CLOSE)
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": name, "arguments": json.dumps(args)}})
+                      "function": {"name": data["name"], "arguments": json.dumps(data["arguments"])}})
+        at = text.find(CALL_OPEN, last)
     rest.append(text[last:])
     content = "".join(rest).strip()
     return (content or None), calls
