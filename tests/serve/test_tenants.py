@@ -18,7 +18,8 @@ def keyed(tmp_path_factory):
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     key_file.write_text(f"# team keys\n{K2}\n\n")
     with ServerProcess(["--window", "124", "--api-key", K1, "--api-key-file", str(key_file), "--max-sessions", "3",
-                        "--session-ttl", "6", "--threads", "1", "--allowed-origins", "http://app.example"],
+                        "--session-ttl", "6", "--threads", "1", "--allowed-origins", "http://app.example",
+                        "--truncation", "disabled", "--max-stored-responses", "3"],
                        start_timeout=180) as srv:
         yield srv
 
@@ -98,3 +99,35 @@ def test_metrics_need_a_key_when_keys_are_set(keyed):
     assert httpx.get(keyed.base + "/metrics").status_code == 401
     r = httpx.get(keyed.base + "/metrics", headers={"Authorization": f"Bearer {K2}"})
     assert r.status_code == 200 and "tenfold_requests_total" in r.text
+
+
+def test_stored_responses_are_the_keys_own_and_bounded(keyed):
+    """A stored response is its key's: another key can neither read, delete nor continue it. Each key keeps at
+    most --max-stored-responses (3 here), least recently used out first."""
+    one = openai.OpenAI(base_url=keyed.base + "/v1", api_key=K1, max_retries=0, timeout=120)
+    two = openai.OpenAI(base_url=keyed.base + "/v1", api_key=K2, max_retries=0, timeout=120)
+    mine = one.responses.create(model=MODEL, input="Hello", max_output_tokens=3, temperature=0)
+    for attempt in (lambda: two.responses.retrieve(mine.id), lambda: two.responses.delete(mine.id),
+                    lambda: two.responses.create(model=MODEL, input="Go on", previous_response_id=mine.id,
+                                                 max_output_tokens=3)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert one.responses.retrieve(mine.id).id == mine.id
+    for _ in range(3):
+        one.responses.create(model=MODEL, input="Hi", max_output_tokens=2, temperature=0)
+    with pytest.raises(openai.NotFoundError):
+        one.responses.retrieve(mine.id)  # the fourth newer response pushed it out
+
+
+def test_truncation_flag_sets_what_a_request_does_not_say(keyed):
+    """--truncation disabled (here): a conversation that, with max_output_tokens, does not fit the 4+124 cache is
+    refused with context_length_exceeded; the request's own truncation 'auto' lets the sink cache go on."""
+    one = openai.OpenAI(base_url=keyed.base + "/v1", api_key=K1, max_retries=0, timeout=120)
+    long = "Tell me about rivers. " * 20
+    with pytest.raises(openai.BadRequestError) as refused:
+        one.responses.create(model=MODEL, input=long, max_output_tokens=4, temperature=0)
+    assert refused.value.body["code"] == "context_length_exceeded"
+    ok = one.responses.create(model=MODEL, input=long, max_output_tokens=4, temperature=0, truncation="auto")
+    assert ok.truncation == "auto" and ok.usage.input_tokens > 128
+    short = one.responses.create(model=MODEL, input="Hi", max_output_tokens=4, temperature=0)
+    assert short.truncation == "disabled"

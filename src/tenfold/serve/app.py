@@ -1,7 +1,8 @@
 """The HTTP API of ``tenfold serve`` (FastAPI) on top of :class:`~tenfold.serve.engine.Engine`: wiring only.
 
 Endpoints, one router each (:mod:`tenfold.serve.routers`): ``GET /v1/models``, ``GET /v1/models/{id}``,
-``POST /v1/chat/completions``, ``POST /v1/completions`` (streamed as server-sent events or not), ``GET /health``,
+``POST /v1/chat/completions``, ``POST /v1/completions`` (streamed as server-sent events or not), the Responses API
+(``/v1/responses``, stored responses continuing sink-cache sessions), ``GET /health``,
 ``GET /metrics`` (Prometheus). Request bodies are in :mod:`tenfold.serve.protocol`, what the endpoints share
 (checks, sessions, grammars, submitting to the engine) in :class:`~tenfold.serve.serving.Serving`. Errors are
 OpenAI-style objects ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from tenfold.serve.engine import Engine
 from tenfold.serve.errors import APIError, install_handlers
 from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, json_500
-from tenfold.serve.routers import chat, completions, health, models
+from tenfold.serve.routers import chat, completions, health, models, responses
 from tenfold.serve.serving import Serving
 from tenfold.serve.settings import ServeSettings
 
@@ -31,7 +32,7 @@ def create_app(engine: Engine, settings: ServeSettings):
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
     install_handlers(app)
     app.state.serving = serving = Serving(engine, settings)
-    for router in (health.router, models.router, chat.router, completions.router):
+    for router in (health.router, models.router, chat.router, completions.router, responses.router):
         app.include_router(router)
     s = settings
     wrapped = BodyLimit(app, s.max_body_bytes, s.body_timeout)

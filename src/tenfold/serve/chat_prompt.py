@@ -89,6 +89,23 @@ class ChatPrompts:
             raise APIError(400, f"cannot apply the chat template: {exc}", param=param) from None
         return ids, messages
 
+    def text(self, messages: list[dict], tools: list[dict] | None = None, param: str = "messages") -> str:
+        """The prompt as text (generation prompt appended): what :meth:`ids` tokenizes, for a caller that tokenizes
+        only a new suffix of it (the Responses API continuing a stored conversation). Not for a vision model."""
+        if tools:
+            messages = self._with_tools(messages, tools)
+        try:
+            if getattr(self.tok, "chat_template", None):
+                return self.tok.apply_chat_template(messages, tools=tools if tools else None, tokenize=False,
+                                                    add_generation_prompt=True)
+            return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+        except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
+            raise APIError(400, f"cannot apply the chat template: {exc}", param=param) from None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of prompt text (control tokens in it read as such, as the chat template's are)."""
+        return self.tok(text, add_special_tokens=False).input_ids
+
     def check_images(self, ids: list[int], images: list) -> None:
         if self.vision is not None and self.vision.count_images(ids) != len(images):
             raise APIError(400, f"the messages hold {len(images)} image(s) but {self.vision.count_images(ids)} "

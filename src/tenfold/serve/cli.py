@@ -54,6 +54,11 @@ def add_commands(sub) -> None:
     lim.add_argument("--session-memory-mb", type=float, default=2048,
                      help="bound on all sink-cache memory: sessions and the copies made for n > 1 choices")
     lim.add_argument("--session-ttl", type=float, default=3600, help="seconds an idle session is kept")
+    lim.add_argument("--max-stored-responses", type=int, default=256,
+                     help="Responses API: stored responses kept per API key (least recently used go first)")
+    lim.add_argument("--truncation", choices=["auto", "disabled"], default="auto",
+                     help="Responses API, when a request does not say: 'auto' lets the sink cache evict the oldest "
+                     "tokens of a long conversation, 'disabled' refuses what does not fit the cache")
     lim.add_argument("--max-body-bytes", type=int, default=1_000_000)
     lim.add_argument("--max-images", type=int, default=4, help="images one request may send")
     lim.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image a request may send")
@@ -115,7 +120,8 @@ def _check(args) -> SinkConfig:
     _check_listen(args.host, args.port)
     if args.default_max_tokens > args.max_tokens_cap or args.default_max_tokens < 1:
         raise TenfoldError("--default-max-tokens must be between 1 and --max-tokens-cap")
-    for name in ("max_active", "max_queue", "max_sessions", "max_prompt_tokens", "max_body_bytes", "max_image_pixels"):
+    for name in ("max_active", "max_queue", "max_sessions", "max_prompt_tokens", "max_body_bytes", "max_image_pixels",
+                 "max_stored_responses"):
         if getattr(args, name) < 1:
             raise TenfoldError(f"--{name.replace('_', '-')} must be >= 1")
     if args.keep_max is None:
@@ -173,7 +179,8 @@ def _serve(args) -> int:
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
                              max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
                              allowed_origins=origins, public_metrics=args.public_metrics,
-                             body_timeout=args.idle_timeout)
+                             body_timeout=args.idle_timeout, truncation=args.truncation,
+                             max_stored_responses=args.max_stored_responses)
     app = create_app(engine, settings)
     from tenfold.models.quantize import weights_label
 

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
+_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/responses/input_tokens", "/v1/models",
+           "/health", "/metrics")
 
 
 class _EngineCollector:
@@ -77,7 +78,9 @@ class ServeMetrics:
             if scope["type"] != "http":
                 return await app(scope, receive, send)
             path = scope.get("path", "")
-            endpoint = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
+            endpoint = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else
+                                                     "/v1/responses/{id}" if path.startswith("/v1/responses/") else
+                                                     "other")
 
             async def tracked(message):
                 if message["type"] == "http.response.start":

@@ -25,6 +25,7 @@ from tenfold.serve.logprobs import TokenText
 from tenfold.serve.metrics import ServeMetrics
 from tenfold.serve.middleware import error_body, log
 from tenfold.serve.render import usage
+from tenfold.serve.response_store import ResponseStore
 from tenfold.serve.settings import ServeSettings
 from tenfold.serve.structured import GrammarError, Grammars
 
@@ -167,6 +168,7 @@ class Serving:
         self.grammars = Grammars(self.tok, self.vocab_size, engine.stop_ids)
         self.prompts = ChatPrompts(self.tok, engine.vision, settings.max_image_pixels)
         self.metrics = ServeMetrics(engine)
+        self.responses = ResponseStore(settings.max_stored_responses)
         # A text longer than this many characters cannot fit --max-prompt-tokens, whatever its tokens: refused
         # before it is tokenized (issue 38 D1: 900 KB prompts held the event loop for seconds, then got a 400).
         self.char_limit = settings.max_prompt_tokens * longest_token_chars(self.tok)
@@ -209,6 +211,11 @@ class Serving:
         if len(ids) > limit:
             raise APIError(400, f"the prompt is {len(ids)} tokens; this server takes at most {limit} "
                            "(--max-prompt-tokens)", param=param, code="context_length_exceeded")
+
+    @staticmethod
+    def tenant(request: Request) -> str:
+        """The API key's namespace ("" without keys)."""
+        return request.scope.get("state", {}).get("tenant") or ""
 
     def session(self, request: Request, sid: str | None, param: str = "user") -> str | None:
         """The engine's session id for the client's ``sid`` (``prompt_cache_key`` or ``user``; an ``X-Session-Id``

@@ -20,3 +20,5 @@ class ServeSettings:
     allowed_origins: list[str] = field(default_factory=list)
     public_metrics: bool = False  # with API keys, /metrics needs a key unless this is set
     body_timeout: float = 15.0  # seconds a request body may stall between chunks (408 past it)
+    truncation: str = "auto"  # the Responses API's truncation when a request does not say (--truncation)
+    max_stored_responses: int = 256  # stored responses per API key (--max-stored-responses), LRU

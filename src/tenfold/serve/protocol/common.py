@@ -91,6 +91,23 @@ def utf8(text: str, where: str) -> str:
     return text
 
 
+def unicode_everywhere(data: Any) -> Any:
+    """``data`` unchanged; ValueError for a lone surrogate in any string of the body (keys included): it is not
+    text."""
+    stack = [("", data)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            utf8(item, where or "the body")
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack += [(f"a key in {where or 'the body'}", key), (path, value)]
+        elif isinstance(item, list):
+            stack += [(f"{where}.{i}", v) for i, v in enumerate(item)]
+    return data
+
+
 class Sampling(BaseModel):
     """The fields Chat Completions and Completions share: model, sampling, stop, seed, n, stream, user."""
 
@@ -122,19 +139,7 @@ class Sampling(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _unicode_everywhere(cls, data):
-        """Refuse lone surrogates in any string of the body (keys included): they are not text."""
-        stack = [("", data)]
-        while stack:
-            where, item = stack.pop()
-            if isinstance(item, str):
-                utf8(item, where or "the body")
-            elif isinstance(item, dict):
-                for key, value in item.items():
-                    path = f"{where}.{key}" if where else str(key)
-                    stack += [(f"a key in {where or 'the body'}", key), (path, value)]
-            elif isinstance(item, list):
-                stack += [(f"{where}.{i}", v) for i, v in enumerate(item)]
-        return data
+        return unicode_everywhere(data)
 
     @field_validator("stream_options")
     @classmethod

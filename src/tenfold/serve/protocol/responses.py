@@ -1,0 +1,208 @@
+"""``POST /v1/responses`` request bodies (OpenAI's Responses API), turned into the plain chat messages every
+chat-shaped API of the server renders (:mod:`tenfold.serve.chat_prompt`).
+
+Served: ``input`` (a string or a list of items: ``message`` with ``input_text`` / ``output_text`` parts,
+``function_call`` and ``function_call_output``), ``instructions``, ``previous_response_id``, ``store``,
+``max_output_tokens``, ``temperature``, ``top_p``, function ``tools`` with ``tool_choice`` and
+``parallel_tool_calls``, ``text.format`` (``text``, ``json_object``, ``json_schema``), ``truncation``, ``stream``,
+and ``prompt_cache_key`` / ``user`` (the sink-cache session). Fields that never change the output (``metadata``,
+``service_tier``, ``safety_identifier``, ``prompt_cache_retention``, ``stream_options``) are accepted; the neutral
+value of a field that is not served is accepted; anything else that would change the answer is refused by name
+(:meth:`ResponsesRequest.unsupported`).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from tenfold.serve.protocol.common import (check_tool_choice, function_tool, is_neutral, json_number, json_repr,
+                                           unicode_everywhere, unique_tools, utf8)
+from tenfold.serve.structured import call_text
+
+_HARMLESS = {"metadata", "service_tier", "safety_identifier", "prompt_cache_retention", "stream_options"}
+_NEUTRAL = {"background": (None, False), "include": (None, []), "reasoning": (None, {}), "top_logprobs": (None, 0),
+            "max_tool_calls": (None,), "conversation": (None,), "prompt": (None,), "context_management": (None,),
+            "user_id": (None,)}
+_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+
+
+def _text_parts(content: Any, where: str, assistant: bool) -> str:
+    """A message's ``content`` (a string or a list of text parts) as one string; ValueError for parts that are not
+    text (images, files and audio are not served on this endpoint)."""
+    if isinstance(content, str):
+        return utf8(content, where)
+    if not isinstance(content, list):
+        raise ValueError(f"{where} must be a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        allowed = ("output_text", "refusal", "input_text") if assistant else ("input_text",)
+        if kind not in allowed:
+            raise ValueError(f"{where}.{j}: content part type {json_repr(kind)} is not supported here "
+                             f"({' and '.join(allowed)} are)")
+        text = part.get("refusal" if kind == "refusal" else "text")
+        if not isinstance(text, str):
+            raise ValueError(f"{where}.{j}: a {kind} part needs a string")
+        texts.append(utf8(text, f"{where}.{j}"))
+    return "".join(texts)
+
+
+def input_messages(items: str | list, where: str = "input") -> list[dict]:
+    """Responses ``input`` as plain chat messages ``{"role", "content"}``; consecutive ``function_call`` items
+    join the assistant message before them (one turn that called several functions), each written as the text the
+    model writes for a call; ``function_call_output`` becomes a ``tool`` message. ValueError naming the item."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": utf8(items, where)}]
+    messages: list[dict] = []
+    for i, item in enumerate(items):
+        at = f"{where}.{i}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{at}: an input item must be an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = _ROLES.get(item.get("role")) if isinstance(item.get("role"), str) else None
+            if role is None:
+                raise ValueError(f"{at}.role must be user, system, developer or assistant")
+            text = _text_parts(item.get("content"), f"{at}.content", role == "assistant")
+            messages.append({"role": role, "content": text})
+        elif kind == "function_call":
+            name, arguments = item.get("name"), item.get("arguments")
+            if not isinstance(name, str) or not isinstance(arguments, str) or not isinstance(item.get("call_id"), str):
+                raise ValueError(f"{at}: a function_call needs string call_id, name and arguments")
+            call = call_text([{"function": {"name": name, "arguments": arguments}}])
+            if messages and messages[-1]["role"] == "assistant":
+                last = messages[-1]["content"]
+                messages[-1] = {"role": "assistant", "content": (last + "\n" if last else "") + call}
+            else:
+                messages.append({"role": "assistant", "content": call})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            if not isinstance(item.get("call_id"), str):
+                raise ValueError(f"{at}: a function_call_output needs a string call_id")
+            text = output if isinstance(output, str) else _text_parts(output, f"{at}.output", False)
+            messages.append({"role": "tool", "content": utf8(text, f"{at}.output")})
+        else:
+            raise ValueError(f"{at}: input item type {json_repr(kind)} is not supported (message, function_call and "
+                             "function_call_output are)")
+    return messages
+
+
+class ResponsesRequest(BaseModel):
+    """A ``POST /v1/responses`` body (see the module docstring for what is served)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    store: StrictBool = True
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stream: StrictBool = False
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: StrictBool = True
+    text: dict | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_everywhere(cls, data):
+        return unicode_everywhere(data)
+
+    @field_validator("max_output_tokens", "temperature", "top_p", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value):
+        return json_number(value)
+
+    @field_validator("temperature", "top_p")
+    @classmethod
+    def _finite(cls, value):
+        if value is not None and value != value:  # NaN
+            raise ValueError("must be a number")
+        return value
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools(cls, value):
+        """Function tools (Responses' flat shape ``{"type": "function", "name", "description", "parameters"}``)
+        in Chat Completions' nested shape, which the grammar and the chat template take."""
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ValueError("tools must be a list")
+        tools = []
+        for i, tool in enumerate(value):
+            if not isinstance(tool, dict) or tool.get("type") != "function":
+                kind = tool.get("type") if isinstance(tool, dict) else None
+                raise ValueError(f"tools.{i}: tool type {json_repr(kind)} is not supported (function tools are)")
+            tools.append(function_tool(tool.get("name"), tool.get("description"), tool.get("parameters"),
+                                       f"tools.{i}"))
+        return unique_tools(tools)
+
+    @field_validator("text")
+    @classmethod
+    def _text_config(cls, value):
+        if value is None:
+            return None
+        unknown = set(value) - {"format", "verbosity"}
+        if unknown:
+            raise ValueError(f"unsupported text options: {sorted(unknown)}")
+        if value.get("verbosity") not in (None, "medium"):
+            raise ValueError("text.verbosity other than 'medium' is not supported by this server (it would change "
+                             "the output)")
+        fmt = value.get("format") or {"type": "text"}
+        if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+            raise ValueError("text.format.type must be 'text', 'json_object' or 'json_schema'")
+        if fmt["type"] == "json_schema" and not isinstance(fmt.get("schema"), dict):
+            raise ValueError("text.format json_schema needs a 'schema' object")
+        return {**value, "format": fmt}
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.input is None and self.previous_response_id is None:
+            raise ValueError("input is required (or previous_response_id)")
+        if isinstance(self.input, list) and not self.input and self.previous_response_id is None:
+            raise ValueError("input is empty")
+        names = [t["function"]["name"] for t in self.tools or []]
+        choice = self.tool_choice
+        if choice is None:
+            self.tool_choice = "auto" if self.tools else "none"
+        else:
+            if isinstance(choice, dict) and choice.get("type") != "function":
+                raise ValueError("a tool_choice object must be {'type': 'function', 'name': ...}")
+            self.tool_choice = check_tool_choice(choice, names)
+        return self
+
+    def messages(self) -> list[dict]:
+        """This request's own input as plain chat messages (ValueError naming a bad item)."""
+        return [] if self.input is None else input_messages(self.input)
+
+    def format(self) -> dict | None:
+        """``text.format`` in Chat Completions' ``response_format`` shape (None for plain text)."""
+        fmt = (self.text or {}).get("format") or {"type": "text"}
+        if fmt["type"] == "json_schema":
+            return {"type": "json_schema", "json_schema": {"name": fmt.get("name"), "schema": fmt["schema"]}}
+        return None if fmt["type"] == "text" else {"type": fmt["type"]}
+
+    def session_key(self) -> str | None:
+        return self.prompt_cache_key or self.user
+
+    def unsupported(self) -> str | None:
+        """The first field that would change the output but is not served here, or None."""
+        for name, value in (self.model_extra or {}).items():
+            if name in _HARMLESS or (name in _NEUTRAL and is_neutral(value, _NEUTRAL[name])):
+                continue
+            return name
+        return None
+
+
+class InputTokensRequest(ResponsesRequest):
+    """``POST /v1/responses/input_tokens``: the same input fields; nothing is generated."""
+
+    model: str | None = None  # type: ignore[assignment]
