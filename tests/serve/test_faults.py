@@ -273,9 +273,15 @@ def test_disconnected_non_streamed_client_is_cancelled_cleanly(served):
 def small():
     with ServerProcess(["--window", "124", "--max-active", "1", "--max-queue", "1", "--idle-timeout", "2",
                         "--drain-timeout", "3", "--session-memory-mb", "8", "--threads", "1", "--keep", "system",
-                        "--keep-max", "100"],
+                        "--keep-max", "100", "--embedding-model", "none"],
                        start_timeout=180) as srv:
         yield srv
+
+
+def test_embedding_model_none_serves_no_embeddings(small):
+    assert [m["id"] for m in httpx.get(small.base + "/v1/models").json()["data"]] == [MODEL]
+    r = httpx.post(small.base + "/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": "x"})
+    assert r.status_code == 404 and "--embedding-model none" in r.json()["error"]["message"]
 
 
 def test_a_batch_larger_than_the_queue_is_a_400_not_a_429(small):

@@ -2,7 +2,8 @@
 
 Endpoints, one router each (:mod:`tenfold.serve.routers`): ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/chat/completions``, ``POST /v1/completions`` (streamed as server-sent events or not), the Responses API
-(``/v1/responses``, stored responses continuing sink-cache sessions), ``GET /health``,
+(``/v1/responses``, stored responses continuing sink-cache sessions), ``POST /v1/embeddings``, vLLM's
+``POST /tokenize`` and ``/detokenize``, ``GET /health``,
 ``GET /metrics`` (Prometheus). Request bodies are in :mod:`tenfold.serve.protocol`, what the endpoints share
 (checks, sessions, grammars, submitting to the engine) in :class:`~tenfold.serve.serving.Serving`. Errors are
 OpenAI-style objects ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a
@@ -15,25 +16,27 @@ Starlette's ``CORSMiddleware`` (with ``allowed_origins``), ``ApiKeys`` (the one 
 """
 from __future__ import annotations
 
+import importlib
+
 from fastapi import FastAPI
 
 from tenfold.serve.engine import Engine
 from tenfold.serve.errors import APIError, install_handlers
 from tenfold.serve.middleware import ApiKeys, BodyLimit, CatchAll, RequestId, json_500
-from tenfold.serve.routers import chat, completions, health, models, responses
 from tenfold.serve.serving import Serving
 from tenfold.serve.settings import ServeSettings
 
 __all__ = ["APIError", "ServeSettings", "create_app"]
 
 
-def create_app(engine: Engine, settings: ServeSettings):
-    """The ASGI app: the routers, sharing one :class:`Serving`, wrapped in tenfold's middleware."""
+def create_app(engine: Engine, settings: ServeSettings, embeddings=None):
+    """The ASGI app: the routers, sharing one :class:`Serving`, wrapped in tenfold's middleware. ``embeddings``: an
+    :class:`~tenfold.serve.embeddings.EmbeddingService` for ``/v1/embeddings`` (None: that endpoint says so)."""
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
     install_handlers(app)
-    app.state.serving = serving = Serving(engine, settings)
-    for router in (health.router, models.router, chat.router, completions.router, responses.router):
-        app.include_router(router)
+    app.state.serving = serving = Serving(engine, settings, embeddings)
+    for name in ("health", "models", "chat", "completions", "responses", "embeddings"):
+        app.include_router(importlib.import_module(f"tenfold.serve.routers.{name}").router)
     s = settings
     wrapped = BodyLimit(app, s.max_body_bytes, s.body_timeout)
     wrapped = ApiKeys(wrapped, s.api_keys, ("/health", "/metrics") if s.public_metrics else ("/health",))

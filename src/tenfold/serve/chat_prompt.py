@@ -89,16 +89,19 @@ class ChatPrompts:
             raise APIError(400, f"cannot apply the chat template: {exc}", param=param) from None
         return ids, messages
 
-    def text(self, messages: list[dict], tools: list[dict] | None = None, param: str = "messages") -> str:
-        """The prompt as text (generation prompt appended): what :meth:`ids` tokenizes, for a caller that tokenizes
-        only a new suffix of it (the Responses API continuing a stored conversation). Not for a vision model."""
+    def text(self, messages: list[dict], tools: list[dict] | None = None, param: str = "messages",
+             generation_prompt: bool = True) -> str:
+        """The prompt as text (generation prompt appended unless ``generation_prompt`` is False): what :meth:`ids`
+        tokenizes, for a caller that tokenizes only a new suffix of it (the Responses API continuing a stored
+        conversation). Not for a vision model."""
         if tools:
             messages = self._with_tools(messages, tools)
         try:
             if getattr(self.tok, "chat_template", None):
                 return self.tok.apply_chat_template(messages, tools=tools if tools else None, tokenize=False,
-                                                    add_generation_prompt=True)
-            return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+                                                    add_generation_prompt=generation_prompt)
+            return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + \
+                ("\nassistant:" if generation_prompt else "")
         except Exception as exc:  # noqa: BLE001 - a template that rejects the conversation
             raise APIError(400, f"cannot apply the chat template: {exc}", param=param) from None
 

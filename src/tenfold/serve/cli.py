@@ -67,6 +67,9 @@ def add_commands(sub) -> None:
     lim.add_argument("--drain-timeout", type=float, default=30,
                      help="on SIGTERM, seconds active requests may run on before their streams are ended")
     p.add_argument("--served-name", default=None, help="model id clients must send (default: the model name)")
+    p.add_argument("--embedding-model", default=None, metavar="NAME",
+                   help="sentence-transformers model behind /v1/embeddings (default: the bundled all-minilm-l6-v2; "
+                   "'none' serves no embeddings)")
     p.add_argument("--vlm", default=None, help="serve a vision-language model from `tenfold vision train-vlm` "
                    "(takes OpenAI image_url parts with base64 data URLs)")
     p.set_defaults(func=_serve)
@@ -156,6 +159,14 @@ def _serve(args) -> int:
     origins = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
+    embeddings = None
+    if (args.embedding_model or "").lower() != "none":
+        from tenfold.models import DEFAULT_EMBEDDER
+        from tenfold.retrieval.embedder import Embedder
+        from tenfold.serve.embeddings import EmbeddingService
+
+        embeddings = EmbeddingService(Embedder(args.embedding_model, device=args.device),
+                                      args.embedding_model or DEFAULT_EMBEDDER)
     vision = None
     if args.vlm:
         from tenfold.vision.vlm import VisionLanguageModel
@@ -181,7 +192,7 @@ def _serve(args) -> int:
                              allowed_origins=origins, public_metrics=args.public_metrics,
                              body_timeout=args.idle_timeout, truncation=args.truncation,
                              max_stored_responses=args.max_stored_responses)
-    app = create_app(engine, settings)
+    app = create_app(engine, settings, embeddings)
     from tenfold.models.quantize import weights_label
 
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""

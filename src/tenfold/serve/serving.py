@@ -159,8 +159,10 @@ def sse(events, run: Run, done: str | None = "[DONE]") -> StreamingResponse:
 class Serving:
     """What every endpoint shares; one per app, in ``app.state.serving``."""
 
-    def __init__(self, engine: Engine, settings: ServeSettings):
+    def __init__(self, engine: Engine, settings: ServeSettings, embeddings=None):
+        """``embeddings``: an :class:`~tenfold.serve.embeddings.EmbeddingService` for ``/v1/embeddings``, or None."""
         self.engine, self.settings, self.tok = engine, settings, engine.tok
+        self.embeddings = embeddings
         self.model_name = settings.model_name
         self.vocab_size = engine.model.get_input_embeddings().num_embeddings
         self.weights = weights_label(engine.model)
