@@ -66,7 +66,10 @@ def test_one_key_matcher_for_private_and_public_paths(base):
     first); on the public /health a valid key sets the tenant and a wrong one leaves it None."""
     two = [("Authorization", "Bearer wrong"), ("Authorization", "Bearer k")]
     refused = httpx.post(base + "/v1/echo", content=b"", headers=two)
-    assert refused.status_code == 401 and "one Authorization header" in refused.json()["error"]["message"]
+    assert refused.status_code == 401 and "one API key" in refused.json()["error"]["message"]
+    assert httpx.post(base + "/v1/echo", content=b"", headers={"x-api-key": "k"}).status_code == 200  # Anthropic's
+    mixed = {"x-api-key": "wrong", "Authorization": "Bearer k"}
+    assert httpx.post(base + "/v1/echo", content=b"", headers=mixed).status_code == 401
     assert httpx.post(base + "/health", content=b"", headers=two).text == "0 None"
     assert httpx.post(base + "/health", content=b"", headers={"Authorization": "Bearer wrong"}).text == "0 None"
     keyed = httpx.post(base + "/health", content=b"", headers={"Authorization": "Bearer k"}).text

@@ -3,7 +3,7 @@
 Endpoints, one router each (:mod:`tenfold.serve.routers`): ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/chat/completions``, ``POST /v1/completions`` (streamed as server-sent events or not), the Responses API
 (``/v1/responses``, stored responses continuing sink-cache sessions), ``POST /v1/embeddings``, vLLM's
-``POST /tokenize`` and ``/detokenize``, ``GET /health``,
+``POST /tokenize`` and ``/detokenize``, Anthropic's ``POST /v1/messages``, ``GET /health``,
 ``GET /metrics`` (Prometheus). Request bodies are in :mod:`tenfold.serve.protocol`, what the endpoints share
 (checks, sessions, grammars, submitting to the engine) in :class:`~tenfold.serve.serving.Serving`. Errors are
 OpenAI-style objects ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a
@@ -35,7 +35,7 @@ def create_app(engine: Engine, settings: ServeSettings, embeddings=None):
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
     install_handlers(app)
     app.state.serving = serving = Serving(engine, settings, embeddings)
-    for name in ("health", "models", "chat", "completions", "responses", "embeddings"):
+    for name in ("health", "models", "chat", "completions", "responses", "embeddings", "anthropic"):
         app.include_router(importlib.import_module(f"tenfold.serve.routers.{name}").router)
     s = settings
     wrapped = BodyLimit(app, s.max_body_bytes, s.body_timeout)

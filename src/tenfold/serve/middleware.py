@@ -156,8 +156,9 @@ class ApiKeys:
     Sets ``scope["state"]["tenant"]`` to :func:`tenant_of` the key (``""`` when no keys are configured), which
     namespaces session ids so that no key can reach, wipe or probe another key's sessions. On a public path a valid
     key still sets the tenant, and a missing or wrong one leaves it None (the endpoint then shows only what is
-    public). Keys are compared in constant time; a request with more than one ``Authorization`` header is refused
-    (401), as there is no one key to read. ``OPTIONS`` (CORS preflight) passes, as browsers send it without
+    public). The key is read from ``Authorization: Bearer`` or Anthropic's ``x-api-key`` header; keys are compared in
+    constant time; a request carrying different keys (two headers) is refused (401), as there is no one key to
+    read. ``OPTIONS`` (CORS preflight) passes, as browsers send it without
     credentials.
     """
 
@@ -182,14 +183,17 @@ class ApiKeys:
             state["tenant"] = None
             return await self.app(scope, receive, send)
         public = scope.get("path", "") in self.public_paths
-        sent = [value for name, value in scope.get("headers") or [] if name == b"authorization"]
-        key = None
-        if len(sent) == 1:
-            scheme, _, token = sent[0].partition(b" ")
-            key = self._match(token.strip()) if scheme.lower() == b"bearer" else None
+        sent = []  # every credential the request carries: Bearer tokens and Anthropic's x-api-key
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                sent.append(token.strip() if scheme.lower() == b"bearer" else b"")
+            elif name == b"x-api-key":
+                sent.append(value.strip())
+        key = self._match(sent[0]) if len(set(sent)) == 1 and sent[0] else None
         if key is None and not public:
             message = ("missing API key: send 'Authorization: Bearer <key>'" if not sent else
-                       "send one Authorization header, not several" if len(sent) > 1 else "invalid API key")
+                       "send one API key, not several" if len(set(sent)) > 1 else "invalid API key")
             return await send_json(send, 401, error_body(message, "authentication_error", code="invalid_api_key"),
                                    [(b"www-authenticate", b"Bearer")])
         state["tenant"] = None if key is None else tenant_of(key.decode())
