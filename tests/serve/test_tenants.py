@@ -73,7 +73,7 @@ def test_session_options_reach_the_engine(keyed):
 
     for i in range(6):
         _chat(keyed.base, K1, [{"role": "user", "content": f"Say the number {i}."}], user=f"many-{i}")
-        assert sessions() <= 3  # --max-sessions 3
+        assert sessions() <= 1  # --max-sessions 3 shared by two keys: one session each
     deadline = time.time() + 20
     while time.time() < deadline and sessions():
         time.sleep(0.5)
@@ -131,3 +131,23 @@ def test_truncation_flag_sets_what_a_request_does_not_say(keyed):
     assert ok.truncation == "auto" and ok.usage.input_tokens > 128
     short = one.responses.create(model=MODEL, input="Hi", max_output_tokens=4, temperature=0)
     assert short.truncation == "disabled"
+
+
+def test_no_key_evicts_another_keys_sessions_or_sees_its_counters(keyed):
+    """Issue 38 D6: the session LRU was shared by all keys (one key could evict another's sessions, and watch its
+    own cached_tokens to tell when another key was busy), and /health showed every key the global counters. Each
+    key now has its own share of --max-sessions and only sees its own counters."""
+    history = [{"role": "user", "content": "Remember the word lantern."}]
+    first = _chat(keyed.base, K1, history, user="k1-keeps")
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "Which word?"}]
+    before = httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K1}"}).json()
+    for i in range(4):  # key two churns through more sessions than the whole server holds
+        _chat(keyed.base, K2, [{"role": "user", "content": f"Number {i}."}], user=f"k2-churn-{i}")
+    again = _chat(keyed.base, K1, history, user="k1-keeps")
+    assert again.usage.prompt_tokens_details.cached_tokens > 0  # key one's session survived
+    after = httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K1}"}).json()
+    assert after["completed"] == before["completed"] + 1  # key two's four requests are not in key one's counters
+    assert after["sessions"] == 1 and after["sessions_evicted"] == before["sessions_evicted"]
+    two = httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K2}"}).json()
+    assert two["sessions"] == 1 and two["sessions_evicted"] >= 3 and "decoded_rows" not in two

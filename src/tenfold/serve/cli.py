@@ -50,7 +50,8 @@ def add_commands(sub) -> None:
                      help="longest prompt (in tokens) a request may send; about a minute of prefill on 2 CPU cores")
     lim.add_argument("--max-active", type=int, default=16, help="requests generating at once (round robin)")
     lim.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429")
-    lim.add_argument("--max-sessions", type=int, default=64)
+    lim.add_argument("--max-sessions", type=int, default=64,
+                     help="sessions held; with API keys each key gets an equal share, as of --session-memory-mb")
     lim.add_argument("--session-memory-mb", type=float, default=2048,
                      help="bound on all sink-cache memory: sessions and the copies made for n > 1 choices")
     lim.add_argument("--session-ttl", type=float, default=3600, help="seconds an idle session is kept")
@@ -182,7 +183,7 @@ def _serve(args) -> int:
     else:
         model, tok = load_for_decoding(args.model, args.dtype, args.device)
         name = args.served_name or args.model or DEFAULT_LM
-    sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl)
+    sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl, tenants=max(1, len(api_keys)))
     engine = Engine(model, tok, config, max_active=args.max_active, max_queue=args.max_queue,
                     sessions=sessions, vision=vision,
                     keep_max=args.keep_max if args.keep == "system" else 0).start()

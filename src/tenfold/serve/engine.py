@@ -119,13 +119,14 @@ class Job:
 
     def __init__(self, prompt_ids: list[int], params: GenParams, session_id: str | None = None,
                  emit: Callable[[int, str, str | None, list], None] | None = None, on_done: Callable[[], None] | None = None,
-                 images: list | None = None, keep: int = 0):
+                 images: list | None = None, keep: int = 0, tenant: str = ""):
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         self.id = next(self._ids)
         self.prompt_ids, self.params, self.session_id = list(prompt_ids), params, session_id
         self.images = list(images or [])
         self.keep = keep  # leading prompt tokens to hold as sinks (the system prompt), see Engine.keep_max
+        self.tenant = tenant  # the API key's namespace: its sessions and counters (SessionStore's per-key shares)
         self.keys = self.prompt_ids  # what the session history records (image positions: keys of the image)
         self.embeds: torch.Tensor | None = None  # (T, d) prompt embeddings when the prompt has images
         self.fed = 0  # prompt positions fed so far
@@ -160,6 +161,11 @@ class Job:
         return sum(len(c.ids) for c in self.choices)
 
 
+# Counters kept per request, and per API key (Engine.tenant_stats); decode_steps & co. describe whole batches.
+_PER_REQUEST = ("completed", "cancelled", "failed", "session_hits", "session_misses", "prompt_tokens_fed",
+                "prompt_tokens_reused")
+
+
 class Engine:
     """Owns the model; runs submitted jobs fairly in one worker thread. Start with :meth:`start`."""
 
@@ -185,6 +191,7 @@ class Engine:
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "session_hits": 0, "session_misses": 0,
                       "prompt_tokens_fed": 0, "prompt_tokens_reused": 0, "decode_steps": 0, "decoded_rows": 0,
                       "max_batch_rows": 0}
+        self.tenant_stats: dict[str, dict[str, int]] = {}  # the per-request counters above, per API key
         self._cond = threading.Condition()
         self._stop = False
         self._draining = False
@@ -274,13 +281,21 @@ class Engine:
         self._finish(job)
         return job
 
-    def health(self) -> dict:
+    def health(self, tenant: str | None = None) -> dict:
+        """The engine's state and counters: all of them, or (``tenant``, an API key's namespace) only that key's own
+        jobs, sessions and counters, so that no key can watch another's traffic."""
         with self._cond:
-            self.sessions.evict(self._job_cache_bytes())
-            return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
-                    "threads": torch.get_num_threads(), "draining": self._draining, "keep_max": self.keep_max,
-                    "prefill_chunk": self.config.chunk,
-                    "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
+            self.sessions.evict(self._job_cache_by_tenant())
+            static = {"threads": torch.get_num_threads(), "draining": self._draining, "keep_max": self.keep_max,
+                      "prefill_chunk": self.config.chunk}
+            if tenant is None:
+                return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
+                        **static, "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
+            return {"active": sum(j.tenant == tenant for j in self.active),
+                    "queued": sum(j.tenant == tenant for j in self.waiting), "sessions": self.sessions.count(tenant),
+                    **static, "session_memory_mb": round(self.sessions.memory_bytes(tenant) / 2**20, 2),
+                    "sessions_evicted": self.sessions.evicted_by_tenant.get(tenant, 0),
+                    **self.tenant_stats.get(tenant, dict.fromkeys(_PER_REQUEST, 0))}
 
     # -- worker ----------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -311,7 +326,7 @@ class Engine:
         while True:
             with self._cond:
                 while not self._stop and not self.waiting and not self.active:
-                    self.sessions.evict(self._job_cache_bytes())  # idle sessions past their TTL go even when idle
+                    self.sessions.evict(self._job_cache_by_tenant())  # idle sessions past their TTL go even when idle
                     self._cond.wait(timeout=1.0)
                 if self._stop and not self.active and not self.waiting:
                     return
@@ -363,14 +378,23 @@ class Engine:
         for index in range(len(job.choices), job.params.n):
             job.emit(index, "", job.abort_reason, [])
 
-    def _job_cache_bytes(self) -> int:
-        """Cache memory held by active jobs outside the session store (stateless caches and forked choices)."""
-        total = 0
+    def _job_cache_by_tenant(self) -> dict[str, int]:
+        """Cache memory held by active jobs outside the session store (stateless caches and forked choices), per
+        API key."""
+        held: dict[str, int] = {}
         for job in self.active:
             for c in job.choices:
                 if c.cache is not None and (job.session is None or c.cache is not job.session.cache):
-                    total += c.cache.nbytes()
-        return total
+                    held[job.tenant] = held.get(job.tenant, 0) + c.cache.nbytes()
+        return held
+
+    def _job_cache_bytes(self) -> int:
+        return sum(self._job_cache_by_tenant().values())
+
+    def _count(self, job: Job, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+        mine = self.tenant_stats.setdefault(job.tenant, dict.fromkeys(_PER_REQUEST, 0))
+        mine[key] += n
 
     def _finish(self, job: Job, cancelled: bool = False, error: BaseException | None = None) -> None:
         with self._cond:
@@ -380,10 +404,10 @@ class Engine:
                 if cancelled or error is not None:
                     self.sessions.drop(job.session_id)  # half-fed: never reuse a cache in an unknown state
                 else:
-                    self.sessions.release(job.session)
-            self.sessions.evict(self._job_cache_bytes())
+                    self.sessions.release(job.session, self._job_cache_by_tenant())
+            self.sessions.evict(self._job_cache_by_tenant())
             key = "failed" if error is not None else ("cancelled" if cancelled else "completed")
-            self.stats[key] += 1
+            self._count(job, key)
             job.error = error
             self._cond.notify_all()
         job.done.set()
@@ -427,15 +451,15 @@ class Engine:
             self._embed_images(job)
         cache = None
         if job.session_id is not None:
-            session = self.sessions.acquire(job.session_id, lambda: self._new_cache(job.keep))
+            session = self.sessions.acquire(job.session_id, lambda: self._new_cache(job.keep), job.tenant)
             job.session = session
             seen = session.consumed
             if seen and len(job.keys) > len(seen) and job.keys[: len(seen)] == seen:
                 job.reused = len(seen)
-                self.stats["session_hits"] += 1
+                self._count(job, "session_hits")
             else:
                 if seen:
-                    self.stats["session_misses"] += 1
+                    self._count(job, "session_misses")
                 session.cache = self._new_cache(job.keep)  # a fresh history: its own system prompt may be kept
                 session.consumed = []
             cache = session.cache
@@ -443,7 +467,7 @@ class Engine:
         job.fed = job.reused
         job.choices = [Choice(cache=cache if cache is not None else self._new_cache(job.keep),
                               constraint=job.params.constraint() if job.params.constraint else None)]
-        self.stats["prompt_tokens_reused"] += job.reused
+        self._count(job, "prompt_tokens_reused", job.reused)
 
     def _feed(self, choice: Choice, ids: list[int] | None = None, embeds: torch.Tensor | None = None,
               all_logits: bool = False) -> torch.Tensor:
@@ -487,7 +511,7 @@ class Engine:
         else:
             self._feed(job.choices[0], embeds=job.embeds[job.fed : job.fed + len(chunk)])
         job.fed += len(chunk)
-        self.stats["prompt_tokens_fed"] += len(chunk)
+        self._count(job, "prompt_tokens_fed", len(chunk))
         if job.session is not None:
             job.session.consumed.extend(chunk)
         if not job.pending and job.params.n > 1:
@@ -548,18 +572,18 @@ class Engine:
         first = job.choices[0]
         copies = [first.cache.copy()]
         needed = (job.params.n - 1) * copies[0].nbytes()
-        bound = self.sessions.max_bytes
+        bound = self.sessions.quota_bytes  # this key's share (all of it without keys)
         if needed + first.cache.nbytes() > bound:
             raise Engine.RequestTooLarge(
                 f"n={job.params.n} needs {(needed + first.cache.nbytes()) / 2**20:.1f} MB of cache for this prompt, "
-                f"more than the server's whole bound of {bound / 2**20:.1f} MB (--session-memory-mb); ask for fewer "
+                f"more than this key's whole share of {bound / 2**20:.1f} MB (--session-memory-mb); ask for fewer "
                 "choices or a shorter prompt")
         with self._cond:
-            fits = self.sessions.make_room(needed, self._job_cache_bytes())
+            fits = self.sessions.make_room(needed, self._job_cache_by_tenant(), job.tenant)
         if not fits:
             raise Engine.OutOfCacheMemory(
                 f"n={job.params.n} needs {needed / 2**20:.1f} MB more cache memory, and other requests hold the rest "
-                f"of the {bound / 2**20:.1f} MB bound now; try again later")
+                f"of this key's {bound / 2**20:.1f} MB share now; try again later")
         copies += [first.cache.copy() for _ in range(job.params.n - 2)]
         for cache in copies:
             job.choices.append(Choice(cache=cache, logits=first.logits.clone(),

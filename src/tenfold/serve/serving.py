@@ -269,7 +269,7 @@ class Serving:
 
     # -- running -----------------------------------------------------------------------------
     def submit(self, prompts: list[list[int]], params: GenParams, session: str | None, images: list | None = None,
-               keep: int = 0) -> Run:
+               keep: int = 0, tenant: str = "") -> Run:
         """Queue one job per prompt (all or none); APIError 400 / 429 / 503 when the engine cannot take them."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -284,7 +284,7 @@ class Serving:
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", p, None, None, None))
 
             jobs.append(Job(ids, params, session_id=session if len(prompts) == 1 else None, emit=emit, on_done=done,
-                            images=images, keep=keep))
+                            images=images, keep=keep, tenant=tenant))
         try:
             self.engine.submit_all(jobs)
         except Engine.RequestTooLarge as exc:

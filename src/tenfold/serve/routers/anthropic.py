@@ -48,7 +48,8 @@ async def messages(req: MessagesRequest, request: Request, s: Serving = Depends(
     choice = req.openai_tool_choice()
     ids, keep = await _prompt(s, req)
     params.constraint = await s.constraint(req.format(), tools, choice, req.parallel, format_param="output_config")
-    run = s.submit([ids], params, s.session(request, req.session_key(), "metadata.user_id"), keep=keep)
+    run = s.submit([ids], params, s.session(request, req.session_key(), "metadata.user_id"), keep=keep,
+                   tenant=s.tenant(request))
     render = MessageRender(s.model_name, bool(tools) and choice != "none", params.stop)
 
     def usage() -> dict:

@@ -38,7 +38,7 @@ async def chat_completions(req: ChatRequest, request: Request, s: Serving = Depe
     ids, keep = await s.chat_ids(messages, tools, images)
     render = ChatRender(s.model_name, include_usage(req), s.token_text if req.logprobs else None,
                         tools=bool(tools) and req.tool_choice != "none")
-    run = s.submit([ids], params, s.session(request, req.session_key()), images, keep=keep)
+    run = s.submit([ids], params, s.session(request, req.session_key()), images, keep=keep, tenant=s.tenant(request))
     rid = s.new_id(render.prefix)
     if req.stream:
         async def chunks():

@@ -44,7 +44,7 @@ async def completions(req: CompletionRequest, request: Request, s: Serving = Dep
     render = TextRender(s.model_name, include_usage(req), s.token_text if req.logprobs is not None else None)
     # Scoring the prompt needs its logits, so a session's cached prefix cannot stand in for it.
     session = None if params.prompt_logprobs else s.session(request, req.session_key())
-    run = s.submit(ids, params, session)
+    run = s.submit(ids, params, session, tenant=s.tenant(request))
     rid = s.new_id(render.prefix)
     if req.stream:
         async def chunks():

@@ -20,6 +20,9 @@ async def prometheus(s: Serving = Depends(serving)):
 @router.get("/health")
 async def health(request: Request, s: Serving = Depends(serving)):
     brief = {"status": "ok", "model": s.model_name}
-    if s.settings.api_keys and request.scope.get("state", {}).get("tenant") is None:
-        return brief  # without a valid key: alive or not, nothing about other tenants' traffic
-    return {**brief, "cache": s.engine.config.label(), "weights": s.weights, **s.engine.health()}
+    tenant = request.scope.get("state", {}).get("tenant")
+    if s.settings.api_keys and tenant is None:
+        return brief  # without a valid key: alive or not, nothing about any key's traffic
+    # with keys, each key sees its own jobs, sessions and counters only (issue 38 D6)
+    return {**brief, "cache": s.engine.config.label(), "weights": s.weights,
+            **s.engine.health(tenant if s.settings.api_keys else None)}

@@ -121,7 +121,8 @@ async def create_response(req: ResponsesRequest, request: Request, s: Serving = 
     # The chain's session: the client's name for it, else the first stored response's id.
     sid = request.headers.get("x-session-id") or req.session_key() or \
         (chain[0].session if chain else (rid if req.store else None))
-    run = s.submit([prompt.ids], params, s.session(request, sid, "prompt_cache_key"), keep=prompt.keep)
+    run = s.submit([prompt.ids], params, s.session(request, sid, "prompt_cache_key"), keep=prompt.keep,
+                   tenant=s.tenant(request))
     render = ResponseRender(rid, req, s.model_name, bool(tools) and req.tool_choice != "none", truncation,
                             temperature, top_p)
 
