@@ -4,8 +4,9 @@ uvicorn's keep-alive timeout only starts after a response: a connection that nev
 (opened and left idle, or a header trickled byte by byte) is held forever. :class:`IdleTimeoutH11Protocol` (a
 uvicorn ``http=`` protocol class) closes any connection with no request in flight for ``timeout_keep_alive``
 seconds since it opened or since its last response. :class:`DrainingServer` (a ``uvicorn.Server``) turns the first
-SIGTERM / SIGINT into a drain: the engine takes no new requests, active ones run on for ``drain_timeout`` seconds,
-then every stream still open ends with a final chunk (``finish_reason: "abort"``) and ``[DONE]``.
+SIGTERM / SIGINT into a drain: new requests get 503 while active ones run on for up to ``drain_timeout`` seconds,
+then every stream still open ends with a final chunk (``finish_reason: "abort"``) and ``[DONE]``, and only then does
+the server stop listening.
 """
 from __future__ import annotations
 
@@ -47,18 +48,35 @@ class IdleTimeoutH11Protocol(H11Protocol):
 
 
 class DrainingServer(uvicorn.Server):
-    """A uvicorn server whose first exit signal drains ``engine`` before the usual graceful shutdown."""
+    """A uvicorn server whose first exit signal drains ``engine`` before the usual graceful shutdown.
 
-    def __init__(self, config: uvicorn.Config, engine, drain_timeout: float):
+    During the drain the server keeps listening: new requests get 503 (``shutting_down``), ``/health`` answers
+    (``draining: true``), keep-alive connections stay usable, and running requests go on. When they have all ended,
+    or ``drain_timeout`` seconds have passed (then every open stream ends with ``finish_reason: "abort"``), uvicorn's
+    own shutdown starts. A second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, engine, drain_timeout: float, poll_s: float = 0.1):
         super().__init__(config)
-        self.engine, self.drain_timeout = engine, drain_timeout
+        self.engine, self.drain_timeout, self.poll_s = engine, drain_timeout, poll_s
         self._draining = False
 
     def handle_exit(self, sig, frame) -> None:
-        if not self._draining:
-            self._draining = True
-            self.engine.drain()
-            timer = threading.Timer(self.drain_timeout, self.engine.abort_all)
-            timer.daemon = True
-            timer.start()
+        if self._draining:  # a second signal: stop now
+            return super().handle_exit(sig, frame)
+        self._draining = True
+        self.engine.drain()
+        thread = threading.Thread(target=self._drain_then_exit, args=(sig, frame), name="tenfold-drain", daemon=True)
+        thread.start()
+
+    def _drain_then_exit(self, sig, frame) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while time.monotonic() < deadline and self.engine.busy():
+            time.sleep(self.poll_s)
+        if self.engine.busy():
+            self.engine.abort_all()
+            end = time.monotonic() + 5  # the aborted streams send their last chunks
+            while time.monotonic() < end and self.engine.busy():
+                time.sleep(self.poll_s)
+        time.sleep(self.poll_s)  # let the last responses leave before the listener closes
         super().handle_exit(sig, frame)

@@ -234,6 +234,11 @@ class Engine:
         with self._cond:
             self._draining = True
 
+    def busy(self) -> bool:
+        """True while any job is waiting or running."""
+        with self._cond:
+            return bool(self.waiting or self.active)
+
     def abort_all(self, reason: str = "abort") -> None:
         """End every waiting and active job now; each unfinished choice gets a final event with ``reason``."""
         with self._cond:
