@@ -238,6 +238,22 @@ def test_a_prompt_too_long_in_characters_is_refused_before_tokenizing(server):
         assert r.status_code == 400 and err["code"] == "context_length_exceeded" and "characters" in err["message"], r.text
 
 
+def test_logprobs_stop_where_the_text_stops(server):
+    """With stop and logprobs, the token cut by the stop string was scored too (issue 38, other); now the scored
+    tokens spell exactly the text, whole and streamed."""
+    body = {"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 12, "temperature": 0, "stop": [" 7"], "logprobs": 1}
+    whole = httpx.post(server + "/v1/completions", json=body, timeout=60).json()["choices"][0]
+    assert whole["finish_reason"] == "stop" and "".join(whole["logprobs"]["tokens"]) == whole["text"] == " 5, 6,"
+    text, tokens = "", []
+    with httpx.stream("POST", server + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                text += choice["text"]
+                tokens += (choice["logprobs"] or {}).get("tokens") or []
+    assert "".join(tokens) == text == whole["text"]
+
+
 def test_prompt_cache_key_names_the_session(server):
     """``prompt_cache_key`` names the sink-cache session (it was accepted and ignored): the same key reuses the
     cache, another key does not."""

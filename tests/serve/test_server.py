@@ -18,7 +18,7 @@ def client(server):
 
 
 def test_models_and_health(server, client):
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert [m.id for m in client.models.list().data] == [MODEL, "all-minilm-l6-v2"]  # the chat and embedding models
     health = httpx.get(server + "/health").json()
     assert health["status"] == "ok" and health["cache"] == "4+124"
     assert health["weights"] == "float32"  # --dtype float32 reaches the model (the default would be int4)

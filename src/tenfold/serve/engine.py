@@ -16,6 +16,7 @@ session history as a key derived from its pixels, so a session only reuses a pre
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import threading
@@ -80,6 +81,8 @@ class Choice:
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token in ``ids`` (when asked for)
     logprobs_sent: int = 0
+    ends: list[int] = field(default_factory=list)  # with logprobs: each token's end in the decoded text (characters)
+    cut: bool = False  # the text was cut at a stop string (tokens past the cut are not part of the answer)
     constraint: object | None = None  # this choice's grammar state (structured output)
     sampling: SamplingState | None = None  # penalties' running state over the prompt and this choice's tokens
     last_token_at: float | None = None  # perf_counter() of the last sampled token (inter-token latency)
@@ -619,10 +622,12 @@ class Engine:
         if p.logprobs is not None:
             choice.logprobs.append(score(choice.logits, token, p.logprobs))
         text = self.tok.decode(choice.ids, skip_special_tokens=True)
+        if p.logprobs is not None:
+            choice.ends.append(len(text))
         reason = None
         at = first_stop(text, p.stop, final=len(choice.ids) >= p.max_tokens)
         if at is not None:
-            text, reason = text[:at], "stop"
+            text, reason, choice.cut = text[:at], "stop", True
         choice.text = text
         if reason is None and choice.constraint is not None and choice.constraint.finished:
             reason = "stop"  # the grammar is complete: nothing more may follow
@@ -630,6 +635,21 @@ class Engine:
             reason = "length"
         self._emit(job, index, choice, reason)
         return token if reason is None else None
+
+    @staticmethod
+    def _scored(choice: Choice, upto: int | None) -> int:
+        """How many of the choice's scored tokens belong to the text sent: while generating (``upto``: characters
+        sent), the tokens wholly inside it; at the end, every token, or after a stop-string cut only those that
+        start before the cut (the cut token is not part of the answer, so neither is its log-probability)."""
+        n = len(choice.logprobs)
+        if not n or not choice.ends:
+            return n
+        if upto is not None:
+            return min(n, bisect.bisect_right(choice.ends, upto))
+        if not choice.cut:
+            return n
+        cut = len(choice.text)
+        return 0 if cut == 0 else min(n, 1 + bisect.bisect_left(choice.ends, cut, 0, n - 1))
 
     def _emit(self, job: Job, index: int, choice: Choice, reason: str | None) -> None:
         """Send the text that is final: hold back a trailing partial character or a possible stop-string prefix."""
@@ -643,6 +663,7 @@ class Engine:
         if upto > choice.sent or reason is not None:
             delta = choice.text[choice.sent : max(upto, choice.sent)]
             choice.sent = max(upto, choice.sent)
-            entries = choice.logprobs[choice.logprobs_sent :]
-            choice.logprobs_sent = len(choice.logprobs)
+            scored = self._scored(choice, upto if reason is None else None)
+            entries = choice.logprobs[choice.logprobs_sent : scored]
+            choice.logprobs_sent = max(choice.logprobs_sent, scored)
             job.emit(index, delta, reason, entries)

@@ -83,7 +83,9 @@ class Grammars:
         trial = Constraint(LLMatcher(self.lltokenizer, grammar, log_level=0), self.vocab_size)
         allowed = trial.mask(torch.zeros(self.vocab_size))
         if trial.matcher.is_error():
-            raise GrammarError(trial.matcher.get_error().splitlines()[0][:500])
+            reason = trial.matcher.get_error().splitlines()[0][:400]
+            hint = " (is the schema only a reference to itself?)" if needs_output else ""
+            raise GrammarError(f"the grammar engine cannot start on this schema: {reason}{hint}")
         if needs_output and (trial.matcher.is_accepting() or not bool((allowed > float("-inf")).any())):
             raise GrammarError("no JSON value can satisfy this schema (is it only a reference to itself?)")
         return grammar
