@@ -16,13 +16,13 @@ PYTEST_ARGS ?=
 # `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: reproduce test install data sandbox balancer browser clean-venv
+.PHONY: reproduce test install data sandbox balancer browser codex clean-venv
 
 reproduce: data
 	$(BIN)/tenfold reproduce --profile $(PROFILE) --out $(OUT)
 
 # pytest's exit code 5 (no test collected) counts as a failure: every run must execute tests.
-test: data balancer browser
+test: data balancer browser codex
 	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 install: $(STAMP)
@@ -60,6 +60,16 @@ balancer:
 
 browser:
 	@scripts/apt_install.sh chromium chromium 'the report browser tests fail until it is installed (or set TENFOLD_CHROMIUM to a Chromium executable)'
+
+# The Codex CLI (npm @openai/codex, a pinned version) in .venv/codex: tests/serve/test_codex.py runs `codex exec`
+# against `tenfold serve` as its Responses API provider. npm comes from Debian (nodejs + npm) where it is missing;
+# without it the test fails with this hint, it is not skipped.
+CODEX_VERSION := 0.171.0
+codex:
+	@scripts/apt_install.sh npm npm 'tests/serve/test_codex.py fails until npm (and the Codex CLI) can be installed'
+	@if command -v npm >/dev/null 2>&1 && ! $(VENV)/codex/node_modules/.bin/codex --version 2>/dev/null | grep -q '$(CODEX_VERSION)'; then \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/codex @openai/codex@$(CODEX_VERSION) >/dev/null \
+		|| echo "make: npm could not install @openai/codex@$(CODEX_VERSION); tests/serve/test_codex.py will fail" >&2; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from tenfold.serve.protocol.responses import split_qualified
 from tenfold.serve.structured import parse_calls
 
 
@@ -82,8 +83,11 @@ class ResponseRender:
             return [self._message(text, item_status)], status, reason
         content, calls = parse_calls(text)
         items = [self._message(content, item_status)] if content else []
-        items += [{"id": _id("fc"), "type": "function_call", "call_id": c["id"], "name": c["function"]["name"],
-                   "arguments": c["function"]["arguments"], "status": "completed"} for c in calls]
+        for c in calls:
+            namespace, name = split_qualified(c["function"]["name"])
+            item = {"id": _id("fc"), "type": "function_call", "call_id": c["id"], "name": name,
+                    "arguments": c["function"]["arguments"], "status": "completed"}
+            items.append({**item, "namespace": namespace} if namespace else item)
         return items, status, reason
 
     # -- events ---------------------------------------------------------------------------------

@@ -16,15 +16,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import (check_tool_choice, function_tool, is_neutral, json_number, json_repr,
-                                           unicode_everywhere, unique_tools, utf8)
+from tenfold.serve.protocol.common import (TOOL_NAME, check_tool_choice, function_tool, is_neutral, json_number,
+                                           json_repr, unicode_everywhere, unique_tools, utf8)
 from tenfold.serve.structured import call_text
 
-_HARMLESS = {"metadata", "service_tier", "safety_identifier", "prompt_cache_retention", "stream_options"}
-_NEUTRAL = {"background": (None, False), "include": (None, []), "reasoning": (None, {}), "top_logprobs": (None, 0),
+_HARMLESS = {"metadata", "service_tier", "safety_identifier", "prompt_cache_retention", "stream_options",
+             "client_metadata", "session_id"}
+_NEUTRAL = {"background": (None, False), "top_logprobs": (None, 0),
             "max_tool_calls": (None,), "conversation": (None,), "prompt": (None,), "context_management": (None,),
             "user_id": (None,)}
 _ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+
+
+def qualified(namespace: str | None, name: str) -> str:
+    """The name the model sees and writes for function ``name`` of ``namespace`` (``namespace.name``)."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def split_qualified(name: str) -> tuple[str | None, str]:
+    """(namespace or None, function name) of a name the model wrote."""
+    namespace, dot, rest = name.partition(".")
+    return (namespace, rest) if dot else (None, name)
 
 
 def _text_parts(content: Any, where: str, assistant: bool) -> str:
@@ -70,6 +82,9 @@ def input_messages(items: str | list, where: str = "input") -> list[dict]:
             name, arguments = item.get("name"), item.get("arguments")
             if not isinstance(name, str) or not isinstance(arguments, str) or not isinstance(item.get("call_id"), str):
                 raise ValueError(f"{at}: a function_call needs string call_id, name and arguments")
+            if item.get("namespace") is not None and not isinstance(item["namespace"], str):
+                raise ValueError(f"{at}.namespace must be a string")
+            name = qualified(item.get("namespace"), name)
             call = call_text([{"function": {"name": name, "arguments": arguments}}])
             if messages and messages[-1]["role"] == "assistant":
                 last = messages[-1]["content"]
@@ -106,6 +121,8 @@ class ResponsesRequest(BaseModel):
     tool_choice: str | dict | None = None
     parallel_tool_calls: StrictBool = True
     text: dict | None = None
+    reasoning: dict | None = None
+    include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: str | None = Field(default=None, max_length=256)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
@@ -138,12 +155,45 @@ class ResponsesRequest(BaseModel):
             raise ValueError("tools must be a list")
         tools = []
         for i, tool in enumerate(value):
-            if not isinstance(tool, dict) or tool.get("type") != "function":
-                kind = tool.get("type") if isinstance(tool, dict) else None
-                raise ValueError(f"tools.{i}: tool type {json_repr(kind)} is not supported (function tools are)")
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind == "namespace":  # a group of function tools; a call names the namespace beside the function
+                inner = tool.get("tools")
+                if not isinstance(inner, list) or not isinstance(tool.get("name"), str) or \
+                        not TOOL_NAME.fullmatch(tool["name"]):
+                    raise ValueError(f"tools.{i}: a namespace needs a name (1-64 of a-zA-Z0-9_-) and a list of tools")
+                for j, fn in enumerate(inner):
+                    if not isinstance(fn, dict) or fn.get("type") != "function":
+                        raise ValueError(f"tools.{i}.tools.{j}: only function tools go in a namespace")
+                    one = function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"),
+                                        f"tools.{i}.tools.{j}")
+                    one["function"]["name"] = qualified(tool["name"], one["function"]["name"])
+                    tools.append(one)
+                continue
+            if kind != "function":
+                raise ValueError(f"tools.{i}: tool type {json_repr(kind)} is not supported (function tools and "
+                                 "namespaces of them are)")
             tools.append(function_tool(tool.get("name"), tool.get("description"), tool.get("parameters"),
                                        f"tools.{i}"))
         return unique_tools(tools)
+
+    @field_validator("reasoning")
+    @classmethod
+    def _reasoning(cls, value):
+        """This server's models do not reason: no effort but ``none`` can be served; a summary of no reasoning is
+        empty, so any ``summary`` setting is accepted (Codex sends ``summary: auto``)."""
+        if value is not None and value.get("effort") not in (None, "none"):
+            raise ValueError("reasoning.effort is not supported by this server (its models do not reason; send "
+                             "'none' or leave it out)")
+        return value
+
+    @field_validator("include")
+    @classmethod
+    def _include(cls, value):
+        """Only ``reasoning.encrypted_content`` (vacuous: no reasoning items are produced) is accepted."""
+        extra = [v for v in value or [] if v != "reasoning.encrypted_content"]
+        if extra:
+            raise ValueError(f"include {extra} is not supported by this server")
+        return value
 
     @field_validator("text")
     @classmethod
