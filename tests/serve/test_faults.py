@@ -289,9 +289,14 @@ def test_disconnected_non_streamed_client_is_cancelled_cleanly(served):
 def small():
     with ServerProcess(["--window", "124", "--max-active", "1", "--max-queue", "1", "--idle-timeout", "2",
                         "--drain-timeout", "3", "--session-memory-mb", "8", "--threads", "1", "--keep", "system",
-                        "--keep-max", "100", "--embedding-model", "none"],
+                        "--keep-max", "100", "--embedding-model", "none", "--no-ui"],
                        start_timeout=180) as srv:
         yield srv
+
+
+def test_no_ui_serves_no_chat_page(small, server):
+    assert httpx.get(small.base + "/").status_code == 404 and httpx.get(small.base + "/ui/app.js").status_code == 404
+    assert httpx.get(server + "/").status_code == 200  # on by default
 
 
 def test_embedding_model_none_serves_no_embeddings(small):

@@ -3,7 +3,8 @@
 Endpoints, one router each (:mod:`tenfold.serve.routers`): ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/chat/completions``, ``POST /v1/completions`` (streamed as server-sent events or not), the Responses API
 (``/v1/responses``, stored responses continuing sink-cache sessions), ``POST /v1/embeddings``, vLLM's
-``POST /tokenize`` and ``/detokenize``, Anthropic's ``POST /v1/messages``, ``GET /health``,
+``POST /tokenize`` and ``/detokenize``, Anthropic's ``POST /v1/messages``, ``GET /v1/sessions/{id}/cache`` (what a session's sink cache holds), the chat page
+at ``/``, ``GET /health``,
 ``GET /metrics`` (Prometheus). Request bodies are in :mod:`tenfold.serve.protocol`, what the endpoints share
 (checks, sessions, grammars, submitting to the engine) in :class:`~tenfold.serve.serving.Serving`. Errors are
 OpenAI-style objects ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status for bad requests and a
@@ -29,17 +30,20 @@ from tenfold.serve.settings import ServeSettings
 __all__ = ["APIError", "ServeSettings", "create_app"]
 
 
-def create_app(engine: Engine, settings: ServeSettings, embeddings=None):
+def create_app(engine: Engine, settings: ServeSettings, embeddings=None, ui: bool = True):
     """The ASGI app: the routers, sharing one :class:`Serving`, wrapped in tenfold's middleware. ``embeddings``: an
-    :class:`~tenfold.serve.embeddings.EmbeddingService` for ``/v1/embeddings`` (None: that endpoint says so)."""
+    :class:`~tenfold.serve.embeddings.EmbeddingService` for ``/v1/embeddings`` (None: that endpoint says so).
+    ``ui``: serve the chat page at ``/`` (its files are public; everything it asks the API needs a key)."""
     app = FastAPI(title="tenfold serve", docs_url=None, redoc_url=None, exception_handlers={Exception: json_500})
     install_handlers(app)
     app.state.serving = serving = Serving(engine, settings, embeddings)
-    for name in ("health", "models", "chat", "completions", "responses", "embeddings", "anthropic"):
+    names = ["health", "models", "chat", "completions", "responses", "embeddings", "anthropic", "sessions"]
+    for name in names + (["ui"] if ui else []):
         app.include_router(importlib.import_module(f"tenfold.serve.routers.{name}").router)
     s = settings
     wrapped = BodyLimit(app, s.max_body_bytes, s.body_timeout)
-    wrapped = ApiKeys(wrapped, s.api_keys, ("/health", "/metrics") if s.public_metrics else ("/health",))
+    public = ("/health", "/metrics") if s.public_metrics else ("/health",)
+    wrapped = ApiKeys(wrapped, s.api_keys, public + (("/", "/favicon.ico", "/ui/") if ui else ()))
     if s.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -68,6 +68,8 @@ def add_commands(sub) -> None:
     lim.add_argument("--drain-timeout", type=float, default=30,
                      help="on SIGTERM, seconds active requests may run on before their streams are ended")
     p.add_argument("--served-name", default=None, help="model id clients must send (default: the model name)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="do not serve the chat page at / (it shows what the sink cache still holds)")
     p.add_argument("--embedding-model", default=None, metavar="NAME",
                    help="sentence-transformers model behind /v1/embeddings (default: the bundled all-minilm-l6-v2; "
                    "'none' serves no embeddings)")
@@ -193,12 +195,14 @@ def _serve(args) -> int:
                              allowed_origins=origins, public_metrics=args.public_metrics,
                              body_timeout=args.idle_timeout, truncation=args.truncation,
                              max_stored_responses=args.max_stored_responses)
-    app = create_app(engine, settings, embeddings)
+    app = create_app(engine, settings, embeddings, ui=not args.no_ui)
     from tenfold.models.quantize import weights_label
 
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
     print(f"tenfold serve: {name} (cache {config.label()}{kept}, {weights_label(model)}, {threads} threads) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    if not args.no_ui:
+        print(f"tenfold serve: chat page on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
     if api_keys:
         print(f"tenfold serve: {len(api_keys)} API key(s); each key's sessions are private to it", file=sys.stderr)
     else:

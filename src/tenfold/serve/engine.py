@@ -237,6 +237,21 @@ class Engine:
         with self._cond:
             self._draining = True
 
+    def session_state(self, session_id: str) -> dict | None:
+        """What session ``session_id``'s sink cache holds (None without such a session): ``ids``, the token ids fed
+        in order; ``sinks`` (the first tokens, kept for good), ``evicted`` (the next ones, gone) and the rest, still
+        in the window; ``memory_bytes``. ``busy``: a request is using it now (the counts may be moving)."""
+        with self._cond:
+            session = self.sessions.get(session_id)
+            if session is None:
+                return None
+            cache = session.cache
+            seen = int(cache.tokens_seen.sum()) if cache.tokens_seen.numel() else 0
+            evicted = int(cache.evicted.sum()) if cache.evicted.numel() else 0
+            return {"ids": list(session.consumed), "tokens_seen": seen, "evicted": evicted,
+                    "sinks": min(seen, cache.config.num_sinks), "window": cache.config.window,
+                    "memory_bytes": cache.nbytes(), "busy": session.busy}
+
     def busy(self) -> bool:
         """True while any job is waiting or running."""
         with self._cond:

@@ -150,8 +150,9 @@ def tenant_of(key: str) -> str:
 
 
 class ApiKeys:
-    """Bearer-token authentication, and the server's one key matcher: requests to ``/v1/*`` (and ``/metrics`` unless
-    ``public_paths`` has it) need ``Authorization: Bearer <key>`` with one of ``keys``; others get an OpenAI-style 401.
+    """Bearer-token authentication, and the server's one key matcher: every request outside ``public_paths`` (exact
+    paths, or prefixes ending in ``/`` other than ``/`` itself) needs ``Authorization: Bearer <key>`` with one of
+    ``keys``; others get an OpenAI-style 401.
 
     Sets ``scope["state"]["tenant"]`` to :func:`tenant_of` the key (``""`` when no keys are configured), which
     namespaces session ids so that no key can reach, wipe or probe another key's sessions. On a public path a valid
@@ -182,7 +183,9 @@ class ApiKeys:
         if scope.get("method") == "OPTIONS":
             state["tenant"] = None
             return await self.app(scope, receive, send)
-        public = scope.get("path", "") in self.public_paths
+        path = scope.get("path", "")
+        public = path in self.public_paths or any(p.endswith("/") and p != "/" and path.startswith(p)
+                                                  for p in self.public_paths)
         sent = []  # every credential the request carries: Bearer tokens and Anthropic's x-api-key
         for name, value in scope.get("headers") or []:
             if name == b"authorization":

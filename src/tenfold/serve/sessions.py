@@ -59,6 +59,10 @@ class SessionStore:
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._items
 
+    def get(self, session_id: str) -> Session | None:
+        """The session, without touching its place in the LRU order."""
+        return self._items.get(session_id)
+
     def memory_bytes(self, tenant: str | None = None) -> int:
         """Cache bytes of all sessions, or of ``tenant``'s."""
         return sum(cache_bytes(s.cache) for s in self._items.values() if tenant is None or s.tenant == tenant)
