@@ -30,6 +30,7 @@ from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface
 
+from tenfold.streaming.nll import rows_nll
 from tenfold.streaming.rope import SLIDING, RopeShift, check_supported
 
 BLOCKED_ATTENTION = "tenfold_sink_blocked"
@@ -156,7 +157,7 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
     head = min(size - 1, length)
     dense = DynamicCache(config=model.config)
     logits = model(input_ids=ids[:, :head], cache=dense, use_cache=True).logits
-    pieces = [_nll(logits[:, : min(head, total)], ids[:, 1 : head + 1])]
+    pieces = [rows_nll(logits[:, : min(head, total)], ids[:, 1 : head + 1])]
     tick(min(head, total), total)
     if head >= length or head < num_sinks + 1:
         return torch.cat(pieces, dim=1)
@@ -179,15 +180,8 @@ def blocked_nll(model, ids: torch.Tensor, num_sinks: int, window: int, block: in
             q_delta = (size - 1 - positions).to(torch.long)  # rotate each query to cache position S+W-1
             logits = model(input_ids=part, position_ids=positions, cache=cache, use_cache=True,
                            sink_blocks=(num_sinks, layout, q_delta, window)).logits
-            pieces.append(_nll(logits, ids[:, start + 1 : start + c + 1]))
+            pieces.append(rows_nll(logits, ids[:, start + 1 : start + c + 1]))
             for layer, shift in zip(cache.layers, layout.shifts):
                 layer.advance(c, shift)
             tick(start + c, total)
     return torch.cat(pieces, dim=1)
-
-
-def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    from tenfold.streaming.perplexity import _nll as token_nll
-
-    b, n = targets.shape
-    return token_nll(logits[:, :n], targets).view(b, n).double()

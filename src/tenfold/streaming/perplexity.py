@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tenfold.errors import TenfoldError
 from tenfold.streaming.config import SinkConfig
+from tenfold.streaming.nll import token_nll
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
 METHODS = ("dense", "window", "recompute", "sink")
@@ -60,10 +60,6 @@ class _Rss:
 
     def sample(self) -> None:
         self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
-
-
-def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
 
 
 @torch.no_grad()
@@ -115,7 +111,7 @@ def perplexity(model, token_ids, method: str = "sink", config: SinkConfig | None
         out = torch.empty((ids.shape[0], total), dtype=torch.float64)
         for t in range(total):
             logits = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True).logits
-            out[:, t] = _nll(logits[:, -1], ids[:, t + 1]).cpu()
+            out[:, t] = token_nll(logits[:, -1], ids[:, t + 1]).cpu()
             if t % 32 == 0:
                 rss.sample()
                 tick(t + 1, total)
@@ -134,7 +130,7 @@ def _dense(model, ids, chunk, rss, tick):
         logits = model(input_ids=ids[:, start : start + chunk], cache=cache, use_cache=True).logits
         targets = ids[:, start + 1 : start + chunk + 1]
         logits = logits[:, : targets.shape[1]]
-        out.append(_nll(logits, targets).view(ids.shape[0], -1).double())
+        out.append(token_nll(logits, targets).view(ids.shape[0], -1).double())
         rss.sample()
         tick(min(total, start + chunk), total)
     return torch.cat(out, dim=1).cpu().numpy()
@@ -145,14 +141,14 @@ def _recompute(model, ids, size, stride, batch, rss, tick):
     head = min(size, ids.numel())
     # Predictions of tokens 1..head-1 have all their context inside the first window: one causal pass.
     logits = model(input_ids=ids[None, :head], use_cache=False).logits[0, :-1]
-    nll = list(_nll(logits, ids[1:head]).tolist())[:: stride]
+    nll = list(token_nll(logits, ids[1:head]).tolist())[:: stride]
     where = list(range(1, head))[:: stride]
     targets = list(range(head, ids.numel()))[::stride]
     for i in range(0, len(targets), batch):
         group = targets[i : i + batch]
         windows = torch.stack([ids[t - size : t] for t in group])
         out = model(input_ids=windows, use_cache=False).logits[:, -1]
-        nll.extend(_nll(out, ids[group]).tolist())
+        nll.extend(token_nll(out, ids[group]).tolist())
         where.extend(group)
         rss.sample()
         tick(min(total, group[-1]), total)
