@@ -14,6 +14,7 @@ import sys
 from tenfold.argtypes import add_device_arg, directory, out_dir, positive_int, probability, random_seed, temperature
 from tenfold.errors import TenfoldError, TrainingStopped
 from tenfold.jsonout import print_json
+from tenfold.packages import modules
 
 # The command line runs offline unless the user says otherwise; set before anything imports the Hugging Face
 # libraries (they read these once, at import). A library import of tenfold leaves the environment alone.
@@ -22,10 +23,8 @@ from tenfold.jsonout import print_json
 CLI_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                     "TRANSFORMERS_VERBOSITY": "error"}
 
-# Each paper package's cli module exposes add_commands(subparsers).
-PAPER_CLIS = ["tenfold.streaming.cli", "tenfold.serve.cli", "tenfold.probes.cli", "tenfold.retrieval.cli", "tenfold.ndp.cli",
-              "tenfold.stop.cli", "tenfold.prompting.cli", "tenfold.pause.cli", "tenfold.radit.cli",
-              "tenfold.vision.cli", "tenfold.kosmos_g.cli", "tenfold.lmm.cli"]
+# Each paper package's cli module exposes add_commands(subparsers) (tenfold.packages lists the packages).
+PAPER_CLIS = modules("cli")
 
 
 def _say_default(action: argparse.Action) -> None:

@@ -11,16 +11,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tenfold.errors import TenfoldError
+from tenfold.packages import modules
 from tenfold.report.papers import BY_KEY
 
 PROFILES = ("smoke", "quick", "full")
 VERDICTS = ("reproduced", "partly", "not reproduced")
-# Modules whose import registers experiments; each paper package adds its own here.
-EXPERIMENT_MODULES: list[str] = ["tenfold.streaming.experiment", "tenfold.serve.experiment", "tenfold.retrieval.experiment",
-                                  "tenfold.probes.experiment", "tenfold.ndp.experiment", "tenfold.stop.experiment",
-                                  "tenfold.prompting.experiment", "tenfold.pause.experiment",
-                                  "tenfold.radit.experiment", "tenfold.vision.experiment",
-                                  "tenfold.kosmos_g.experiment", "tenfold.lmm.experiment"]
+# Modules whose import registers experiments: each paper package's (tenfold.packages lists them).
+EXPERIMENT_MODULES: list[str] = modules("experiment")
 
 
 @dataclass

@@ -18,7 +18,8 @@ def physical_cores() -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, SSE streaming, sessions)")
+    p = sub.add_parser("serve", help="OpenAI- and Anthropic-compatible HTTP server on sink-cache sessions (chat, "
+                       "Responses, Messages, embeddings; a chat page at /)")
     p.add_argument("--model", default=None, help="model to serve (default: the bundled SmolLM2-135M-Instruct)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
