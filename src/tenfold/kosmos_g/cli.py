@@ -7,6 +7,7 @@ from pathlib import Path
 from tenfold.argtypes import directory, image_size, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import progress_bar
 
 
 def add_commands(sub) -> None:
@@ -61,7 +62,6 @@ def _train(args) -> int:
     from tenfold.kosmos_g.evaluate import generate_all, score_all
     from tenfold.kosmos_g.model import CONFIG, KosmosG
     from tenfold.kosmos_g.pipeline import FoundationSettings, foundation, train_aligner
-    from tenfold.vision.cli import _bar
 
     out = Path(args.out)
     if (out / CONFIG).exists():
@@ -74,7 +74,7 @@ def _train(args) -> int:
         raise TenfoldError("train at least one aligner stage (--align-steps / --instruct-steps >= 1)")
     settings = FoundationSettings(clip_steps=args.clip_steps, decoder_steps=args.decoder_steps,
                                   vlm_steps=args.vlm_steps, lora_rank=args.lora_rank, seed=args.seed)
-    with _bar("Kosmos-G") as bar:  # on stderr: --json keeps it
+    with progress_bar("Kosmos-G", fields=("info",)) as bar:  # on stderr: --json keeps it
         jobs = {}
 
         def progress(label, i, n, loss):

@@ -8,6 +8,7 @@ from pathlib import Path
 from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import progress_bar
 
 
 def add_commands(sub) -> None:
@@ -114,7 +115,6 @@ def _run(args) -> int:
     from tenfold.lmm.gallery import summary, write_gallery
     from tenfold.lmm.runner import run_suite, write_results
     from tenfold.lmm.suite import load_suite, suite_file
-    from tenfold.vision.cli import _bar
 
     suite_path = suite_file(args.suite)
     suite = load_suite(suite_path)
@@ -123,7 +123,7 @@ def _run(args) -> int:
         raise TenfoldError("this suite has samples scored by a judge: give --judge-base-url/--judge-model")
     backend = backend_from_args(args)
     out = Path(args.out)
-    with _bar("probing") as bar:  # on stderr: --json keeps it
+    with progress_bar("probing", fields=("info",)) as bar:  # on stderr: --json keeps it
         job = bar.add_task("run", total=len(suite.samples), info=backend.name)
         results = run_suite(suite, suite_path.parent, backend, out, args.technique, args.max_tokens,
                             args.concurrency, args.rate, judge,

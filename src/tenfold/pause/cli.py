@@ -7,6 +7,7 @@ from pathlib import Path
 from tenfold.argtypes import directory, non_negative_int, positive_int, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import loss_bar
 
 
 def add_commands(sub) -> None:
@@ -67,15 +68,6 @@ def add_commands(sub) -> None:
     add_device_arg(e)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)
-
-
-def _bar(total: int, label: str, quiet: bool = False):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("loss {task.fields[loss]}"), disable=quiet)
-    job = bar.add_task(label, total=total, loss="-")
-    return bar, lambda step, n, loss: bar.update(job, completed=step, loss=f"{loss:.3f}")
 
 
 def _run_args(args, keys: list[str]) -> dict:
@@ -141,7 +133,7 @@ def _pretrain(args) -> int:
             tok.save_pretrained(out / "tokenizer")
     stream = token_stream(tok, text)
     model = small_llama(len(tok), a["size"], max_positions=max(512, 2 * a["seq_len"]), seed=a["seed"])
-    bar, tick = _bar(cfg.steps, f"pretrain ({'PausePT' if cfg.pause_rate else 'StdPT'})")
+    bar, tick = loss_bar(cfg.steps, f"pretrain ({'PausePT' if cfg.pause_rate else 'StdPT'})")
     with bar:
         hist = train(model, tok, cfg, stream=stream, run_dir=out, resume=args.resume, progress=tick,
                      stop_after=args.stop_after)
@@ -184,7 +176,7 @@ def _finetune(args) -> int:
     model, tok = _load(a["model"], dtype=torch.float32)  # float32 master weights; accelerate places the model
     pairs = [p for t in a["task"] for p in split(t, a["n_train"], 1, a["seed"])[0]]
     _record(args, a)
-    bar, tick = _bar(cfg.steps, f"finetune ({'PauseFT, M_ft=' + str(cfg.m_ft) if cfg.m_ft else 'StdFT'})")
+    bar, tick = loss_bar(cfg.steps, f"finetune ({'PauseFT, M_ft=' + str(cfg.m_ft) if cfg.m_ft else 'StdFT'})")
     with bar:
         hist = train(model, tok, cfg, pairs=encode_pairs(tok, pairs), run_dir=args.out, resume=args.resume,
                      progress=tick, stop_after=args.stop_after)

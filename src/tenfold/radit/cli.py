@@ -6,6 +6,7 @@ from pathlib import Path
 from tenfold.argtypes import directory, non_negative_int, positive_int, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import loss_bar
 
 
 def add_commands(sub) -> None:
@@ -118,15 +119,6 @@ def _sample(questions, n: int, seed: int):
     return stratified(questions, max(1, n // len(kinds)), seed)
 
 
-def _bar(total: int, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("loss {task.fields[loss]}"))
-    job = bar.add_task(label, total=total, loss="-")
-    return bar, lambda step, n, loss: bar.update(job, completed=step, loss=f"{loss:.3f}")
-
-
 def _load_lm(source: str | None, device=None):
     import torch
 
@@ -149,7 +141,7 @@ def _train_lm(args) -> int:
     model, tok = _load_lm(args.model)
     hits = _retriever(ds).search([q.question for q in train], args.k)
     examples = lm_ft_examples(tok, train, hits, ds.passages, args.k)
-    bar, tick = _bar(args.steps, f"LM-ft ({len(examples)} examples)")
+    bar, tick = loss_bar(args.steps, f"LM-ft ({len(examples)} examples)")
     with bar:
         _, losses = finetune_lm(model, tok, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                 lora_r=args.lora_r, seed=args.seed, run_dir=args.out, resume=args.resume,
@@ -208,7 +200,7 @@ def _train_retriever(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         np.savez(targets_path, candidates=candidates, loglik=loglik)
     targets = lsr_distribution(loglik, args.tau)
-    bar, tick = _bar(args.steps, "R-ft (query encoder)")
+    bar, tick = loss_bar(args.steps, "R-ft (query encoder)")
     with bar:
         losses = train_query_encoder(retriever, questions, candidates, targets, steps=args.steps,
                                      batch_size=args.batch_size, lr=args.lr, tau_r=args.tau_r, seed=args.seed,

@@ -15,6 +15,7 @@ from pathlib import Path
 from tenfold.argtypes import directory
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import progress_bar
 
 METHODS = ("dense", "bm25", "hybrid")
 
@@ -97,11 +98,8 @@ def _index(args) -> int:
     if not args.append and not args.force and _has_index(args.out):
         raise TenfoldError(f"{args.out} already holds an index: --append to add {args.doc} to it, "
                            f"--force to replace it")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     # On stderr and only on a terminal (tenfold.cli), so --json keeps it and stdout stays the result.
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), transient=True)
+    bar = progress_bar(remaining=True, transient=True)
     with _warnings_as_lines(), bar:
         job = bar.add_task(f"chunking {Path(args.doc).name}", total=None)
 

@@ -17,7 +17,6 @@ break the grammar to -inf before sampling (a logits processor), so the output al
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from functools import cached_property
 

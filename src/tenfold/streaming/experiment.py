@@ -8,7 +8,6 @@ in ``streaming-speed``, one token per step.
 """
 from __future__ import annotations
 
-import os
 import time
 from functools import lru_cache
 

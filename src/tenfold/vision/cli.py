@@ -6,6 +6,7 @@ from pathlib import Path
 from tenfold.argtypes import directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
+from tenfold.progress import progress_bar
 
 
 def add_commands(sub) -> None:
@@ -68,13 +69,11 @@ def add_commands(sub) -> None:
 
 
 def _world(args) -> int:
-    from rich.progress import Progress
-
     from tenfold.vision.world import write_dataset
 
     if args.size < 32:
         raise TenfoldError(f"--size must be at least 32 (got {args.size})")
-    with Progress(transient=True) as bar:
+    with progress_bar(transient=True) as bar:
         job = bar.add_task(f"rendering {args.split}", total=args.n)
         out = write_dataset(args.out, args.n, args.split, args.size, args.seed,
                             progress=lambda i, n: bar.update(job, completed=i), force=args.force)
@@ -114,8 +113,6 @@ def _parse(args) -> int:
 
 
 def _train_clip(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from tenfold.vision.clip import retrieval_recall, small_clip, train_clip, world_tokenizer, zero_shot_attributes
     from tenfold.vision.world import scenes
 
@@ -133,9 +130,7 @@ def _train_clip(args) -> int:
     else:
         tok = world_tokenizer()
         model, image_size = small_clip(len(tok), seed=args.seed), 64
-    columns = [TextColumn("[bold]CLIP"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("loss {task.fields[loss]}")]
-    with Progress(*columns) as bar:  # on stderr: --json keeps it
+    with progress_bar("CLIP", fields=("loss",)) as bar:  # on stderr: --json keeps it
         job = bar.add_task("clip", total=args.steps, loss="-")
         losses = train_clip(model, tok, args.steps, args.batch_size, args.lr, args.seed, image_size,
                             progress=lambda i, n, loss: bar.update(job, completed=i, loss=f"{loss:.3f}"))
@@ -156,13 +151,6 @@ def _train_clip(args) -> int:
         for key in ("recall (held-out test)", "recall (unseen pairs)", "zero-shot"):
             print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[key].items()))
     return 0
-
-
-def _bar(label: str, disable: bool = False):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), disable=disable)
 
 
 def _train_vlm(args) -> int:
@@ -187,7 +175,7 @@ def _train_vlm(args) -> int:
     if args.lora_rank < 0:
         raise TenfoldError("--lora-rank must be >= 0")
     vlm = build_vlm(clip, args.model, args.image_tokens, train_vision=not args.freeze_vision, lora_rank=args.lora_rank)
-    with _bar("VLM") as bar:  # on stderr: --json keeps it
+    with progress_bar("VLM", fields=("info",)) as bar:  # on stderr: --json keeps it
         job = bar.add_task("train", total=args.steps, info="")
         losses = train_vlm(vlm, args.steps, args.batch_size, args.lr, KINDS, args.seed, run_dir=out, resume=args.resume,
                            checkpoint_every=args.checkpoint_every,
