@@ -67,6 +67,9 @@ def test_headers_keep_the_page_to_itself(page_server):
     assert r.status_code == 200 and "script-src 'self'" in csp and "unsafe" not in csp
     assert "frame-ancestors 'none'" in csp and r.headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in r.text  # no inline code: everything comes from /ui/ files
+    assert httpx.head(page_server.base + "/").status_code == 200
+    rebound = httpx.get(page_server.base + "/", headers={"Host": "attacker.example"})
+    assert rebound.status_code == 400  # a loopback server answers only loopback names (DNS rebinding)
     for path in ("/ui/settings.py", "/ui/..%2Fsettings.py", "/ui/%2e%2e/app.py"):
         assert httpx.get(page_server.base + path).status_code == 404, path  # only the page's own files
     assert httpx.get(page_server.base + "/v1/models").status_code == 401  # the page is public, the API is not
@@ -103,7 +106,7 @@ def test_a_long_conversation_shows_what_the_cache_evicted(page, page_server):
     assert shown["seen"] == str(cache["tokens_seen"]) and shown["evicted"] == str(cache["evicted"]) != "0"
     assert shown["held"] == str(cache["in_cache"]) == str(cache["sinks"] + cache["window"])
     assert shown["fill"] == "100 %"
-    assert shown["memory"] == f"{health['session_memory_mb']:.2f} MB"  # this key's only session
+    assert shown["memory"] == f"{health['session_memory_mb']:.2f} MiB"  # this key's only session
     assert cache["spans"][0]["state"] == "sink" and cache["spans"][0]["tokens"] == 4
     other = httpx.get(f"{page_server.base}/v1/sessions/{session}/cache", headers={"Authorization": "Bearer x"})
     assert other.status_code == 401
@@ -164,3 +167,46 @@ def test_shift_enter_is_a_new_line_and_the_theme_switches(page):
     first = page.evaluate("() => document.documentElement.dataset.theme")
     page.click("#theme")
     assert {first, page.evaluate("() => document.documentElement.dataset.theme")} == {"light", "dark"}
+
+
+def test_a_turn_without_an_answer_leaves_the_conversation(page, page_server):
+    """A refused send (here max tokens above the server's cap) is not kept in the history: its text goes back to
+    the box, and the next request carries only what was answered (it used to be sent again with every turn)."""
+    _sign_in(page)
+    page.wait_for_selector("#model:not(:empty)")
+    page.fill("#max-tokens", "99999")
+    page.fill("#input", "A message the server refuses.")
+    page.press("#input", "Enter")
+    page.wait_for_selector("#status.error")
+    assert "limit" in page.inner_text("#status") and page.input_value("#input") == "A message the server refuses."
+    assert page.locator(".msg").count() == 0
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/v1/chat/completions") else None)
+    page.fill("#max-tokens", "")  # what letters typed into a number field become
+    page.press("#input", "Enter")
+    assert "whole number" in page.inner_text("#status") and not sent  # a bad setting is refused before sending
+    _ask(page, "Hi!", max_tokens=5)
+    assert [m["content"] for m in json.loads(sent[-1])["messages"]] == ["Hi!"]
+
+
+def test_new_conversation_during_an_answer_keeps_it_out(page):
+    _sign_in(page)
+    page.wait_for_selector("#model:not(:empty)")
+    page.fill("#max-tokens", "300")
+    page.fill("#input", "Count from 1 to 100.")
+    page.press("#input", "Enter")
+    page.wait_for_selector(".msg.assistant.streaming .body:not(:empty)", timeout=120_000)
+    page.click("#new")
+    page.wait_for_selector("#send:not([disabled])")
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/v1/chat/completions") else None)
+    _ask(page, "Hi!", max_tokens=5)
+    assert [m["role"] for m in json.loads(sent[-1])["messages"]] == ["user"]
+
+
+def test_a_key_outside_ascii_is_refused_in_the_page(page):
+    _sign_in(page, "KEY\u201cone\u201d")
+    page.wait_for_selector("#key-error:not(:empty)")
+    assert "ASCII" in page.inner_text("#key-error") and page.is_visible("#key-panel")
+    _sign_in(page, "Bearer " + KEY)  # a pasted header value works too
+    page.wait_for_selector("#model:not(:empty)")

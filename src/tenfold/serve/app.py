@@ -12,7 +12,8 @@ JSON 500 for anything unexpected. A request with ``user`` or an ``X-Session-Id``
 cache; with API keys, session ids live in the key's own namespace.
 
 Layers, outermost first: :class:`~tenfold.serve.middleware.CatchAll`, the metrics counter, ``RequestId``,
-Starlette's ``CORSMiddleware`` (with ``allowed_origins``), ``ApiKeys`` (the one key matcher; it sets the tenant),
+Starlette's ``TrustedHostMiddleware`` (with ``allowed_hosts``), ``CORSMiddleware`` (with ``allowed_origins``),
+``ApiKeys`` (the one key matcher; it sets the tenant),
 ``BodyLimit``, then the routes.
 """
 from __future__ import annotations
@@ -50,4 +51,8 @@ def create_app(engine: Engine, settings: ServeSettings, embeddings=None, ui: boo
         wrapped = CORSMiddleware(wrapped, allow_origins=s.allowed_origins, allow_methods=["GET", "POST", "OPTIONS"],
                                  allow_headers=["Authorization", "Content-Type", "X-Session-Id", "X-Request-Id"],
                                  expose_headers=["X-Request-Id"])
+    if "*" not in s.allowed_hosts:  # a web page cannot reach a loopback server through a rebinding DNS name
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        wrapped = TrustedHostMiddleware(wrapped, allowed_hosts=s.allowed_hosts, www_redirect=False)
     return CatchAll(serving.metrics.middleware(RequestId(wrapped)))

@@ -42,6 +42,10 @@ def add_commands(sub) -> None:
     keys.add_argument("--api-key-file", default=None, metavar="FILE", help="more keys, one per line ('#' comments)")
     keys.add_argument("--public-metrics", action="store_true",
                       help="serve /metrics without a key even when API keys are set")
+    keys.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
+                      help="comma-separated Host header names the server answers, or '*' (default: localhost, "
+                      "127.0.0.1 and [::1] when --host is a loopback address, else any): a web page cannot reach a "
+                      "local server through a rebinding DNS name")
     keys.add_argument("--allowed-origins", default="", metavar="ORIGINS",
                       help="comma-separated origins browsers may call from (CORS), or '*'; default: none")
     lim = p.add_argument_group("limits")
@@ -100,6 +104,29 @@ def read_api_keys(keys: list[str], key_file: str | None, env: dict | None = None
         if not key.strip() or any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
             raise TenfoldError("an API key must be printable ASCII without spaces")
     return list(dict.fromkeys(found))
+
+
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]  # as the Host header carries them
+
+
+def allowed_hosts(given: str | None, host: str) -> list[str]:
+    """The Host header names to answer: ``given`` (comma-separated, ``*`` for any), else the loopback names when
+    the server listens on a loopback address (DNS rebinding cannot then reach it from a web page), else any."""
+    if given is not None:
+        names = [h.strip().lower() for h in given.split(",") if h.strip()]
+        if not names:
+            raise TenfoldError("--allowed-hosts is empty; give host names, or '*' for any")
+        for name in names:
+            if name != "*" and ("*" in name[1:] or (name.startswith("*") and not name.startswith("*."))):
+                raise TenfoldError(f"--allowed-hosts: {name!r} is not a host name or a '*.example.com' pattern")
+        return names
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() == "localhost"
+    return list(LOOPBACK_NAMES) if loopback else ["*"]
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -161,6 +188,7 @@ def _serve(args) -> int:
     config = _check(args)
     api_keys = read_api_keys(args.api_key, args.api_key_file)
     origins = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
+    hosts = allowed_hosts(args.allowed_hosts, args.host)
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     embeddings = None
@@ -193,7 +221,7 @@ def _serve(args) -> int:
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
                              max_image_pixels=args.max_image_pixels, max_images=args.max_images, api_keys=api_keys,
-                             allowed_origins=origins, public_metrics=args.public_metrics,
+                             allowed_origins=origins, allowed_hosts=hosts, public_metrics=args.public_metrics,
                              body_timeout=args.idle_timeout, truncation=args.truncation,
                              max_stored_responses=args.max_stored_responses)
     app = create_app(engine, settings, embeddings, ui=not args.no_ui)

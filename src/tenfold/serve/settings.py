@@ -18,6 +18,7 @@ class ServeSettings:
     max_images: int = 4
     api_keys: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=lambda: ["*"])  # Host headers answered (DNS rebinding guard)
     public_metrics: bool = False  # with API keys, /metrics needs a key unless this is set
     body_timeout: float = 15.0  # seconds a request body may stall between chunks (408 past it)
     truncation: str = "auto"  # the Responses API's truncation when a request does not say (--truncation)

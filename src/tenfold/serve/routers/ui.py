@@ -25,7 +25,7 @@ def _file(name: str) -> Response:
     return Response(body, media_type=_FILES[name], headers=_HEADERS)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def index():
     return _file("index.html")
 

@@ -5,8 +5,9 @@
   const $ = (id) => document.getElementById(id);
   const store = window.sessionStorage;
   const state = {
-    key: store.getItem("tenfold-key") || "",
-    session: store.getItem("tenfold-session") || newSessionId(),
+    key: (store.getItem("tenfold-key") || "").replace(/[^\x21-\x7e]/g, ""),
+    session: newSessionId(),  // the conversation lives in this page, so a reload starts a new session
+    generation: 0,  // bumped by "New conversation": a late reply of an older conversation is dropped
     model: null,
     history: [],
     controller: null,
@@ -59,14 +60,34 @@
     state.model = models[0].id;
     $("model").textContent = state.model;
     $("key-panel").hidden = true;
+    $("change-key").hidden = !state.key;
     await refreshCache();
     return true;
   }
 
+  // The server's own rule for keys (printable ASCII without spaces); a pasted "Bearer KEY" is taken as KEY.
+  function cleanKey(text) {
+    const key = text.trim().replace(/^Bearer\s+/i, "");
+    if (!key) return {error: "Enter the key."};
+    if (!/^[\x21-\x7e]+$/.test(key)) return {error: "A key is printable ASCII without spaces (check for pasted quotes)."};
+    return {key: key};
+  }
+
   $("key-use").addEventListener("click", async () => {
-    state.key = $("key").value.trim();
-    store.setItem("tenfold-key", state.key);
-    await connect();
+    const {key, error} = cleanKey($("key").value);
+    if (error) {
+      $("key-error").textContent = error;
+      return;
+    }
+    state.key = key;
+    store.setItem("tenfold-key", key);
+    await connect().catch((e) => askForKey("Cannot reach the server: " + (e.message || e)));
+  });
+  $("change-key").addEventListener("click", () => {
+    state.key = "";
+    store.removeItem("tenfold-key");
+    $("key").value = "";
+    askForKey("");
   });
   $("key").addEventListener("keydown", (e) => { if (e.key === "Enter") $("key-use").click(); });
 
@@ -76,7 +97,9 @@
     item.className = "msg " + role;
     const who = document.createElement("div");
     who.className = "who";
-    who.textContent = role === "user" ? "You" : "Assistant";
+    const name = document.createElement("span");
+    name.textContent = role === "user" ? "You" : "Assistant";
+    who.appendChild(name);
     const body = document.createElement("div");
     body.className = "body";
     item.append(who, body);
@@ -86,12 +109,18 @@
       copy.className = "copy";
       copy.textContent = "Copy";
       copy.addEventListener("click", () => copyText(item.dataset.text || "", copy));
-      item.appendChild(copy);
+      who.appendChild(copy);
     }
     setText(item, text);
     $("messages").appendChild(item);
-    item.scrollIntoView({block: "end"});
+    scrollDown(true);
     return item;
+  }
+
+  // Keep the newest text in view while it streams, unless the reader scrolled up to read something earlier.
+  function scrollDown(force) {
+    const box = $("messages");
+    if (force || box.scrollHeight - box.scrollTop - box.clientHeight < 80) box.scrollTop = box.scrollHeight;
   }
 
   function setText(item, text) {
@@ -102,12 +131,26 @@
   }
 
   async function copyText(text, button) {
-    try {
-      await navigator.clipboard.writeText(text);
-      button.textContent = "Copied";
-    } catch (e) {
-      button.textContent = "Copy failed";
+    let done = false;
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(text);
+        done = true;
+      } catch (e) {
+        done = false;
+      }
     }
+    if (!done) {  // plain http on a LAN address has no clipboard API: copy through a selected text field
+      const field = document.createElement("textarea");
+      field.value = text;
+      field.setAttribute("readonly", "");
+      field.className = "offscreen";
+      document.body.appendChild(field);
+      field.select();
+      try { done = document.execCommand("copy"); } catch (e) { done = false; }
+      field.remove();
+    }
+    button.textContent = done ? "Copied" : "Copy failed";
     setTimeout(() => { button.textContent = "Copy"; }, 1500);
   }
 
@@ -117,31 +160,49 @@
     $("input").disabled = on;
   }
 
+  // The settings as the API takes them, or an error line (nothing is sent with a setting the server would refuse).
+  function settings() {
+    const temperature = Number($("temperature").value), maxTokens = Number($("max-tokens").value);
+    if ($("temperature").value.trim() === "" || !(temperature >= 0 && temperature <= 2)) {
+      return {error: "Temperature must be a number from 0 to 2."};
+    }
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) return {error: "Max tokens must be a whole number, 1 or more."};
+    return {temperature: temperature, max_tokens: maxTokens};
+  }
+
+  const ENDINGS = {
+    length: "stopped at max tokens",
+    abort: "the server ended this answer early (it is shutting down); the answer is cut off",
+  };
+
   async function send() {
     const text = $("input").value;
     if (!text.trim() || state.controller) return;
+    const chosen = settings();
+    if (chosen.error) {
+      status(chosen.error, true);
+      return;
+    }
+    const generation = state.generation;
     $("input").value = "";
-    state.history.push({role: "user", content: text});
     bubble("user", text);
     const answer = bubble("assistant", "");
     answer.classList.add("streaming");
     const system = $("system").value.trim();
-    const messages = (system ? [{role: "system", content: system}] : []).concat(state.history);
-    const body = {
-      model: state.model, messages: messages, stream: true,
-      temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value),
-    };
+    const turn = {role: "user", content: text};
+    const messages = (system ? [{role: "system", content: system}] : []).concat(state.history, [turn]);
+    const body = Object.assign({model: state.model, messages: messages, stream: true}, chosen);
     state.controller = new AbortController();
     busy(true);
     status("");
-    let reply = "", finish = null;
+    let reply = "", finish = null, failed = null;
     try {
       const response = await fetch("/v1/chat/completions", {
         method: "POST", headers: headers(), body: JSON.stringify(body), signal: state.controller.signal,
       });
       if (response.status === 401) {
         askForKey("The server refused the key: " + await errorText(response));
-        throw new Error("API key refused");
+        throw new Error("the API key was refused");
       }
       if (!response.ok) throw new Error(await errorText(response));
       const reader = response.body.getReader();
@@ -164,24 +225,36 @@
               if (choice.finish_reason) finish = choice.finish_reason;
             }
           }
-          setText(answer, reply);
+          if (generation === state.generation) {
+            setText(answer, reply);
+            scrollDown(false);
+          }
         }
       }
-      status(finish === "length" ? "stopped at max tokens" : "");
     } catch (e) {
-      if (e.name === "AbortError") status("stopped");
-      else status(String(e.message || e), true);
+      failed = e.name === "AbortError" ? "stopped" : String(e.message || e);
     } finally {
       answer.classList.remove("streaming");
       state.controller = null;
       busy(false);
-      if (reply) state.history.push({role: "assistant", content: reply});
-      else if (state.history.length && state.history[state.history.length - 1].role === "user" && !reply) {
-        answer.remove();
-      }
-      $("input").focus();
-      await refreshCache();
     }
+    if (generation !== state.generation) return;  // "New conversation" was chosen meanwhile: this reply is not in it
+    if (reply) {
+      state.history.push(turn, {role: "assistant", content: reply});
+      status(failed === "stopped" ? "stopped" : failed ? "the answer was cut off: " + failed : ENDINGS[finish] || "",
+             !!failed && failed !== "stopped");
+    } else {
+      // no answer: the turn leaves the conversation and its text goes back to the box, to edit or send again
+      const asked = answer.previousElementSibling;
+      answer.remove();
+      if (asked) asked.remove();
+      $("input").value = text;
+      status(failed === "stopped" ? "stopped before any answer; your message is back in the box"
+             : failed ? "not sent: " + failed : "the model gave an empty answer; your message is back in the box",
+             !!failed && failed !== "stopped");
+    }
+    $("input").focus();
+    await refreshCache();
   }
 
   $("send").addEventListener("click", send);
@@ -193,6 +266,7 @@
     }
   });
   $("new").addEventListener("click", async () => {
+    state.generation += 1;
     if (state.controller) state.controller.abort();
     state.history = [];
     state.session = newSessionId();
@@ -202,35 +276,50 @@
   });
 
   // -- the cache -----------------------------------------------------------------------------------------
-  const EVICTED_SHOWN = 400;  // characters of evicted text shown (its end)
+  const EVICTED_SHOWN = 160;  // characters of evicted text shown (its end)
 
   function show(counts) {
     $("c-seen").textContent = counts.tokens_seen;
     $("c-held").textContent = counts.in_cache;
     $("c-evicted").textContent = counts.evicted;
     $("c-fill").textContent = Math.round(100 * counts.fill) + " %";
-    $("c-memory").textContent = (counts.memory_bytes / 1048576).toFixed(2) + " MB";
+    $("c-memory").textContent = (counts.memory_bytes / 1048576).toFixed(2) + " MiB";
     $("fillbar").style.width = Math.min(100, Math.round(100 * counts.fill)) + "%";
   }
 
+  function emptyCache(note) {
+    show({tokens_seen: 0, in_cache: 0, evicted: 0, fill: 0, memory_bytes: 0});
+    $("tokens").replaceChildren();
+    $("tokens").dataset.state = "empty";
+    $("cache-note").textContent = note || "";
+  }
+
+  // After a turn (the session is busy while an answer streams, 409, so it is asked again shortly).
   async function refreshCache() {
-    if (!state.history.length) {  // nothing sent on this session yet: there is no cache to ask about
-      show({tokens_seen: 0, in_cache: 0, evicted: 0, fill: 0, memory_bytes: 0});
-      $("tokens").replaceChildren();
-      $("tokens").dataset.state = "empty";
-      return;
+    if (!state.history.length) return emptyCache("");
+    let response = null;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      try {
+        response = await fetch("/v1/sessions/" + encodeURIComponent(state.session) + "/cache", {headers: headers()});
+      } catch (e) {
+        $("cache-note").textContent = "cannot reach the server";
+        return;
+      }
+      if (response.status !== 409) break;
+      await new Promise((done) => setTimeout(done, 300));
     }
-    const response = await fetch("/v1/sessions/" + encodeURIComponent(state.session) + "/cache", {headers: headers()});
-    const tokens = $("tokens");
     if (response.status === 404) {
-      show({tokens_seen: 0, in_cache: 0, evicted: 0, fill: 0, memory_bytes: 0});
-      tokens.replaceChildren();
-      tokens.dataset.state = "empty";
+      return emptyCache("The server holds no cache for this conversation now (a stopped answer resets it, idle " +
+                        "sessions expire); the next message reads the conversation again.");
+    }
+    if (!response.ok) {
+      $("cache-note").textContent = "cache state unavailable: " + await errorText(response);
       return;
     }
-    if (!response.ok) return;
     const cache = await response.json();
+    $("cache-note").textContent = "";
     show(cache);
+    const tokens = $("tokens");
     tokens.replaceChildren();
     for (const span of cache.spans) {
       if (span.state === "evicted") {
@@ -262,5 +351,5 @@
     window.localStorage.setItem("tenfold-theme", document.documentElement.dataset.theme);
   });
 
-  connect().catch((e) => status(String(e), true));
+  connect().catch((e) => status("Cannot reach the server: " + (e.message || e), true));
 })();

@@ -1,13 +1,16 @@
 // A small Markdown renderer that builds DOM nodes with textContent only: no HTML is ever parsed, so model output
 // holding <script> or <img onerror> is shown as the text it is. Covers what chat answers use: fenced code blocks,
 // headings, bullet and numbered lists, paragraphs, `inline code`, **bold**, *italic* and [links](https://...)
-// (http and https only, opened without a referrer).
+// (http and https only, opened without a referrer). Anything it does not recognise stays the text it is.
 "use strict";
 (function () {
+  // `code`, **bold**, *italic* (not inside words: 2*3*4 stays as written) and [label](http(s) URL, one level of
+  // parentheses allowed inside it)
+  const INLINE = /(`[^`]+`)|(\*\*(?=\S)[^*]+?\*\*)|((?<![\w*])\*(?=\S)[^*\n]*?[^*\s]\*(?![\w*]))|(\[([^\]]+)\]\(((?:[^()\s]|\([^()\s]*\))+)\))/g;
+
   function inline(text, parent) {
-    const pattern = /(`[^`]+`)|(\*\*[^*]+\*\*)|(\*[^*\s][^*]*\*)|(\[[^\]]+\]\([^)\s]+\))/g;
     let last = 0;
-    for (const m of text.matchAll(pattern)) {
+    for (const m of text.matchAll(INLINE)) {
       if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
       const token = m[0];
       let node;
@@ -21,16 +24,14 @@
         node = document.createElement("em");
         inline(token.slice(1, -1), node);
       } else {
-        const close = token.indexOf("](");
-        const label = token.slice(1, close), href = token.slice(close + 2, -1);
         let url = null;
-        try { url = new URL(href); } catch (e) { url = null; }
+        try { url = new URL(m[6]); } catch (e) { url = null; }
         if (url && (url.protocol === "http:" || url.protocol === "https:")) {
           node = document.createElement("a");
           node.href = url.href;
           node.rel = "noopener noreferrer";
           node.target = "_blank";
-          node.textContent = label;
+          inline(m[5], node);
         } else {
           node = document.createTextNode(token);
         }
@@ -57,13 +58,21 @@
       }
       const bullet = /^\s*([-*+]|\d+[.)])\s+/;
       if (bullet.test(line)) {
-        const ordered = /^\s*\d/.test(line);
-        const list = document.createElement(ordered ? "ol" : "ul");
-        while (i < lines.length && bullet.test(lines[i])) {
-          const li = document.createElement("li");
-          inline(lines[i].replace(bullet, ""), li);
-          list.appendChild(li);
-          i++;
+        // one list, even when its items are separated by blank lines (as models often write them)
+        const first = /^\s*(\d+)[.)]/.exec(line);
+        const list = document.createElement(first ? "ol" : "ul");
+        if (first && Number(first[1]) !== 1) list.start = Number(first[1]);
+        while (i < lines.length) {
+          if (bullet.test(lines[i])) {
+            const li = document.createElement("li");
+            inline(lines[i].replace(bullet, ""), li);
+            list.appendChild(li);
+            i++;
+          } else if (!lines[i].trim() && i + 1 < lines.length && bullet.test(lines[i + 1])) {
+            i++;
+          } else {
+            break;
+          }
         }
         parent.appendChild(list);
         continue;
