@@ -109,9 +109,11 @@ def read_api_keys(keys: list[str], key_file: str | None, env: dict | None = None
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]  # as the Host header carries them
 
 
-def allowed_hosts(given: str | None, host: str) -> list[str]:
+def allowed_hosts(given: str | list | None, host: str) -> list[str]:
     """The Host header names to answer: ``given`` (comma-separated, ``*`` for any), else the loopback names when
     the server listens on a loopback address (DNS rebinding cannot then reach it from a web page), else any."""
+    if isinstance(given, list):  # already resolved
+        return given
     if given is not None:
         names = [h.strip().lower() for h in given.split(",") if h.strip()]
         if not names:
@@ -171,6 +173,7 @@ def _check(args) -> SinkConfig:
             raise TenfoldError(f"--{name.replace('_', '-')} must be > 0")
     if not args.drain_timeout >= 0:
         raise TenfoldError("--drain-timeout must be >= 0")
+    args.allowed_hosts = allowed_hosts(args.allowed_hosts, args.host)
     return config
 
 
@@ -188,7 +191,7 @@ def _serve(args) -> int:
     config = _check(args)
     api_keys = read_api_keys(args.api_key, args.api_key_file)
     origins = [o.strip() for o in args.allowed_origins.split(",") if o.strip()]
-    hosts = allowed_hosts(args.allowed_hosts, args.host)
+    hosts = args.allowed_hosts
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     embeddings = None
