@@ -305,6 +305,27 @@ def test_embedding_model_none_serves_no_embeddings(small):
     assert r.status_code == 404 and "--embedding-model none" in r.json()["error"]["message"]
 
 
+def test_a_body_trickled_byte_by_byte_ends_with_408(small):
+    """Each byte came within the stall limit (--idle-timeout 2 here), so only a limit on the whole body ends it:
+    four times the stall limit (a slowloris client held the connection for as long as it liked)."""
+    sock = socket.create_connection(("127.0.0.1", small.port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000\r\n\r\n")
+    start, reply = time.time(), b""
+    sock.settimeout(0.2)
+    while time.time() - start < 20 and not reply:
+        try:
+            sock.sendall(b"{")
+        except OSError:
+            break
+        try:
+            reply = sock.recv(4096)
+        except socket.timeout:
+            time.sleep(1.0)
+    sock.close()
+    assert b" 408 " in reply.split(b"\r\n")[0] and b"longer than 8 s" in reply, reply[:300]
+
+
 def test_a_batch_larger_than_the_queue_is_a_400_not_a_429(small):
     r = httpx.post(small.base + "/v1/completions", json={"model": MODEL, "prompt": ["a", "b"], "max_tokens": 2},
                    timeout=60)
@@ -313,7 +334,7 @@ def test_a_batch_larger_than_the_queue_is_a_400_not_a_429(small):
 
 def test_a_stalled_body_gets_408_and_the_connection_closes(small):
     s = socket.create_connection(("127.0.0.1", small.port))
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               b"Content-Length: 100\r\n\r\n{\"model\": ")
     s.settimeout(15)
     start, data = time.time(), b""

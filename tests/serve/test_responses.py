@@ -183,3 +183,42 @@ def test_langchain_chat_openai_with_the_responses_api(server):
 
     called = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
     assert called.tool_calls[0]["name"] == "get_weather" and "city" in called.tool_calls[0]["args"]
+
+
+def test_deleting_a_response_keeps_its_continuations_whole(client):
+    """A deleted (or pushed-out) response hands its turn to the responses that continued it: a chain through it
+    can still be continued, with the same conversation."""
+    a = client.responses.create(model=MODEL, input="My name is Ada.", max_output_tokens=8, temperature=0)
+    b = client.responses.create(model=MODEL, input="What is my name?", previous_response_id=a.id,
+                                max_output_tokens=8, temperature=0)
+    before = client.responses.input_tokens.count(model=MODEL, input="Again?", previous_response_id=b.id)
+    client.responses.delete(a.id)
+    after = client.responses.input_tokens.count(model=MODEL, input="Again?", previous_response_id=b.id)
+    assert after.input_tokens == before.input_tokens  # A's turn is still in B's conversation
+    c = client.responses.create(model=MODEL, input="Again?", previous_response_id=b.id, max_output_tokens=8,
+                                temperature=0)
+    assert c.usage.input_tokens == before.input_tokens and c.usage.input_tokens_details.cached_tokens > 0
+
+
+def test_a_call_cut_after_complete_calls_leaves_no_markup(client):
+    """With parallel calls the small model keeps calling until the budget cuts a call in half: the complete calls
+    come back, the cut-off one is dropped (it came back as raw <tool_call> text before the calls)."""
+    out = client.responses.create(model=MODEL, input="Weather in Paris?", tools=[WEATHER], tool_choice="required",
+                                  max_output_tokens=40, temperature=0)
+    assert out.status == "incomplete" and out.output and all(o.type == "function_call" for o in out.output)
+    chat = openai.OpenAI(base_url=client.base_url, api_key="none").chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}], max_tokens=40, temperature=0,
+        tools=[{"type": "function", "function": {k: WEATHER[k] for k in ("name", "description", "parameters")}}],
+        tool_choice="required")
+    assert chat.choices[0].finish_reason == "length" and chat.choices[0].message.tool_calls
+    assert not chat.choices[0].message.content
+
+
+def test_metadata_follows_openais_rule(server):
+    for bad in ([1], {"a": {"b": 1}}, {"a": 5}, {f"k{i}": "v" for i in range(17)}):
+        r = httpx.post(server + "/v1/responses", json={"model": MODEL, "input": "Hi", "metadata": bad}, timeout=60)
+        assert r.status_code == 400 and "metadata" in r.json()["error"]["message"], r.text
+    ok = httpx.post(server + "/v1/responses", json={"model": MODEL, "input": "Hi", "max_output_tokens": 2,
+                                                    "metadata": {"team": "a"}}, timeout=60).json()
+    assert ok["metadata"] == {"team": "a"} and ok["tool_choice"] == "auto"
+    assert httpx.head(server + "/health").status_code == 200

@@ -151,3 +151,12 @@ def test_no_key_evicts_another_keys_sessions_or_sees_its_counters(keyed):
     assert after["sessions"] == 1 and after["sessions_evicted"] == before["sessions_evicted"]
     two = httpx.get(keyed.base + "/health", headers={"Authorization": f"Bearer {K2}"}).json()
     assert two["sessions"] == 1 and two["sessions_evicted"] >= 3 and "decoded_rows" not in two
+
+
+def test_anthropic_clients_get_anthropic_shaped_auth_errors(keyed):
+    r = httpx.post(keyed.base + "/v1/messages", json={"model": MODEL, "max_tokens": 2, "messages": []},
+                   headers={"x-api-key": "wrong"})
+    assert r.status_code == 401 and r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error"
+    ok = httpx.post(keyed.base + "/v1/messages/count_tokens", headers={"x-api-key": K1},
+                    json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+    assert ok.status_code == 200 and ok.json()["input_tokens"] > 0

@@ -48,8 +48,10 @@ def create_app(engine: Engine, settings: ServeSettings, embeddings=None, ui: boo
     if s.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        wrapped = CORSMiddleware(wrapped, allow_origins=s.allowed_origins, allow_methods=["GET", "POST", "OPTIONS"],
-                                 allow_headers=["Authorization", "Content-Type", "X-Session-Id", "X-Request-Id"],
+        # any request header: the official browser SDKs send their own (x-stainless-*, anthropic-version,
+        # x-api-key); every request still needs a key
+        wrapped = CORSMiddleware(wrapped, allow_origins=s.allowed_origins,
+                                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"],
                                  expose_headers=["X-Request-Id"])
     if "*" not in s.allowed_hosts:  # a web page cannot reach a loopback server through a rebinding DNS name
         from starlette.middleware.trustedhost import TrustedHostMiddleware

@@ -121,7 +121,8 @@ class ChatPrompts:
             found = next((t for t in self.control if t in m["content"]), None)
             if found is not None:
                 raise APIError(400, f"message {i} contains the control token {found!r}, which would forge a turn of "
-                               "the chat template; remove it", param=f"{param}.{i}.content", code="control_token")
+                               "the chat template; remove it", code="control_token",
+                               param=param if param == "instructions" else f"{param}.{i}.content")
 
     def check_tools(self, tools: list[dict] | None, param: str = "tools") -> None:
         """Tool names, descriptions and schemas may not spell a control token either (they are rendered into the

@@ -21,6 +21,15 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def error_for(scope, status: int, body: dict) -> dict:
+    """``body`` as it is, or in Anthropic's shape on the Anthropic Messages endpoints (``/v1/messages...``)."""
+    if scope.get("path", "").startswith("/v1/messages"):
+        from tenfold.serve.render_anthropic import anthropic_error
+
+        return anthropic_error(status, body["error"]["message"])
+    return body
+
+
 async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send a complete JSON response through raw ASGI ``send``."""
     payload = json.dumps(body).encode()
@@ -38,28 +47,33 @@ class BodyLimit:
     the 413 is sent before any parsing. Later ``receive`` calls (disconnect detection) pass through.
     """
 
-    def __init__(self, app, max_bytes: int, timeout: float = 15.0):
+    def __init__(self, app, max_bytes: int, timeout: float = 15.0, total: float | None = None):
         self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+        self.total = 4 * timeout if total is None else total  # a body trickled byte by byte ends too
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._too_big(send)
+            return await self._too_big(scope, send)
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.total
         while True:
+            left = deadline - asyncio.get_running_loop().time()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.timeout, left)))
             except asyncio.TimeoutError:
-                return await send_json(send, 408, error_body(f"the request body stalled for {self.timeout:g} s",
-                                                             code="request_timeout"), [(b"connection", b"close")])
+                why = (f"the request body stalled for {self.timeout:g} s" if left > self.timeout else
+                       f"the request body took longer than {self.total:g} s")
+                return await send_json(send, 408, error_for(scope, 408, error_body(why, code="request_timeout")),
+                                       [(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 return None
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                return await self._too_big(send)
+                return await self._too_big(scope, send)
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -74,9 +88,9 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _too_big(self, send):
-        await send_json(send, 413, error_body(f"request body larger than {self.max_bytes} bytes",
-                                              code="body_too_large"), [(b"connection", b"close")])
+    async def _too_big(self, scope, send):
+        body = error_body(f"request body larger than {self.max_bytes} bytes", code="body_too_large")
+        await send_json(send, 413, error_for(scope, 413, body), [(b"connection", b"close")])
 
 
 class RequestId:
@@ -195,9 +209,9 @@ class ApiKeys:
                 sent.append(value.strip())
         key = self._match(sent[0]) if len(set(sent)) == 1 and sent[0] else None
         if key is None and not public:
-            message = ("missing API key: send 'Authorization: Bearer <key>'" if not sent else
+            message = ("missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')" if not sent else
                        "send one API key, not several" if len(set(sent)) > 1 else "invalid API key")
-            return await send_json(send, 401, error_body(message, "authentication_error", code="invalid_api_key"),
-                                   [(b"www-authenticate", b"Bearer")])
+            body = error_for(scope, 401, error_body(message, "authentication_error", code="invalid_api_key"))
+            return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
         state["tenant"] = None if key is None else tenant_of(key.decode())
         return await self.app(scope, receive, send)

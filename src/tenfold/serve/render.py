@@ -40,7 +40,7 @@ class ChatRender:
         """The message fields for ``text`` (tool calls parsed out when the request had tools) and finish_reason."""
         if not self.tools:
             return {"content": text}, reason
-        content, calls = parse_calls(text)
+        content, calls = parse_calls(text, truncated=reason == "length")
         if not calls:
             return {"content": content or ""}, reason
         # a reply cut by max_tokens says so, even when it holds complete calls before the cut

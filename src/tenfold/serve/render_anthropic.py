@@ -42,7 +42,7 @@ class MessageRender:
         """Content blocks and ``stop_reason`` for the finished text."""
         blocks, calls = [], []
         if self.tools:
-            text, calls = parse_calls(text)
+            text, calls = parse_calls(text, truncated=finish == "length")
             text = text or ""
         if text:
             blocks.append({"type": "text", "text": text})

@@ -46,7 +46,7 @@ class ResponseRender:
                  "strict": False} for t in self.req.tools or []]
 
     def _tool_choice(self):
-        choice = self.req.tool_choice
+        choice = self.req.tool_choice if self.req.tools else "auto"  # OpenAI echoes auto when no tools were sent
         return choice if isinstance(choice, str) else {"type": "function", "name": choice["function"]["name"]}
 
     def response(self, status: str, output: list[dict], usage: dict | None = None, reason: str | None = None,
@@ -63,7 +63,7 @@ class ResponseRender:
                 "temperature": self.temperature, "text": {"format": (req.text or {}).get("format") or {"type": "text"}},
                 "tool_choice": self._tool_choice(), "tools": self._tools(), "top_p": self.top_p,
                 "truncation": self.truncation, "usage": usage, "user": req.user,
-                "metadata": (req.model_extra or {}).get("metadata") or {},
+                "metadata": req.metadata or {},
                 "completed_at": int(time.time()) if status == "completed" else None}
 
     def _message(self, text: str, status: str) -> dict:
@@ -81,7 +81,7 @@ class ResponseRender:
         item_status = "completed" if status == "completed" else "incomplete"
         if not self.tools:
             return [self._message(text, item_status)], status, reason
-        content, calls = parse_calls(text)
+        content, calls = parse_calls(text, truncated=finish == "length")
         items = [self._message(content, item_status)] if content else []
         for c in calls:
             namespace, name = split_qualified(c["function"]["name"])

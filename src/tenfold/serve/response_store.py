@@ -6,8 +6,9 @@ and its output as an assistant message) and a link to the response it continued.
 rebuild the conversation. The newest response of a chain also keeps the conversation's exact text and token ids
 through its output, so a follow-up can tokenize only its new text and continue the chain's sink-cache session
 (its prefix is then the session's history token for token); that copy moves to the child when a chain grows, so
-a chain holds it once. Each key holds at most ``max_per_key`` responses, least recently used first out; a chain
-whose older response was dropped can no longer be continued (404, as a response past OpenAI's retention).
+a chain holds it once. Each key holds at most ``max_per_key`` responses, least recently used first out. When a
+response is deleted or pushed out, the responses that continued it take over its turn, so their chains can still
+be continued.
 """
 from __future__ import annotations
 
@@ -50,11 +51,26 @@ class ResponseStore:
             parent.text = parent.ids = None  # the chain's exact history now lives in its newest response
         items[response.id] = response
         while len(items) > self.max_per_key:
-            items.popitem(last=False)
+            self._remove(items, next(iter(items)))
+
+    @staticmethod
+    def _remove(items: OrderedDict, response_id: str) -> None:
+        """Remove one response; the responses that continued it take over its turn (and its link), so their
+        chains stay whole and can still be continued."""
+        gone = items.pop(response_id)
+        for child in items.values():
+            if child.previous == response_id:
+                child.messages = gone.messages + child.messages
+                child.previous = gone.previous
+                if child.session == gone.id:
+                    child.session = gone.session
 
     def delete(self, tenant: str, response_id: str) -> bool:
         items = self._by_tenant.get(tenant)
-        return items is not None and items.pop(response_id, None) is not None
+        if items is None or response_id not in items:
+            return False
+        self._remove(items, response_id)
+        return True
 
     def chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
         """The responses from the chain's first to ``response_id``, oldest first; None when any is gone."""

@@ -296,7 +296,7 @@ class Serving:
         except Engine.Unavailable as exc:
             for job in jobs:
                 job.cancel()
-            raise APIError(503, str(exc), "server_error", code="shutting_down") from None
+            raise APIError(503, str(exc), "server_error", code="shutting_down", headers={"Retry-After": "5"}) from None
         return Run(jobs, queue, params.n, sum(len(ids) for ids in prompts), self.metrics)
 
     @staticmethod

@@ -171,13 +171,15 @@ def call_text(tool_calls: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def parse_calls(text: str) -> tuple[str | None, list[dict]]:
+def parse_calls(text: str, truncated: bool = False) -> tuple[str | None, list[dict]]:
     """Split generated text into (content, OpenAI ``tool_calls``), following the grammar's own structure.
 
     A call is ``<tool_call>``, one JSON object ``{"name": str, "arguments": object}`` read by a JSON decoder (so a
     ``</tool_call>`` inside a string argument is just text), then ``</tool_call>``. Anything else, a call that does
-    not parse included, stays in the content; so does a call cut off by the token limit before it closed: the
-    client sees whatever was produced (issue 38 D3), never an empty answer.
+    not parse included, stays in the content. ``truncated`` (the token limit cut the text): a call cut off before
+    it closed is dropped when complete calls came before it (the answer is those calls, marked cut by its finish
+    reason); when nothing else was produced it stays as the content, so the client sees whatever was produced
+    (issue 38 D3), never an empty answer.
     """
     decoder = json.JSONDecoder()
     calls, rest, last, at = [], [], 0, text.find(CALL_OPEN)
@@ -198,6 +200,9 @@ def parse_calls(text: str) -> tuple[str | None, list[dict]]:
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                       "function": {"name": data["name"], "arguments": json.dumps(data["arguments"])}})
         at = text.find(CALL_OPEN, last)
-    rest.append(text[last:])
+    tail = text[last:]
+    if truncated and calls and tail.lstrip().startswith(CALL_OPEN):
+        tail = ""  # the cut-off start of one more call
+    rest.append(tail)
     content = "".join(rest).strip()
     return (content or None), calls

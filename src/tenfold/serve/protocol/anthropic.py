@@ -84,8 +84,8 @@ def anthropic_messages(system: Any, messages: list) -> list[dict]:
                     raise ValueError(f"{where}: a tool_result block needs a string tool_use_id")
                 results.append(_tool_result_text(block, where))
             else:
-                raise ValueError(f"{where}: content block type {json_repr(kind)} is not supported in a {role} "
-                                 "message (text, and tool_use / tool_result, are)")
+                raise ValueError(f"{where}: content block type {json_repr(kind)} is not supported in {'an' if role == 'assistant' else 'a'} "
+                                 f"{role} message (text, and tool_use in assistant / tool_result in user messages, are)")
         plain += [{"role": "tool", "content": r} for r in results]
         text = "".join(texts)
         if calls:
@@ -179,6 +179,8 @@ class MessagesRequest(BaseModel):
     def _choice(self):
         names = [t["function"]["name"] for t in self.tools or []]
         choice = self.tool_choice or {"type": "auto"}
+        if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
+            raise ValueError("tool_choice.disable_parallel_tool_use must be true or false")
         kind = choice.get("type")
         mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind)
         if kind == "tool":

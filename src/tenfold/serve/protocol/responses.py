@@ -20,7 +20,7 @@ from tenfold.serve.protocol.common import (TOOL_NAME, check_tool_choice, functio
                                            json_repr, unicode_everywhere, unique_tools, utf8)
 from tenfold.serve.structured import call_text
 
-_HARMLESS = {"metadata", "service_tier", "safety_identifier", "prompt_cache_retention", "stream_options",
+_HARMLESS = {"service_tier", "safety_identifier", "prompt_cache_retention", "stream_options",
              "client_metadata", "session_id"}
 _NEUTRAL = {"background": (None, False), "top_logprobs": (None, 0),
             "max_tool_calls": (None,), "conversation": (None,), "prompt": (None,), "context_management": (None,),
@@ -126,6 +126,18 @@ class ResponsesRequest(BaseModel):
     truncation: Literal["auto", "disabled"] | None = None
     user: str | None = Field(default=None, max_length=256)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, str] | None = None
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value):
+        """OpenAI's rule: at most 16 pairs, keys up to 64 characters, values strings up to 512."""
+        if value is None:
+            return None
+        if not isinstance(value, dict) or len(value) > 16 or \
+                any(not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in value.items()):
+            raise ValueError("metadata is at most 16 pairs of strings (keys up to 64 characters, values up to 512)")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -70,6 +70,10 @@ async def messages(req: MessagesRequest, request: Request, s: Serving = Depends(
                 for event in render.failed(exc.status, exc.message):
                     yield event
                 return
+            if finish == "abort":  # the server is shutting down: not an ordinary ending
+                for event in render.failed(503, "the server is shutting down; this answer was cut off"):
+                    yield event
+                return
             stop = _stop_sequence(s, run, render.text, params.stop) if finish == "stop" else None
             for event in render.finish(finish, stop, usage()):
                 yield event
@@ -79,6 +83,9 @@ async def messages(req: MessagesRequest, request: Request, s: Serving = Depends(
     if done is None:
         return disconnected()
     text, finish = done.texts[0], done.reasons[0]
+    if finish == "abort":
+        raise APIError(503, "the server is shutting down; this answer was cut off", "server_error",
+                       code="shutting_down", headers={"Retry-After": "5"})
     stop = _stop_sequence(s, run, text, params.stop) if finish == "stop" else None
     return render.full(text, finish, stop, usage())
 

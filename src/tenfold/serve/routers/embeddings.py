@@ -46,7 +46,6 @@ async def tokenize(req: TokenizeRequest, s: Serving = Depends(serving)):
     tokens one request may send (``--max-prompt-tokens``): the sink cache takes conversations of any length."""
     _check_model(s, req.model)
     if req.prompt is not None:
-        s.check_chars(len(req.prompt), "prompt")
         special = True if req.add_special_tokens is None else req.add_special_tokens
         ids = await asyncio.to_thread(lambda: s.tok(req.prompt, add_special_tokens=special).input_ids)
     else:
@@ -58,9 +57,10 @@ async def tokenize(req: TokenizeRequest, s: Serving = Depends(serving)):
                                    t.get("function", {}).get("parameters"), f"tools.{i}")
                      for i, t in enumerate(req.tools or [])] or None
         except (ValueError, AttributeError) as exc:
-            raise APIError(400, str(exc).splitlines()[0][:300], param="messages") from None
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = lines[2] if len(lines) > 2 and "validation error" in lines[0] else lines[0] if lines else "invalid"
+            raise APIError(400, f"messages: {detail[:300]}", param="messages") from None
         plain, _ = s.prompts.from_chat(messages)
-        s.check_chars(sum(len(m["content"]) for m in plain), "messages")
         if s.engine.vision is not None:
             raise APIError(400, "tokenize messages is not served for a vision model; send prompt", param="messages")
         text = await asyncio.to_thread(s.prompts.text, plain, tools, "messages", req.add_generation_prompt)

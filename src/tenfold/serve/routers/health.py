@@ -17,7 +17,7 @@ async def prometheus(s: Serving = Depends(serving)):
     return Response(s.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request, s: Serving = Depends(serving)):
     brief = {"status": "ok", "model": s.model_name}
     tenant = request.scope.get("state", {}).get("tenant")

@@ -52,7 +52,8 @@ async def _prompt(s: Serving, request: Request, req: ResponsesRequest, chain: li
         raise APIError(400, str(exc), param="input") from None
     head = [{"role": "system", "content": req.instructions}] if req.instructions else []
     s.check_chars(sum(len(m["content"]) for m in head + new), "input")
-    s.prompts.check_control_tokens(head + new, "input")
+    s.prompts.check_control_tokens(head, "instructions")
+    s.prompts.check_control_tokens(new, "input")
     s.prompts.check_tools(req.tools)
     messages = head + [m for r in chain for m in r.messages] + new
     if not messages:
@@ -201,8 +202,10 @@ async def list_input_items(response_id: str, request: Request, order: str = "des
     found = s.responses.get(s.tenant(request), response_id)
     if found is None:
         raise _not_found(response_id)
-    if order not in ("asc", "desc") or not 1 <= limit <= 100:
-        raise APIError(400, "order must be 'asc' or 'desc' and limit between 1 and 100", param="order")
+    if order not in ("asc", "desc"):
+        raise APIError(400, "order must be 'asc' or 'desc'", param="order")
+    if not 1 <= limit <= 100:
+        raise APIError(400, "limit must be between 1 and 100", param="limit")
     items = found.input_items if order == "asc" else found.input_items[::-1]
     if after is not None:
         at = next((k for k, item in enumerate(items) if item["id"] == after), None)
