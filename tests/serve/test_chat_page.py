@@ -113,6 +113,26 @@ def test_a_long_conversation_shows_what_the_cache_evicted(page, page_server):
     assert [p for p in page.problems if "401" not in p] == [], page.problems  # 401: the page's first, keyless try
 
 
+def test_the_counters_move_while_the_answer_streams(page):
+    _sign_in(page)
+    page.wait_for_selector("#model:not(:empty)")
+    _ask(page, "Hi!", max_tokens=5)
+    first = int(page.inner_text("#c-seen"))
+    page.fill("#max-tokens", "200")
+    page.fill("#input", "Tell me a long story about the sea.")
+    page.press("#input", "Enter")
+    page.wait_for_selector(".msg.assistant.streaming .body:not(:empty)", timeout=120_000)
+    seen = []
+    for _ in range(40):
+        if page.locator(".msg.assistant.streaming").count() == 0:
+            break
+        seen.append(int(page.inner_text("#c-seen")))
+        page.wait_for_timeout(500)
+    page.wait_for_selector("#send:not([disabled])", timeout=180_000)
+    moving = [n for n in seen if n > first]
+    assert len(set(moving)) >= 2, seen  # the counters grew during the stream, not only at its end
+
+
 def test_model_output_is_rendered_as_text_never_as_html(page):
     """Model output holding <script> and <img onerror> shows as text (the answer is what a hostile model could
     stream: it is put on the wire by intercepting the page's own request, the one error path mocked here)."""

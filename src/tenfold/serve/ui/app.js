@@ -195,6 +195,7 @@
     state.controller = new AbortController();
     busy(true);
     status("");
+    const poll = setInterval(() => { if (state.history.length) refreshCache(true); }, 1000);  // live counters
     let reply = "", finish = null, failed = null;
     try {
       const response = await fetch("/v1/chat/completions", {
@@ -234,6 +235,7 @@
     } catch (e) {
       failed = e.name === "AbortError" ? "stopped" : String(e.message || e);
     } finally {
+      clearInterval(poll);
       answer.classList.remove("streaming");
       state.controller = null;
       busy(false);
@@ -294,20 +296,17 @@
     $("cache-note").textContent = note || "";
   }
 
-  // After a turn (the session is busy while an answer streams, 409, so it is asked again shortly).
-  async function refreshCache() {
+  // After a turn, and every second while an answer streams (`live`: a missing session is then not news).
+  async function refreshCache(live) {
     if (!state.history.length) return emptyCache("");
     let response = null;
-    for (let attempt = 0; attempt < 10; attempt++) {
-      try {
-        response = await fetch("/v1/sessions/" + encodeURIComponent(state.session) + "/cache", {headers: headers()});
-      } catch (e) {
-        $("cache-note").textContent = "cannot reach the server";
-        return;
-      }
-      if (response.status !== 409) break;
-      await new Promise((done) => setTimeout(done, 300));
+    try {
+      response = await fetch("/v1/sessions/" + encodeURIComponent(state.session) + "/cache", {headers: headers()});
+    } catch (e) {
+      $("cache-note").textContent = "cannot reach the server";
+      return;
     }
+    if (live && !response.ok) return;
     if (response.status === 404) {
       return emptyCache("The server holds no cache for this conversation now (a stopped answer resets it, idle " +
                         "sessions expire); the next message reads the conversation again.");
