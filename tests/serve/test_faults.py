@@ -294,6 +294,22 @@ def small():
         yield srv
 
 
+def test_keep_system_shows_the_pinned_system_prompt_as_sinks(small):
+    """Issue 39: with --keep system (here, up to 100 tokens) the session's cache state shows the system prompt as
+    the sinks, and it stays there after the window (124) has evicted older turns."""
+    system = "You are a careful assistant. Always answer in one short sentence."
+    history = [{"role": "system", "content": system}]
+    for i in range(6):
+        history.append({"role": "user", "content": f"Tell me one fact about the number {i}."})
+        out = httpx.post(small.base + "/v1/chat/completions", headers={"X-Session-Id": "pinned"}, timeout=120,
+                         json={"model": MODEL, "messages": history, "max_tokens": 24, "temperature": 0}).json()
+        history.append({"role": "assistant", "content": out["choices"][0]["message"]["content"]})
+    cache = httpx.get(small.base + "/v1/sessions/pinned/cache", timeout=30).json()
+    sink = cache["spans"][0]
+    assert sink["state"] == "sink" and system in sink["text"] and sink["tokens"] == cache["sinks"] > 4
+    assert cache["evicted"] > 0 and [s["state"] for s in cache["spans"]] == ["sink", "evicted", "window"]
+
+
 def test_no_ui_serves_no_chat_page(small, server):
     assert httpx.get(small.base + "/").status_code == 404 and httpx.get(small.base + "/ui/app.js").status_code == 404
     assert httpx.get(server + "/").status_code == 200  # on by default
