@@ -172,6 +172,29 @@ def test_penalties_top_k_and_min_p_change_what_is_generated(server):
     assert ask(temperature=1.9, seed=3) != greedy
 
 
+def test_min_tokens_holds_back_the_end_of_the_answer(server):
+    """vLLM's ``min_tokens``: no end-of-sequence token and no stop string before that many tokens."""
+    import openai
+
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x", max_retries=0, timeout=120)
+    msgs = [{"role": "user", "content": "What is 2+2? Answer with a number only."}]
+    short = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, temperature=0)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 40
+    held = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, temperature=0,
+                                          extra_body={"min_tokens": 40})
+    assert held.choices[0].finish_reason == "length" and held.usage.completion_tokens == 40
+    first = short.choices[0].message.content[:1]  # the answer's first character as a stop string
+    cut = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, temperature=0, stop=[first])
+    assert cut.choices[0].message.content == "" and cut.choices[0].finish_reason == "stop"
+    stopped = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, temperature=0, stop=[first],
+                                             extra_body={"min_tokens": 12})
+    assert stopped.usage.completion_tokens == 12  # the stop string is not looked for before min_tokens
+    r = httpx.post(server + "/v1/chat/completions", json={**CHAT, "max_tokens": 5, "min_tokens": 6}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"
+    r = httpx.post(server + "/v1/chat/completions", json={**CHAT, "min_tokens": "6"}, timeout=60)
+    assert r.status_code == 400
+
+
 def test_neutral_values_and_harmless_fields_are_accepted(server):
     body = {**CHAT, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "metadata": {"a": "b"},
             "store": False, "best_of": 1}
@@ -414,8 +437,9 @@ def test_sigterm_drains_then_ends_open_streams_with_done():
                        start_timeout=180) as srv:
         health = httpx.get(srv.base + "/health", timeout=10).json()
         assert health["cache"] == "4+124" and health["prefill_chunk"] == 16  # the SinkConfig flags reach the engine
+        # min_tokens: the story cannot end by itself before the drain ends it (CI saw a story stop at its EOS)
         body = {**CHAT, "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 2000,
-                "temperature": 0.8, "stream": True}
+                "min_tokens": 2000, "temperature": 0.8, "stream": True}
         lines = []
         with httpx.stream("POST", srv.base + "/v1/chat/completions", json=body, timeout=60) as r:
             it = r.iter_lines()

@@ -45,6 +45,9 @@ class GenParams:
     presence_penalty: float = 0.0  # OpenAI's, over the answer's tokens
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
+    # vLLM's ``min_tokens``: before this many answer tokens, end-of-sequence tokens are masked and stop strings not
+    # checked (``max_tokens`` still ends the answer)
+    min_tokens: int = 0
     seed: int | None = None
     n: int = 1
     logprobs: int | None = None  # None: off; k >= 0: each sampled token's logprob and the k most likely alternatives
@@ -617,6 +620,9 @@ class Engine:
         choice ended (a stop token or string, a complete grammar, ``max_tokens``)."""
         p = job.params
         logits = choice.logits if choice.constraint is None else choice.constraint.mask(choice.logits)
+        early = len(choice.ids) < p.min_tokens
+        if early:
+            logits = self._without_stop_tokens(logits)
         if choice.sampling is None:
             choice.sampling = job.sampler.start(job.prompt_ids)
         token = choice.sampling.sample(logits, job.generator)
@@ -640,7 +646,7 @@ class Engine:
         if p.logprobs is not None:
             choice.ends.append(len(text))
         reason = None
-        at = first_stop(text, p.stop, final=len(choice.ids) >= p.max_tokens)
+        at = None if early else first_stop(text, p.stop, final=len(choice.ids) >= p.max_tokens)
         if at is not None:
             text, reason, choice.cut = text[:at], "stop", True
         choice.text = text
@@ -650,6 +656,14 @@ class Engine:
             reason = "length"
         self._emit(job, index, choice, reason)
         return token if reason is None else None
+
+    def _without_stop_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) ``logits`` with the end-of-sequence tokens masked (``min_tokens`` not reached yet); unchanged when
+        nothing else is allowed (a grammar that may only end)."""
+        ids = [i for i in self.stop_ids if i is not None and 0 <= i < logits.shape[-1]]
+        masked = logits.clone()
+        masked[ids] = float("-inf")
+        return masked if bool(torch.isfinite(masked).any()) else logits
 
     @staticmethod
     def _scored(choice: Choice, upto: int | None) -> int:

@@ -183,7 +183,11 @@ class Serving:
             raise model_not_found(req.model, self.model_name)
         self.refuse_unsupported(req.unsupported())
         max_tokens = self.max_tokens(max_tokens, max_tokens_name)
+        if (req.min_tokens or 0) > max_tokens:
+            raise APIError(400, f"min_tokens ({req.min_tokens}) must be at most {max_tokens_name} ({max_tokens})",
+                           param="min_tokens")
         return GenParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=list(req.stop or []),
+                         min_tokens=req.min_tokens or 0,
                          seed=req.seed, n=req.n, top_k=max(req.top_k or 0, 0), min_p=req.min_p or 0.0,
                          repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
                          presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0)

@@ -123,6 +123,7 @@ class Sampling(BaseModel):
     repetition_penalty: float | None = Field(default=None, ge=0.1, le=10.0)  # sampling.MAX_REPETITION_PENALTY
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)  # -1 or 0: off
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_tokens: int | None = Field(default=None, ge=0)  # vLLM's: no end-of-sequence before this many tokens
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=8)
@@ -175,7 +176,7 @@ class Sampling(BaseModel):
         return None if value is None else utf8(value, "user")
 
     @field_validator("max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty",
-                     "repetition_penalty", "top_k", "min_p", "seed", "n", mode="before")
+                     "repetition_penalty", "top_k", "min_p", "min_tokens", "seed", "n", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value):
         return json_number(value)
