@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator, model_validator
+from pydantic import Field, PrivateAttr, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import (check_tool_choice, function_tool, is_neutral, json_number, json_repr,
-                                           unicode_everywhere, unique_tools, utf8)
+from tenfold.serve.protocol.common import (Body, check_tool_choice, first_unsupported, function_tool, json_number,
+                                           json_repr, read_tools, utf8)
 from tenfold.serve.structured import call_text
 
 _HARMLESS = {"service_tier", "cache_control", "inference_geo", "speed"}
@@ -95,10 +95,9 @@ def anthropic_messages(system: Any, messages: list) -> list[dict]:
     return plain
 
 
-class MessagesRequest(BaseModel):
+class MessagesRequest(Body):
     """A ``POST /v1/messages`` body (see the module docstring for what is served)."""
 
-    model_config = ConfigDict(extra="allow")
 
     model: str
     max_tokens: int = Field(ge=1)
@@ -114,11 +113,6 @@ class MessagesRequest(BaseModel):
     metadata: dict | None = None
     output_config: dict | None = None
     _openai_choice: Any = PrivateAttr(default="none")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_everywhere(cls, data):
-        return unicode_everywhere(data)
 
     @field_validator("max_tokens", "temperature", "top_p", "top_k", mode="before")
     @classmethod
@@ -136,19 +130,7 @@ class MessagesRequest(BaseModel):
     @classmethod
     def _tools(cls, value):
         """Custom tools ``{"name", "description", "input_schema"}`` in Chat Completions' shape."""
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise ValueError("tools must be a list")
-        tools = []
-        for i, tool in enumerate(value):
-            if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
-                kind = tool.get("type") if isinstance(tool, dict) else None
-                raise ValueError(f"tools.{i}: tool type {json_repr(kind)} is not supported (custom tools with an "
-                                 "input_schema are)")
-            tools.append(function_tool(tool.get("name"), tool.get("description"), tool.get("input_schema"),
-                                       f"tools.{i}"))
-        return unique_tools(tools)
+        return read_tools(value, _anthropic_tool)
 
     @field_validator("metadata")
     @classmethod
@@ -211,14 +193,20 @@ class MessagesRequest(BaseModel):
         return (self.metadata or {}).get("user_id") or None
 
     def unsupported(self) -> str | None:
-        for name, value in (self.model_extra or {}).items():
-            if name in _HARMLESS or (name in _NEUTRAL and is_neutral(value, _NEUTRAL[name])):
-                continue
-            return name
-        return None
+        """The first field that would change the output but is not served here, or None."""
+        return first_unsupported(self.model_extra, _HARMLESS, _NEUTRAL)
 
 
 class CountTokensRequest(MessagesRequest):
     """``POST /v1/messages/count_tokens``: the same fields; nothing is generated."""
 
     max_tokens: int | None = None  # type: ignore[assignment]
+
+
+def _anthropic_tool(tool, where: str) -> list[dict]:
+    """One Messages tool: a custom tool with an ``input_schema`` (server tools are not served)."""
+    if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise ValueError(f"{where}: tool type {json_repr(kind)} is not supported (custom tools with an input_schema "
+                         "are)")
+    return [function_tool(tool.get("name"), tool.get("description"), tool.get("input_schema"), where)]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import Sampling, check_tool_choice, function_tool, json_number, unique_tools, utf8
+from tenfold.serve.protocol.common import Sampling, check_tool_choice, function_tool, json_number, read_tools, utf8
 
 # Message keys that carry nothing the model sees (what the openai client echoes back from a response).
 _MESSAGE_HARMLESS = {"refusal", "annotations", "audio", "function_call", "reasoning_content"}
@@ -123,17 +123,7 @@ class ChatRequest(Sampling):
     @classmethod
     def _tools(cls, value):
         """Function tools only, each name 1-64 of ``a-zA-Z0-9_-`` (OpenAI's rule), no name twice."""
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise ValueError("tools must be a list")
-        tools = []
-        for i, tool in enumerate(value):
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
-                raise ValueError("each tool must be {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}")
-            tools.append(function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"), f"tools.{i}"))
-        return unique_tools(tools)
+        return read_tools(value, _chat_tool)
 
     @model_validator(mode="after")
     def _choice(self):
@@ -148,3 +138,11 @@ class ChatRequest(Sampling):
             choice = choice["function"]
         self.tool_choice = check_tool_choice(choice, names)
         return self
+
+
+def _chat_tool(tool, where: str) -> list[dict]:
+    """One Chat Completions tool ``{"type": "function", "function": {name, description, parameters}}``."""
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
+        raise ValueError("each tool must be {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}")
+    return [function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"), where)]

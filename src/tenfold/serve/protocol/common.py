@@ -9,7 +9,7 @@ values of fields tenfold does not implement (``presence_penalty: 0``, ``logit_bi
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -108,10 +108,44 @@ def unicode_everywhere(data: Any) -> Any:
     return data
 
 
-class Sampling(BaseModel):
-    """The fields Chat Completions and Completions share: model, sampling, stop, seed, n, stream, user."""
+def first_unsupported(extras: dict | None, harmless: set[str], neutral: dict[str, tuple]) -> str | None:
+    """The first of a body's extra fields (``model_extra``) that would change the output: not in ``harmless`` (fields
+    that never change it) and not carrying its neutral value (``neutral``: field -> the values that leave the output
+    unchanged). None when every extra field is harmless."""
+    for name, value in (extras or {}).items():
+        if name in harmless or (name in neutral and is_neutral(value, neutral[name])):
+            continue
+        return name
+    return None
+
+
+def read_tools(value: Any, read_one: Callable[[Any, str], list[dict]]) -> list[dict] | None:
+    """A body's ``tools`` in Chat Completions' shape: ``read_one(tool, "tools.N")`` turns one client tool (of any
+    API's shape) into one or more function tools or raises ValueError; a list is required and no name may repeat."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("tools must be a list")
+    tools = []
+    for i, tool in enumerate(value):
+        tools += read_one(tool, f"tools.{i}")
+    return unique_tools(tools)
+
+
+class Body(BaseModel):
+    """A request body: extra fields kept (each endpoint refuses the ones that would change the output) and no lone
+    surrogate in any string (it is not text)."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_everywhere(cls, data):
+        return unicode_everywhere(data)
+
+
+class Sampling(Body):
+    """The fields Chat Completions and Completions share: model, sampling, stop, seed, n, stream, user."""
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
@@ -136,11 +170,6 @@ class Sampling(BaseModel):
     def session_key(self) -> str | None:
         """The client's name for this conversation's session: ``prompt_cache_key``, else ``user``."""
         return self.prompt_cache_key or self.user
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_everywhere(cls, data):
-        return unicode_everywhere(data)
 
     @field_validator("stream_options")
     @classmethod
@@ -190,15 +219,7 @@ class Sampling(BaseModel):
 
     def unsupported(self) -> str | None:
         """The first request field that would change the output but is not served here, or None."""
-        for name, value in (self.model_extra or {}).items():
-            if name in _HARMLESS:
-                continue
-            if name in _NEUTRAL and is_neutral(value, _NEUTRAL[name]):
-                continue
-            if name == "best_of" and value in (None, self.n):
-                continue
-            return name
-        return None
+        return first_unsupported(self.model_extra, _HARMLESS, {**_NEUTRAL, "best_of": (None, self.n)})
 
 
 def json_number(value: Any) -> Any:

@@ -6,27 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import is_neutral, unicode_everywhere
+from tenfold.serve.protocol.common import Body, first_unsupported
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(Body):
     """``input``: a string or a list of strings (token-id input is refused: ids of another tokenizer, such as the
     tiktoken ids LangChain's ``OpenAIEmbeddings`` sends by default, would embed garbage)."""
-
-    model_config = ConfigDict(extra="allow")
 
     model: str
     input: str | list
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = Field(default=None, max_length=256)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_everywhere(cls, data):
-        return unicode_everywhere(data)
 
     @field_validator("input")
     @classmethod
@@ -44,13 +37,11 @@ class EmbeddingRequest(BaseModel):
         return texts
 
     def unsupported(self) -> str | None:
-        for name, value in (self.model_extra or {}).items():
-            if name not in ("metadata",) and not (name == "truncate_prompt_tokens" and is_neutral(value, (None,))):
-                return name
-        return None
+        """The first field that would change the output but is not served here, or None."""
+        return first_unsupported(self.model_extra, {"metadata"}, {"truncate_prompt_tokens": (None,)})
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(Body):
     """vLLM's ``/tokenize``: ``prompt`` (text), or ``messages`` rendered by the chat template."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,11 +53,6 @@ class TokenizeRequest(BaseModel):
     add_generation_prompt: StrictBool = True
     add_special_tokens: StrictBool | None = None
     return_token_strs: StrictBool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_everywhere(cls, data):
-        return unicode_everywhere(data)
 
     @model_validator(mode="after")
     def _one_of(self):

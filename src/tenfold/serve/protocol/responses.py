@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
-from tenfold.serve.protocol.common import (TOOL_NAME, check_tool_choice, function_tool, is_neutral, json_number,
-                                           json_repr, unicode_everywhere, unique_tools, utf8)
+from tenfold.serve.protocol.common import (TOOL_NAME, Body, check_tool_choice, first_unsupported, function_tool,
+                                           json_number, json_repr, read_tools, utf8)
 from tenfold.serve.structured import call_text
 
 _HARMLESS = {"service_tier", "safety_identifier", "prompt_cache_retention", "stream_options",
@@ -103,10 +103,9 @@ def input_messages(items: str | list, where: str = "input") -> list[dict]:
     return messages
 
 
-class ResponsesRequest(BaseModel):
+class ResponsesRequest(Body):
     """A ``POST /v1/responses`` body (see the module docstring for what is served)."""
 
-    model_config = ConfigDict(extra="allow")
 
     model: str
     input: str | list | None = None
@@ -139,11 +138,6 @@ class ResponsesRequest(BaseModel):
             raise ValueError("metadata is at most 16 pairs of strings (keys up to 64 characters, values up to 512)")
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_everywhere(cls, data):
-        return unicode_everywhere(data)
-
     @field_validator("max_output_tokens", "temperature", "top_p", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value):
@@ -160,33 +154,8 @@ class ResponsesRequest(BaseModel):
     @classmethod
     def _tools(cls, value):
         """Function tools (Responses' flat shape ``{"type": "function", "name", "description", "parameters"}``)
-        in Chat Completions' nested shape, which the grammar and the chat template take."""
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            raise ValueError("tools must be a list")
-        tools = []
-        for i, tool in enumerate(value):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind == "namespace":  # a group of function tools; a call names the namespace beside the function
-                inner = tool.get("tools")
-                if not isinstance(inner, list) or not isinstance(tool.get("name"), str) or \
-                        not TOOL_NAME.fullmatch(tool["name"]):
-                    raise ValueError(f"tools.{i}: a namespace needs a name (1-64 of a-zA-Z0-9_-) and a list of tools")
-                for j, fn in enumerate(inner):
-                    if not isinstance(fn, dict) or fn.get("type") != "function":
-                        raise ValueError(f"tools.{i}.tools.{j}: only function tools go in a namespace")
-                    one = function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"),
-                                        f"tools.{i}.tools.{j}")
-                    one["function"]["name"] = qualified(tool["name"], one["function"]["name"])
-                    tools.append(one)
-                continue
-            if kind != "function":
-                raise ValueError(f"tools.{i}: tool type {json_repr(kind)} is not supported (function tools and "
-                                 "namespaces of them are)")
-            tools.append(function_tool(tool.get("name"), tool.get("description"), tool.get("parameters"),
-                                       f"tools.{i}"))
-        return unique_tools(tools)
+        and namespaces of them, in Chat Completions' nested shape, which the grammar and the chat template take."""
+        return read_tools(value, _responses_tool)
 
     @field_validator("reasoning")
     @classmethod
@@ -257,14 +226,32 @@ class ResponsesRequest(BaseModel):
 
     def unsupported(self) -> str | None:
         """The first field that would change the output but is not served here, or None."""
-        for name, value in (self.model_extra or {}).items():
-            if name in _HARMLESS or (name in _NEUTRAL and is_neutral(value, _NEUTRAL[name])):
-                continue
-            return name
-        return None
+        return first_unsupported(self.model_extra, _HARMLESS, _NEUTRAL)
 
 
 class InputTokensRequest(ResponsesRequest):
     """``POST /v1/responses/input_tokens``: the same input fields; nothing is generated."""
 
     model: str | None = None  # type: ignore[assignment]
+
+
+def _responses_tool(tool, where: str) -> list[dict]:
+    """One Responses tool: a flat function tool, or a namespace (a group of function tools; a call names the
+    namespace beside the function, as Codex sends them)."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "namespace":
+        inner = tool.get("tools")
+        if not isinstance(inner, list) or not isinstance(tool.get("name"), str) or not TOOL_NAME.fullmatch(tool["name"]):
+            raise ValueError(f"{where}: a namespace needs a name (1-64 of a-zA-Z0-9_-) and a list of tools")
+        tools = []
+        for j, fn in enumerate(inner):
+            if not isinstance(fn, dict) or fn.get("type") != "function":
+                raise ValueError(f"{where}.tools.{j}: only function tools go in a namespace")
+            one = function_tool(fn.get("name"), fn.get("description"), fn.get("parameters"), f"{where}.tools.{j}")
+            one["function"]["name"] = qualified(tool["name"], one["function"]["name"])
+            tools.append(one)
+        return tools
+    if kind != "function":
+        raise ValueError(f"{where}: tool type {json_repr(kind)} is not supported (function tools and namespaces of "
+                         "them are)")
+    return [function_tool(tool.get("name"), tool.get("description"), tool.get("parameters"), where)]
