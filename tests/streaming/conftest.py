@@ -52,6 +52,22 @@ FAMILIES = ["llama", "llama-linear-scaling", "mistral", "qwen2", "qwen3", "phi3"
 HYBRIDS = ["gemma3", "gpt_oss"]
 
 
+def peaky(family: str, scale: float = 8.0):
+    """A tiny model with large weights, so that any change in what a token attends to moves its loss."""
+    model = tiny(family)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(scale)
+    return model
+
+
 @pytest.fixture(params=FAMILIES)
 def family_model(request):
     return request.param, tiny(request.param)
+
+
+@pytest.fixture(params=HYBRIDS)
+def hybrid(request):
+    """A tiny hybrid (sliding-window layers beside full ones; gpt-oss also has learned sinks), weights x4."""
+    return request.param, peaky(request.param, 4.0)

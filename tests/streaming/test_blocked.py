@@ -7,7 +7,7 @@ from tenfold.streaming.blocked import blocked_nll
 from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.perplexity import perplexity
 
-from .conftest import tiny
+from .conftest import HYBRIDS, peaky
 
 
 @pytest.fixture(autouse=True)
@@ -17,19 +17,10 @@ def _inference_only():
         yield
 
 
-def _peaky(family):
-    """A tiny model with large weights, so that any change in what a token attends to moves its loss."""
-    model = tiny(family)
-    for p in model.parameters():
-        if p.ndim == 2:
-            p.mul_(8)
-    return model
-
-
-@pytest.mark.parametrize("family", ["llama", "llama-linear-scaling", "qwen3", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "llama-linear-scaling", "qwen3", "phi3", *HYBRIDS])
 @pytest.mark.parametrize("sinks, window, block", [(3, 12, 7), (1, 5, 64), (4, 20, 1)])
 def test_blocked_equals_stepwise_sink(family, sinks, window, block):
-    model = _peaky(family)
+    model = peaky(family, 4.0 if family in HYBRIDS else 8.0)
     ids = torch.randint(1, 128, (2, 70))
     step = perplexity(model, ids, "sink", SinkConfig(sinks, window))
     fast = perplexity(model, ids, "sink", SinkConfig(sinks, window), blocked=True, block=block)
@@ -39,7 +30,7 @@ def test_blocked_equals_stepwise_sink(family, sinks, window, block):
 
 
 def test_blocked_equals_stepwise_window_and_short_streams():
-    model = _peaky("qwen2")
+    model = peaky("qwen2")
     ids = torch.randint(1, 128, (1, 50))
     for tokens in (50, 16, 15, 3):
         step = perplexity(model, ids[:, :tokens], "window", SinkConfig(4, 11))
@@ -49,7 +40,7 @@ def test_blocked_equals_stepwise_window_and_short_streams():
 
 
 def test_blocked_restores_the_attention_implementation_and_rejects_bad_blocks():
-    model = _peaky("llama")
+    model = peaky("llama")
     before = model.config._attn_implementation
     ids = torch.randint(1, 128, (1, 30))
     blocked_nll(model, ids, 2, 6)

@@ -6,7 +6,7 @@ from tenfold.errors import TenfoldError
 from tenfold.streaming import SinkCache, enable_streaming, prefill
 from tenfold.streaming.rope import find_rotary
 
-from .conftest import tiny
+from .conftest import FAMILIES, HYBRIDS, peaky, tiny
 
 
 @pytest.fixture(autouse=True)
@@ -74,12 +74,13 @@ def _stream_nll(model, ids, mask, cache, steps):
     return -torch.cat(logp, dim=1)
 
 
+@pytest.mark.parametrize("family", FAMILIES + HYBRIDS)
 @pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
 @pytest.mark.parametrize("steps", [(1,), (5, 1, 1, 3, 1)], ids=["decode", "chunks+decode"])
-def test_ring_eviction_equals_rerotating_eviction(family_model, padded, steps):
-    """Issue 25: no window re-rotation, same scores: NLL within 1e-4 over 7 windows and several re-bases."""
-    name, model = family_model
-    enable_streaming(model)
+def test_ring_eviction_equals_rerotating_eviction(family, padded, steps):
+    """Issue 25: no window re-rotation, same scores: NLL within 1e-4 over 7 windows and several re-bases; for the
+    hybrids (issue 37) in both layer kinds."""
+    model = enable_streaming(peaky(family, 4.0) if family in HYBRIDS else tiny(family))
     torch.manual_seed(1)
     ids = torch.randint(1, 128, (2, 100))
     mask = torch.ones_like(ids)
@@ -94,6 +95,7 @@ def test_ring_eviction_equals_rerotating_eviction(family_model, padded, steps):
     real = mask[:, 1:].bool()
     torch.testing.assert_close(got[False][real], got[True][real], atol=1e-4, rtol=0)
     assert ring.rebases >= 3, ring.rebases
+    assert family not in HYBRIDS or len(ring.sliding_layers) >= 2
 
 
 def test_ring_slots_are_reused_and_nothing_is_rotated_on_a_decode_step():
@@ -119,9 +121,9 @@ def test_a_ring_cache_copy_continues_like_the_original():
     torch.testing.assert_close(model(input_ids=x, cache=twin).logits, model(input_ids=x, cache=cache).logits)
 
 
-def test_left_padded_batch_rows_equal_their_single_runs():
-    model = tiny("llama")
-    enable_streaming(model)
+@pytest.mark.parametrize("family", ["llama", *HYBRIDS])
+def test_left_padded_batch_rows_equal_their_single_runs(family):
+    model = enable_streaming(peaky(family, 4.0) if family in HYBRIDS else tiny(family))
     prompts = [torch.randint(1, 128, (n,)) for n in (7, 19, 30)]
     singles = []
     for p in prompts:
@@ -136,7 +138,7 @@ def test_left_padded_batch_rows_equal_their_single_runs():
     out = model.generate(batch, attention_mask=mask, cache=SinkCache(2, 10, prefill_chunk=4), max_new_tokens=16,
                          do_sample=False, pad_token_id=0)
     for i in range(3):
-        assert torch.equal(out[i, width:], singles[i]), f"row {i} differs from its batch-1 output"
+        assert torch.equal(out[i, width:], singles[i]), f"{family}: row {i} differs from its batch-1 output"
 
 
 def test_manual_prefill_of_a_long_input_evicts_between_chunks():
