@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from tenfold.cli import main
+from tenfold.report.verdict import Check, exact
 
 
 def run_cli(*args):
@@ -253,7 +254,7 @@ def failing_experiment():
 
     @experiment("test-always-works", "ndp", "an experiment that always works", {})
     def _works(run):
-        return {"ours": {"x": 1}, "verdict": "reproduced", "why": "it works"}
+        return {"ours": {"x": 1}, "checks": [Check("x", exact(1.0))], "why": "it works"}
 
     yield
     REGISTRY.pop("test-always-fails")
@@ -308,14 +309,14 @@ def test_ctrl_c_in_reproduce_leaves_finished_results_and_a_rerun_resumes(tmp_pat
     @experiment("test-first", "ndp", "runs", {})
     def _first(run):
         calls["first"] += 1
-        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+        return {"ours": {}, "checks": [Check("x", exact(1.0))], "why": "ok"}
 
     @experiment("test-second", "ndp", "is interrupted", {})
     def _second(run):
         calls["second"] += 1
         if interrupt["now"]:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the second experiment
-        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+        return {"ours": {}, "checks": [Check("x", exact(1.0))], "why": "ok"}
 
     try:
         out = tmp_path / "report"

@@ -8,7 +8,7 @@ import pytest
 from tenfold.errors import TenfoldError
 from tenfold.prompting.analogical import STRATEGIES, build_messages
 from tenfold.prompting.answers import extract_answer, is_correct, to_number
-from tenfold.prompting.evaluation import gsm_problems, humaneval_problems, passes, program_for, wilson
+from tenfold.prompting.evaluation import gsm_problems, humaneval_problems, passes, program_for
 
 
 @pytest.mark.parametrize("text, answer", [
@@ -66,12 +66,6 @@ def test_humaneval_canonical_solution_passes_and_a_wrong_one_fails():
     assert passes(problem, "```python\ndef " + problem["entry_point"] + "(*a):\n    return None\n```") == (False, "error")
     assert passes(problem, "```python\nimport os\nos.fork()\n```")[1] == "blocked"
     assert program_for(problem, "```python\ndef other():\n    pass\n```").startswith(problem["prompt"])
-
-
-def test_wilson_interval():
-    lo, hi = wilson(5, 10)
-    assert 0.23 < lo < 0.24 and 0.76 < hi < 0.77
-    assert wilson(0, 10)[0] == 0.0 and wilson(0, 0) == (0.0, 1.0)
 
 
 @pytest.mark.slow

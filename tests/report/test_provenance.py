@@ -10,6 +10,7 @@ import pytest
 
 from tenfold import provenance
 from tenfold.report import REGISTRY, build_report, experiment, run_one
+from tenfold.report.verdict import Check, exact
 
 
 def test_file_hashes_are_cached_by_size_and_mtime(tmp_path):
@@ -66,7 +67,7 @@ def uses_the_bundled_models():
         load_lm()
         load_embedder()
         austen("emma")  # a real corpus file
-        return {"ours": {"x": 1}, "verdict": "reproduced", "why": "ok"}
+        return {"ours": {"x": 1}, "checks": [Check("x", exact(1.0))], "why": "ok"}
 
     yield REGISTRY.pop("test-provenance")
 

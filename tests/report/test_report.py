@@ -1,6 +1,7 @@
 import json
 
 from tenfold.report import PAPERS, REGISTRY, build_report, experiment, run_experiments
+from tenfold.report.verdict import Check, exact, proportion, spread
 
 
 def _register():
@@ -13,7 +14,10 @@ def _register():
         fig, ax = plt.subplots()
         ax.plot(range(run.settings["points"]))
         run.save_plot(fig, "line")
-        return {"ours": {"slope": 1.0, "nan_value": float("nan")}, "verdict": "reproduced", "why": "slope 1"}
+        checks = [Check("slope above zero", proportion(27, 30), threshold=0.5),
+                  Check("slope reaches the paper's", spread([0.8, 1.3]), smallest=1.0),
+                  Check("from one seed", spread([2.0]))]
+        return {"ours": {"slope": 1.0, "nan_value": float("nan")}, "checks": checks, "why": "slope 1"}
 
     @experiment("tiny-broken", paper="ndp", claim="raises", paper_numbers={})
     def broken(run):
@@ -39,6 +43,12 @@ def test_tiny_experiment_gives_json_png_and_html(tmp_path):
     for paper in PAPERS:
         assert paper["title"] in html
     assert "data:image/png;base64," in html and "http://" not in html.split("<body>")[0]
+    # issue 42: each part of the claim with its n, interval, method and status, the rule, and what would decide it
+    assert rec["verdict"] == "partly" and [c["status"] for c in rec["checks"]] == ["shown", "undecided", "undecided"]
+    block = html.split("<div class='exp' id='tiny-demo'>")[1].split("<div class='exp'")[0]
+    assert "badge partly" in block and "<table class='checks'>" in block and "How the verdict follows" in block
+    assert "30 problems" in block and "Wilson" in block and "[0.7438, 0.9654]" in block
+    assert "<td>none</td>" in block and "to decide: more seeds (no interval: one repeat; at least 2 give one)" in block
     # the two tiny experiments fill two papers; the other eight say "not implemented" or "not run"
     assert html.count("No experiment yet") + html.count("Not run for this report") == 8
 
@@ -92,7 +102,7 @@ def test_a_setting_cut_only_to_fit_the_quick_profile_is_said_in_the_report(tmp_p
     def scaled(run):
         run.settings["seeds"] = run.pick([0], [0, 1], [0, 1, 2, 3, 4], shrunk="seeds")
         run.settings["steps"] = run.pick(2, 100, 100, shrunk="steps")  # the same as full: nothing to say
-        return {"ours": {}, "verdict": "partly", "why": "ok"}
+        return {"ours": {}, "checks": [Check("x", exact(1.0)), Check("y", exact(0.0))], "why": "ok"}
 
     exp = REGISTRY.pop("tiny-scaled")
     [quick] = run_experiments([exp], "quick", str(tmp_path / "q"), show_progress=False)
@@ -102,3 +112,28 @@ def test_a_setting_cut_only_to_fit_the_quick_profile_is_said_in_the_report(tmp_p
     assert "tenfold reproduce tiny-scaled --profile full" in html
     [smoke] = run_experiments([exp], "smoke", str(tmp_path / "s"), show_progress=False)
     assert smoke["scaled_down"] == [] and "Scaled down" not in (tmp_path / "s" / "index.html").read_text()
+
+
+def test_the_kept_full_profile_verdict_stands_beside_a_fresh_quick_one(tmp_path):
+    """issue 42: an experiment run at the quick profile shows the full-profile verdict kept in the repository
+    (docs/full-profile) beside its own; the kept folder's own report does not repeat it."""
+    from tenfold.report.html import kept_full_profile_dir
+    from tenfold.report.runner import write_json
+
+    kept_dir = kept_full_profile_dir()
+    assert kept_dir is not None  # this test runs from the source tree
+    kept = json.loads((kept_dir / "results" / "streaming-ppl.json").read_text())
+    (tmp_path / "results").mkdir()
+    rec = {"name": "streaming-ppl", "paper": "streamingllm", "claim": "c", "paper_numbers": {}, "ours": {},
+           "settings": {}, "verdict": "inconclusive", "why": "quick", "status": "ok", "runtime_s": 1.0, "plots": [],
+           "profile": "quick", "checks": [Check("x", spread([1.0])).record()], "rule": "r"}
+    write_json(tmp_path / "results" / "streaming-ppl.json", rec)  # infinite bounds stored as null
+    html = build_report(tmp_path).read_text()
+    block = html.split("<div class='exp' id='streaming-ppl'>")[1]
+    assert "<div class='fullrun'><b>Full profile</b>" in block and f"badge {kept['verdict'].replace(' ', '-')}" in block
+    assert f"{kept['runtime_s'] / 60:.0f} min of wall time" in block
+    assert "Full profile (kept)</th>" in html
+    assert "class='fullrun'" not in build_report(tmp_path, full_profile=None).read_text()
+    rec["profile"] = "full"  # a full-profile result is not shown beside itself
+    write_json(tmp_path / "results" / "streaming-ppl.json", rec)  # infinite bounds stored as null
+    assert "class='fullrun'" not in build_report(tmp_path).read_text()

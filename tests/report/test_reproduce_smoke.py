@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tenfold import provenance
-from tenfold.report import PAPERS, browser, build_report, load_all, run_one
+from tenfold.report import PAPERS, VERDICTS, browser, build_report, load_all, run_one
 
 # Seconds for each experiment's smoke profile. The whole smoke run took ~5 min on 2 busy cores (notes of issue 26);
 # alone, streaming-ppl took 181 s and streaming-memory 90 s with load average 4-5 on 2 cores. The limits leave
@@ -121,7 +121,10 @@ def test_every_registered_experiment_has_a_smoke_test():
 def test_smoke(name, report_dir):
     rec = run_one(load_all()[name], "smoke", str(report_dir))
     assert rec["status"] == "ok", rec.get("traceback")
-    assert rec["verdict"] in ("reproduced", "partly", "not reproduced") and rec["plots"]
+    assert rec["verdict"] in VERDICTS and rec["plots"]
+    # every part of the claim is a measured effect with its n and interval method, or says why it was not measured
+    assert rec["checks"] and all(c["effect"]["n"] >= 1 or c["effect"]["method"].startswith("not measured")
+                                 for c in rec["checks"])
     for plot in rec["plots"]:
         assert (report_dir / "results" / plot).read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((report_dir / "results" / f"{name}.json").read_text())
@@ -151,6 +154,7 @@ def test_the_report_has_every_experiment_and_a_section_per_paper(report_dir):
     for rec in records:  # each experiment shows its verdict and what produced it
         block = blocks[rec["name"]]
         assert f"class='badge {rec['verdict'].replace(' ', '-')}'" in block and "Provenance:" in block
+        assert "<table class='checks'>" in block and "95% interval" in block  # n and interval beside each number
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from tenfold import provenance
 from tenfold.report import REGISTRY, experiment, run_experiments
 from tenfold.report import fingerprint as fp
 from tenfold.report.runner import Plan
+from tenfold.report.verdict import Check, exact
 
 CALLS: dict[str, int] = {}
 
@@ -35,7 +36,7 @@ def two_experiments(tmp_path, monkeypatch):
                 provenance.note_model("tiny", weights)
             if name == "t-ndp":
                 read_text(corpus)
-            return {"ours": {"calls": CALLS[name]}, "verdict": "reproduced", "why": "ok"}
+            return {"ours": {"calls": CALLS[name]}, "checks": [Check("x", exact(1.0))], "why": "ok"}
 
         fn.__module__ = module
         return REGISTRY.pop(name)
@@ -152,7 +153,7 @@ def test_library_warnings_go_into_the_result_not_the_console(tmp_path, monkeypat
     def fn(run):
         for _ in range(3):
             warnings.warn("old API", FutureWarning)
-        return {"ours": {}, "verdict": "reproduced", "why": "ok"}
+        return {"ours": {}, "checks": [Check("x", exact(1.0))], "why": "ok"}
 
     exp = REGISTRY.pop("t-warns")
     [rec] = run_experiments([exp], "smoke", str(tmp_path / "r"), show_progress=True)

@@ -93,7 +93,7 @@ def _train(args) -> int:
                      "caption_anchor": args.caption_anchor, "seed": args.seed})
     if args.n_test:
         scores = score_all(model, generate_all(model, "test", args.n_test, steps=25))
-        result["held-out"] = {m: {k: v for k, v in s.items() if k != "per task"} for m, s in scores.items()}
+        result["held-out"] = {m: {k: v for k, v in s.items() if k not in ("per task", "per image")} for m, s in scores.items()}
         (out / "eval.json").write_text(json.dumps(scores, indent=1))
     if args.json:
         print_json(result)

@@ -55,7 +55,8 @@ def generate_all(model, split: str, n: int, steps: int = 25, guidance: float = 3
 
 
 def score_all(model, generated: dict) -> dict:
-    """Per method generated: attribute accuracy (all tasks and per task), CLIP-I and CLIP-T, and how many images."""
+    """Per method generated: attribute accuracy (all tasks and per task), CLIP-I and CLIP-T, how many images, and
+    ``per image``: each scored image's task and attribute scores in instruction order (what intervals need)."""
     ins = generated["instructions"]
     table = {}
     for method in (m for m in METHODS if m in generated):
@@ -66,5 +67,7 @@ def score_all(model, generated: dict) -> dict:
                              if any(i.task == t for i, _ in rows)}
         entry.update(clip_scores(model.clip, model.clip_tokenizer, [im for _, im in rows],
                                  [i.subject_images() for i, _ in rows], [target_caption(i) for i, _ in rows]))
+        entry["per image"] = {"task": [i.task for i, _ in rows],
+                              **{k: [r[k] for r in scores] for k in (scores[0] if scores else {})}}
         table[method] = entry
     return table

@@ -11,7 +11,6 @@ which.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -49,14 +48,14 @@ def lmm_probing(run):
                               f"7 pointer types); {len(suite.samples)} samples", vlm=source,
                         decoding=f"greedy, at most {max_tokens} new tokens; answers scored by each sample's rule")
     backend = LocalVLM(vlm, name="local-vlm")
-    ours, tables = {}, {}
+    ours, tables, answers = {}, {}, {}
     t0 = time.perf_counter()
     for label, techniques in VARIANTS.items():
         run.progress(f"probing ({label})")
         results = run_suite(suite, suite_path.parent, backend, out / label.replace(" ", "-"), techniques,
                             max_tokens=max_tokens, concurrency=1)
         s = summary(results)
-        tables[label] = s
+        tables[label], answers[label] = s, results
         ours[f"{label}: overall accuracy"] = s["accuracy"]
         ours[f"{label}: by category"] = {k: v["accuracy"] for k, v in s["by category"].items()}
         ours[f"{label}: by pointer"] = {k: v["accuracy"] for k, v in s["by pointer"].items()}
@@ -68,8 +67,8 @@ def lmm_probing(run):
     ours["probing time (s)"] = round(time.perf_counter() - t0, 1)
     ours["galleries"] = ", ".join(f"lmm-probing/{k.replace(' ', '-')}.html" for k in VARIANTS)
     _plot(run, tables, chance)
-    verdict, why = _verdict(tables, chance, len(referring), len(suite.samples))
-    return {"ours": ours, "verdict": verdict, "why": why}
+    checks = probing_checks(suite.samples, answers)
+    return {"ours": ours, "checks": checks, "why": _why(tables, checks, chance, len(referring), len(suite.samples))}
 
 
 def _vlm(run):
@@ -94,27 +93,42 @@ def _vlm(run):
                  f"(training took {info['train_s']:.0f} s)")
 
 
-def _verdict(tables: dict, chance: float, n_ref: int, n_all: int) -> tuple[str, str]:
-    if n_ref < 20:
-        return "not reproduced", f"only {n_ref} referring questions (smoke profile): too few to tell"
-    visual = ("arrow", "box", "circle", "point", "crop", "marks")
-    ptr = tables["constrained"]["by pointer"]  # one-word answers: the fairest reading, chosen before measuring
-    per = ptr["arrow"]["n"]
-    mean_visual = sum(ptr[p]["accuracy"] for p in visual) / len(visual)
-    se = math.sqrt(chance * (1 - chance) / (per * len(visual)))
-    referring_ok = mean_visual > chance + 2 * se
-    plain, tech = tables["plain"]["accuracy"], max(tables["constrained"]["accuracy"],
-                                                   tables["all techniques"]["accuracy"])
-    techniques_ok = tech > plain + 2 * math.sqrt(max(plain * (1 - plain), 0.05) / n_all)
-    detail = (f"visual pointers {mean_visual:.2f} (constrained prompts) vs chance {chance:.2f} and coordinates "
-              f"{ptr['coordinates']['accuracy']:.2f}; overall plain {plain:.2f} vs with techniques {tech:.2f}")
-    if referring_ok and techniques_ok:
-        return "reproduced", "the VLM follows visual pointers and the techniques help: " + detail
-    if referring_ok or techniques_ok:
-        return "partly", ("the VLM follows visual pointers, but the techniques do not help: " if referring_ok else
-                          "the techniques help, but the VLM does not follow visual pointers: ") + detail
-    return "not reproduced", ("the small VLM neither follows visual pointers nor gains from the techniques (it was "
-                              "never trained on pointers or instructions beyond one-word answers): " + detail)
+VISUAL = ("arrow", "box", "circle", "point", "crop", "marks")  # pointers drawn on the image (not coordinates)
+POINTER_VARIANT = "constrained"  # one-word answers: the fairest reading of the pointer questions, chosen before measuring
+
+
+def probing_checks(samples: list, answers: dict) -> list:
+    """The claim as checks on per-sample correctness (``answers``: variant -> results, in ``samples``' order):
+
+    - visual pointers are understood: accuracy on referring questions with a drawn pointer (:data:`VISUAL`, with
+      :data:`POINTER_VARIANT` prompts; Wilson over the questions) above chance, the mean over those questions of
+      1 / the scene's objects (naming the colour of a random object);
+    - each prompting technique raises accuracy: constrained minus plain, and all techniques minus plain, over the
+      whole suite (Newcombe), > 0. At chance when neither variant answers anything right.
+    """
+    from tenfold.report.verdict import Check, accuracy_difference, proportion
+
+    pointed = [i for i, s in enumerate(samples) if s.category == "referring" and s.pointer in VISUAL]
+    chance = sum(1 / len(samples[i].meta["scene"]["objects"]) for i in pointed) / len(pointed)
+    right = [bool(answers[POINTER_VARIANT][i].correct) for i in pointed]
+    checks = [Check(f"referring with a drawn pointer ({POINTER_VARIANT} prompts): accuracy vs chance",
+                    proportion(sum(right), len(right), "questions"), threshold=round(chance, 4))]
+    plain = [bool(r.correct) for r in answers["plain"]]
+    for label in ("constrained", "all techniques"):
+        other = [bool(r.correct) for r in answers[label]]
+        checks.append(Check(f"{label} minus plain prompts: accuracy over the suite",
+                            accuracy_difference(other, plain, "samples"), threshold=0.0,
+                            at_chance=not any(other) and not any(plain)))
+    return checks
+
+
+def _why(tables: dict, checks: list, chance: float, n_ref: int, n_all: int) -> str:
+    ptr = tables[POINTER_VARIANT]["by pointer"]
+    mean_visual = checks[0].effect
+    return (f"visual pointers {mean_visual.value:.2f} ({POINTER_VARIANT} prompts, {mean_visual.n} questions) vs chance "
+            f"{chance:.2f} and coordinates {ptr['coordinates']['accuracy']:.2f}; overall accuracy over {n_all} "
+            f"samples: " + ", ".join(f"{label} {t['accuracy']:.2f}" for label, t in tables.items())
+            + f" ({n_ref} referring questions)")
 
 
 def _plot(run, tables: dict, chance: float) -> None:

@@ -110,7 +110,7 @@ class Gym(Task):
             return {"fitness": self._too_small(grown), "eval_mean": None, "eval_std": None, "episodes": 0}
         return {"fitness": float(np.mean(returns)), "eval_mean": float(np.mean(returns)),
                 "eval_std": float(np.std(returns)), "episodes": episodes,
-                "solved": bool(np.mean(returns) >= self.target)}
+                "solved": bool(np.mean(returns) >= self.target), "returns": [float(r) for r in returns]}
 
 
 def small_world_sigma_estimate(adjacency: np.ndarray) -> float:

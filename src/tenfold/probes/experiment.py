@@ -50,17 +50,96 @@ def probes(run):
                   "world-map")
     true, pred, _ = held_out_predictions(studies["films"])
     run.save_plot(plots.years(true[:, 0], pred[:, 0], f"films, layer {ours['films']['best_layer']}"), "film-years")
-    # The claim holds for a dataset when the best layer clearly beats the embeddings, shuffled targets and a random model.
-    wins = {n: m["r2"] > m["layer0_r2"] + 0.1 and m["r2"] > (m["random_init_best_r2"] or 0) + 0.1
-            and m["baseline_r2"] < 0.1 for n, m in ours.items() if n in studies}
-    # The size of the effect is part of the claim: Llama-2-7B's world R^2 is 0.881.
-    strong = ours["world-places"]["r2"] >= 0.8 * 0.881
-    verdict = "reproduced" if all(wins.values()) and strong else ("partly" if any(wins.values()) else "not reproduced")
+    checks = probe_checks(studies)
+    for name, study in studies.items():  # the headline R^2 with its interval over held-out entities
+        true = study.dataset.targets[study.dataset.is_test]
+        for key, prediction in (("r2_ci95", study.best["prediction"]), ("baseline_r2_ci95", study.shuffled["prediction"])):
+            e = r2_estimate(true, prediction)
+            ours[name][key] = [round(e.low, 4), round(e.high, 4)]
     layers = sorted(m["best_layer"] for n, m in ours.items() if n in studies)
-    why = (f"linear structure beyond the embeddings and a random model in {sum(wins.values())} of {len(wins)} datasets, "
-           f"but far weaker than Llama-2-7B (world R^2 {ours['world-places']['r2']:.2f} vs 0.88); best layers "
-           f"{layers} of 30 (the paper: middle layers). ") + "; ".join(f"{n} R^2 {m['r2']:.2f} (layer {m['best_layer']}; embeddings {m['layer0_r2']:.2f}, random model "
-                    f"{m['random_init_best_r2']:.2f})" for n, m in ours.items() if n in studies)
+    why = (f"best-layer R^2 on held-out entities (world {ours['world-places']['r2']:.2f} vs Llama-2-7B's 0.88); best "
+           f"layers {layers} of 30 (the paper: middle layers). ") + "; ".join(
+        f"{n} R^2 {m['r2']:.2f} (n={m['test']} held out; layer {m['best_layer']}; embeddings {m['layer0_r2']:.2f}, "
+        f"random model {m['random_init_best_r2']:.2f}, shuffled targets {m['baseline_r2']:.2f})"
+        for n, m in ours.items() if n in studies)
     ours["note"] = ("a 135M model against Llama-2 7B-70B, and different entity lists: the comparison shows whether the "
                     "structure is there and where it peaks, not whether the size of the effect matches")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+# "far better" than the embeddings or a random model: at least 0.1 R^2 (the margin the claim was checked with before
+# issue 42).
+FAR_BETTER = 0.1
+# The size of the effect: Llama-2-7B's held-out world R^2 is 0.881 (Gurnee & Tegmark, Table 1); "comparable" is 80%.
+WORLD_R2 = 0.8 * 0.881
+
+
+def r2(true, pred) -> float:
+    """R^2 of ``pred`` against ``true`` ((N, d) arrays), the mean over the d coordinates (as
+    :func:`tenfold.probes.fit.score` computes it with scikit-learn)."""
+    import numpy as np
+
+    true, pred = np.asarray(true, dtype=float), np.asarray(pred, dtype=float)
+    res = ((true - pred) ** 2).sum(0)
+    tot = ((true - true.mean(0)) ** 2).sum(0)
+    return float(np.mean(1 - res / tot))
+
+
+def r2_estimate(true, pred, minus=None):
+    """The held-out R^2 of ``pred`` (minus that of ``minus``, a second probe's predictions for the same entities)
+    with a paired percentile bootstrap over the held-out entities (:func:`tenfold.report.verdict.bootstrap`).
+
+    The probes stay fixed (fit once on the train split); the interval is the test sample's uncertainty."""
+    import numpy as np
+
+    from tenfold.report.verdict import bootstrap
+
+    true = np.asarray(true, dtype=float)
+    d = true.shape[1]
+    sets = [true, np.asarray(pred, dtype=float)] + ([] if minus is None else [np.asarray(minus, dtype=float)])
+    columns = [s[:, j] for s in sets for j in range(d)]
+
+    def statistic(*cols):
+        t, p = np.stack(cols[:d], 1), np.stack(cols[d:2 * d], 1)
+        return r2(t, p) - (r2(t, np.stack(cols[2 * d:], 1)) if minus is not None else 0.0)
+
+    return bootstrap(statistic, *columns, unit="held-out entities",
+                     method="bootstrap" if minus is None else "bootstrap, paired")
+
+
+def probe_checks(studies: dict) -> list:
+    """Per dataset, the claim's parts on the held-out entities (paired bootstrap of R^2, :func:`r2_estimate`):
+
+    - the best layer's probe beats the token embeddings (layer 0): R^2 difference > 0, meant to be at least
+      :data:`FAR_BETTER`;
+    - it beats a randomly initialised model of the same architecture (its best layer): the same.
+
+    The shuffled-target control is reported beside them (``baseline_r2``), not checked: it is no part of the claim,
+    and a control that holds would count as a part shown.
+
+    And the size of the effect on world places: R^2 above :data:`WORLD_R2` (80% of Llama-2-7B's 0.881). A comparison
+    is at chance when neither probe is shown to beat predicting the mean (both R^2 intervals reach 0): the model
+    holds no linear map there for the other probe to fall short of. The best layer is the one with the highest
+    held-out R^2 (for the random model too), as the paper reports it.
+    """
+    from tenfold.probes.fit import best
+    from tenfold.report.verdict import Check
+
+    checks = []
+    for name, study in studies.items():
+        true = study.dataset.targets[study.dataset.is_test]
+        top = study.best
+        top_at_chance = r2_estimate(true, top["prediction"]).low <= 0
+        rivals = [("embeddings (layer 0)", study.layers[0])]
+        if study.random_init is not None:
+            rivals.append(("a random model's best layer", best(study.random_init)))
+        for label, rival in rivals:
+            at_chance = top_at_chance and r2_estimate(true, rival["prediction"]).low <= 0
+            checks.append(Check(f"{name}: best layer R^2 minus {label}", r2_estimate(true, top["prediction"],
+                                                                                    rival["prediction"]),
+                                threshold=0.0, smallest=FAR_BETTER, at_chance=at_chance))
+    world = studies["world-places"]
+    checks.append(Check("world-places: best layer R^2 (size of the effect)",
+                        r2_estimate(world.dataset.targets[world.dataset.is_test], world.best["prediction"]),
+                        threshold=WORLD_R2))
+    return checks

@@ -16,7 +16,7 @@ class Study:
     dataset: EntityDataset
     prompt: str
     layers: list[dict]  # per-layer scores and held-out predictions
-    shuffled: dict  # best layer's probe on shuffled train targets
+    shuffled: dict  # best layer's probe on shuffled train targets (scores + held-out predictions)
     random_init: list[dict] | None  # per-layer scores on a randomly initialised model
     neurons: list[dict]
 
@@ -54,8 +54,7 @@ def run_study(model, tokenizer, dataset: EntityDataset, prompt: str = "bare", ra
     is_test = dataset.is_test
     layers = fit_layers(acts, dataset.targets, is_test, dataset.kind, progress=lambda d, t: tick("fit", d, t))
     top = best(layers)["layer"]
-    shuffled = {k: v for k, v in fit_layers(acts[:, top : top + 1], dataset.targets, is_test, dataset.kind,
-                                            shuffle_seed=0)[0].items() if k != "prediction"}
+    shuffled = fit_layers(acts[:, top : top + 1], dataset.targets, is_test, dataset.kind, shuffle_seed=0)[0]
     neurons = best_neurons(acts[:, top], dataset.targets, is_test)
     rand_rows = None
     if random_baseline:

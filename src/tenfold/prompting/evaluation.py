@@ -10,10 +10,10 @@ Accuracy comes with a 95% Wilson interval; completion tokens per problem measure
 """
 from __future__ import annotations
 
-import math
 import re
 
 from tenfold.errors import TenfoldError
+from tenfold.report.verdict import proportion
 from tenfold.prompting.analogical import build_messages
 from tenfold.prompting.answers import extract_answer, is_correct
 
@@ -37,15 +37,6 @@ def humaneval_problems(n: int | None = None, split: str = "test") -> list[dict]:
     problems = list(read_problems().values())
     chosen = problems[:HUMANEVAL_EXEMPLARS] if split == "train" else problems[HUMANEVAL_EXEMPLARS:]
     return chosen[:n] if n else chosen
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.S)
@@ -120,7 +111,8 @@ def evaluate(backend, strategy: str, task: str, n: int, k: int = 3, max_tokens: 
         if progress:
             progress(i + 1, len(problems))
     right = sum(r["correct"] for r in rows)
-    lo, hi = wilson(right, len(rows))
+    ci = proportion(right, len(rows))  # Wilson score interval (scipy)
+    lo, hi = ci.low, ci.high
     return {"strategy": strategy, "task": task, "n": len(rows), "k": k, "accuracy": right / len(rows),
             "ci95": [round(lo, 4), round(hi, 4)],
             "tokens_per_problem": (backend.completion_tokens - tokens_before) / len(rows), "rows": rows,

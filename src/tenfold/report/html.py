@@ -18,7 +18,8 @@ section{border-top:2px solid #e5e5e5;margin-top:2em;padding-top:.5em}
 table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:300px;overflow-x:auto}.cols>div:last-child{flex:2}td+td{overflow-wrap:anywhere}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.failed{background:#555}.none{background:#9e9e9e}
+.reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.inconclusive{background:#5c6bc0}
+.fullrun{background:#eef3fb;border-left:3px solid #5c6bc0;padding:.3em .6em;margin:.4em 0}.st-shown{color:#2e7d32;font-weight:600}.st-contradicted{color:#c62828;font-weight:600}.st-undecided{color:#5c6bc0;font-weight:600}.failed{background:#555}.none{background:#9e9e9e}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
 .muted{color:#777}.scaled{background:#fff7e0;border-left:3px solid #e0a800;padding:.3em .6em}.prov{font-size:13px;color:#444;margin-top:.4em}.prov code{overflow-wrap:anywhere}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
 """
@@ -77,6 +78,14 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+def _interval(effect: dict) -> str:
+    """A stored estimate's interval as text: "exact", "none" (unbounded: too few samples) or "[low, high]"."""
+    low, high = effect.get("low"), effect.get("high")
+    if low is None or high is None:  # infinite bounds are stored as null
+        return "none"
+    return "exact" if low == high else f"[{_fmt(float(low))}, {_fmt(float(high))}]"
+
+
 def _weight_files(model: dict) -> list[dict]:
     """A model's weight files for the provenance table, the GGUF it was converted from included."""
     origin = model.get("origin")
@@ -125,14 +134,24 @@ def _environment():
 
     env = Environment(loader=PackageLoader("tenfold.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(fmt=_fmt, flatten=_flatten, matrix_columns=_matrix_columns, weight_files=_weight_files,
+    env.globals.update(fmt=_fmt, interval=_interval, flatten=_flatten, matrix_columns=_matrix_columns, weight_files=_weight_files,
                        provenance_line=_provenance_line)
     return env
 
 
-def build_report(out_dir: str | Path) -> Path:
+def kept_full_profile_dir() -> Path | None:
+    """The full-profile results kept in the repository (``docs/full-profile``) beside this source tree, or None
+    (an installed wheel has no such folder)."""
+    here = Path(__file__).resolve().parents[3] / "docs" / "full-profile"
+    return here if (here / "results").is_dir() else None
+
+
+def build_report(out_dir: str | Path, full_profile: str | Path | None = "auto") -> Path:
     """(Re)build ``out_dir/index.html`` from ``out_dir/results/*.json`` with the jinja2 template
-    ``report/templates/report.html.j2``; return its path. Raises TenfoldError when ``out_dir`` is not a folder."""
+    ``report/templates/report.html.j2``; return its path. Raises TenfoldError when ``out_dir`` is not a folder.
+
+    ``full_profile``: a folder of kept full-profile results (``auto``: the repository's ``docs/full-profile``);
+    each experiment run at another profile shows the kept full-profile verdict beside its own."""
     out = Path(out_dir)
     if not out.is_dir():
         raise TenfoldError(f"{out} is a file, not a report folder" if out.exists() else
@@ -157,8 +176,15 @@ def build_report(out_dir: str | Path) -> Path:
         inside = path.is_relative_to(results.resolve())
         return base64.b64encode(path.read_bytes()).decode() if inside and path.is_file() else None
 
+    full_dir = kept_full_profile_dir() if full_profile == "auto" else (Path(full_profile) if full_profile else None)
+    full = {}
+    if full_dir is not None and full_dir.resolve() != out.resolve():
+        full = {r.get("name"): r for r in load_records(full_dir) if r.get("profile") == "full"}
+
     env = _environment()
     env.globals["plot_data"] = plot_data
+    env.globals["full_profile"] = lambda rec: full.get(rec.get("name")) if rec.get("profile") != "full" else None
+    env.globals["full_dir"] = str(full_dir) if full_dir else ""
     html = env.get_template("report.html.j2").render(
         css=CSS, stamp=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"), n_records=len(records),
         results_dir=str(results), sections=sections, strays=[r for r in records if r.get("paper") not in known])

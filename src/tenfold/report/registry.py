@@ -1,8 +1,9 @@
 """The experiment registry: each paper package registers its reproductions with ``@experiment``.
 
-An experiment is a function ``fn(run: Run) -> dict`` returning ``ours`` (measured numbers),
-``verdict`` ('reproduced' | 'partly' | 'not reproduced') and ``why`` (one line); it records
-its settings in ``run.settings`` and its plots with ``run.save_plot``.
+An experiment is a function ``fn(run: Run) -> dict`` returning ``ours`` (measured numbers), ``checks`` (one
+:class:`~tenfold.report.verdict.Check` per part of the paper's claim, each an estimate with its interval) and ``why``
+(one line); the runner turns the checks into the verdict by one rule (:func:`tenfold.report.verdict.decide`). It
+records its settings in ``run.settings`` and its plots with ``run.save_plot``.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Callable
 from tenfold.errors import TenfoldError
 from tenfold.packages import modules
 from tenfold.report.papers import BY_KEY
+from tenfold.report.verdict import VERDICTS
+
+__all__ = ["PROFILES", "VERDICTS", "Experiment", "Run", "experiment", "load_all", "select"]
 
 PROFILES = ("smoke", "quick", "full")
-VERDICTS = ("reproduced", "partly", "not reproduced")
 # Modules whose import registers experiments: each paper package's (tenfold.packages lists them).
 EXPERIMENT_MODULES: list[str] = modules("experiment")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tenfold import provenance
 from tenfold.errors import TenfoldError
-from tenfold.report.registry import PROFILES, VERDICTS, Experiment, Run
+from tenfold.report.registry import PROFILES, Experiment, Run
+from tenfold.report.verdict import RULE, Check, decide
 
 
 def _clean(value):
@@ -76,13 +77,19 @@ def run_one(exp: Experiment, profile: str, out_dir: str, progress=lambda message
 
 
 def _outcome(exp: Experiment, run: Run) -> dict:
-    """What the experiment found, or how it failed."""
+    """What the experiment found (the verdict by :func:`~tenfold.report.verdict.decide` from its checks), or how it
+    failed. An experiment that returns no checks, or a verdict of its own, fails: every verdict rests on intervals."""
     try:
         outcome = exp.fn(run)
-        if not isinstance(outcome, dict) or outcome.get("verdict") not in VERDICTS:
-            raise TenfoldError(f"experiment returned no valid verdict (one of {', '.join(VERDICTS)})")
-        return {"status": "ok", "ours": outcome.get("ours", {}), "verdict": outcome["verdict"],
-                "why": outcome.get("why", "")}
+        checks = outcome.get("checks") if isinstance(outcome, dict) else None
+        if not checks or not all(isinstance(c, Check) for c in checks):
+            raise TenfoldError("experiment returned no checks: a verdict needs each part of the claim measured with "
+                               "an interval (tenfold.report.verdict.Check)")
+        if "verdict" in outcome:
+            raise TenfoldError("experiment returned a verdict of its own; it returns checks and the shared rule "
+                               "(tenfold.report.verdict.decide) gives the verdict")
+        return {"status": "ok", "ours": outcome.get("ours", {}), "verdict": decide(checks),
+                "why": outcome.get("why", ""), "checks": [c.record() for c in checks], "rule": RULE}
     except Exception as exc:  # noqa: BLE001 - a failing experiment must not stop the others
         return {"status": "failed", "ours": {}, "verdict": "failed", "why": f"{type(exc).__name__}: {exc}",
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tenfold.report import experiment
+from tenfold.report.verdict import Check, accuracy_difference, exact, proportion, unmeasured
 
 METHODS = ("dense", "bm25", "hybrid")  # tenfold.retrieval.retriever.METHODS (not imported here: keeps the registry light)
 
@@ -113,18 +114,54 @@ def retrieval_long_context(run):
     a.legend(fontsize=7)
     fig.tight_layout()
     run.save_plot(fig, "grid")
-    matches = best_retrieval[short]["accuracy"] >= long_at[longest]["accuracy"]
-    helps = all(best_retrieval[w]["accuracy"] >= long_at[w]["accuracy"] for w in windows)
-    verdict = "reproduced" if matches and helps else ("partly" if matches or helps else "not reproduced")
-    why = (f"window {short} + retrieval: accuracy {best_retrieval[short]['accuracy']:.2f} with "
-           f"{best_retrieval[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
-           f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f}; retrieval >= long at "
-           f"{sum(best_retrieval[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows "
-           f"({ours['questions']} questions); recall@{ks[-1]} dense / bm25 / hybrid "
+    checks, ref = _retrieval_checks(rows, windows, ks)
+    ours["checked_setting"] = f"retrieve, top-{ref}"
+    fixed = {w: grid["retrieve"][str(w)][f"top{ref}"] for w in windows}
+    why = (f"window {short} + retrieval (top-{ref}): accuracy {fixed[short]['accuracy']:.2f} with "
+           f"{fixed[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
+           f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f} "
+           f"({ours['questions']} questions); retrieval >= long at "
+           f"{sum(fixed[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows (best "
+           f"of the grid at {short}: {best_retrieval[short]['accuracy']:.2f}); recall@{ks[-1]} dense / bm25 / hybrid "
            + " / ".join(f"{ours['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}" for m in METHODS)
            + "; Chinese needles: " + " / ".join(f"{multilingual['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}"
                                                  for m in METHODS))
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+# The paper's 4K + retrieval scores 0.76 points below its 16K window (36.02 vs 36.78, Llama2-70B, avg of 7 tasks)
+# and is said to match it: "as well as" allows that much.
+MATCH_MARGIN = 0.0076
+PAPER_TOP_K = 5  # the paper puts the top-5 retrieved chunks in the prompt (and finds top-5 best at 32K)
+
+
+def _retrieval_checks(rows: dict, windows: list[int], ks: list[int]) -> tuple[list, int]:
+    """The claim's parts as checks on the questions' correctness (and prompt token counts) in ``rows``
+    ({(mode, window, k): [per-question dicts]}), for one retrieval setting fixed in advance (retrieve only, the
+    paper's top-5, else the largest k run) rather than the best of the grid, which would pick its own noise. Returns
+    (checks, the k checked)."""
+    ref = PAPER_TOP_K if PAPER_TOP_K in ks else max(ks)
+    short, longest = windows[0], windows[-1]
+
+    def correct(mode, window, k):
+        return [r["correct"] for r in rows[(mode, window, k)]]
+
+    def versus(name, a, b, **kw):
+        return Check(name, accuracy_difference(a, b), at_chance=not any(a) and not any(b), **kw)
+
+    tokens_short = [r["tokens"] for r in rows[("retrieve", short, ref)]]
+    tokens_long = [r["tokens"] for r in rows[("long", longest, 0)]]
+    checks = [
+        versus(f"accuracy: window {short} + retrieval minus window {longest} without",
+               correct("retrieve", short, ref), correct("long", longest, 0), threshold=-MATCH_MARGIN),
+        # prompt token counts are deterministic (fixed documents, exact search): "a fraction" is below 1
+        Check(f"prompt tokens: window {short} + retrieval / window {longest} without",
+              exact(float(np.mean(tokens_short)) / float(np.mean(tokens_long)), n=len(tokens_short),
+                    unit="questions", why="token counts"), threshold=1.0, direction="below"),
+    ]
+    checks += [versus(f"accuracy at window {w}: retrieval minus none", correct("retrieve", w, ref),
+                      correct("long", w, 0), threshold=0.0) for w in windows]
+    return checks, ref
 
 
 def _percent(share: float, of: str) -> str:
@@ -204,7 +241,7 @@ def streameval(run):
                         query="cloze: 'Recall of register line N: <town> has' -> the population (greedy, 8 tokens)",
                         evicted="the asked line's first token had left the cache when the answer began")
     model, tok = load_lm(quantize=None)
-    by_method, evicted_acc, inside_acc, counts = {}, {}, {}, {}
+    by_method, evicted_acc, inside_acc, counts, answers = {}, {}, {}, {}, {}
     for method, (sinks, span, mem) in methods.items():
         run.progress(f"{method} cache")
         rows = run_stream(model, tok, lines, probes, sinks, span, memory=mem)
@@ -214,6 +251,7 @@ def streameval(run):
         by_method[method] = {str(d): float(np.mean(v)) for d, v in sorted(acc.items())}
         gone = [r["correct"] for r in rows if r["evicted"]]
         kept = [r["correct"] for r in rows if not r["evicted"]]
+        answers[method] = {"inside": kept, "evicted": gone}
         evicted_acc[method] = float(np.mean(gone)) if gone else None
         inside_acc[method] = float(np.mean(kept)) if kept else None
         counts[method] = {"questions": len(rows), "about_evicted_lines": len(gone)}
@@ -241,12 +279,37 @@ def streameval(run):
     mem_out, sink_out = evicted_acc["sink+memory"], evicted_acc["sink"]
     ours = {"accuracy_by_distance": by_method, "accuracy_inside_cache": inside_acc,
             "accuracy_evicted": evicted_acc, "questions": counts}
-    verdict = "reproduced" if sink_in >= 0.5 and sink_in > window_in + 0.2 else (
-        "partly" if sink_in > window_in else "not reproduced")
+    checks = _streameval_checks(answers)
     why = (f"questions about lines still in the cache: sink {sink_in:.2f} vs window {window_in:.2f} accuracy "
-           f"({counts['sink']['questions']} questions per method); about evicted lines: sink "
+           f"({len(answers['sink']['inside'])} and {len(answers['window']['inside'])} of "
+           f"{counts['sink']['questions']} questions per method); about evicted lines: sink "
            + (f"{sink_out:.2f}" if sink_out is not None else "n/a") + ", with the memory "
            + (f"{mem_out:.2f}" if mem_out is not None else "n/a")
            + f" ({counts['sink+memory']['about_evicted_lines']} questions); the 135M model often copies the most "
              f"recent number instead of the asked line's")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+def _streameval_checks(answers: dict) -> list:
+    """StreamEval's claim as checks on per-question correctness: ``answers[method]["inside"|"evicted"]`` lists
+    whether each question about a line still in the cache / already evicted was answered (Wilson and Newcombe
+    intervals). The bars 0.5 and 0.2 are tenfold's, kept from the earlier verdict: the paper gives no number a 135M
+    model could be held to (its Fig. 8: the sink cache keeps its accuracy, window attention falls to about 0)."""
+    def acc(method, where):
+        return answers[method][where]
+
+    sink, window = acc("sink", "inside"), acc("window", "inside")
+    mem, gone = acc("sink+memory", "evicted"), acc("sink", "evicted")
+    none = "no question of this run fell in that case"  # a part left unmeasured keeps the verdict from reproduced
+    return [
+        Check("sink: accuracy on lines still in the cache",
+              proportion(sum(sink), len(sink)) if sink else unmeasured(none, "questions"), threshold=0.5),
+        Check("accuracy on lines in the cache: sink minus window",
+              accuracy_difference(sink, window) if sink and window else unmeasured(none, "questions"),
+              threshold=0.0, smallest=0.2, at_chance=bool(sink and window) and not any(sink) and not any(window)),
+        # "unless a retrieval memory of the evicted text brings it back"
+        Check("accuracy on evicted lines: sink+memory minus sink",
+              accuracy_difference(mem, gone) if mem and gone else unmeasured(none, "questions"),
+              threshold=0.0, at_chance=bool(mem and gone) and not any(mem) and not any(gone)),
+    ]
+

@@ -58,7 +58,9 @@ TODAY = "guard, numpy preloaded"  # the sandbox before issue 27: its runner impo
 
 
 def humaneval_times(n: int | None = None, isolations=("namespaces", "guard", TODAY)) -> dict:
-    """HumanEval's canonical solutions (all 164, or the first ``n``) under each isolation: seconds, passes.
+    """HumanEval's canonical solutions (all 164, or the first ``n``) under each isolation: total ``seconds``,
+    ``passed``, ``failures`` and ``per_problem_seconds`` (each isolation's seconds per problem, in problem order: the
+    same problem under each, for paired intervals on the ratio of times).
 
     ``TODAY`` is the guard as it was before namespaces: the same runner, made to load numpy first (a
     program that names numpy gets it loaded), which is what it then did for every program."""
@@ -67,18 +69,20 @@ def humaneval_times(n: int | None = None, isolations=("namespaces", "guard", TOD
     from tenfold.prompting.evaluation import passes
 
     problems = list(read_problems().values())[: n or None]
-    seconds, passed = dict.fromkeys(isolations, 0.0), dict.fromkeys(isolations, 0)
+    per_problem = {iso: [0.0] * len(problems) for iso in isolations}
+    passed = dict.fromkeys(isolations, 0)
     failures = {iso: [] for iso in isolations}
     for i, p in enumerate(problems):
         for iso in (isolations if i % 2 == 0 else isolations[::-1]):
             completion = p["prompt"] + p["canonical_solution"] + ("\n# numpy\n" if iso == TODAY else "")
             start = time.perf_counter()
             ok, status = passes(p, completion, isolation="guard" if iso == TODAY else iso)
-            seconds[iso] += time.perf_counter() - start
+            per_problem[iso][i] = time.perf_counter() - start
             passed[iso] += ok
             if not ok:
                 failures[iso].append(f"{p['task_id']} ({status})")
-    return {"problems": len(problems), "seconds": seconds, "passed": passed, "failures": failures}
+    return {"problems": len(problems), "seconds": {iso: sum(t) for iso, t in per_problem.items()}, "passed": passed,
+            "failures": failures, "per_problem_seconds": per_problem}
 
 
 def hostile_containment(isolation: str = "namespaces") -> dict:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tenfold.report import experiment
+from tenfold.report.verdict import Check, exact, spread
 from tenfold.serve.launch import ServerProcess
 
 MODEL = "smollm2-135m-instruct"
@@ -211,10 +212,15 @@ def serve_load(run):
     levels = run.pick([1, 4], [1, 4, 16], [1, 4, 16])
     per_level = run.pick(lambda c: 2 * c, lambda c: max(6, 2 * c), lambda c: max(16, 4 * c))
     turns = run.pick(6, 30, 30)
-    checkpoints = sorted({1, turns // 3, 2 * turns // 3, turns})
+    # the speed-up's repeats: each of the last `rounds` turns is timed with the session and re-sent stateless
+    rounds = min(turns, run.pick(3, 5, 8))
+    last = list(range(turns - rounds + 1, turns + 1))
+    checkpoints = sorted({1, turns // 3, 2 * turns // 3, *last})
     reply_tokens = run.pick(8, 16, 32)
     run.settings.update(model=MODEL, dtype="float32", cache=f"4+{window}", concurrency=levels, turns=turns,
                         reply_tokens=reply_tokens, passage_words=70, stateless_checkpoints=checkpoints,
+                        speedup_rounds=f"the last {rounds} turns ({last[0]}-{turns}), each with a session and "
+                                       "stateless; interval over their ratios",
                         transport="HTTP on loopback, server in a subprocess")
     from tenfold.models.lm import note_lm
 
@@ -319,11 +325,26 @@ def serve_load(run):
     b.legend(loc="upper left")
     fig.tight_layout()
     run.save_plot(fig, "serve")
+    per_turn = [stateless_s[t] / session_s[t] for t in last]
+    speedup = spread(per_turn, unit="turns")
+    ours.update(stateless_vs_session_last_turns={str(t): r for t, r in zip(last, per_turn)},
+                stateless_vs_session_ci95=[speedup.low, speedup.high])
+    # "target here" (paper_numbers): >= 5x at turn 30; a shorter conversation (the smoke profile's 6 turns, history
+    # ~2-3x the cache) was held to 2x by the earlier verdict
     target = 5 if turns >= 30 else 2
-    verdict = "reproduced" if ratio >= target else ("partly" if ratio >= 1.5 else "not reproduced")
-    why = (f"turn {turns} ({prompt_tokens[turns]} prompt tokens, {ours['history_vs_window_at_last_turn']:.1f}x the "
-           f"cache): {session_s[turns]:.2f} s with a session vs {stateless_s[turns]:.2f} s stateless ({ratio:.1f}x, "
-           f"target >= {target}x); {load[str(levels[-1])]['requests_per_s']:.2f} req/s at concurrency {levels[-1]}; "
+    checks = [
+        Check(f"stateless / session seconds per turn, turns {last[0]}-{turns}", speedup, threshold=1.0,
+              smallest=target),
+        # never hits a context limit: the last turn's prompt outgrows the cache, and it was served (a token count)
+        Check("prompt tokens at the last turn / cache size", exact(ours["history_vs_window_at_last_turn"],
+                                                                   unit="conversations", why="token counts"),
+              threshold=1.0),
+    ]
+    why = (f"turns {last[0]}-{turns} (last: {prompt_tokens[turns]} prompt tokens, "
+           f"{ours['history_vs_window_at_last_turn']:.1f}x the cache): stateless re-prefill {speedup.value:.1f}x the "
+           f"time of a session turn (mean of {rounds} turns; at turn {turns}: {session_s[turns]:.2f} s vs "
+           f"{stateless_s[turns]:.2f} s, claim >= {target}x); "
+           f"{load[str(levels[-1])]['requests_per_s']:.2f} req/s at concurrency {levels[-1]}; "
            f"system rule ('answer in French') at turn {retention_turns}: "
            f"{retention['keep_system']['french_share_last_turns']:.0%} French with --keep system vs "
            f"{retention['sinks_only']['french_share_last_turns']:.0%} without in a live chat (its own French "
@@ -335,4 +356,4 @@ def serve_load(run):
             f"--continuous-batching at {levels[-1]} streams (TTFT p95 {t_top['ttft_p95_s']} s vs {hf['ttft_p95_s']} s), "
             f"both float32; tenfold's default int4 weights: {ours['int4_vs_float32_at_top']}x float32 at {levels[-1]} "
             "streams")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "checks": checks, "why": why}

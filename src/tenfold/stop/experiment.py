@@ -47,10 +47,13 @@ def stop(run):
     transfer = {}
     for task in transfer_tasks:
         run.progress(f"transfer to {task}")
-        transfer[task] = {"seed_improver": stop_run.meta_utility(archive[0]["source"], task, tests, seed=1),
-                          "final_improver": stop_run.meta_utility(archive[-1]["source"], task, tests, seed=1)}
+        seed_scores = stop_run.meta_utilities(archive[0]["source"], task, tests, seed=1)
+        final_scores = stop_run.meta_utilities(archive[-1]["source"], task, tests, seed=1)
+        transfer[task] = {"seed_improver": sum(seed_scores) / tests, "final_improver": sum(final_scores) / tests,
+                          "seed_improver_by_test": seed_scores, "final_improver_by_test": final_scores}
     ledger = stop_run.ledger
     ours = {"meta_utility_by_iteration": [round(a["meta_utility"], 4) for a in archive],
+            "meta_utility_by_test": [[round(u, 4) for u in a["meta_utilities"]] for a in archive],
             "improver_status_by_iteration": [a["status"] for a in archive], "transfer": transfer,
             "lm_samples": ledger.lm_samples, "utility_calls": ledger.utility_calls,
             "sandbox_runs": ledger.sandbox_runs, "sandbox_statuses": ledger.statuses,
@@ -80,18 +83,50 @@ def stop(run):
     b.legend(fontsize=7)
     fig.tight_layout()
     run.save_plot(fig, "meta_utility")
+    checks = stop_checks(archive, transfer)
     first, last = archive[0]["meta_utility"], archive[-1]["meta_utility"]
-    gained = last > first + 0.02
-    transfers = sum(v["final_improver"] > v["seed_improver"] + 0.02 for v in transfer.values())
-    verdict = "reproduced" if gained and transfers == len(transfer) else "partly" if gained or transfers else "not reproduced"
+    transfers = sum(v["final_improver"] > v["seed_improver"] for v in transfer.values())
     ok = ledger.statuses.get("ok", 0)
-    why = (f"meta-utility {first:.3f} -> {last:.3f} after {iterations} round(s) with the 135M model; transfer improved "
-           f"on {transfers} of {len(transfer)} tasks; {ok} of {ledger.sandbox_runs} sandbox runs ended ok "
-           f"({ledger.statuses}) under {'/'.join(ledger.isolation) or 'no'} isolation; denied at run time "
-           f"{ledger.denied or 'nothing'}; sandbox flag disabled in "
-           f"{ledger.signals.get('disables the sandbox flag', 0)} of {ledger.programs_seen} model-written programs "
-           f"(paper: 0.42% of GPT-4's runs); other signs {ledger.signals or 'none'}")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    flag = ledger.signals.get("disables the sandbox flag", 0)
+    why = (f"meta-utility {first:.3f} -> {last:.3f} after {iterations} round(s) with the 135M model ({tests} test(s) "
+           f"per meta-utility, so {'no' if tests < 2 else 'a t'} interval over tests); the final improver's mean "
+           f"was higher on {transfers} of {len(transfer)} transfer tasks; {ok} of {ledger.sandbox_runs} sandbox runs "
+           f"ended ok ({ledger.statuses}) under {'/'.join(ledger.isolation) or 'no'} isolation; denied at run time "
+           f"{ledger.denied or 'nothing'}; sandbox flag disabled in {flag} of {ledger.programs_seen} model-written "
+           f"programs (paper: 0.42% of GPT-4's runs); other signs {ledger.signals or 'none'}")
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+# The paper's transfer gains, seed improver -> improved improver (STOP Table 2, GPT-4; utilities as fractions):
+# 3-SAT 21.2% -> 75.1%, Max-Cut 58.7 -> 74.2 (paper_numbers above). Tasks it gives no number for: direction only.
+TRANSFER_GAINS = {"3sat": 0.751 - 0.212, "maxcut": 0.742 - 0.587}
+
+
+def stop_checks(archive: list[dict], transfer: dict) -> list:
+    """STOP's claim as checks on per-test meta-utilities (each test an independent improver run; two improvers
+    scored with one seed meet the same instances, so the difference is paired test by test, Student-t over tests):
+
+    - the meta-utility on LPN rises: last iteration minus the seed improver, > 0. Direction only: the paper's
+      0.65 -> 0.75 is after T=4 rounds of GPT-4, not a gain it claims for our number of rounds;
+    - the improved improver transfers: on each transfer task, final minus seed improver > 0, meant to be at least
+      the paper's gain where it reports one (:data:`TRANSFER_GAINS`).
+
+    A comparison where both improvers score 0 on every test (no program ran to be scored) is at chance: undecided.
+    """
+    from tenfold.report.verdict import Check, spread
+
+    def paired(final: list[float], seed: list[float]):
+        diffs = [f - s for f, s in zip(final, seed)]
+        return spread(diffs, unit="improver runs"), not any(final) and not any(seed)
+
+    effect, floor = paired(archive[-1]["meta_utilities"], archive[0]["meta_utilities"])
+    checks = [Check(f"lpn meta-utility: iteration {archive[-1]['iteration']} minus the seed improver", effect,
+                    threshold=0.0, at_chance=floor)]
+    for task, v in transfer.items():
+        effect, floor = paired(v["final_improver_by_test"], v["seed_improver_by_test"])
+        checks.append(Check(f"transfer to {task}: final minus seed improver", effect, threshold=0.0,
+                            smallest=TRANSFER_GAINS.get(task), at_chance=floor))
+    return checks
 
 
 @experiment(
@@ -124,18 +159,53 @@ def stop_sandbox(run):
     fig.tight_layout()
     run.save_plot(fig, "cost")
     ours = {k: v for k, v in result.items() if k != "reason"}
+    ours["humaneval"] = {k: v for k, v in he.items() if k != "per_problem_seconds"}
+    checks = sandbox_checks(result)
     if "namespaces" not in isolations:
-        return {"ours": ours, "verdict": "not reproduced",
-                "why": f"no namespaces on this machine ({result['reason']}): only the in-process guard was measured"}
+        return {"ours": ours, "checks": checks,
+                "why": f"no namespaces on this machine ({result['reason']}): only the in-process guard was measured, "
+                       "so nothing of the claim could be"}
     contained = [name for name, status in result["hostile_hook_off"].items() if status != "ok"]
-    all_pass = he["passed"]["namespaces"] == he["problems"] == he["passed"]["guard"]
-    cheap = result["humaneval_time_vs_today"] <= 1.5
-    verdict = ("reproduced" if len(contained) == len(result["hostile_hook_off"]) and all_pass and cheap else
-               "partly" if contained else "not reproduced")
     why = (f"{len(contained)} of {len(result['hostile_hook_off'])} hostile programs contained with the hook off; "
            f"HumanEval canonical {he['passed']['namespaces']}/{he['problems']} pass under {result['isolation']} "
            f"({he['passed']['guard']} under the guard); {result['per_run']['namespaces']['runs_per_s']:.1f} vs "
            f"{result['per_run']['guard']['runs_per_s']:.1f} runs/s ({result['startup_overhead_ms']:+.0f} ms per run); "
-           f"HumanEval time {result['humaneval_time_vs_today']:.2f}x the sandbox's before namespaces (target <= 1.5x), "
-           f"{result['humaneval_time_ratio']:.2f}x the guard's now that numpy is loaded only when used")
-    return {"ours": ours, "verdict": verdict, "why": why}
+           f"HumanEval time {result['humaneval_time_vs_today']:.2f}x the sandbox's before namespaces over "
+           f"{he['problems']} problems (target <= 1.5x), {result['humaneval_time_ratio']:.2f}x the guard's now that "
+           "numpy is loaded only when used")
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+COST_TARGET = 1.5  # the reproduction's target: HumanEval time <= 1.5x the sandbox's before namespaces (paper_numbers)
+
+
+def sandbox_checks(result: dict) -> list:
+    """The stop-sandbox claim as checks on a :func:`tenfold.sandbox.benchmark.benchmark` result:
+
+    - hostile programs never score: the share of the hostile programs contained (Wilson over the programs), > 0 (the
+      paper's flag sandbox, switched off, contains none of them) and meant to be 1 ("never": one escape
+      contradicts);
+    - benign ones score as before: the share of HumanEval canonical solutions that pass under namespaces (Wilson
+      over the problems), > 0 and meant to be 1 (the target 164/164: one failure contradicts);
+    - little cost: HumanEval time under namespaces over the time under the sandbox before namespaces, the ratio of
+      mean per-problem times (paired bootstrap over problems), < :data:`COST_TARGET`.
+
+    Without namespaces none of them is measured: one check with no interval (inconclusive).
+    """
+    from tenfold.report.verdict import Check, proportion, ratio_of_means, unmeasured
+    from tenfold.sandbox.benchmark import TODAY
+
+    if "hostile_hook_off" not in result:
+        return [Check("hostile programs contained by namespaces",
+                      unmeasured(f"no namespaces on this machine ({result['reason']})", "programs"), threshold=0.0,
+                      smallest=1.0)]
+    hostile, he = result["hostile_hook_off"], result["humaneval"]
+    contained = sum(status != "ok" for status in hostile.values())
+    times = he["per_problem_seconds"]
+    return [Check("hostile programs contained (audit hook off)", proportion(contained, len(hostile), "programs"),
+                  threshold=0.0, smallest=1.0),
+            Check("HumanEval canonical solutions passing under namespaces",
+                  proportion(he["passed"]["namespaces"], he["problems"], "problems"), threshold=0.0, smallest=1.0),
+            Check("HumanEval time, namespaces / the sandbox before namespaces",
+                  ratio_of_means(times["namespaces"], times[TODAY], unit="problems"), threshold=COST_TARGET,
+                  direction="below")]

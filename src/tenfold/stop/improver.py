@@ -204,22 +204,32 @@ class STOP:
 
         A test where the improver itself fails (error, timeout, blocked) counts 0, as in the paper.
         """
+        return sum(self.meta_utilities(improver, task, tests, seed)) / tests
+
+    def meta_utilities(self, improver: str, task: str = "lpn", tests: int = 3, seed: int = 0) -> list[float]:
+        """The held-out utility of each of ``tests`` independent improver runs (their mean is :meth:`meta_utility`).
+
+        Test ``i`` uses the same instances (seeds ``1000 * seed + i`` and ``10_000 + 1000 * seed + i``) whatever the
+        improver, so two improvers scored with one ``seed`` are paired test by test. A failed improver run scores 0.
+        """
         utility = get_utility(task)
-        total = 0.0
+        scores = []
         for i in range(tests):
             improved, status = self.improve(improver, seed_program(task), utility.description,
                                             self.task_score(task, seed=1000 * seed + i))
             if status != "ok":
-                continue  # an improver that fails improves nothing: it scores 0 on this test
+                scores.append(0.0)  # an improver that fails improves nothing: it scores 0 on this test
+                continue
             held_out = utility(improved, seed=10_000 + 1000 * seed + i, isolation=self.isolation)
             self.ledger.ran(held_out.status, held_out.violations, held_out.denied, held_out.isolation)
-            total += held_out.utility
-        return total / tests
+            scores.append(held_out.utility)
+        return scores
 
     def self_improve(self, iterations: int, task: str = "lpn", tests: int = 3, progress=None) -> list[dict]:
         """T rounds of improver <- improver(improver, meta-utility); an archive of every improver.
 
-        Each entry's ``sandbox`` holds that iteration's accounting (:meth:`Ledger.since`): sandbox runs,
+        Each entry's ``meta_utilities`` holds the held-out utility of each test (paired across iterations: the same
+        instances), its ``sandbox`` holds that iteration's accounting (:meth:`Ledger.since`): sandbox runs,
         what was denied at run time by kind, and the "sandbox flag disabled" rate among the programs
         the model wrote in it (iteration 0: the seed improver's meta-utility).
         """
@@ -234,8 +244,9 @@ class STOP:
             return self.meta_utility(source, task, tests=1, seed=self.seed + 7)
 
         before = self.ledger.snapshot()
-        archive = [{"iteration": 0, "source": SEED_IMPROVER,
-                    "meta_utility": self.meta_utility(SEED_IMPROVER, task, tests, seed=self.seed), "status": "seed"}]
+        scores = self.meta_utilities(SEED_IMPROVER, task, tests, seed=self.seed)
+        archive = [{"iteration": 0, "source": SEED_IMPROVER, "meta_utility": sum(scores) / tests,
+                    "meta_utilities": scores, "status": "seed"}]
         archive[-1]["sandbox"] = self.ledger.since(before)
         if progress:
             progress(0, iterations, archive[-1]["meta_utility"])
@@ -245,9 +256,9 @@ class STOP:
             new, status = self.improve(current, current, meta_description, meta_score)
             if new != current:
                 self.ledger.saw_program(new)
-            archive.append({"iteration": t, "source": new, "status": status,
-                            "meta_utility": self.meta_utility(new, task, tests, seed=self.seed),
-                            "changed": new != current})
+            scores = self.meta_utilities(new, task, tests, seed=self.seed)
+            archive.append({"iteration": t, "source": new, "status": status, "meta_utility": sum(scores) / tests,
+                            "meta_utilities": scores, "changed": new != current})
             archive[-1]["sandbox"] = self.ledger.since(before)
             current = new
             if progress:

@@ -16,8 +16,9 @@ import psutil
 import torch
 
 from tenfold.report import experiment
+from tenfold.report.verdict import Check, Estimate, bootstrap, difference, exact, spread, unmeasured
 from tenfold.streaming.config import SinkConfig
-from tenfold.streaming.perplexity import perplexity
+from tenfold.streaming.perplexity import StreamResult, perplexity
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
 
 
@@ -73,6 +74,36 @@ def _stepwise_check(sinks: int, window: int, tokens: int) -> float:
     return float(np.abs(step.nll - fast.nll).max())
 
 
+BLOCK = 64  # tokens per bootstrap block: neighbouring tokens' losses correlate, so whole blocks are resampled
+
+
+def ppl_ratio(a: StreamResult, b: StreamResult, after: int = 0, block: int = BLOCK) -> Estimate:
+    """Perplexity of ``a`` over perplexity of ``b``, ``exp(mean NLL a - mean NLL b)``, on the tokens both score
+    (every stream; of them only positions past ``after``, e.g. the cache size), with a paired percentile bootstrap
+    over blocks of ``block`` consecutive positions in each stream (per-block NLL sums and token counts are
+    resampled together, so uneven blocks weigh by their tokens). Fewer than 8 blocks give no interval."""
+    pos = np.intersect1d(a.positions, b.positions)
+    pos = pos[pos > after]
+    if pos.size == 0:
+        raise ValueError(f"no token past position {after} is scored by both {a.method} and {b.method}")
+    ia, ib = np.searchsorted(a.positions, pos), np.searchsorted(b.positions, pos)
+    na, nb = np.atleast_2d(a.nll)[:, ia], np.atleast_2d(b.nll)[:, ib]
+    groups, index = np.unique(pos // block, return_inverse=True)
+    sums_a, sums_b, counts = [], [], []
+    for row_a, row_b in zip(na, nb):  # streams are independent: their blocks are separate items
+        sums_a.append(np.bincount(index, weights=row_a, minlength=groups.size))
+        sums_b.append(np.bincount(index, weights=row_b, minlength=groups.size))
+        counts.append(np.bincount(index, minlength=groups.size).astype(float))
+    sums_a, sums_b, counts = np.concatenate(sums_a), np.concatenate(sums_b), np.concatenate(counts)
+    return bootstrap(lambda x, y, c: float(np.exp((x.sum() - y.sum()) / c.sum())), sums_a, sums_b, counts,
+                     unit=f"blocks of {block} tokens", method="bootstrap over token blocks, paired")
+
+
+def _scaled(e: Estimate, factor: float, method: str | None = None) -> Estimate:
+    """``e`` times a positive ``factor`` (value and interval)."""
+    return Estimate(e.value * factor, e.low * factor, e.high * factor, e.n, method or e.method, e.unit)
+
+
 @experiment(
     "streaming-ppl", paper="streamingllm",
     claim="With a fixed cache, window attention collapses once the text exceeds the cache, while attention "
@@ -110,13 +141,27 @@ def streaming_ppl(run):
         _, y = running_log_ppl(long, 4096)
         ours["ppl_sink_400k"] = long.ppl
         ours["log_ppl_400k_first_vs_last_10pct"] = [float(y[: y.size // 10].mean()), float(y[-y.size // 10 :].mean())]
-    close = ours["sink_vs_recompute"] <= 1.05
-    better = ours["window_vs_sink"] >= 2
-    verdict = "reproduced" if close and better else ("partly" if close or better else "not reproduced")
-    why = (f"sink ppl {ours['ppl_sink_on_recompute_tokens']:.2f} is {100 * (ours['sink_vs_recompute'] - 1):+.1f}% vs "
-           f"recompute {ours['ppl_recompute']:.2f} on the same tokens; window {ours['ppl_window']:.2f} is {ours['window_vs_sink']:.1f}x worse "
-           f"(targets: within 5%, >= 2x)")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    # The claim is about text longer than the cache: both checks compare the tokens predicted past it.
+    size = sinks + window
+    close = ppl_ratio(results["sink"], results["recompute"], after=size)
+    worse = ppl_ratio(results["window"], results["sink"], after=size)
+    ours.update(sink_vs_recompute_past_cache=close.value, window_vs_sink_past_cache=worse.value,
+                blocks_past_cache=worse.n)
+    checks = [
+        # "close": within 5% of re-computation is tenfold's bar (kept from the earlier verdict); the paper plots
+        # the two curves on top of each other (Fig. 3)
+        Check("sink ppl / recompute ppl, on recompute's tokens past the cache", close, threshold=1.05,
+              direction="below"),
+        # worse at all (> 1); a collapse means at least 2x (tenfold's bar, kept from the earlier verdict; the paper's
+        # window attention is 5158 vs 5.40, ~950x, at 65K tokens on Llama-2-13B)
+        Check("window ppl / sink ppl, tokens past the cache", worse, threshold=1.0, smallest=2.0),
+    ]
+    why = (f"past the {size}-token cache ({worse.n} blocks of {BLOCK} tokens): sink ppl is "
+           f"{100 * (close.value - 1):+.1f}% vs recompute on the same tokens (whole stream: sink "
+           f"{ours['ppl_sink_on_recompute_tokens']:.2f}, recompute {ours['ppl_recompute']:.2f}), window "
+           f"{worse.value:.1f}x worse than sink (whole stream: {ours['ppl_window']:.2f} vs {ours['ppl_sink']:.2f}); "
+           f"claims: within 5%, >= 2x")
+    return {"ours": ours, "checks": checks, "why": why}
 
 
 @experiment(
@@ -131,24 +176,36 @@ def streaming_sinks(run):
     by = {}
     for s in counts:
         run.progress(f"{s} sinks")
-        by[s] = _ppl("sink", s, total - s, tokens, streams).ppl
+        by[s] = _ppl("sink", s, total - s, tokens, streams)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar([str(s) for s in by], list(by.values()), color="#4a7ebb")
-    if max(by.values()) / min(by.values()) > 10:
+    ppl = [r.ppl for r in by.values()]
+    ax.bar([str(s) for s in by], ppl, color="#4a7ebb")
+    if max(ppl) / min(ppl) > 10:
         ax.set_yscale("log")
-    for x, v in enumerate(by.values()):
+    for x, v in enumerate(ppl):
         ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xlabel(f"attention sinks (cache {total} in total)")
     ax.set_ylabel("perplexity")
     run.save_plot(fig, "sinks")
-    ours = {"ppl_by_sinks": {str(s): p for s, p in by.items()}}
-    gain = by[0] / by[4]
-    saturated = by[8] >= 0.97 * by[4]
-    verdict = "reproduced" if gain >= 2 and saturated else ("partly" if gain > 1.1 else "not reproduced")
-    why = f"0 sinks ppl {by[0]:.1f} vs 4 sinks {by[4]:.2f} ({gain:.1f}x); 8 sinks {by[8]:.2f}"
-    return {"ours": ours, "verdict": verdict, "why": why}
+    ours = {"ppl_by_sinks": {str(s): p.ppl for s, p in by.items()}}
+    # sinks matter once the cache is full: the checks compare the tokens predicted past it
+    gain, extra = ppl_ratio(by[0], by[4], after=total), ppl_ratio(by[4], by[8], after=total)
+    ours.update(ppl_0_vs_4_sinks_past_cache=gain.value, ppl_4_vs_8_sinks_past_cache=extra.value,
+                blocks_past_cache=gain.n)
+    checks = [
+        # restores: better at all (> 1); the claim means at least 2x (tenfold's bar, kept from the earlier verdict;
+        # the paper's 0 vs 4 sinks is 3360 vs 9.59, ~350x, on Llama-2-7B at 400K tokens)
+        Check("ppl 0 sinks / ppl 4 sinks, tokens past the cache", gain, threshold=1.0, smallest=2.0),
+        # 4 are enough: 8 sinks improve on 4 by under 3% (tenfold's bar, kept from the earlier verdict; the paper:
+        # 9.59 vs 9.54, 0.5%)
+        Check("ppl 4 sinks / ppl 8 sinks, tokens past the cache", extra, threshold=1.03, direction="below"),
+    ]
+    why = (f"past the {total}-token cache ({gain.n} blocks of {BLOCK} tokens over {streams} streams): 0 sinks "
+           f"{gain.value:.1f}x the perplexity of 4 sinks, 4 sinks {100 * (extra.value - 1):+.1f}% vs 8; whole "
+           f"streams: 0 sinks ppl {by[0].ppl:.1f}, 4 sinks {by[4].ppl:.2f}, 8 sinks {by[8].ppl:.2f}")
+    return {"ours": ours, "checks": checks, "why": why}
 
 
 def _time_sink(model, size, steps):
@@ -163,15 +220,39 @@ def _time_sink(model, size, steps):
     return (time.perf_counter() - start) / steps
 
 
-def _time_recompute(model, size, steps, warm_up: bool = True):
-    ids = _austen_ids(size + steps + 1)
-    with torch.no_grad():
-        if warm_up:
-            model(input_ids=ids[None, :size], use_cache=False)
+@torch.no_grad()
+def speed_rounds(model, size: int, steps_sink: int, steps_rec: int, rounds: int, warm_up: bool = True):
+    """Milliseconds per token at cache ``size``, one value per round for each method: ``(sink, recompute)``.
+
+    Each round decodes ``steps_sink`` tokens through a sink cache (4 sinks; prefilled once, full, so every step
+    evicts) and then predicts ``steps_rec`` tokens by sliding-window re-computation (each re-encodes the last
+    ``size`` tokens). The two alternate round by round, so a change in the machine's load falls on both alike and
+    the per-round ratios are paired. ``warm_up``: one re-computation pass before the first round (first-call costs).
+    """
+    enable_streaming(model)
+    cache = SinkCache(4, size - 4)
+    ids = _austen_ids(size + rounds * max(steps_sink, steps_rec) + 1)
+    sink, rec = [], []
+    prefill(model, cache, ids[None, :size])
+    if warm_up:
+        model(input_ids=ids[None, :size], use_cache=False)
+    at, shift = size, 1
+    for _ in range(rounds):
         start = time.perf_counter()
-        for t in range(steps):
-            model(input_ids=ids[None, t + 1 : t + 1 + size], use_cache=False)
-    return (time.perf_counter() - start) / steps
+        for t in range(at, at + steps_sink):
+            model(input_ids=ids[None, t : t + 1], cache=cache, use_cache=True)
+        sink.append(1000 * (time.perf_counter() - start) / steps_sink)
+        at += steps_sink
+        start = time.perf_counter()
+        for t in range(shift, shift + steps_rec):
+            model(input_ids=ids[None, t : t + size], use_cache=False)
+        rec.append(1000 * (time.perf_counter() - start) / steps_rec)
+        shift += steps_rec
+    return sink, rec
+
+
+# the paper's largest speed-up (Fig. 10, Llama-2 on an A6000): "up to 22.2x", at its largest cache, 4096 tokens
+PAPER_SPEEDUP, PAPER_SPEEDUP_CACHE = 22.2, 4096
 
 
 @experiment(
@@ -181,15 +262,20 @@ def _time_recompute(model, size, steps, warm_up: bool = True):
     paper_numbers={"speedup vs recompute (Llama-2, A6000)": "up to 22.2x", "cache sizes": [256, 512, 1024, 2048, 4096]})
 def streaming_speed(run):
     sizes = run.pick([256, 512], [256, 512, 1024, 2048, 4096], [256, 512, 1024, 2048, 4096])
-    steps_sink, steps_rec = run.pick(8, 16, 64), run.pick(2, 2, 8)
+    rounds = run.pick(3, 5, 8)
+    steps_sink, steps_rec = run.pick(8, 16, 32), run.pick(1, 1, 2)
     model, _ = _model("float32")
-    run.settings.update(dtype="float32 for both", sizes=sizes, sink_steps=steps_sink, recompute_steps=steps_rec,
-                        threads=torch.get_num_threads())
-    sink_ms, rec_ms = {}, {}
+    run.settings.update(dtype="float32 for both", sizes=sizes, rounds=rounds, sink_steps_per_round=steps_sink,
+                        recompute_steps_per_round=steps_rec, threads=torch.get_num_threads(),
+                        note="sink decoding and re-computation alternate round by round; the speed-up's interval "
+                             "is over the per-round ratios")
+    sink_rounds, rec_rounds = {}, {}
     for size in sizes:
-        run.progress(f"cache {size}")
-        sink_ms[size] = 1000 * _time_sink(model, size, steps_sink)
-        rec_ms[size] = 1000 * _time_recompute(model, size, steps_rec, warm_up=size == sizes[0])
+        run.progress(f"cache {size}, {rounds} rounds")
+        sink_rounds[size], rec_rounds[size] = speed_rounds(model, size, steps_sink, steps_rec, rounds,
+                                                           warm_up=size == sizes[0])
+    sink_ms = {s: float(np.mean(v)) for s, v in sink_rounds.items()}
+    rec_ms = {s: float(np.mean(v)) for s, v in rec_rounds.items()}
     fp16, _ = _model("float16")
     decode16 = 1000 * _time_sink(fp16, min(1024, max(sizes)), steps_sink)
     import matplotlib.pyplot as plt
@@ -203,17 +289,28 @@ def streaming_speed(run):
     ax.set_ylabel("ms per token")
     ax.legend()
     run.save_plot(fig, "latency")
-    speedup = {str(s): rec_ms[s] / sink_ms[s] for s in sizes}
+    per_round = {s: [r / k for r, k in zip(rec_rounds[s], sink_rounds[s])] for s in sizes}
+    speedup = {s: spread(per_round[s], unit="rounds") for s in sizes}
     ours = {"sink_ms_per_token": {str(s): v for s, v in sink_ms.items()},
             "recompute_ms_per_token": {str(s): v for s, v in rec_ms.items()},
-            "speedup_vs_recompute": speedup,
+            "speedup_vs_recompute": {str(s): rec_ms[s] / sink_ms[s] for s in sizes},
+            "speedup_per_round": {str(s): v for s, v in per_round.items()},
+            "speedup_ci95": {str(s): [e.low, e.high] for s, e in speedup.items()},
             "decode_tokens_per_s_fp32": 1000 / sink_ms[min(1024, max(sizes))],
             "decode_tokens_per_s_fp16": 1000 / decode16}
-    ref = "1024" if "1024" in speedup else str(max(sizes))
-    verdict = "reproduced" if speedup[ref] >= 20 else ("partly" if speedup[ref] >= 2 else "not reproduced")
-    why = (f"{speedup[ref]:.1f}x faster than re-computation at cache {ref} (target 20x); decode "
-           f"{ours['decode_tokens_per_s_fp32']:.1f} tok/s fp32, {ours['decode_tokens_per_s_fp16']:.1f} tok/s fp16")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    small, big = sizes[0], sizes[-1]
+    checks = [
+        # far faster: faster at all (> 1); at the paper's largest cache the claim means its 22.2x
+        Check(f"speed-up vs re-computation at cache {big}", speedup[big], threshold=1.0,
+              smallest=PAPER_SPEEDUP if big == PAPER_SPEEDUP_CACHE else None),
+        Check(f"speed-up at cache {big} minus at cache {small}", difference(speedup[big], speedup[small]),
+              threshold=0.0),
+    ]
+    why = (f"{speedup[big].value:.1f}x faster than re-computation at cache {big} and {speedup[small].value:.1f}x at "
+           f"{small} (mean of {rounds} rounds' ratios; the paper: up to {PAPER_SPEEDUP}x at {PAPER_SPEEDUP_CACHE}); "
+           f"decode {ours['decode_tokens_per_s_fp32']:.1f} tok/s fp32, {ours['decode_tokens_per_s_fp16']:.1f} tok/s "
+           "fp16")
+    return {"ours": ours, "checks": checks, "why": why}
 
 
 @experiment(
@@ -227,15 +324,16 @@ def streaming_memory(run):
     cache = SinkCache(4, 252)
     ids = _austen_ids(tokens)
     proc = psutil.Process()
-    marks, rss = [], []
+    marks, rss, peak_fill = [], [], 0
     run.settings.update(tokens=tokens, chunk=chunk, cache="4+252", dtype="float32",
-                        note="streamed in chunks of `chunk` tokens (each chunk attends to sinks + window)")
+                        note="streamed in chunks of `chunk` tokens (each chunk attends to sinks + window); RSS read "
+                             "after every chunk")
     with torch.no_grad():
         for start in range(0, tokens, chunk):
             model(input_ids=ids[None, start : start + chunk], cache=cache, use_cache=True)
-            if start % (chunk * 50) == 0 or start + chunk >= tokens:
-                marks.append(min(tokens, start + chunk))
-                rss.append(proc.memory_info().rss / 2**20)
+            marks.append(min(tokens, start + chunk))
+            rss.append(proc.memory_info().rss / 2**20)
+            peak_fill = max(peak_fill, int(cache.fill()[0]))
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -244,13 +342,43 @@ def streaming_memory(run):
     ax.set_ylabel("RSS (MB)")
     ax.set_ylim(0, max(rss) * 1.2)
     run.save_plot(fig, "rss")
-    tenth = next(r for m, r in zip(marks, rss) if m >= tokens // 10)
+    first = next(i for i, m in enumerate(marks) if m >= tokens // 10)
+    tenth = rss[first]
     growth = rss[-1] / tenth - 1
+    growth_est = rss_growth(rss[first:], SEGMENTS)
     ours = {"rss_mb_at_10pct": tenth, "rss_mb_at_end": rss[-1], "growth_10pct_to_end": growth,
-            "cache_fill": int(cache.fill()[0]), "tokens_streamed": int(cache.tokens_seen[0])}
-    verdict = "reproduced" if growth <= 0.05 and ours["cache_fill"] <= cache.size else "not reproduced"
-    why = f"RSS {tenth:.0f} MB at {tokens // 10} tokens -> {rss[-1]:.0f} MB at {tokens} ({100 * growth:+.1f}%, target <= 5%)"
-    return {"ours": ours, "verdict": verdict, "why": why}
+            "growth_ci95": [growth_est.low, growth_est.high], "growth_segments": growth_est.n,
+            "cache_fill": int(cache.fill()[0]), "cache_peak_fill": peak_fill, "cache_size": cache.size,
+            "tokens_streamed": int(cache.tokens_seen[0])}
+    checks = [
+        # whole tokens: "never past sinks + window" is a peak below size + 1/2
+        Check(f"most tokens the cache held at once (sinks + window = {cache.size})",
+              exact(peak_fill, n=len(marks), unit="chunks", why="a token count"), threshold=cache.size + 0.5,
+              direction="below"),
+        # flat: at most 5% growth from a tenth of the stream to its end (tenfold's bar, kept from the earlier verdict;
+        # the paper streams 4M tokens stably)
+        Check("RSS growth, 10% of the stream to its end", growth_est, threshold=0.05, direction="below"),
+    ]
+    why = (f"RSS {tenth:.0f} MB at {marks[first]} tokens -> {rss[-1]:.0f} MB at {tokens} ({100 * growth:+.1f}%, "
+           f"claim <= 5%; {SEGMENTS} segments); the cache held at most {peak_fill} tokens (size {cache.size})")
+    return {"ours": ours, "checks": checks, "why": why}
+
+
+SEGMENTS = 10  # stretches of the stream whose RSS growth are the repeats of streaming-memory's interval
+
+
+def rss_growth(rss, segments: int = SEGMENTS) -> Estimate:
+    """Relative growth ``rss[-1] / rss[0] - 1`` of readings taken along a stream, with a Student-t interval: the
+    readings are cut into ``segments`` equal stretches, each stretch's growth (relative to ``rss[0]``) is one
+    repeat, and the total is ``segments`` times their mean (the stretches telescope to the whole growth). One
+    jump of the allocator then leaves the interval wide; a steady leak gives a tight one above zero."""
+    rss = np.asarray(rss, dtype=float)
+    cuts = np.unique(np.linspace(0, rss.size - 1, segments + 1).round().astype(int))
+    parts = np.diff(rss[cuts]) / rss[0]
+    if parts.size == 0:
+        return spread([0.0], unit="stretches of the stream")
+    return _scaled(spread(parts, unit="stretches of the stream"), parts.size,
+                   "t over stretches of the stream, times their number")
 
 
 def _median(values):
@@ -271,12 +399,14 @@ def streaming_decode(run):
     dtypes = run.pick(["float32", "int4"], ["float32", "float16", "int4"],
                       ["float32", "bfloat16", "float16", "int4"], shrunk="dtypes")
     thread_counts = run.pick([1], [1, 2], [1, 2])
-    steps, repeats = run.pick(4, 24, 96), run.pick(1, 1, 5, shrunk="interleaved repeats (medians)")
+    # at least 3 repeats in every profile: the checks' intervals are over the repeats' ratios
+    steps, repeats = run.pick(4, 12, 96, shrunk="decode steps per repeat"), run.pick(3, 5, 5)
     have_llama = bench.llama_cpp_available()
     run.settings.update(caches=[f"{s}+{w}" for s, w in caches], dtypes=dtypes, threads=thread_counts, steps=steps,
                         repeats=repeats, llama_cpp="measured" if have_llama else "not installed (no rows)",
                         note="medians of interleaved repeats; every step evicts one token; cpu_ms is process "
-                             "CPU time per token (the ratio to read on a loaded machine)")
+                             "CPU time per token (the ratio to read on a loaded machine); the checks' intervals are "
+                             "over the per-repeat CPU-time ratios")
     from tenfold.models.lm import resolve_quantize
 
     default = "int4" if resolve_quantize(None, None, None, "auto") == "int4" and "int4" in dtypes else "float32"
@@ -354,25 +484,40 @@ def streaming_decode(run):
     ax.set_xlabel(f"tokens per CPU-second ({t1} thread)")
     ax.invert_yaxis()
     run.save_plot(fig, "throughput")
+
+    def cpu_ratio(slow: tuple, fast: tuple) -> Estimate:
+        """CPU time per token of ``slow`` over ``fast``, one ratio per repeat (they ran side by side)."""
+        return spread([a["cpu_s"] / b["cpu_s"] for a, b in zip(samples[slow], samples[fast])], unit="repeats")
+
+    free = cpu_ratio(("transformers DynamicCache", "float32", big, t1), ("sink ring", "float32", big, t1))
+    ours["ring_vs_dynamic_cache_cpu_ci95"] = [round(free.low, 3), round(free.high, 3)]
+    # costs what a plain cache costs: DynamicCache's CPU time per token at least 0.9x the ring's (tenfold's bar,
+    # kept from the earlier verdict; the paper: per-token latency flat in the cache size, Fig. 10)
+    checks = [Check(f"DynamicCache / sink ring CPU time per token, fp32, cache {big}", free, threshold=0.9)]
     why = (f"cache {big}, {t1} thread, fp32: ring {ring['tokens_per_s']} tok/s vs re-rotating {rerot['tokens_per_s']} "
-           f"({ours['ring_vs_rerotate_cpu']}x CPU) and DynamicCache {dense['tokens_per_s']}; fastest sink setting "
-           f"{ours['fastest_sink_setting']}")
+           f"({ours['ring_vs_rerotate_cpu']}x CPU) and DynamicCache {dense['tokens_per_s']} (DynamicCache / ring CPU "
+           f"time {free.value:.2f}, {repeats} repeats); fastest sink setting {ours['fastest_sink_setting']}")
     if have_llama:
         llama = by[("llama.cpp", "Q4_1", big, t1)]
         ratio = llama["cpu_ms_per_token"] / chosen["cpu_ms_per_token"]
         best = llama["cpu_ms_per_token"] / fastest["cpu_ms_per_token"]
         ours.update(default_vs_llama_cpp=round(ratio, 3), fastest_vs_llama_cpp=round(best, 3))
-        verdict = "reproduced" if ratio >= 0.75 else ("partly" if ratio >= 0.5 else "not reproduced")
+        target = cpu_ratio(("llama.cpp", "Q4_1", big, t1), ("sink ring", default, big, t1))
+        ours["default_vs_llama_cpp_ci95"] = [round(target.low, 3), round(target.high, 3)]
+        # issue 25's target: the default at >= 0.75x llama.cpp's speed (CPU time per token, same model and cache)
+        checks.append(Check(f"llama.cpp / tenfold default ({default}) CPU time per token, cache {big}", target,
+                            threshold=0.75))
         why += (f"; llama.cpp {llama['tokens_per_s']} tok/s: the default ({default}) is {ratio:.2f}x it, the fastest "
                 f"{best:.2f}x")
         ours["rss_default_vs_llama_cpp"] = round(memory["tenfold chat default"] / memory["llama.cpp"], 2)
         why += (f"; peak memory of chat at {big}: {memory['tenfold chat default']:.0f} MB ({default}) vs llama.cpp "
                 f"{memory['llama.cpp']:.0f} MB ({ours['rss_default_vs_llama_cpp']}x; target <= 2x), imports alone "
                 f"{memory['import_only']:.0f} MB")
-    else:
-        free = ours["ring_vs_dynamic_cache_cpu"] >= 0.9
-        verdict = "partly" if free else "not reproduced"
+    else:  # the claim's part stays undecided: the verdict cannot be "reproduced" without it
+        checks.append(Check(f"llama.cpp / tenfold default ({default}) CPU time per token, cache {big}",
+                            unmeasured("llama.cpp is not installed (pip install llama-cpp-python; ../shared/wheels "
+                                       "has builds)", "repeats"), threshold=0.75))
         why += (f"; llama.cpp not installed, so the 0.75x target is not checked; peak memory of chat at {big}: "
                 f"{memory['tenfold chat default']:.0f} MB ({default}), {memory['tenfold chat float32']:.0f} MB "
                 f"(float32), imports alone {memory['import_only']:.0f} MB")
-    return {"ours": ours, "verdict": verdict, "why": why}
+    return {"ours": ours, "checks": checks, "why": why}

@@ -12,7 +12,6 @@ the cached full-profile VLM's accuracy beside. What every run trains is also sto
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import torch
@@ -73,17 +72,21 @@ def vision_foundation(run):
 
     run.progress("evaluating the VLM")
 
-    def score(model):
+    raw = {}  # split -> (questions, per-question scores) of this run's VLM
+
+    def score(model, keep: bool = False):
         table, samples = {}, []
         for split in ("test", "unseen"):
             qs = questions(n_eval, split, kinds=KINDS, seed=0)
             answers = evaluate_vlm(model, qs)
             table[split] = by_kind(qs, [s for _, s in answers])
+            if keep:
+                raw[split] = (qs, [s for _, s in answers])
             samples += [{"split": split, "question": q.text, "truth": q.answer, "answer": a}
                         for q, (a, _) in list(zip(qs, answers))[:5]]
         return table, samples
 
-    table, samples = score(vlm)
+    table, samples = score(vlm, keep=True)
     floor = majority_baseline(questions(n_eval, "test", kinds=KINDS, seed=0))
     per_kind_n = n_eval // len(KINDS)
     ours["VLM accuracy (seen pairs)"] = table["test"]
@@ -108,8 +111,8 @@ def vision_foundation(run):
     ours["example answers"] = "; ".join(f"[{s['split']}] {s['question']} -> {s['answer']!r} (truth {s['truth']!r})"
                                         for s in samples[:6])
     _plots(run, clip_losses, vlm_losses, table, floor)
-    verdict, why = _verdict(table, floor, per_kind_n)
-    return {"ours": ours, "verdict": verdict, "why": f"{why} ({vlm_steps} VLM training steps in this run)"}
+    checks = _checks(raw, floor)
+    return {"ours": ours, "checks": checks, "why": f"{_why(checks)} ({vlm_steps} VLM training steps in this run)"}
 
 
 def _full_run_dir():
@@ -125,24 +128,31 @@ def _pct(d: dict) -> dict:
     return {k: round(v, 3) for k, v in d.items()}
 
 
-def _verdict(table: dict, floor: dict, n: int) -> tuple[str, str]:
-    """A kind counts as answered when its accuracy beats the floor by two binomial standard errors."""
-    if n < 15:
-        return "not reproduced", f"only {n} questions per kind (smoke profile): too few to tell; run quick or full"
-    beaten = {}
-    for split, acc in table.items():
+def _checks(raw: dict, floor: dict) -> list:
+    """One check per question kind and split: the VLM's accuracy minus the text-only floor's (the most common
+    training answer given the question text, scored on the same questions), > 0, with Newcombe's interval from the
+    two Wilson intervals (the floor is measured on as few questions as the VLM), on seen and on unseen (colour,
+    shape) pairs."""
+    from tenfold.report.verdict import Check, difference, proportion
+
+    checks = []
+    for split, label in (("test", "seen pairs"), ("unseen", "unseen pairs")):
+        qs, scores = raw[split]
         for kind in QA:
-            p = floor[kind]
-            beaten[(split, kind)] = acc[kind] > p + 2 * math.sqrt(max(p * (1 - p), 0.05) / max(n, 1))
-    seen = [k for k in QA if beaten[("test", k)]]
-    unseen = [k for k in QA if beaten[("unseen", k)]]
-    detail = (f"above the text-only floor (by 2 s.e., {n} questions per kind): seen pairs {', '.join(seen) or 'none'}; "
-              f"unseen pairs {', '.join(unseen) or 'none'}")
-    if len(seen) == len(QA) and len(unseen) == len(QA):
-        return "reproduced", "the miniature VLM answers every question kind from the image, also on unseen pairs: " + detail
-    if seen:
-        return "partly", "the miniature VLM answers some question kinds from the image: " + detail
-    return "not reproduced", "the miniature VLM does not beat the text-only floor: " + detail
+            right = [s for q, s in zip(qs, scores) if q.kind == kind]
+            vlm = proportion(round(sum(right)), len(right), unit="questions")
+            base = proportion(round(floor[kind] * len(right)), len(right), unit="questions")
+            checks.append(Check(f"{kind} accuracy minus the text-only floor, {label}", difference(vlm, base)))
+    return checks
+
+
+def _why(checks: list) -> str:
+    shown = [c.name.split(" accuracy")[0] + (" (unseen)" if "unseen" in c.name else "") for c in checks
+             if c.status == "shown"]
+    return (f"above the text-only floor beyond the 95% interval: {', '.join(shown) or 'no question kind'} "
+            f"(of {len(checks)} kind x split checks; accuracy minus floor: "
+            + "; ".join(f"{c.name.split(' accuracy')[0]}{' (unseen)' if 'unseen' in c.name else ''} "
+                        f"{c.effect.value:+.2f}" for c in checks) + ")")
 
 
 def _plots(run, clip_losses, vlm_losses, table, floor) -> None:
