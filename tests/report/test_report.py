@@ -130,10 +130,37 @@ def test_the_kept_full_profile_verdict_stands_beside_a_fresh_quick_one(tmp_path)
     write_json(tmp_path / "results" / "streaming-ppl.json", rec)  # infinite bounds stored as null
     html = build_report(tmp_path).read_text()
     block = html.split("<div class='exp' id='streaming-ppl'>")[1]
-    assert "<div class='fullrun'><b>Full profile</b>" in block and f"badge {kept['verdict'].replace(' ', '-')}" in block
+    assert "<div class='fullrun'><b>Full profile</b>" in block and "badge no-intervals" in block
+    assert f"rule of its time: {kept['verdict']}, with no intervals recorded" in block  # kept from before the rule
     assert f"{kept['runtime_s'] / 60:.0f} min of wall time" in block
     assert "Full profile (kept)</th>" in html
     assert "class='fullrun'" not in build_report(tmp_path, full_profile=None).read_text()
     rec["profile"] = "full"  # a full-profile result is not shown beside itself
     write_json(tmp_path / "results" / "streaming-ppl.json", rec)  # infinite bounds stored as null
     assert "class='fullrun'" not in build_report(tmp_path).read_text()
+
+
+def test_the_report_derives_each_verdict_from_the_stored_checks_not_from_the_file(tmp_path):
+    """issue 42: a result file's own verdict and statuses are not taken: the report re-applies the rule to the stored
+    estimates (so an edited file cannot promote itself, and results kept from an earlier rule are read by today's);
+    checks it cannot read make a failed record that says so."""
+    from tenfold.report.html import load_records
+    from tenfold.report.runner import write_json
+    from tenfold.report.verdict import unmeasured
+
+    (tmp_path / "results").mkdir()
+    base = {"paper": "streamingllm", "claim": "c", "paper_numbers": {}, "ours": {}, "settings": {}, "why": "w",
+            "status": "ok", "runtime_s": 1.0, "plots": [], "profile": "quick"}
+    forged = [Check("one seed", spread([3.0])).record(), Check("missing", unmeasured("no llama.cpp")).record()]
+    for c in forged:
+        c["status"] = "shown"  # edited by hand
+    write_json(tmp_path / "results" / "forged.json", {**base, "name": "forged", "verdict": "reproduced",
+                                                      "checks": forged})
+    write_json(tmp_path / "results" / "broken.json", {**base, "name": "broken", "verdict": "reproduced",
+                                                      "checks": [{"name": "x", "effect": {"value": "high"}}]})
+    by = {r["name"]: r for r in load_records(tmp_path)}
+    assert by["forged"]["verdict"] == "inconclusive" and {c["status"] for c in by["forged"]["checks"]} == {"undecided"}
+    assert by["broken"]["verdict"] == "failed" and "unreadable checks in broken.json" in by["broken"]["why"]
+    html = build_report(tmp_path).read_text()
+    block = html.split("<div class='exp' id='forged'>")[1].split("<div class='exp'")[0]
+    assert "badge inconclusive" in block and "<td>not measured</td>" in block and "<td>none</td>" in block

@@ -18,7 +18,8 @@ from tenfold.report import PAPERS, VERDICTS, browser, build_report, load_all, ru
 # room for such a machine and still name the experiment that hangs or slows down badly.
 LIMITS = {
     "streaming-ppl": 480, "streaming-sinks": 420, "streaming-speed": 420, "streaming-memory": 420,
-    "streaming-decode": 420, "serve-load": 480, "retrieval-long-context": 900, "streameval": 900, "probes": 420,
+    "streaming-decode": 420, "streaming-hybrid": 480, "serve-load": 480, "retrieval-long-context": 900,
+    "streameval": 900, "probes": 420,
     "ndp": 420, "stop": 420, "stop-sandbox": 420, "analogical": 420, "pause": 420, "radit": 600, "vision-foundation": 900,
     "kosmos-g": 900, "lmm-probing": 900,
 }
@@ -35,6 +36,12 @@ def _check_streaming_ppl(ours):
 
 def _check_streaming_sinks(ours):
     assert set(ours["ppl_by_sinks"]) == {"0", "1", "2", "4", "8"}
+
+
+def _check_streaming_hybrid(ours):
+    assert ours["layer_types"] == {"sliding_attention": 15, "full_attention": 3} and ours["sliding_window"] == 512
+    for key in ("ppl_dense", "ppl_window", "ppl_recompute", "ppl_sink"):
+        assert 1 < ours[key] < 1000
 
 
 def _check_streaming_speed(ours):
@@ -101,7 +108,8 @@ def _check_ndp(ours):
 
 
 CHECKS = {"streaming-ppl": _check_streaming_ppl, "streaming-sinks": _check_streaming_sinks,
-          "streaming-speed": _check_streaming_speed, "streaming-decode": _check_streaming_decode,
+          "streaming-speed": _check_streaming_speed, "streaming-hybrid": _check_streaming_hybrid,
+          "streaming-decode": _check_streaming_decode,
           "serve-load": _check_serve_load,
           "retrieval-long-context": _check_retrieval, "probes": _check_probes, "pause": _check_pause,
           "radit": _check_radit, "ndp": _check_ndp, "kosmos-g": _check_kosmos, "lmm-probing": _check_lmm}

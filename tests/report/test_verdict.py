@@ -69,6 +69,18 @@ def test_parts_shown_and_parts_not_are_partly():
         decide([])
 
 
+def test_an_effect_in_the_claimed_direction_but_smaller_than_claimed_is_partly_not_shown():
+    small = Check("gain", spread([0.010, 0.012, 0.011, 0.013]), smallest=0.05)
+    assert small.status == "smaller than claimed" and small.effect.low > 0
+    assert decide([small]) == "partly" and decide([small, Check("x", exact(1.0), threshold=2.0)]) == "partly"
+    maybe_none = Check("gain", spread([-0.01, 0.02, 0.0, 0.01]), smallest=0.05)  # could be 0, cannot be 0.05
+    assert maybe_none.status == "contradicted" and decide([maybe_none]) == "not reproduced"
+    flat = spread([500.0] * 12)  # a t interval with no spread is said to be one
+    assert flat.low == flat.high == 500 and "all values equal" in flat.method and "[500.000, 500.000]" in flat.text()
+    # but a few equal repeats (two seeds whose accuracies both round to 0) or 0/1 items bound nothing
+    assert math.isinf(spread([0.0, 0.0]).high) and math.isinf(bootstrap(np.mean, [1.0] * 8).high)
+
+
 def test_below_direction_and_one_repeat():
     assert Check("growth stays small", exact(0.01), threshold=0.05, direction="below").status == "shown"
     assert Check("growth stays small", exact(0.20), threshold=0.05, direction="below").status == "contradicted"
@@ -101,7 +113,8 @@ def test_ratio_of_means_and_the_record_round_trip():
     ratio = ratio_of_means(base * 1.6 + rng.normal(0, 0.05, 200), base)
     assert 1.55 < ratio.value < 1.65 and ratio.low < ratio.value < ratio.high
     check = Check("window / sink perplexity", ratio, threshold=1.0, smallest=2.0)
-    assert check.status == "contradicted"  # well above 1, but tightly short of the 2x the claim means
+    assert check.status == "smaller than claimed"  # well above 1, but tightly short of the 2x the claim means
+    assert decide([check]) == "partly"  # the direction holds, the size does not
     back = from_record({**check.record(), "effect": {**check.record()["effect"]}})
     assert back.status == check.status and back.effect == check.effect
     unbounded = Check("x", spread([1.0]))
@@ -111,8 +124,42 @@ def test_ratio_of_means_and_the_record_round_trip():
 
 
 def test_an_estimate_must_hold_its_value():
-    with pytest.raises(ValueError):
-        Estimate(1.0, 2.0, 3.0, 5, "made up")
+    for bad in ((1.0, 2.0, 3.0, 5), (float("inf"),) * 3 + (5,), (1.0, 0.9, 1.1, 0), (1.0, 0.9, 1.1, -1),
+                (1.0, 1.1, 0.9, 5), ("1", 0.9, 1.1, 5), (float("nan"), 0.0, 1.0, 0)):
+        with pytest.raises(ValueError):
+            Estimate(*bad, "made up")
+    for kw in ({"threshold": float("nan")}, {"threshold": 0.5, "smallest": 0.1}, {"smallest": float("nan")},
+               {"at_chance": "no"}, {"threshold": "0"}):
+        with pytest.raises(ValueError):
+            Check("x", exact(1.0), **kw)
+
+
+def test_what_an_experiment_hands_back_is_not_taken_at_its_word(tmp_path):
+    """issue 42 attack: a generator of checks, a status set after construction, a subclass computing its own status,
+    duplicate names: the runner rebuilds every check or refuses."""
+    from tenfold.report.registry import Experiment
+    from tenfold.report.runner import run_one
+
+    def run(checks):
+        rec = run_one(Experiment("gamed", "streamingllm", "claim", {}, lambda r: {"checks": checks, "why": ""}),
+                      "smoke", str(tmp_path))
+        return rec["verdict"], rec.get("error", "")
+
+    weak = Check("weak", proportion(1, 2), threshold=0.9)
+    assert run(c for c in [weak])[0] == "inconclusive"  # a generator is read once, then decided like a list
+    forged = Check("forged", proportion(1, 2), threshold=0.9)
+    forged.status = "shown"
+    assert run([forged])[0] in ("not reproduced", "inconclusive")
+
+    class Always(Check):
+        def _status(self):
+            return "shown"
+
+    verdict, error = run([Always("sub", proportion(1, 2), threshold=0.9)])
+    assert verdict == "failed" and "must be a tenfold.report.verdict.Check" in error
+    verdict, error = run([weak, weak])
+    assert verdict == "failed" and "share the name" in error
+    assert run([])[0] == "failed" and run(iter([]))[0] == "failed"
 
 
 def test_an_experiment_without_checks_or_with_its_own_verdict_is_refused(tmp_path):

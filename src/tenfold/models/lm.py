@@ -226,7 +226,7 @@ def note_lm(name_or_path: str | None = None, source: str | None = None) -> None:
     source = source or resolve(name_or_path)
     if name_or_path is None or name_or_path.lower() in BUNDLED_LMS:
         name = DEFAULT_LM if name_or_path is None else name_or_path.lower()
-        provenance.note_model(name, source, origin=bundled_gguf(BUNDLED_LMS[name][0]))
+        provenance.note_model(name, source, origin=_gguf_of(name))
     elif Path(source).exists():
         provenance.note_model(name_or_path, Path(source).resolve())
     else:  # a Hugging Face id: its files in the local cache

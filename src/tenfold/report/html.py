@@ -18,8 +18,8 @@ section{border-top:2px solid #e5e5e5;margin-top:2em;padding-top:.5em}
 table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}.cols{display:flex;gap:2em;flex-wrap:wrap}.cols>div{flex:1;min-width:300px;overflow-x:auto}.cols>div:last-child{flex:2}td+td{overflow-wrap:anywhere}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.inconclusive{background:#5c6bc0}
-.fullrun{background:#eef3fb;border-left:3px solid #5c6bc0;padding:.3em .6em;margin:.4em 0}.st-shown{color:#2e7d32;font-weight:600}.st-contradicted{color:#c62828;font-weight:600}.st-undecided{color:#5c6bc0;font-weight:600}.failed{background:#555}.none{background:#9e9e9e}
+.no-intervals{background:#9e9e9e}.reproduced{background:#2e7d32}.partly{background:#ef8f00}.not-reproduced{background:#c62828}.inconclusive{background:#5c6bc0}
+.fullrun{background:#eef3fb;border-left:3px solid #5c6bc0;padding:.3em .6em;margin:.4em 0}.st-shown{color:#2e7d32;font-weight:600}.st-contradicted{color:#c62828;font-weight:600}.st-smaller-than-claimed{color:#ef8f00;font-weight:600}.st-undecided{color:#5c6bc0;font-weight:600}.failed{background:#555}.none{background:#9e9e9e}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}code,pre{font-size:12px;background:#f3f3f3}pre{padding:.5em;overflow:auto}
 .muted{color:#777}.scaled{background:#fff7e0;border-left:3px solid #e0a800;padding:.3em .6em}.prov{font-size:13px;color:#444;margin-top:.4em}.prov code{overflow-wrap:anywhere}table.matrix{margin:0;overflow-wrap:normal}table.matrix th{white-space:nowrap}table.matrix td:not(:first-child){text-align:right;white-space:nowrap}
 """
@@ -78,12 +78,20 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+def _measured(effect: dict) -> str:
+    """A stored estimate's value as text, or "not measured" (NaN, stored as null)."""
+    value = effect.get("value")
+    return "not measured" if value is None or value != value else _fmt(value)
+
+
 def _interval(effect: dict) -> str:
     """A stored estimate's interval as text: "exact", "none" (unbounded: too few samples) or "[low, high]"."""
+    import math
+
     low, high = effect.get("low"), effect.get("high")
-    if low is None or high is None:  # infinite bounds are stored as null
+    if low is None or high is None or not math.isfinite(low) or not math.isfinite(high):  # stored as null
         return "none"
-    return "exact" if low == high else f"[{_fmt(float(low))}, {_fmt(float(high))}]"
+    return "exact" if str(effect.get("method", "")).startswith("exact") else f"[{_fmt(float(low))}, {_fmt(float(high))}]"
 
 
 def _weight_files(model: dict) -> list[dict]:
@@ -108,15 +116,69 @@ def _provenance_line(env: dict) -> str:
 
 
 def load_records(out_dir: str | Path) -> list[dict]:
+    """The result records of ``out_dir/results/*.json``, each verdict re-derived from its checks by today's rule
+    (:func:`_reapplied`); an unreadable file becomes a failed record naming it."""
     results = Path(out_dir) / "results"
     records = []
     for path in sorted(results.glob("*.json")):
         try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict):
             records.append({"name": path.stem, "paper": "?", "status": "failed", "verdict": "failed",
                             "why": f"unreadable result file {path.name}"})
+            continue
+        records.append(_reapplied(record, path.name))
     return records
+
+
+_TYPES = {"runtime_s": (int, float), "env": dict, "settings": dict, "ours": dict, "paper_numbers": dict,
+          "scaled_down": list, "plots": list, "warnings": list, "name": str, "paper": str, "claim": str, "why": str,
+          "profile": str}
+
+
+def _well_typed(record: dict) -> dict:
+    """``record`` with every field the page reads of the type it expects (a hand-edited or foreign result file must
+    not break the whole report): a field of another type is dropped, a list keeps its text items."""
+    out = dict(record)
+    for key, kind in _TYPES.items():
+        if key in out and (not isinstance(out[key], kind) or isinstance(out[key], bool)):
+            out.pop(key)
+    for key in ("scaled_down", "plots", "warnings"):
+        if key in out:
+            out[key] = [x for x in out[key] if isinstance(x, str)]
+    if "env" in out:
+        env = out["env"]
+        kinds = {"tenfold": dict, "libraries": dict, "seeds": dict, "threads": dict, "machine": dict, "python": dict,
+                 "models": list, "inputs": list, "started": str}
+        env = {k: v for k, v in env.items() if k in kinds and isinstance(v, kinds[k])}
+        for key in ("models", "inputs"):
+            if key in env:
+                env[key] = [m for m in env[key] if isinstance(m, dict)]
+        out["env"] = env
+    return out
+
+
+def _reapplied(record: dict, fname: str) -> dict:
+    """``record`` with its checks' statuses and its verdict computed again from the stored estimates by the current
+    rule (:func:`tenfold.report.verdict.decide`): a result file's own words are never taken for a verdict, and
+    results kept from an earlier version of the rule are read by today's. Checks that cannot be read make the
+    record a failed one that says so."""
+    from tenfold.report.verdict import RULE, decide, from_record
+
+    record = _well_typed(record)
+    if record.get("status") != "ok":  # a failed (or unknown) status never shows a verdict of its own
+        return {**record, "status": "failed", "verdict": "failed"}
+    if "checks" not in record:  # from before the rule: its verdict is kept as text, not as a badge
+        return {**record, "verdict": "no intervals", "old_verdict": str(record.get("verdict"))}
+    try:
+        checks = [from_record(c) for c in record["checks"]]
+        verdict = decide(checks)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return {**record, "status": "failed", "verdict": "failed", "checks": [],
+                "why": f"unreadable checks in {fname}: {type(exc).__name__}: {exc}"}
+    return {**record, "checks": [c.record() for c in checks], "verdict": verdict, "rule": RULE}
 
 
 def _registered() -> list[str]:
@@ -134,7 +196,7 @@ def _environment():
 
     env = Environment(loader=PackageLoader("tenfold.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(fmt=_fmt, interval=_interval, flatten=_flatten, matrix_columns=_matrix_columns, weight_files=_weight_files,
+    env.globals.update(fmt=_fmt, interval=_interval, measured=_measured, flatten=_flatten, matrix_columns=_matrix_columns, weight_files=_weight_files,
                        provenance_line=_provenance_line)
     return env
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from tenfold import provenance
 from tenfold.errors import TenfoldError
 from tenfold.report.registry import PROFILES, Experiment, Run
-from tenfold.report.verdict import RULE, Check, decide
+from tenfold.report.verdict import RULE, decide, rebuilt
 
 
 def _clean(value):
@@ -81,10 +81,13 @@ def _outcome(exp: Experiment, run: Run) -> dict:
     failed. An experiment that returns no checks, or a verdict of its own, fails: every verdict rests on intervals."""
     try:
         outcome = exp.fn(run)
-        checks = outcome.get("checks") if isinstance(outcome, dict) else None
-        if not checks or not all(isinstance(c, Check) for c in checks):
+        if not isinstance(outcome, dict) or not outcome.get("checks"):
             raise TenfoldError("experiment returned no checks: a verdict needs each part of the claim measured with "
                                "an interval (tenfold.report.verdict.Check)")
+        try:  # fresh checks, each status computed again: nothing an experiment hands back is taken at its word
+            checks = rebuilt(outcome["checks"])
+        except (TypeError, ValueError) as exc:
+            raise TenfoldError(f"experiment returned bad checks: {exc}") from None
         if "verdict" in outcome:
             raise TenfoldError("experiment returned a verdict of its own; it returns checks and the shared rule "
                                "(tenfold.report.verdict.decide) gives the verdict")

@@ -26,13 +26,17 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-MIN_BOOTSTRAP_ITEMS = 8  # below this a bootstrap interval is not given (it would be far too narrow)
+MIN_BOOTSTRAP_ITEMS = 16  # below this a bootstrap interval is not given (it would be far too narrow)
+MIN_EQUAL_REPEATS = 10  # fewer identical repeats (or bootstrap items) than this give no interval, not a zero-width one
 
 RULE = ("Each part of the claim is a measured effect with a 95% interval. A part is shown when the whole interval lies "
-        "on the claimed side of its threshold, contradicted when the whole interval lies on the other side (or below "
-        "the smallest effect the claim means), undecided otherwise or when every variant it compares is at chance. "
-        "All parts shown: reproduced; some shown: partly; none shown and some contradicted: not reproduced; none "
-        "shown or contradicted: inconclusive.")
+        "on the claimed side of its threshold; smaller than claimed when it lies there but wholly short of the "
+        "smallest effect the claim means (the direction holds, the size does not); contradicted when the whole "
+        "interval lies on the other side (or, reaching the threshold, short of that smallest effect); undecided "
+        "otherwise or when every variant it compares is at chance. All parts shown: reproduced; some shown or "
+        "smaller than claimed: partly; none of those and some contradicted: not reproduced; nothing decided: "
+        "inconclusive.")
+STATUSES = ("shown", "smaller than claimed", "contradicted", "undecided")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,25 @@ class Estimate:
     unit: str = "samples"
 
     def __post_init__(self):
-        if not (self.low <= self.value <= self.high) and not any(map(math.isnan, (self.low, self.value, self.high))):
+        """ValueError unless value, low and high are numbers with ``low <= value <= high`` (a value of NaN only for
+        an unmeasured part, whose interval is unbounded), ``n`` a whole number >= 0 and method / unit text."""
+        numbers = (self.value, self.low, self.high)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers):
+            raise ValueError(f"value, low and high must be numbers (got {numbers!r})")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 0:
+            raise ValueError(f"n must be a whole number >= 0 (got {self.n!r})")
+        if not isinstance(self.method, str) or not isinstance(self.unit, str):
+            raise ValueError("method and unit must be text")
+        if math.isnan(self.low) or math.isnan(self.high):
+            raise ValueError("an interval bound is NaN")
+        if math.isnan(self.value):
+            if math.isfinite(self.low) or math.isfinite(self.high):
+                raise ValueError("a value that was not measured (NaN) cannot have a finite interval")
+        elif math.isinf(self.value):
+            raise ValueError("a measured value must be finite")
+        elif self.n == 0:
+            raise ValueError("a measured value needs n >= 1 (n = 0 is for a part that was not measured)")
+        elif not self.low <= self.value <= self.high:
             raise ValueError(f"interval [{self.low}, {self.high}] does not hold the value {self.value}")
 
     @property
@@ -58,10 +80,10 @@ class Estimate:
     def text(self, digits: int = 3) -> str:
         """``0.412 [0.301, 0.530] (n=60 problems, Wilson)``."""
         if math.isnan(self.value):
-            return f"not measured ({self.method})"
+            return self.method  # "not measured: why"
         f = f"{{:.{digits}f}}"
-        interval = ("exact" if self.low == self.high else "no interval" if not math.isfinite(self.half_width)
-                    else f"[{f.format(self.low)}, {f.format(self.high)}]")
+        interval = ("exact" if self.method.startswith("exact") else "no interval"
+                    if not math.isfinite(self.half_width) else f"[{f.format(self.low)}, {f.format(self.high)}]")
         return f"{f.format(self.value)} {interval} (n={self.n} {self.unit}, {self.method})"
 
 
@@ -100,7 +122,11 @@ def spread(values: Sequence[float], unit: str = "seeds") -> Estimate:
     if a.size == 1:
         return Estimate(mean, -math.inf, math.inf, 1, "no interval: one repeat; at least 2 give one", unit)
     half = float(t.ppf(0.5 + CONFIDENCE / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
-    return Estimate(mean, mean - half, mean + half, int(a.size), "t over repeats", unit)
+    if half == 0 and a.size < MIN_EQUAL_REPEATS:  # a few equal repeats (quantised scores) bound nothing
+        return Estimate(mean, -math.inf, math.inf, int(a.size), f"no interval: {a.size} equal repeats (at least "
+                        f"{MIN_EQUAL_REPEATS} equal ones, or any spread, give one)", unit)
+    method = "t over repeats" + (" (all values equal)" if half == 0 else "")
+    return Estimate(mean, mean - half, mean + half, int(a.size), method, unit)
 
 
 def bootstrap(statistic: Callable[..., float], *samples: Sequence[float], unit: str = "items",
@@ -122,6 +148,9 @@ def bootstrap(statistic: Callable[..., float], *samples: Sequence[float], unit: 
         return Estimate(value, -math.inf, math.inf, n, f"no interval: fewer than {MIN_BOOTSTRAP_ITEMS} items to "
                         "bootstrap", unit)
     if all(np.all(a == a[0]) for a in arrays):
+        if n < 2 * MIN_BOOTSTRAP_ITEMS:  # e.g. 8 correct of 8: Wilson says [0.68, 1], not [1, 1]
+            return Estimate(value, -math.inf, math.inf, n, f"no interval: all {n} items equal (at least "
+                            f"{2 * MIN_BOOTSTRAP_ITEMS} give one)", unit)
         return Estimate(value, value, value, n, f"{name} (all values equal)", unit)
     res = scipy_bootstrap(tuple(arrays), lambda *a, axis=-1: _along(statistic, a, axis), paired=paired,
                           vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE,
@@ -191,8 +220,23 @@ class Check:
     to_decide: str = field(default="", init=False)
 
     def __post_init__(self):
+        """ValueError for a check that does not say what it claims: a name that is not text, an effect that is not
+        an :class:`Estimate`, a threshold that is not a finite number, a ``smallest`` that is not a finite number
+        beyond the threshold on the claimed side, a direction other than above / below, a non-boolean at_chance."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a check needs a name")
+        if type(self.effect) is not Estimate:
+            raise ValueError(f"{self.name}: effect must be an Estimate (got {type(self.effect).__name__})")
         if self.direction not in ("above", "below"):
             raise ValueError(f"direction must be 'above' or 'below' (got {self.direction!r})")
+        if not _finite_number(self.threshold):
+            raise ValueError(f"{self.name}: threshold must be a finite number (got {self.threshold!r})")
+        if self.smallest is not None and not (_finite_number(self.smallest) and (
+                self.smallest > self.threshold if self.direction == "above" else self.smallest < self.threshold)):
+            raise ValueError(f"{self.name}: smallest must be a finite number {self.direction} the threshold "
+                             f"{self.threshold} (got {self.smallest!r})")
+        if not isinstance(self.at_chance, bool):
+            raise ValueError(f"{self.name}: at_chance must be true or false (got {self.at_chance!r})")
         self.status = self._status()
         self.to_decide = self._to_decide() if self.status == "undecided" else ""
 
@@ -208,8 +252,10 @@ class Check:
         if self.at_chance:
             return "undecided"
         value, low, high, threshold, smallest = self._signed()
-        if high < threshold or (smallest is not None and high < smallest):
+        if high < threshold:
             return "contradicted"
+        if smallest is not None and high < smallest:  # as large as the claim means is ruled out
+            return "smaller than claimed" if low > threshold else "contradicted"
         return "shown" if low > threshold else "undecided"
 
     def _to_decide(self) -> str:
@@ -252,6 +298,27 @@ class Check:
                 "status": self.status, "to_decide": self.to_decide, "text": self.text()}
 
 
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def rebuilt(checks) -> list[Check]:
+    """Fresh copies of ``checks`` (any iterable), each status computed again from its fields: what an experiment
+    hands the runner is never taken at its word. ValueError for anything that is not a plain :class:`Check`
+    (a subclass could compute its own status), for no checks, and for two checks with one name."""
+    out = []
+    for c in list(checks):
+        if type(c) is not Check:
+            raise ValueError(f"a check must be a tenfold.report.verdict.Check (got {type(c).__name__})")
+        out.append(Check(c.name, c.effect, c.threshold, c.direction, c.smallest, c.at_chance))
+    if not out:
+        raise ValueError("a verdict needs at least one check with an interval")
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two checks share the name {next(n for n in names if names.count(n) > 1)!r}")
+    return out
+
+
 def decide(checks: Sequence[Check]) -> str:
     """The verdict from the checks by :data:`RULE`; ValueError for no checks (a verdict needs an interval)."""
     if not checks:
@@ -259,7 +326,7 @@ def decide(checks: Sequence[Check]) -> str:
     statuses = [c.status for c in checks]
     if all(s == "shown" for s in statuses):
         return "reproduced"
-    if "shown" in statuses:
+    if "shown" in statuses or "smaller than claimed" in statuses:
         return "partly"
     if "contradicted" in statuses:
         return "not reproduced"

@@ -147,7 +147,7 @@ def _retrieval_checks(rows: dict, windows: list[int], ks: list[int]) -> tuple[li
         return [r["correct"] for r in rows[(mode, window, k)]]
 
     def versus(name, a, b, **kw):
-        return Check(name, accuracy_difference(a, b), at_chance=not any(a) and not any(b), **kw)
+        return Check(name, accuracy_difference(a, b, "questions"), at_chance=not any(a) and not any(b), **kw)
 
     tokens_short = [r["tokens"] for r in rows[("retrieve", short, ref)]]
     tokens_long = [r["tokens"] for r in rows[("long", longest, 0)]]
@@ -303,13 +303,13 @@ def _streameval_checks(answers: dict) -> list:
     none = "no question of this run fell in that case"  # a part left unmeasured keeps the verdict from reproduced
     return [
         Check("sink: accuracy on lines still in the cache",
-              proportion(sum(sink), len(sink)) if sink else unmeasured(none, "questions"), threshold=0.5),
+              proportion(sum(sink), len(sink), "questions") if sink else unmeasured(none, "questions"), threshold=0.5),
         Check("accuracy on lines in the cache: sink minus window",
-              accuracy_difference(sink, window) if sink and window else unmeasured(none, "questions"),
+              accuracy_difference(sink, window, "questions") if sink and window else unmeasured(none, "questions"),
               threshold=0.0, smallest=0.2, at_chance=bool(sink and window) and not any(sink) and not any(window)),
         # "unless a retrieval memory of the evicted text brings it back"
         Check("accuracy on evicted lines: sink+memory minus sink",
-              accuracy_difference(mem, gone) if mem and gone else unmeasured(none, "questions"),
+              accuracy_difference(mem, gone, "questions") if mem and gone else unmeasured(none, "questions"),
               threshold=0.0, at_chance=bool(mem and gone) and not any(mem) and not any(gone)),
     ]
 

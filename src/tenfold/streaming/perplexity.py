@@ -147,7 +147,7 @@ def _recompute(model, ids, size, stride, batch, rss, tick):
     for i in range(0, len(targets), batch):
         group = targets[i : i + batch]
         windows = torch.stack([ids[t - size : t] for t in group])
-        out = model(input_ids=windows, use_cache=False).logits[:, -1]
+        out = model(input_ids=windows, use_cache=False, logits_to_keep=1).logits[:, -1]  # not (B, window, V)
         nll.extend(token_nll(out, ids[group]).tolist())
         where.extend(group)
         rss.sample()
