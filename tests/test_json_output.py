@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tenfold.jsonout import round_float, snake, tidy
+from tenfold.report.verdict import Check, exact
 
 KEY = re.compile(r"^[a-z0-9_]+$")
 
@@ -78,8 +79,9 @@ def _tiny_report(tmp) -> list[str]:
     """A report folder with one result file whose keys and floats need tidying."""
     (tmp / "rep" / "results").mkdir(parents=True)
     (tmp / "rep" / "results" / "x.json").write_text(json.dumps(
-        {"name": "x", "paper": "ndp", "verdict": "reproduced", "runtime_s": 1.23456789, "ours": {"a b": 0.1}}))
-    return ["report", str(tmp / "rep"), "--json"]
+        {"name": "x", "paper": "ndp", "status": "ok", "verdict": "reproduced", "runtime_s": 1.23456789,
+         "ours": {"a b": 0.1}, "checks": [Check("x", exact(1.0)).record()]}))
+    return ["report", str(tmp / "rep"), "--json"]  # the verdict is re-derived from the check: reproduced
 
 
 FAST.update({

@@ -51,7 +51,11 @@ HOSTILE = {
 
 @pytest.mark.parametrize("isolation", ["auto", "guard"])
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_programs_are_contained_and_leave_no_trace(name, isolation, tmp_path):
+def test_hostile_programs_are_contained_and_leave_no_trace(name, isolation, tmp_path, monkeypatch):
+    # a temporary folder of this test's own: another xdist worker's sandbox runs come and go in the shared /tmp
+    # (CI saw their tenfold-sandbox-* folders as this test's leftovers)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
     source, status, event = HOSTILE[name]
