@@ -186,9 +186,7 @@ def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps:
     ``checkpoint_every`` steps and ``resume`` continues exactly (scenes come from the step; the caption and noise
     generators' states are checkpointed). Under ``accelerate launch`` each process renders and denoises its rows of
     the batch. Raises TenfoldError for steps or batch size < 1, p_uncond outside [0, 1), an unknown background."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    from tenfold.models.finetune import Forward, GeneratorState, my_rows, train_steps
+    from tenfold.models.finetune import Forward, GeneratorState, adamw_cosine, my_rows, train_steps
     from tenfold.vision.clip import pixels as to_pixels
     from tenfold.vision.world import BACKGROUNDS, Scene, render, scenes
 
@@ -197,8 +195,7 @@ def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps:
     if background is not None and background not in BACKGROUNDS:
         raise TenfoldError(f"unknown background {background!r}; choose from: {', '.join(BACKGROUNDS)}")
     unet = decoder.unet
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    sched = get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
+    opt, sched = adamw_cosine(unet.parameters(), lr, steps, warmup=steps // 20)  # no warm-up under 20 steps
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
     source = scene_source or partial(scenes, split="train", max_objects=max_objects)

@@ -17,12 +17,11 @@ from tenfold.kosmos_g.tasks import TASKS, caption_pairs, instructions, target_ca
 
 
 def _optimiser(params, lr: float, steps: int):
-    from transformers import get_cosine_schedule_with_warmup
+    from tenfold.models.finetune import adamw_cosine
 
     if steps < 1 or not lr > 0:
         raise TenfoldError("steps must be >= 1 and the learning rate > 0")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    return opt, get_cosine_schedule_with_warmup(opt, steps // 20, steps)  # no warm-up under 20 steps
+    return adamw_cosine(params, lr, steps, warmup=steps // 20)  # no warm-up under 20 steps
 
 
 def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 300, batch_size: int = 32,

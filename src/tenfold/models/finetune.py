@@ -8,7 +8,8 @@ generators) make an interrupted run resume bit-for-bit, and every process takes 
 batch (:func:`my_rows`). :func:`fit` is that loop for causal LMs - AdamW (no decay on gains and biases), linear
 warmup and cosine decay, the finished model and tokenizer in ``run_dir/model`` - used by pause-pretraining/-finetuning
 (Goyal et al. 2023), RA-DIT's LM-ft (Lin et al. 2023) and the VLM; RA-DIT's retriever, CLIP, and Kosmos-G's decoder
-and aligner call :func:`train_steps` directly.
+and aligner call :func:`train_steps` directly (all but the retriever, which keeps a constant rate, with the
+optimizer and schedule of :func:`adamw_cosine`).
 """
 from __future__ import annotations
 
@@ -256,6 +257,24 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     return records
 
 
+def adamw_cosine(params_or_groups, lr: float, steps: int, *, warmup: int, weight_decay: float = 0.01,
+                 betas: tuple[float, float] = (0.9, 0.999)):
+    """AdamW and its learning-rate schedule for a run of ``steps`` optimizer steps: ``(optimizer, scheduler)``.
+
+    The rate rises linearly from 0 to ``lr`` over the first ``warmup`` steps (a step count: each caller keeps its own
+    rule, e.g. ``steps // 20``), then falls to 0 at ``steps`` along half a cosine; step the scheduler once per
+    optimizer step (:func:`train_steps` does). ``params_or_groups``: an iterable of parameters, or torch parameter
+    groups (dicts with ``params`` and, e.g., their own ``weight_decay``); ``weight_decay`` (decoupled, AdamW's) and
+    ``betas`` apply where a group sets none. Checks nothing of its own: torch raises ValueError for a negative
+    learning rate or weight decay, or a beta outside [0, 1). Built on ``torch.optim.AdamW`` and transformers'
+    ``get_cosine_schedule_with_warmup``.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(params_or_groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+
+
 def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, warmup: float = 0.05,
         weight_decay: float = 0.1, clip: float = 1.0, seed: int = 0, run_dir: str | Path | None = None,
         resume: bool = False, checkpoint_every: int = 0, progress=None, tokenizer=None,
@@ -269,18 +288,15 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
     non-positive learning rate, a model without trainable parameters, a batch with fewer rows than processes or
     without label tokens, and a non-finite loss; ``stop_after``: see :func:`train_steps`.
     """
-    from transformers import get_cosine_schedule_with_warmup
-
     if not (lr > 0 and math.isfinite(lr)):
         raise TenfoldError(f"the learning rate must be a positive number (got {lr})")
     torch.manual_seed(seed)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise TenfoldError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW([{"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-                                   {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.95))
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup * steps), steps)
+    groups = [{"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0}]  # no decay on gains, biases
+    optimizer, schedule = adamw_cosine(groups, lr, steps, warmup=int(warmup * steps), betas=(0.9, 0.95))
 
     def local_batch(step: int) -> tuple[dict, float]:
         batch = batch_for_step(step)

@@ -79,14 +79,12 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
     them among themselves (no gathering of the other processes' embeddings), so N processes see batches of
     ``batch_size / N`` negatives. Raises TenfoldError for steps < 1 or a batch under 2.
     """
-    from tenfold.models.finetune import GeneratorState, my_rows, train_steps
+    from tenfold.models.finetune import GeneratorState, adamw_cosine, my_rows, train_steps
 
     if steps < 1 or batch_size < 2:
         raise TenfoldError("steps must be >= 1 and the batch size >= 2 (the loss contrasts pairs in a batch)")
-    from transformers import get_cosine_schedule_with_warmup
-
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = get_cosine_schedule_with_warmup(opt, steps // 10, steps)  # no warm-up under 10 steps
+    opt, sched = adamw_cosine(model.parameters(), lr, steps, warmup=steps // 10,  # no warm-up under 10 steps
+                              weight_decay=0.05)
     rng = np.random.default_rng(seed)
 
     def batch_for_step(step: int):
