@@ -177,7 +177,6 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     Raises TenfoldError for a non-finite loss, a run directory that already holds a run (without ``resume``) or has
     nothing to resume, and ``stop_after`` without a run directory.
     """
-    from accelerate import Accelerator
     from accelerate.utils import send_to_device
 
     if steps < 1:
@@ -187,55 +186,20 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     check_run_dir(run_dir, resume)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-    process_state()  # checks the number of processes and picks gloo on CPU
-    # the CPU also when a GPU is there but `--device cpu` / $TENFOLD_DEVICE=cpu chose the CPU
-    try:
-        accelerator = Accelerator(cpu=_on_cpu() or device_type() == CPU, step_scheduler_with_optimizer=False)
-    except (RuntimeError, ImportError, ValueError) as exc:  # e.g. an FSDP/DeepSpeed config on a machine without GPUs
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise TenfoldError(f"accelerate cannot set up this run ({type(exc).__name__}: {lines[0]})") from None
+    accelerator = _accelerator()
     prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
     prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
     for g in generators:
         accelerator.register_for_checkpointing(g)
-    step, records = 0, []
     ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    if resume:
-        tmp = ckpt.with_name("checkpoint.tmp")
-        # A run stopped after the old checkpoint was removed and before the new one was moved in: checkpoint.tmp is
-        # whole once its state.json is there (written last).
-        src = ckpt if ckpt.exists() else tmp if (tmp / "state.json").exists() else None
-        if src is None:
-            raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
-        accelerator.load_state(str(src))
-        counter = src / "state.json"  # the step the weights are at; older checkpoints keep it in run_dir only
-        saved = json.loads((counter if counter.exists() else Path(run_dir) / "state.json").read_text())
-        step, records = saved["step"], saved["losses"]
-        if stop_after is not None and stop_after <= step:  # would never be reached: the run would go to the end
-            raise TenfoldError(f"--stop-after {stop_after}: the checkpoint is already at step {step} of {steps}; "
-                               "give a later step, or leave it out to finish the run")
-        accelerator.wait_for_everyone()  # every process has read it before it moves
-        if src == tmp and accelerator.is_main_process:
-            os.replace(tmp, ckpt)
+    step, records = _resume(accelerator, Path(run_dir), steps, stop_after) if resume else (0, [])
     with torch.enable_grad():
         while step < steps:
             # batches are built on the CPU; the accelerator's device may be a GPU (tensors nested in tuples, lists
             # and dicts move, anything else stays as it is)
             out = loss_of(prepared, send_to_device(batch_for_step(step), accelerator.device))
-            loss, extras = out if isinstance(out, tuple) else (out, {})
-            logged = accelerator.reduce(torch.stack([loss.detach().float(), *(v.detach().float() for v in
-                                                                                extras.values())]), "mean")
-            if not torch.isfinite(logged[0]):  # every process sees the same global value, so all stop here
-                raise TenfoldError(f"the loss became {logged[0].item()} at step {step}; lower the learning rate")
-            accelerator.backward(loss)
-            if clip:
-                accelerator.clip_grad_norm_(prepared.parameters(), clip)
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            optimizer.zero_grad()
+            values, extras = _optimizer_step(accelerator, prepared, optimizer, schedule, out, step, clip)
             step += 1
-            values = [round(float(v), 5) for v in logged.tolist()]
             records.append(dict(zip(extras, values[1:])) | {"total": values[0]} if extras else values[0])
             if progress:
                 progress(step, steps, values[0])
@@ -248,13 +212,80 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     if finish is not None:
         finish(accelerator, prepared)
     if run_dir is not None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            write_json(Path(run_dir) / "state.json", {"step": step, "losses": records,
-                                                      "processes": accelerator.num_processes})
-            if ckpt.exists():
-                shutil.rmtree(ckpt)
+        _finished(accelerator, Path(run_dir), {"step": step, "losses": records,
+                                               "processes": accelerator.num_processes})
     return records
+
+
+def _accelerator():
+    """The ``accelerate.Accelerator`` of :func:`train_steps`: the schedule steps once per optimizer step (not once per
+    process), on the CPU when several processes were launched without a GPU or when the CPU was chosen.
+
+    Raises TenfoldError when the processes do not add up (:func:`process_state`) or accelerate cannot set up the
+    run (e.g. an FSDP/DeepSpeed config on a machine without GPUs)."""
+    from accelerate import Accelerator
+
+    process_state()  # checks the number of processes and picks gloo on CPU
+    # the CPU also when a GPU is there but `--device cpu` / $TENFOLD_DEVICE=cpu chose the CPU
+    try:
+        return Accelerator(cpu=_on_cpu() or device_type() == CPU, step_scheduler_with_optimizer=False)
+    except (RuntimeError, ImportError, ValueError) as exc:  # e.g. an FSDP/DeepSpeed config on a machine without GPUs
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise TenfoldError(f"accelerate cannot set up this run ({type(exc).__name__}: {lines[0]})") from None
+
+
+def _resume(accelerator, run_dir: Path, steps: int, stop_after: int | None) -> tuple[int, list]:
+    """Load the checkpoint of the run in ``run_dir`` into the prepared objects; (its step, the records so far).
+
+    Raises TenfoldError when there is no checkpoint, or ``stop_after`` is not past the checkpoint's step."""
+    ckpt = run_dir / "checkpoint"
+    tmp = ckpt.with_name("checkpoint.tmp")
+    # A run stopped after the old checkpoint was removed and before the new one was moved in: checkpoint.tmp is
+    # whole once its state.json is there (written last).
+    src = ckpt if ckpt.exists() else tmp if (tmp / "state.json").exists() else None
+    if src is None:
+        raise TenfoldError(f"the run in {run_dir} has no checkpoint to resume (it finished or never saved one)")
+    accelerator.load_state(str(src))
+    counter = src / "state.json"  # the step the weights are at; older checkpoints keep it in run_dir only
+    saved = json.loads((counter if counter.exists() else run_dir / "state.json").read_text())
+    step, records = saved["step"], saved["losses"]
+    if stop_after is not None and stop_after <= step:  # would never be reached: the run would go to the end
+        raise TenfoldError(f"--stop-after {stop_after}: the checkpoint is already at step {step} of {steps}; "
+                           "give a later step, or leave it out to finish the run")
+    accelerator.wait_for_everyone()  # every process has read it before it moves
+    if src == tmp and accelerator.is_main_process:
+        os.replace(tmp, ckpt)
+    return step, records
+
+
+def _optimizer_step(accelerator, prepared, optimizer, schedule, out, step: int, clip: float | None):
+    """Back-propagate ``loss_of``'s ``out`` (a loss, or ``(loss, extras)``) and step the optimizer and schedule;
+    (the loss and extras averaged over processes, rounded to 5 decimals; the extras' names).
+
+    Raises TenfoldError for a non-finite loss (before any weight changes)."""
+    loss, extras = out if isinstance(out, tuple) else (out, {})
+    logged = accelerator.reduce(torch.stack([loss.detach().float(), *(v.detach().float() for v in
+                                                                        extras.values())]), "mean")
+    if not torch.isfinite(logged[0]):  # every process sees the same global value, so all stop here
+        raise TenfoldError(f"the loss became {logged[0].item()} at step {step}; lower the learning rate")
+    accelerator.backward(loss)
+    if clip:
+        accelerator.clip_grad_norm_(prepared.parameters(), clip)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    optimizer.zero_grad()
+    return [round(float(v), 5) for v in logged.tolist()], list(extras)
+
+
+def _finished(accelerator, run_dir: Path, state: dict) -> None:
+    """A finished run: its ``state.json`` (step, records, processes) in ``run_dir``, and no checkpoint left."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(run_dir / "state.json", state)
+        ckpt = run_dir / "checkpoint"
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
 
 
 def adamw_cosine(params_or_groups, lr: float, steps: int, *, warmup: int, weight_decay: float = 0.01,
