@@ -62,6 +62,27 @@ def test_one_process_takes_the_whole_batch_unweighted():
     assert my_rows(5) == (slice(0, None, 1), 1.0)
 
 
+def test_the_loop_trains_in_train_mode_and_leaves_eval_mode_however_it_ends(tmp_path):
+    inner, outer = torch.nn.Dropout(0.5), torch.nn.Linear(2, 1)
+    module = Forward(lambda x: outer(inner(x)).pow(2).mean(), inner, outer)
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    modes = []
+
+    def loss(m, x):
+        modes.append((inner.training, outer.training))
+        return m(x)
+
+    module.eval()
+    train_steps(module, opt, lambda step: torch.ones(4, 2), loss, steps=2)
+    assert modes == [(True, True)] * 2 and not module.training and not inner.training
+    with pytest.raises(TenfoldError, match="the loss became nan"):
+        train_steps(module, opt, lambda step: torch.full((4, 2), float("nan")), loss, steps=2)
+    assert not inner.training and not outer.training
+    modes.clear()  # train_module: only that part is switched; the others keep their mode
+    train_steps(module, opt, lambda step: torch.ones(4, 2), loss, steps=1, train_module=outer)
+    assert modes == [(False, True)] and not outer.training
+
+
 def test_bad_loop_settings_are_clear_errors(tmp_path):
     layer = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)

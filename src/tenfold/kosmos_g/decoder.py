@@ -214,10 +214,6 @@ def train_decoder(decoder: TextConditionedDecoder, clip_model, tokenizer, steps:
         images, cond, share = batch
         return denoise(images, cond, generator=g) * share
 
-    unet.train()
-    try:
-        return train_steps(Forward(decoder.loss, unet), opt, batch_for_step, loss_of, steps=steps, schedule=sched,
-                           clip=1.0, run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every,
-                           progress=progress, generators=[GeneratorState(rng), GeneratorState(g)])
-    finally:
-        unet.eval()
+    return train_steps(Forward(decoder.loss, unet), opt, batch_for_step, loss_of, steps=steps, schedule=sched,
+                       clip=1.0, run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every,
+                       progress=progress, generators=[GeneratorState(rng), GeneratorState(g)])

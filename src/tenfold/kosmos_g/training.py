@@ -50,13 +50,9 @@ def align_stage(aligner: AlignerNet, vlm, clip_model, tokenizer, steps: int = 30
         out = align(source, mask, target)
         return (out["mse"] + rec_weight * out["rec"]) * share, {"mse": out["mse"] * share, "rec": out["rec"] * share}
 
-    aligner.train()
-    try:
-        return train_steps(Forward(aligner.align_losses, aligner), opt, batch_for_step, loss_of, steps=steps,
-                           schedule=sched, clip=1.0, run_dir=run_dir, resume=resume,
-                           checkpoint_every=checkpoint_every, progress=progress)
-    finally:
-        aligner.eval()
+    return train_steps(Forward(aligner.align_losses, aligner), opt, batch_for_step, loss_of, steps=steps,
+                       schedule=sched, clip=1.0, run_dir=run_dir, resume=resume,
+                       checkpoint_every=checkpoint_every, progress=progress)
 
 
 def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, steps: int = 300,
@@ -108,13 +104,9 @@ def instruct_stage(aligner: AlignerNet, vlm, decoder: TextConditionedDecoder, st
         return model(items, target) * share
 
     trained = Forward(condition_loss, aligner, *([vlm] if train_mllm else []))
-    aligner.train()
-    try:
-        return train_steps(trained, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
-                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                           generators=[GeneratorState(g)])
-    finally:
-        aligner.eval()
+    return train_steps(trained, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
+                       run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       generators=[GeneratorState(g)], train_module=aligner)  # the MLLM keeps its mode
 
 
 @torch.no_grad()

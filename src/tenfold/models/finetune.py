@@ -157,7 +157,8 @@ class GeneratorState:
 def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[int], object],
                 loss_of: Callable, *, steps: int, schedule=None, clip: float | None = None,
                 run_dir: str | Path | None = None, resume: bool = False, checkpoint_every: int = 0,
-                progress=None, generators=(), finish: Callable | None = None, stop_after: int | None = None) -> list:
+                progress=None, generators=(), finish: Callable | None = None, stop_after: int | None = None,
+                train_module: torch.nn.Module | None = None) -> list:
     """The one training loop of tenfold, on ``accelerate.Accelerator``; return one record per step.
 
     Each step: ``loss_of(prepared_module, batch_for_step(step))`` gives a scalar loss tensor, or ``(loss, extras)``
@@ -174,47 +175,54 @@ def train_steps(module: torch.nn.Module, optimizer, batch_for_step: Callable[[in
     (and of checkpointed generators), a resumed run equals an uninterrupted one, under any number of processes.
     ``finish(accelerator, prepared_module)`` runs after the last step, before the checkpoint is removed. ``stop_after`` (a step
     count, e.g. for a job's time limit) saves a checkpoint after that step and raises :class:`TrainingStopped`.
+    ``train_module`` (by default ``module``) is in train mode for the run and in eval mode after it, however it
+    ends (Kosmos-G's instruct stage names its aligner alone: the MLLM it may also train keeps its mode).
     Raises TenfoldError for a non-finite loss, a run directory that already holds a run (without ``resume``) or has
     nothing to resume, and ``stop_after`` without a run directory.
     """
-    from accelerate.utils import send_to_device
+    trained = module if train_module is None else train_module
+    trained.train()
+    try:
+        from accelerate.utils import send_to_device
 
-    if steps < 1:
-        raise TenfoldError(f"steps must be at least 1 (got {steps})")
-    if stop_after is not None and (run_dir is None or stop_after < 1):
-        raise TenfoldError("stopping early needs a run directory to checkpoint into and a step count >= 1")
-    check_run_dir(run_dir, resume)
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-    accelerator = _accelerator()
-    prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
-    prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
-    for g in generators:
-        accelerator.register_for_checkpointing(g)
-    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    step, records = _resume(accelerator, Path(run_dir), steps, stop_after) if resume else (0, [])
-    with torch.enable_grad():
-        while step < steps:
-            # batches are built on the CPU; the accelerator's device may be a GPU (tensors nested in tuples, lists
-            # and dicts move, anything else stays as it is)
-            out = loss_of(prepared, send_to_device(batch_for_step(step), accelerator.device))
-            values, extras = _optimizer_step(accelerator, prepared, optimizer, schedule, out, step, clip)
-            step += 1
-            records.append(dict(zip(extras, values[1:])) | {"total": values[0]} if extras else values[0])
-            if progress:
-                progress(step, steps, values[0])
-            if ckpt is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
-                _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
-            if stop_after is not None and step == stop_after and step < steps:
-                if not (checkpoint_every and step % checkpoint_every == 0):
+        if steps < 1:
+            raise TenfoldError(f"steps must be at least 1 (got {steps})")
+        if stop_after is not None and (run_dir is None or stop_after < 1):
+            raise TenfoldError("stopping early needs a run directory to checkpoint into and a step count >= 1")
+        check_run_dir(run_dir, resume)
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        accelerator = _accelerator()
+        prepared = accelerator.prepare(module, optimizer, *([schedule] if schedule is not None else []))
+        prepared, optimizer, schedule = (*prepared, None) if schedule is None else prepared
+        for g in generators:
+            accelerator.register_for_checkpointing(g)
+        ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
+        step, records = _resume(accelerator, Path(run_dir), steps, stop_after) if resume else (0, [])
+        with torch.enable_grad():
+            while step < steps:
+                # batches are built on the CPU; the accelerator's device may be a GPU (tensors nested in tuples, lists
+                # and dicts move, anything else stays as it is)
+                out = loss_of(prepared, send_to_device(batch_for_step(step), accelerator.device))
+                values, extras = _optimizer_step(accelerator, prepared, optimizer, schedule, out, step, clip)
+                step += 1
+                records.append(dict(zip(extras, values[1:])) | {"total": values[0]} if extras else values[0])
+                if progress:
+                    progress(step, steps, values[0])
+                if ckpt is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
                     _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
-                raise TrainingStopped(f"stopped after step {step} of {steps} as asked; continue with --resume")
-    if finish is not None:
-        finish(accelerator, prepared)
-    if run_dir is not None:
-        _finished(accelerator, Path(run_dir), {"step": step, "losses": records,
-                                               "processes": accelerator.num_processes})
-    return records
+                if stop_after is not None and step == stop_after and step < steps:
+                    if not (checkpoint_every and step % checkpoint_every == 0):
+                        _checkpoint(accelerator, ckpt, {"step": step, "losses": records})
+                    raise TrainingStopped(f"stopped after step {step} of {steps} as asked; continue with --resume")
+        if finish is not None:
+            finish(accelerator, prepared)
+        if run_dir is not None:
+            _finished(accelerator, Path(run_dir), {"step": step, "losses": records,
+                                                   "processes": accelerator.num_processes})
+        return records
+    finally:
+        trained.eval()
 
 
 def _accelerator():
@@ -351,13 +359,9 @@ def fit(model, batch_for_step: Callable[[int], dict], *, steps: int, lr: float, 
             if accelerator.is_main_process:
                 save_checkpoint(accelerator.unwrap_model(prepared), tokenizer, Path(run_dir) / "model", state)
 
-    model.train()
-    try:
-        return train_steps(model, optimizer, local_batch, loss_of, steps=steps, schedule=schedule, clip=clip,
-                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                           finish=finish, stop_after=stop_after)
-    finally:
-        model.eval()
+    return train_steps(model, optimizer, local_batch, loss_of, steps=steps, schedule=schedule, clip=clip,
+                       run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       finish=finish, stop_after=stop_after)
 
 
 class _DropTiedWeightNotice(logging.Filter):

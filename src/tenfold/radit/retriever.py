@@ -136,13 +136,9 @@ def train_query_encoder(retriever: DualEncoder, questions: list[str], candidates
         texts, d, target, share = batch
         return retriever_kl(torch.einsum("bd,bkd->bk", encoder(texts), d), target, tau_r) * share
 
-    model.train()
-    try:
-        return train_steps(Forward(retriever.query_embeddings, model), optimizer, batch_for_step, loss_of, steps=steps,
-                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                           generators=[GeneratorState(rng)])
-    finally:
-        model.eval()
+    return train_steps(Forward(retriever.query_embeddings, model), optimizer, batch_for_step, loss_of, steps=steps,
+                       run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       generators=[GeneratorState(rng)])
 
 
 def recall_at_k(hits: list[list[tuple[int, float]]], gold: list[int], k: int) -> float:

@@ -100,13 +100,9 @@ def train_clip(model, tokenizer, steps: int = 300, batch_size: int = 64, lr: flo
         inputs, share = batch
         return clip(**inputs, return_loss=True).loss * share
 
-    model.train()
-    try:
-        return train_steps(model, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
-                           run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
-                           generators=[GeneratorState(rng)])
-    finally:
-        model.eval()
+    return train_steps(model, opt, batch_for_step, loss_of, steps=steps, schedule=sched, clip=1.0,
+                       run_dir=run_dir, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
+                       generators=[GeneratorState(rng)])
 
 
 @torch.no_grad()
