@@ -110,6 +110,34 @@ class StoreGiven(argparse.Action):
         setattr(namespace, "given", frozenset(getattr(namespace, "given", None) or ()) | {self.dest})
 
 
+CHECKPOINT_EVERY_HELP = ("steps between resumable checkpoints (0 = none along the way: only --stop-after's and the "
+                         "final model)")
+
+
+def add_training_args(parser, *, checkpoint_every_default: int, checkpoint_every_type=non_negative_int,
+                      checkpoint_every_help: str | None = CHECKPOINT_EVERY_HELP,
+                      checkpoint_every_action: str | type[argparse.Action] = "store", resume_help: str | None = None,
+                      stop_after: bool = True) -> None:
+    """Add a resumable training run's flags to a verb's parser, in this order:
+
+    - ``--checkpoint-every N`` (``args.checkpoint_every``): ``checkpoint_every_default``, parsed by
+      ``checkpoint_every_type`` (steps, or a verb's own unit such as generations), stored by
+      ``checkpoint_every_action`` (e.g. :class:`StoreGiven`, where ``--resume`` must tell a value given anew);
+    - ``--resume`` (``args.resume``, a switch) with ``resume_help``;
+    - with ``stop_after``, ``--stop-after STEP`` (``args.stop_after``, an integer >= 1, default None): stop after
+      that step with a checkpoint; the loop (:func:`tenfold.models.finetune.train_steps`) raises ``TrainingStopped``.
+
+    A help of None shows the flag without one. Bad values are argparse's one-line errors at parse time.
+    """
+    parser.add_argument("--checkpoint-every", type=checkpoint_every_type, default=checkpoint_every_default,
+                        action=checkpoint_every_action, help=checkpoint_every_help)
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    if stop_after:
+        parser.add_argument("--stop-after", type=positive_int, default=None, metavar="STEP",
+                            help="stop after this step with a checkpoint (e.g. a job's time limit); continue with "
+                                 "--resume")
+
+
 def out_dir(path: str | Path, what: str | None = "--out") -> Path:
     """A directory to write into: refused in one line (before any work starts) when it is empty, names an existing
     file, or lies under a file or a folder this user cannot write to (where ``mkdir`` would fail later)."""

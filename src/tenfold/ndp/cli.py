@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import StoreGiven, directory, random_seed
+from tenfold.argtypes import StoreGiven, add_training_args, directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 
@@ -27,7 +27,6 @@ def add_commands(sub) -> None:
     t.add_argument("--sigma0", type=float, default=0.1, action=StoreGiven, help="CMA-ES initial step size (default 0.1, as the paper)")
     t.add_argument("--episodes", type=int, default=3, action=StoreGiven, help="episodes per fitness evaluation (control tasks)")
     t.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes for the final measurement")
-    t.add_argument("--checkpoint-every", type=int, default=10)
     t.add_argument("--embedding-size", type=int, default=5)
     t.add_argument("--hidden", type=int, default=5)
     t.add_argument("--growth-cycles", type=int, default=5)
@@ -35,7 +34,8 @@ def add_commands(sub) -> None:
     t.add_argument("--paper-division", action="store_true",
                    help="daughters copy the neighbourhood mean exactly (no learned offset; see the docs)")
     t.add_argument("--out", type=directory, default=None, help="run directory (default ndp-runs/TASK-seedS)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_training_args(t, checkpoint_every_default=10, checkpoint_every_type=int, checkpoint_every_help=None,
+                      resume_help="continue the run in --out from its last checkpoint", stop_after=False)
     t.add_argument("--json", action="store_true",
                    help="print task, best_fitness, eval_mean, eval_std, nodes, edges, parameters as JSON")
     t.set_defaults(func=_train)

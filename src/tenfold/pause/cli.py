@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tenfold.argtypes import directory, non_negative_int, positive_int, random_seed
+from tenfold.argtypes import add_training_args, directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 from tenfold.progress import loss_bar
@@ -25,13 +25,9 @@ def add_commands(sub) -> None:
         q.add_argument("--batch-size", type=int, default=batch, action=StoreGiven)
         q.add_argument("--lr", type=float, default=lr, action=StoreGiven)
         q.add_argument("--seed", type=random_seed, default=0, action=StoreGiven)
-        q.add_argument("--checkpoint-every", type=non_negative_int, default=100, action=StoreGiven,
-                       help="steps between resumable checkpoints (0 = none along the way: only --stop-after's and "
-                            "the final model)")
-        q.add_argument("--resume", action="store_true",
-                       help="continue the run in --out with its saved settings (giving a different one is an error)")
-        q.add_argument("--stop-after", type=positive_int, default=None, metavar="STEP",
-                       help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
+        add_training_args(q, checkpoint_every_default=100, checkpoint_every_action=StoreGiven,
+                          resume_help="continue the run in --out with its saved settings (giving a different one is "
+                                      "an error)")
         q.add_argument("--json", action="store_true", help="print the model's path, steps, losses and the run's "
                                                            "settings as JSON (progress still goes to stderr)")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tenfold.argtypes import directory, non_negative_int, positive_int, random_seed
+from tenfold.argtypes import add_training_args, directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 from tenfold.progress import loss_bar
@@ -34,12 +34,7 @@ def add_commands(sub) -> None:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--lora-r", type=int, default=8, help="LoRA rank (0 = full fine-tuning)")
-    t.add_argument("--checkpoint-every", type=non_negative_int, default=50,
-                   help="steps between resumable checkpoints (0 = none along the way: only --stop-after's and the "
-                        "final model)")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--stop-after", type=positive_int, default=None, metavar="STEP",
-                   help="stop after this step with a checkpoint (e.g. a job's time limit); continue with --resume")
+    add_training_args(t, checkpoint_every_default=50)
     t.add_argument("--json", action="store_true",
                    help="print the model path, steps, loss_first, loss_last and settings as JSON (progress on stderr)")
     t.set_defaults(func=_train_lm)

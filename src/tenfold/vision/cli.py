@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tenfold.argtypes import directory, random_seed
+from tenfold.argtypes import add_training_args, directory, random_seed
 from tenfold.errors import TenfoldError
 from tenfold.jsonout import print_json
 from tenfold.progress import progress_bar
@@ -52,8 +52,9 @@ def add_commands(sub) -> None:
     v.add_argument("--freeze-vision", action="store_true", help="train the projector only")
     v.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the LM's attention (0: LM frozen)")
     v.add_argument("--seed", type=random_seed, default=0)
-    v.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
-    v.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    add_training_args(v, checkpoint_every_default=0, checkpoint_every_type=int,
+                      checkpoint_every_help="save a resumable checkpoint every N steps",
+                      resume_help="continue the interrupted run in --out", stop_after=False)
     v.add_argument("--n-test", type=int, default=100, help="held-out questions per split (test, unseen)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_train_vlm)
