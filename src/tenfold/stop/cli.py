@@ -101,6 +101,7 @@ def _utility(args) -> int:
 
 
 def _sandbox_bench(args) -> int:
+    from tenfold.prompting.evaluation import passes
     from tenfold.sandbox import fallback_warning
     from tenfold.sandbox.benchmark import benchmark
 
@@ -109,7 +110,7 @@ def _sandbox_bench(args) -> int:
     warning = fallback_warning()
     if warning:
         print(warning, file=sys.stderr)
-    result = benchmark(args.runs, args.humaneval)
+    result = benchmark(args.runs, args.humaneval, passes=passes)
     if args.json:
         print_json(result)
         return 0

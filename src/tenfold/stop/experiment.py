@@ -138,13 +138,14 @@ def stop_checks(archive: list[dict], transfer: dict) -> list:
                                                   "HumanEval canonical 164/164; evaluation time <= 1.5x the "
                                                   "sandbox's before namespaces"})
 def stop_sandbox(run):
+    from tenfold.prompting.evaluation import passes
     from tenfold.sandbox.benchmark import benchmark
 
     runs, humaneval = run.pick(4, 20, 50), run.pick(6, None, None)
     run.settings.update(benign_program="numpy dot product, one call per run", runs_per_isolation=runs,
                         humaneval_problems=humaneval or 164, order="alternating per repetition",
                         hostile="run with the audit hook switched off from inside, so only the OS stands")
-    result = benchmark(runs, humaneval, progress=run.progress)
+    result = benchmark(runs, humaneval, progress=run.progress, passes=passes)
     run.settings["sandbox"] = result["isolation"] + (f" ({result['reason']})" if result["reason"] else "")
     he = result["humaneval"]
     isolations = list(result["per_run"])
