@@ -343,12 +343,15 @@ def algorithm(utility):
     assert r.status == "timeout", (r.status, r.message)
 
 
-def test_a_work_dir_thousands_of_levels_deep_is_removed_under_the_guard():
+def test_a_work_dir_thousands_of_levels_deep_is_removed_under_the_guard(tmp_path, monkeypatch):
     """Under the guard the work dir is a host directory: a 5000-level tree (made with dir_fd, allowed by the
     hook) made the parent's cleanup (shutil.rmtree, recursive) raise RecursionError and leave it behind."""
     import tempfile
     from pathlib import Path
 
+    # a temporary folder of this test's own: another xdist worker's sandbox runs come and go in the shared /tmp
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     before = set(Path(tempfile.gettempdir()).glob("tenfold-sandbox-*"))
     r = _run_with_deadline("""
 import os
