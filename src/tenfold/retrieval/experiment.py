@@ -21,8 +21,8 @@ PAPER = {"Llama2-70B avg of 7 tasks: 4K / 4K+retrieval / 16K / 32K / 32K+retriev
     paper_numbers=PAPER)
 def retrieval_long_context(run):
     from tenfold.models import load_lm
-    from tenfold.retrieval import Embedder, Reader, Retriever
-    from tenfold.retrieval.evaluation import build_documents, correct
+    from tenfold.retrieval import Embedder
+    from tenfold.retrieval.evaluation import build_documents
 
     windows = run.pick([512], [512, 2048], [512, 1024, 2048, 4096, 8192])
     ks = run.pick([1], [5], [1, 3, 5, 10], shrunk="top-k")
@@ -43,6 +43,42 @@ def retrieval_long_context(run):
     model, tok = load_lm(quantize=None)
     docs = build_documents(n_docs, words, facts, seed=0)
     configs = [("long", w, 0) for w in windows] + [(m, w, k) for m in ("retrieve", "both") for w in windows for k in ks]
+    rows, shares, counts, recall_rows = _answer_the_grid(run, docs, configs, embedder, model, tok, ks)
+    run.progress("dense recall when the embedder reads 512 tokens (the model's positions) instead of 256")
+    wide_rows = _wide_embedder_recall(docs, ks)
+    run.progress("multilingual needle QA (Chinese)")
+    multilingual = _chinese_needles(embedder, model, tok, zh_docs, zh_chars, zh_facts, windows[-1], ks)
+    run.settings.update(share_of_text_embedded=_percent(
+                            float(np.mean(shares + multilingual.pop("shares"))),
+                            "non-space characters of the documents inside chunks the embedder reads whole"),
+                        chunks_per_document=float(np.mean(counts)),
+                        embedder_tokens_not_read=embedder.coverage["tokens_beyond_limit"])
+    grid = _grid_cells(rows)
+    long_at = {w: grid["long"][str(w)]["all"] for w in windows}
+    best_retrieval = {w: max((grid[m][str(w)][f"top{k}"] for m in ("retrieve", "both") for k in ks),
+                             key=lambda c: c["accuracy"]) for w in windows}
+    short, longest = windows[0], windows[-1]
+    ours = {"grid": grid, "questions": sum(len(d.questions) for d in docs),
+            "long_accuracy_by_window": {str(w): long_at[w]["accuracy"] for w in windows},
+            "best_retrieval_accuracy_by_window": {str(w): best_retrieval[w]["accuracy"] for w in windows},
+            "short_retrieval_vs_longest_window": {
+                "accuracy": [best_retrieval[short]["accuracy"], long_at[longest]["accuracy"]],
+                "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]},
+            "retriever_recall": _mean_recall(recall_rows), "multilingual": multilingual,
+            "dense_recall_by_max_seq_length": {"256": _mean_recall(recall_rows)["dense"],
+                                               "512": _mean_recall(wide_rows, ("dense",))["dense"]}}
+    _plot_grid(run, grid, long_at, windows, ks)
+    checks, ref = _retrieval_checks(rows, windows, ks)
+    ours["checked_setting"] = f"retrieve, top-{ref}"
+    return {"ours": ours, "checks": checks, "why": _grid_why(ours, grid, long_at, best_retrieval, windows, ks, ref)}
+
+
+def _answer_the_grid(run, docs, configs, embedder, model, tok, ks) -> tuple[dict, list, list, list]:
+    """Index each document and ask its questions in every (mode, window, k) of ``configs``: per-question rows by
+    config, each document's share of text embedded and chunk count, and the retrievers' recall rows."""
+    from tenfold.retrieval import Reader, Retriever
+    from tenfold.retrieval.evaluation import correct
+
     rows = {c: [] for c in configs}
     shares, counts, recall_rows = [], [], []
     for d, doc in enumerate(docs):
@@ -61,19 +97,24 @@ def retrieval_long_context(run):
                     "correct": correct(a.answer, q.answer), "in_prompt": q.answer in a.context,
                     "retrieved": any(q.answer in c["text"] for c in a.chunks), "tokens": a.prompt_tokens,
                     "seconds": a.seconds})
-    run.progress("dense recall when the embedder reads 512 tokens (the model's positions) instead of 256")
+    return rows, shares, counts, recall_rows
+
+
+def _wide_embedder_recall(docs, ks) -> list[dict]:
+    """Dense recall rows when the embedder reads 512 tokens (the model's positions) instead of 256."""
+    from tenfold.retrieval import Embedder, Retriever
+
     wide, wide_rows = Embedder(max_seq_length=512), []
     for doc in docs:
         retriever = Retriever(wide)
         retriever.add_document(doc.text)
         wide_rows += _retriever_recall(retriever, doc.questions, ks, ("dense",))
-    run.progress("multilingual needle QA (Chinese)")
-    multilingual = _chinese_needles(embedder, model, tok, zh_docs, zh_chars, zh_facts, windows[-1], ks)
-    run.settings.update(share_of_text_embedded=_percent(
-                            float(np.mean(shares + multilingual.pop("shares"))),
-                            "non-space characters of the documents inside chunks the embedder reads whole"),
-                        chunks_per_document=float(np.mean(counts)),
-                        embedder_tokens_not_read=embedder.coverage["tokens_beyond_limit"])
+    return wide_rows
+
+
+def _grid_cells(rows: dict) -> dict:
+    """{mode: {window: {"topK" | "all": accuracy, fact in prompt, prompt tokens, seconds (and recall@k)}}}: the
+    per-question rows of each config, averaged."""
     grid: dict = {}
     for (mode, window, k), rs in rows.items():
         cell = {"accuracy": float(np.mean([r["correct"] for r in rs])),
@@ -83,19 +124,11 @@ def retrieval_long_context(run):
         if mode != "long":
             cell[f"recall_at_{k}"] = float(np.mean([r["retrieved"] for r in rs]))
         grid.setdefault(mode, {}).setdefault(str(window), {})[f"top{k}" if k else "all"] = cell
-    long_at = {w: grid["long"][str(w)]["all"] for w in windows}
-    best_retrieval = {w: max((grid[m][str(w)][f"top{k}"] for m in ("retrieve", "both") for k in ks),
-                             key=lambda c: c["accuracy"]) for w in windows}
-    short, longest = windows[0], windows[-1]
-    ours = {"grid": grid, "questions": sum(len(d.questions) for d in docs),
-            "long_accuracy_by_window": {str(w): long_at[w]["accuracy"] for w in windows},
-            "best_retrieval_accuracy_by_window": {str(w): best_retrieval[w]["accuracy"] for w in windows},
-            "short_retrieval_vs_longest_window": {
-                "accuracy": [best_retrieval[short]["accuracy"], long_at[longest]["accuracy"]],
-                "prompt_tokens": [best_retrieval[short]["prompt_tokens"], long_at[longest]["prompt_tokens"]]},
-            "retriever_recall": _mean_recall(recall_rows), "multilingual": multilingual,
-            "dense_recall_by_max_seq_length": {"256": _mean_recall(recall_rows)["dense"],
-                                               "512": _mean_recall(wide_rows, ("dense",))["dense"]}}
+    return grid
+
+
+def _plot_grid(run, grid: dict, long_at: dict, windows, ks) -> None:
+    """Accuracy and prompt tokens by window, long vs each retrieval setting (the plot ``grid``)."""
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -114,19 +147,22 @@ def retrieval_long_context(run):
     a.legend(fontsize=7)
     fig.tight_layout()
     run.save_plot(fig, "grid")
-    checks, ref = _retrieval_checks(rows, windows, ks)
-    ours["checked_setting"] = f"retrieve, top-{ref}"
+
+
+def _grid_why(ours: dict, grid: dict, long_at: dict, best_retrieval: dict, windows, ks, ref: int) -> str:
+    """The result in a sentence: the checked retrieval setting (top-``ref``) against the long windows."""
+    short, longest = windows[0], windows[-1]
     fixed = {w: grid["retrieve"][str(w)][f"top{ref}"] for w in windows}
-    why = (f"window {short} + retrieval (top-{ref}): accuracy {fixed[short]['accuracy']:.2f} with "
-           f"{fixed[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
-           f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f} "
-           f"({ours['questions']} questions); retrieval >= long at "
-           f"{sum(fixed[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows (best "
-           f"of the grid at {short}: {best_retrieval[short]['accuracy']:.2f}); recall@{ks[-1]} dense / bm25 / hybrid "
-           + " / ".join(f"{ours['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}" for m in METHODS)
-           + "; Chinese needles: " + " / ".join(f"{multilingual['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}"
-                                                 for m in METHODS))
-    return {"ours": ours, "checks": checks, "why": why}
+    multilingual = ours["multilingual"]
+    return (f"window {short} + retrieval (top-{ref}): accuracy {fixed[short]['accuracy']:.2f} with "
+            f"{fixed[short]['prompt_tokens']:.0f} prompt tokens vs window {longest} without: "
+            f"{long_at[longest]['accuracy']:.2f} with {long_at[longest]['prompt_tokens']:.0f} "
+            f"({ours['questions']} questions); retrieval >= long at "
+            f"{sum(fixed[w]['accuracy'] >= long_at[w]['accuracy'] for w in windows)} of {len(windows)} windows (best "
+            f"of the grid at {short}: {best_retrieval[short]['accuracy']:.2f}); recall@{ks[-1]} dense / bm25 / hybrid "
+            + " / ".join(f"{ours['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}" for m in METHODS)
+            + "; Chinese needles: " + " / ".join(f"{multilingual['retriever_recall'][m][f'recall@{ks[-1]}']:.2f}"
+                                                  for m in METHODS))
 
 
 # The paper's 4K + retrieval scores 0.76 points below its 16K window (36.02 vs 36.78, Llama2-70B, avg of 7 tasks)
