@@ -8,6 +8,7 @@ entities that never occur in fine-tuning data; their passages are in the corpus.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 
@@ -28,12 +29,9 @@ STAGES = ["closed-book", "base + retrieval (concat)", "base + retrieval (REPLUG)
 def radit(run):
     import torch
 
-    from tenfold import home
     from tenfold.models.lm import load_lm
-    from tenfold.radit.data import build, is_correct, stratified
     from tenfold.radit.lm_ft import finetune_lm, lm_ft_examples
-    from tenfold.radit.reader import answer_ids, answer_logprob, ensemble_weights, prompt_ids, replug_generate
-    from tenfold.radit.retriever import DualEncoder, lsr_distribution, recall_at_k, train_query_encoder
+    from tenfold.radit.retriever import train_query_encoder
 
     seeds = run.pick([0], [0], [0, 1, 2], shrunk="seeds")
     n_cities, n_films = run.pick((150, 150), (600, 600), (3000, 3000))
@@ -49,57 +47,24 @@ def radit(run):
                         replug_temperature=temp, eval_dtype="bfloat16", train_dtype="float32")
 
     run.progress("data and index")
-    data = build(n_cities, n_films)
-    test, train = stratified(data.split("test"), per_kind_test, 0), stratified(data.split("train"), per_kind_train, 1)
-    retriever = DualEncoder(data.passages, cache_dir=f"{home()}/radit")
-    passage_tokens = [retriever.embedder.count_tokens(p) for p in data.passages]
-    beyond = sum(max(0, n - retriever.embedder.max_tokens) for n in passage_tokens)
-    run.settings.update(passages=f"{len(data.passages)} passages, one chunk each, {max(passage_tokens)} tokens at "
-                                 f"most (the embedder reads {retriever.embedder.max_tokens})",
-                        embedder_reads=retriever.embedder.fingerprint(),
-                        share_of_text_embedded=f"{100 * (1.0 - beyond / max(1, sum(passage_tokens))):.1f}%")
+    data, test, train, retriever = _data_and_index(run, n_cities, n_films, per_kind_test, per_kind_train)
     initial_query = copy.deepcopy(retriever.query_model)
     model, tok = load_lm(None, quantize=None)
     base_eval = copy.deepcopy(model).to(torch.bfloat16)
-
-    def accuracy(lm, hits, concat=False):
-        if hits is None:
-            groups, weights = [[prompt_ids(tok, q.question)] for q in test], [[1.0]] * len(test)
-        elif concat:
-            groups = [[prompt_ids(tok, q.question, [data.passages[i] for i, _ in h[:k]])] for q, h in zip(test, hits)]
-            weights = [[1.0]] * len(test)
-        else:
-            groups = [[prompt_ids(tok, q.question, [data.passages[i]]) for i, _ in h[:k]] for q, h in zip(test, hits)]
-            weights = [ensemble_weights([s for _, s in h[:k]], temp) for h in hits]
-        preds = replug_generate(lm, tok, groups, weights, max_new_tokens=16)
-        right = [bool(is_correct(p, q.answer)) for p, q in zip(preds, test)]
-        return right, {kind: float(np.mean([r for r, q in zip(right, test) if q.kind == kind]))
-                       for kind in sorted({q.kind for q in test})}, preds
-
+    accuracy = partial(_accuracy, tok, test, data.passages, k, temp)
     questions = [q.question for q in test]
     base_hits = retriever.search(questions, max(k, 10))
-    results = {s: [] for s in STAGES}
-    correct = {s: [] for s in STAGES}  # per-question correctness, every run of the stage (one per seed when trained)
-    per_kind, recall = {}, {"base": {f"@{j}": recall_at_k(base_hits, [q.passage for q in test], j) for j in (1, k)}}
+    stages, recall = _Stages(), {"base": _recall(base_hits, test, k)}
     run.progress("closed-book and base + retrieval")
-    for stage, hits, concat in (("closed-book", None, False), ("base + retrieval (concat)", base_hits, True),
-                                ("base + retrieval (REPLUG)", base_hits, False)):
-        right, kinds, preds = accuracy(base_eval, hits, concat)
-        results[stage].append(float(np.mean(right)))
-        correct[stage] += right
-        per_kind[stage] = kinds
+    preds = stages.evaluate(accuracy, (("closed-book", base_eval, None, False),
+                                       ("base + retrieval (concat)", base_eval, base_hits, True),
+                                       ("base + retrieval (REPLUG)", base_eval, base_hits, False)))
     examples = {"question": [q.question for q in test[:6]], "answer": [q.answer for q in test[:6]],
                 "base + retrieval": preds[:6]}
 
     run.progress(f"LSR targets ({len(train)} questions x {k_lsr} chunks)")
     train_hits = retriever.search([q.question for q in train], max(k, k_lsr))
-    candidates = np.array([[i for i, _ in h[:k_lsr]] for h in train_hits])
-    loglik = answer_logprob(base_eval, tok, [prompt_ids(tok, q.question, [data.passages[i]])
-                                             for q, row in zip(train, candidates) for i in row],
-                            [answer_ids(tok, q.answer) for q in train for _ in range(k_lsr)]).reshape(len(train), k_lsr)
-    targets = lsr_distribution(loglik, tau_lsr)
-    lsr_gold = float(np.mean([t[list(row).index(q.passage)] for t, row, q in zip(targets, candidates, train)
-                              if q.passage in row]))
+    candidates, targets, lsr_gold = _lsr_targets(base_eval, tok, train, train_hits, data.passages, k_lsr, tau_lsr)
     lm_examples = lm_ft_examples(tok, train, train_hits, data.passages, k)
     loss_curves = {}
     for seed in seeds:
@@ -113,25 +78,103 @@ def radit(run):
         loss_curves[f"R-ft s{seed}"] = train_query_encoder(retriever, [q.question for q in train], candidates, targets,
                                                            steps=r_steps, batch_size=16, lr=2e-5, tau_r=tau_r, seed=seed)
         r_hits = retriever.search(questions, max(k, 10))
-        recall[f"R-ft s{seed}"] = {f"@{j}": recall_at_k(r_hits, [q.passage for q in test], j) for j in (1, k)}
+        recall[f"R-ft s{seed}"] = _recall(r_hits, test, k)
         run.progress(f"seed {seed}: evaluating the fine-tuned stages")
-        for stage, lm, hits in (("+ LM-ft", ft_eval, base_hits), ("+ R-ft", base_eval, r_hits),
-                                ("+ both (RA-DIT)", ft_eval, r_hits)):
-            right, kinds, preds = accuracy(lm, hits)
-            results[stage].append(float(np.mean(right)))
-            correct[stage] += right
-            per_kind.setdefault(stage, kinds)
+        preds = stages.evaluate(accuracy, (("+ LM-ft", ft_eval, base_hits, False),
+                                           ("+ R-ft", base_eval, r_hits, False),
+                                           ("+ both (RA-DIT)", ft_eval, r_hits, False)))
         examples[f"RA-DIT s{seed}"] = preds[:6]
         del ft, ft_eval
     retriever.query_model = initial_query
 
-    table = {s: _stat(v) for s, v in results.items()}
-    ours = {"accuracy": table, "accuracy_by_kind (first seed)": per_kind, "retriever_recall": recall,
+    table = {s: _stat(v) for s, v in stages.accuracy.items()}
+    ours = {"accuracy": table, "accuracy_by_kind (first seed)": stages.by_kind, "retriever_recall": recall,
             "lsr_mass_on_gold_passage": round(lsr_gold, 4), "n_test": len(test), "n_train_questions": len(train),
             "corpus_passages": len(data.passages), "examples": examples}
     _plots(run, table, loss_curves)
-    checks = radit_checks(correct)
+    checks = radit_checks(stages.correct)
     return {"ours": ours, "checks": checks, "why": _why(table, checks, len(seeds), len(test))}
+
+
+def _data_and_index(run, n_cities: int, n_films: int, per_kind_test: int, per_kind_train: int):
+    """The QA corpus, its held-out test and training questions (stratified by kind), and the retriever over its
+    passages (their token counts go into the run's settings)."""
+    from tenfold import home
+    from tenfold.radit.data import build, stratified
+    from tenfold.radit.retriever import DualEncoder
+
+    data = build(n_cities, n_films)
+    test, train = stratified(data.split("test"), per_kind_test, 0), stratified(data.split("train"), per_kind_train, 1)
+    retriever = DualEncoder(data.passages, cache_dir=f"{home()}/radit")
+    passage_tokens = [retriever.embedder.count_tokens(p) for p in data.passages]
+    beyond = sum(max(0, n - retriever.embedder.max_tokens) for n in passage_tokens)
+    run.settings.update(passages=f"{len(data.passages)} passages, one chunk each, {max(passage_tokens)} tokens at "
+                                 f"most (the embedder reads {retriever.embedder.max_tokens})",
+                        embedder_reads=retriever.embedder.fingerprint(),
+                        share_of_text_embedded=f"{100 * (1.0 - beyond / max(1, sum(passage_tokens))):.1f}%")
+    return data, test, train, retriever
+
+
+def _accuracy(tok, test, passages, k: int, temp: float, lm, hits, concat: bool = False):
+    """``lm`` on the test questions: closed-book (``hits`` None), the top-``k`` passages concatenated, or a REPLUG
+    ensemble over them (weights at temperature ``temp``); (correct per question, accuracy by kind, predictions)."""
+    from tenfold.radit.data import is_correct
+    from tenfold.radit.reader import ensemble_weights, prompt_ids, replug_generate
+
+    if hits is None:
+        groups, weights = [[prompt_ids(tok, q.question)] for q in test], [[1.0]] * len(test)
+    elif concat:
+        groups = [[prompt_ids(tok, q.question, [passages[i] for i, _ in h[:k]])] for q, h in zip(test, hits)]
+        weights = [[1.0]] * len(test)
+    else:
+        groups = [[prompt_ids(tok, q.question, [passages[i]]) for i, _ in h[:k]] for q, h in zip(test, hits)]
+        weights = [ensemble_weights([s for _, s in h[:k]], temp) for h in hits]
+    preds = replug_generate(lm, tok, groups, weights, max_new_tokens=16)
+    right = [bool(is_correct(p, q.answer)) for p, q in zip(preds, test)]
+    return right, {kind: float(np.mean([r for r, q in zip(right, test) if q.kind == kind]))
+                   for kind in sorted({q.kind for q in test})}, preds
+
+
+class _Stages:
+    """Each stage's results: the accuracy of every run (one per seed when trained), the per-question correctness of
+    all runs pooled, and the accuracy by kind of the first run."""
+
+    def __init__(self):
+        self.accuracy = {s: [] for s in STAGES}
+        self.correct = {s: [] for s in STAGES}
+        self.by_kind = {}
+
+    def evaluate(self, accuracy, runs) -> list:
+        """Evaluate each ``(stage, lm, hits, concat)`` of ``runs`` with ``accuracy``; the last one's predictions."""
+        for stage, lm, hits, concat in runs:
+            right, kinds, preds = accuracy(lm, hits, concat)
+            self.accuracy[stage].append(float(np.mean(right)))
+            self.correct[stage] += right
+            self.by_kind.setdefault(stage, kinds)
+        return preds
+
+
+def _recall(hits, test, k: int) -> dict:
+    from tenfold.radit.retriever import recall_at_k
+
+    return {f"@{j}": recall_at_k(hits, [q.passage for q in test], j) for j in (1, k)}
+
+
+def _lsr_targets(lm, tok, train, train_hits, passages, k_lsr: int, tau_lsr: float):
+    """LM-supervised retrieval targets over each training question's top-``k_lsr`` passages: (candidate passage ids
+    (questions, k_lsr), p_LSR rows (questions, k_lsr), the mean p_LSR mass on the gold passage where it is a
+    candidate)."""
+    from tenfold.radit.reader import answer_ids, answer_logprob, prompt_ids
+    from tenfold.radit.retriever import lsr_distribution
+
+    candidates = np.array([[i for i, _ in h[:k_lsr]] for h in train_hits])
+    loglik = answer_logprob(lm, tok, [prompt_ids(tok, q.question, [passages[i]])
+                                      for q, row in zip(train, candidates) for i in row],
+                            [answer_ids(tok, q.answer) for q in train for _ in range(k_lsr)]).reshape(len(train), k_lsr)
+    targets = lsr_distribution(loglik, tau_lsr)
+    lsr_gold = float(np.mean([t[list(row).index(q.passage)] for t, row, q in zip(targets, candidates, train)
+                              if q.passage in row]))
+    return candidates, targets, lsr_gold
 
 
 def _stat(values) -> dict:
