@@ -43,18 +43,10 @@ SHOWN = ("colour", "shape", "position", "exact")
 def kosmos_g(run):
     from tenfold.kosmos_g.evaluate import METHODS, generate_all, score_all
     from tenfold.kosmos_g.model import KosmosG
-    from tenfold.kosmos_g.pipeline import FoundationSettings, foundation, foundation_dir, train_aligner
+    from tenfold.kosmos_g.pipeline import FoundationSettings, foundation, train_aligner
 
     full = FoundationSettings(clip_steps=1500, decoder_steps=2000, vlm_steps=150)
-    if run.profile == "quick" and (foundation_dir(full) / "done.json").exists():
-        settings = full  # a better U-Net and MLLM, already trained by `--profile full`: quick reuses them
-    else:  # quick: U-Net and MLLM steps cut to fit the main job in one sitting (the MLLM is vision-foundation's)
-        decoder_steps = run.pick(5, 300, full.decoder_steps, shrunk="U-Net steps")
-        vlm_steps = run.pick(2, 100, full.vlm_steps, shrunk="MLLM instruction-tuning steps")
-        settings = run.pick(
-            FoundationSettings(clip_steps=5, decoder_steps=decoder_steps, decoder_channels=(16, 32, 32),
-                               vlm_steps=vlm_steps, lora_rank=16),
-            FoundationSettings(clip_steps=300, decoder_steps=decoder_steps, vlm_steps=vlm_steps, lora_rank=16), full)
+    settings = _foundation_settings(run, full)
     align_steps = run.pick(3, 50, 400, shrunk="AlignerNet align steps")
     instruct_steps = run.pick(3, 50, 600, shrunk="AlignerNet instruct steps")
     anchor = 1.0  # the caption anchor (not in the paper): without it, 120 steps taught the aligner no colour
@@ -62,24 +54,7 @@ def kosmos_g(run):
     train_mllm = run.profile != "quick"
     n_eval = run.pick(4, 16, 64, shrunk="images per split")
     ddim = run.pick(3, 15, 25)  # the four tasks in turn
-    run.settings.update(
-        foundation=f"CLIP {settings.clip_steps} steps x 64; U-Net {settings.decoder_channels} (pixel space 32x32, "
-                   f"predicts the clean image) {settings.decoder_steps} steps x {settings.decoder_batch} on 1-3 "
-                   f"objects on black (half laid out like the targets, up to three in a row); MLLM: SmolLM2-135M "
-                   f"(frozen"
-                   f"{f', LoRA {settings.lora_rank}' if settings.lora_rank else ''}) + that CLIP's vision tower, "
-                   f"{settings.vlm_steps} steps of VLM instruction tuning; cached by settings",
-        aligner=f"AlignerNet width 256, 2+2 layers, 32 latent queries: align {align_steps} steps x 32 captions "
-                f"(MSE to CLIP text states + reconstruction), instruct {instruct_steps} steps x 16 instructions (lr 3e-4): "
-                "diffusion loss through the frozen U-Net into AlignerNet"
-                + (f" and the MLLM's projector, vision tower{' and LoRA' if settings.lora_rank else ''} (as the paper "
-                   "fine-tunes its MLLM)" if train_mllm else
-                   " only (the MLLM stays frozen to fit the quick budget; the full profile also fine-tunes it, as "
-                   "the paper does)") + f", plus {anchor:g} x "
-                "MSE to CLIP's encoding of the target caption (the caption anchor: not in the paper; the full "
-                "profile also trains without it)",
-        eval=f"{n_eval} held-out instructions per split (side by side / above / recolour / three in a row, in turn), "
-             f"DDIM {ddim} steps, guidance 3; the same seeds for every method")
+    _describe(run, settings, align_steps, instruct_steps, anchor, train_mllm, n_eval, ddim)
 
     t0 = time.perf_counter()
     run.progress("foundation (CLIP, U-Net, MLLM)")
@@ -102,24 +77,8 @@ def kosmos_g(run):
     ours = {f"{split} ({'seen' if split == 'test' else 'held-out'} subject pairs)": _compact(table[split])
             for split in SPLITS}
     if run.profile == "full":  # the paper's loss alone, from the same aligned start
-        trained = _trainable_state(model)
-        _load_trainable(model, aligned)
-        run.progress(f"ablation: instruction tuning without the caption anchor ({instruct_steps} steps)")
-        train_aligner(model, 0, instruct_steps, anchor_weight=0.0)
-        _, paper_only = evaluate(model, ("Kosmos-G",))
-        for split in SPLITS:
-            ours[f"without the caption anchor (the paper's diffusion loss only), {split}"] = _compact(paper_only[split])
-        _load_trainable(model, trained)
-    cache = _full_run_dir()
-    if run.profile == "full":
-        model.save(cache, {"settings": run.settings, "date": time.strftime("%Y-%m-%d")})
-    elif run.profile == "quick" and (cache / "kosmos_g.json").exists():
-        run.progress("scoring the cached full-profile model")
-        meta = KosmosG.info(cache)
-        _, cached = evaluate(KosmosG.load(cache, lm=vlm.lm))
-        for split in SPLITS:
-            ours[f"cached full-profile model (trained {meta.get('date', '?')} by `--profile full`), {split}"] = \
-                _compact(cached[split], ("Kosmos-G",))
+        ours.update(_without_the_anchor(run, model, aligned, instruct_steps, evaluate))
+    ours.update(_the_full_profile_model(run, model, vlm, evaluate))
     reused = " (the full profile's foundation)" if settings is full and run.profile == "quick" else ""
     ours["foundation"] = (f"{info['source']}{reused}; trained {info['trained']} in {info['train_s']} s"
                           if info["source"] != "trained in this run" else
@@ -130,6 +89,80 @@ def kosmos_g(run):
     _grid(run, gens["unseen"])
     checks = _checks(table)
     return {"ours": ours, "checks": checks, "why": _why(table, checks)}
+
+
+def _foundation_settings(run, full):
+    """The foundation a run trains or reuses: ``full`` (the full profile's, reused by quick when it is cached),
+    else smaller U-Net and MLLM budgets by profile."""
+    from tenfold.kosmos_g.pipeline import FoundationSettings, foundation_dir
+
+    if run.profile == "quick" and (foundation_dir(full) / "done.json").exists():
+        return full  # a better U-Net and MLLM, already trained by `--profile full`: quick reuses them
+    # quick: U-Net and MLLM steps cut to fit the main job in one sitting (the MLLM is vision-foundation's)
+    decoder_steps = run.pick(5, 300, full.decoder_steps, shrunk="U-Net steps")
+    vlm_steps = run.pick(2, 100, full.vlm_steps, shrunk="MLLM instruction-tuning steps")
+    return run.pick(
+        FoundationSettings(clip_steps=5, decoder_steps=decoder_steps, decoder_channels=(16, 32, 32),
+                           vlm_steps=vlm_steps, lora_rank=16),
+        FoundationSettings(clip_steps=300, decoder_steps=decoder_steps, vlm_steps=vlm_steps, lora_rank=16), full)
+
+
+def _describe(run, settings, align_steps: int, instruct_steps: int, anchor: float, train_mllm: bool, n_eval: int,
+              ddim: int) -> None:
+    """The run's settings in words: the foundation, AlignerNet's training, the evaluation."""
+    run.settings.update(
+        foundation=f"CLIP {settings.clip_steps} steps x 64; U-Net {settings.decoder_channels} (pixel space 32x32, "
+                   f"predicts the clean image) {settings.decoder_steps} steps x {settings.decoder_batch} on 1-3 "
+                   f"objects on black (half laid out like the targets, up to three in a row); MLLM: SmolLM2-135M "
+                   f"(frozen"
+                   f"{f', LoRA {settings.lora_rank}' if settings.lora_rank else ''}) + that CLIP's vision tower, "
+                   f"{settings.vlm_steps} steps of VLM instruction tuning; cached by settings",
+        aligner=f"AlignerNet width 256, 2+2 layers, 32 latent queries: align {align_steps} steps x 32 captions "
+                f"(MSE to CLIP text states + reconstruction), instruct {instruct_steps} steps x 16 instructions (lr 3e-4): "
+                "diffusion loss through the frozen U-Net into AlignerNet"
+                + (f" and the MLLM's projector, vision tower{' and LoRA' if settings.lora_rank else ''} (as the paper "
+                   "fine-tunes its MLLM)" if train_mllm else
+                   " only (the MLLM stays frozen to fit the quick budget; the full profile also fine-tunes it, as "
+                   "the paper does)") + f", plus {anchor:g} x "
+                "MSE to CLIP's encoding of the target caption (the caption anchor: not in the paper; the full "
+                "profile also trains without it)",
+        eval=f"{n_eval} held-out instructions per split (side by side / above / recolour / three in a row, in turn), "
+             f"DDIM {ddim} steps, guidance 3; the same seeds for every method")
+
+
+def _without_the_anchor(run, model, aligned: dict, instruct_steps: int, evaluate) -> dict:
+    """The full profile's ablation: instruction tuning with the paper's diffusion loss alone, from the same aligned
+    start (``aligned``); the model keeps its anchored training afterwards. Its rows of ``ours``."""
+    from tenfold.kosmos_g.pipeline import train_aligner
+
+    out = {}
+    trained = _trainable_state(model)
+    _load_trainable(model, aligned)
+    run.progress(f"ablation: instruction tuning without the caption anchor ({instruct_steps} steps)")
+    train_aligner(model, 0, instruct_steps, anchor_weight=0.0)
+    _, paper_only = evaluate(model, ("Kosmos-G",))
+    for split in SPLITS:
+        out[f"without the caption anchor (the paper's diffusion loss only), {split}"] = _compact(paper_only[split])
+    _load_trainable(model, trained)
+    return out
+
+
+def _the_full_profile_model(run, model, vlm, evaluate) -> dict:
+    """The full profile saves its model; a quick run scores the saved one when there is one. Its rows of ``ours``."""
+    from tenfold.kosmos_g.model import KosmosG
+
+    out = {}
+    cache = _full_run_dir()
+    if run.profile == "full":
+        model.save(cache, {"settings": run.settings, "date": time.strftime("%Y-%m-%d")})
+    elif run.profile == "quick" and (cache / "kosmos_g.json").exists():
+        run.progress("scoring the cached full-profile model")
+        meta = KosmosG.info(cache)
+        _, cached = evaluate(KosmosG.load(cache, lm=vlm.lm))
+        for split in SPLITS:
+            out[f"cached full-profile model (trained {meta.get('date', '?')} by `--profile full`), {split}"] = \
+                _compact(cached[split], ("Kosmos-G",))
+    return out
 
 
 def _trainable_state(model) -> dict:
