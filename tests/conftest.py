@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# `tenfold serve` compiles its decode step at start-up by default (a minute cold, ~15 s warm): the suite's dozens of
+# servers decode eagerly, and tests/serve/test_compiled_serve.py starts the default (compiling) one.
+os.environ.setdefault("TENFOLD_COMPILE", "0")
 
 # A suite started as a background job (`nohup make test &`) begins with SIGINT ignored, and an ignored signal stays
 # ignored across exec: the CLIs the Ctrl-C tests start would never see their SIGINT. A handler (unlike SIG_IGN)

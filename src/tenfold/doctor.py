@@ -63,6 +63,16 @@ def _isolation() -> dict:
             "reason": "this tenfold runs model-written code under its in-process guard"}
 
 
+def _compiled() -> dict:
+    """Whether a compiled decode step can be built here (a C++ compiler), the CPU's vector level, and the steps
+    already compiled under ``$TENFOLD_HOME/compiled`` (model, weights, cache size, torch, CPU level, bytes)."""
+    import torch
+
+    from tenfold.streaming.compiled import cached_artefacts, compiler
+
+    return {"compiler": compiler(), "cpu": torch.backends.cpu.get_cpu_capability(), "cached": cached_artefacts()}
+
+
 def report() -> dict:
     """Everything ``tenfold doctor`` shows, and ``problems``: what to fix (empty when all is in place)."""
     home = _home()
@@ -86,7 +96,7 @@ def report() -> dict:
             "machine": provenance.machine(), "threads": provenance.threads(),
             "offline": {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")},
             "home": {"path": str(home), "bytes": caches}, "model": model, "corpora": corpora,
-            "sandbox": _isolation(), "problems": problems}
+            "sandbox": _isolation(), "compiled": _compiled(), "problems": problems}
 
 
 def _mb(n: int) -> str:
@@ -114,5 +124,13 @@ def render(r: dict) -> str:
     lines.append("corpora: " + ", ".join(f"{k} {'ok' if v else 'MISSING'}" for k, v in r["corpora"].items()))
     s = r["sandbox"]
     lines.append(f"sandbox: {s.get('isolation')}" + (f" ({s['reason']})" if s.get("reason") else ""))
+    c = r["compiled"]
+    lines.append(f"compiled decode ({c['cpu']}): " + (f"compiler {c['compiler']}" if c["compiler"] else
+                                                      "no C++ compiler (chat and serve decode eagerly)")
+                 + f"; {len(c['cached'])} kept" + "".join(
+        f"\n  {Path(k['model']).name} {k['weights']} cache {k['cache_size']}, torch {k['torch']}, {k['cpu']}"
+        f"{', ' + ' '.join(f'{o}={v}' for o, v in k['options'].items()) if k.get('options') else ''}: "
+        f"{_mb(k['bytes'])}"
+        for k in c["cached"]))
     lines += [f"problem: {p}" for p in r["problems"]] or ["everything tenfold needs is in place"]
     return "\n".join(lines)

@@ -24,9 +24,17 @@ def decode_attention_forward(module, query, key, value, attention_mask, scaling=
                              **kwargs):
     """SDPA, except for one-query half-precision CPU steps, which use two float32 matrix products.
 
+    ``ring_valid`` ((B, N) bool, :mod:`tenfold.streaming.compiled`): the key columns to attend to, replacing
+    ``attention_mask``; attention is then :func:`explicit_attention`.
     ``row_caches`` (continuous batching, :mod:`tenfold.serve.batching`): row ``i`` of the (B, H, 1, D) queries
     attends to ``row_caches.current[layer][i]``, its own cache's keys and values, instead of ``key``/``value``.
     """
+    kwargs.pop("ring", None)
+    ring_valid = kwargs.pop("ring_valid", None)
+    if ring_valid is not None:  # the compiled ring step: the filled columns of a fixed-size cache, written out
+        # as two matrix products that inductor fuses (faster than the flash kernel for one query row)
+        return explicit_attention(query, key, value, ring_valid[:, None, None, :], scaling,
+                                  s_aux=kwargs.pop("s_aux", None), softcap=kwargs.pop("softcap", None)), None
     if row_caches is not None:
         outs = [decode_attention_forward(module, query[i : i + 1], k, v, None, scaling=scaling, **kwargs)[0]
                 for i, (k, v) in enumerate(row_caches.current[module.layer_idx])]
@@ -84,6 +92,20 @@ def explicit_attention(query, key, value, attention_mask, scaling=None, s_aux=No
     out = torch.matmul(probs.reshape(b, kv_heads, group * q_len, length), value.float())  # (b, kv, group*q, dv)
     out = out.view(b, kv_heads, group, q_len, -1).reshape(b, heads, q_len, -1).to(value.dtype)
     return out.transpose(1, 2).contiguous()
+
+
+def use_decode_attention(model) -> None:
+    """Route ``model``'s attention through :data:`DECODE_ATTENTION` (the default of ``load_lm``; sdpa and eager
+    models are switched to it, and their plain calls compute what they did). Idempotent.
+
+    Raises ValueError for attention implementations other than eager, sdpa and tenfold's CPU decode.
+    """
+    impl = model.config._attn_implementation
+    if impl == DECODE_ATTENTION:
+        return
+    if impl not in ("eager", "sdpa"):
+        raise ValueError(f"this needs sdpa or eager attention, not {impl!r}")
+    model.set_attn_implementation(DECODE_ATTENTION)
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)

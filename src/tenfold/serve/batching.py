@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from tenfold.models.decode_attention import DECODE_ATTENTION
+from tenfold.models.decode_attention import DECODE_ATTENTION, use_decode_attention
 from tenfold.streaming.sink_cache import SinkCache, enable_streaming
 
 ROW_ATTENTION = DECODE_ATTENTION  # the attention implementation that understands ``row_caches``
@@ -67,12 +67,10 @@ def enable_row_batching(model) -> None:
     Raises ValueError for attention implementations other than eager, sdpa and tenfold's CPU decode.
     """
     enable_streaming(model)
-    impl = model.config._attn_implementation
-    if impl == ROW_ATTENTION:
-        return
-    if impl not in ("eager", "sdpa"):
-        raise ValueError(f"continuous batching needs sdpa or eager attention, not {impl!r}")
-    model.set_attn_implementation(ROW_ATTENTION)
+    try:
+        use_decode_attention(model)
+    except ValueError as exc:
+        raise ValueError(f"continuous batching: {exc}") from None
 
 
 @torch.no_grad()

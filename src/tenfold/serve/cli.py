@@ -1,6 +1,8 @@
 """``tenfold serve``: an OpenAI-compatible server with unbounded conversations (sink cache sessions)."""
 from __future__ import annotations
 
+import argparse
+
 import os
 import sys
 from pathlib import Path
@@ -15,6 +17,11 @@ def physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def default_compile() -> bool:
+    """Whether ``serve`` compiles by default: ``$TENFOLD_COMPILE`` (0 / off / false / no: not), else yes."""
+    return os.environ.get("TENFOLD_COMPILE", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def add_commands(sub) -> None:
@@ -33,6 +40,10 @@ def add_commands(sub) -> None:
                    "system prompt (as llama.cpp's --keep), capped at --keep-max tokens")
     p.add_argument("--keep-max", type=int, default=None,
                    help="most tokens --keep system holds (default: 256, or half the window if that is smaller)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=default_compile(),
+                   help="decode a lone stream through a compiled graph (torch.compile, inductor; needs a C++ "
+                        "compiler), compiled at start-up: about a minute the first time, seconds once kept under "
+                        "$TENFOLD_HOME/compiled (default: on, or $TENFOLD_COMPILE)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads, set once at start (default: the number of physical cores)")
     keys = p.add_argument_group("tenants")
@@ -217,9 +228,15 @@ def _serve(args) -> int:
     else:
         model, tok = load_for_decoding(args.model, args.dtype, args.device)
         name = args.served_name or args.model or DEFAULT_LM
+    decoder = None
+    if args.compile:
+        from tenfold.streaming.compiled import compiled_or_none
+
+        decoder = compiled_or_none(model, config, lambda line: print(f"tenfold serve: {line}", file=sys.stderr,
+                                                                     flush=True))
     sessions = SessionStore(args.max_sessions, args.session_memory_mb, args.session_ttl, tenants=max(1, len(api_keys)))
     engine = Engine(model, tok, config, max_active=args.max_active, max_queue=args.max_queue,
-                    sessions=sessions, vision=vision,
+                    sessions=sessions, vision=vision, decoder=decoder,
                     keep_max=args.keep_max if args.keep == "system" else 0).start()
     settings = ServeSettings(name, max_tokens_cap=args.max_tokens_cap, default_max_tokens=args.default_max_tokens,
                              max_prompt_tokens=args.max_prompt_tokens, max_body_bytes=args.max_body_bytes,
@@ -231,7 +248,8 @@ def _serve(args) -> int:
     from tenfold.models.quantize import weights_label
 
     kept = f", keeps system prompts up to {args.keep_max} tokens" if args.keep == "system" else ""
-    print(f"tenfold serve: {name} (cache {config.label()}{kept}, {weights_label(model)}, {threads} threads) on "
+    print(f"tenfold serve: {name} (cache {config.label()}{kept}, {weights_label(model)}, {threads} threads, "
+          f"{'compiled' if decoder else 'eager'} decoding) on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if not args.no_ui:
         print(f"tenfold serve: chat page on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)

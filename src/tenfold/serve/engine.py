@@ -176,16 +176,22 @@ class Engine:
     """Owns the model; runs submitted jobs fairly in one worker thread. Start with :meth:`start`."""
 
     def __init__(self, model, tokenizer, config: SinkConfig | None = None, max_active: int = 16,
-                 max_queue: int = 256, sessions: SessionStore | None = None, vision=None, keep_max: int = 0):
+                 max_queue: int = 256, sessions: SessionStore | None = None, vision=None, keep_max: int = 0,
+                 decoder=None):
         """``config``: every session's sink cache (:class:`~tenfold.streaming.SinkConfig`, default 4+1020); its
-        ``chunk`` is also the prefill budget of one scheduling round. ValueError for a ``keep_max`` outside
-        0..window."""
+        ``chunk`` is also the prefill budget of one scheduling round. ``decoder``: a
+        :class:`~tenfold.streaming.compiled.CompiledDecoder` for ``model`` and ``config``: a decode round of one row
+        runs through its compiled graph (batches of several rows decode eagerly, batched). ValueError for a
+        ``keep_max`` outside 0..window or a decoder built for another model or cache size."""
         self.config = config = config if config is not None else SinkConfig()
         self.model, self.tok = enable_streaming(model), tokenizer
         enable_row_batching(model)
         self.vision = vision  # a VisionLanguageModel whose ``lm`` is ``model``, or None
         if not 0 <= keep_max <= config.window:
             raise ValueError(f"keep_max must be between 0 and the window ({config.window}), got {keep_max}")
+        if decoder is not None and (decoder.model is not model or decoder.size != config.size):
+            raise ValueError("the compiled decoder must be built for this model and cache size")
+        self.decoder = decoder
         self.keep_max = keep_max  # llama.cpp's --keep: a job's first ``keep`` tokens (its system prompt) become sinks
         self._round = 0  # worker rounds so far (orders prefill turns)
         self.max_active, self.max_queue = max_active, max_queue
@@ -196,7 +202,7 @@ class Engine:
         self.active: list[Job] = []
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "session_hits": 0, "session_misses": 0,
                       "prompt_tokens_fed": 0, "prompt_tokens_reused": 0, "decode_steps": 0, "decoded_rows": 0,
-                      "max_batch_rows": 0}
+                      "max_batch_rows": 0, "compiled_steps": 0}
         self.tenant_stats: dict[str, dict[str, int]] = {}  # the per-request counters above, per API key
         self._cond = threading.Condition()
         self._stop = False
@@ -313,7 +319,7 @@ class Engine:
         with self._cond:
             self.sessions.evict(self._job_cache_by_tenant())
             static = {"threads": torch.get_num_threads(), "draining": self._draining, "keep_max": self.keep_max,
-                      "prefill_chunk": self.config.chunk}
+                      "prefill_chunk": self.config.chunk, "decode": self._decode_path()}
             if tenant is None:
                 return {"active": len(self.active), "queued": len(self.waiting), "sessions": len(self.sessions),
                         **static, "session_memory_mb": round(self.sessions.memory_bytes() / 2**20, 2), **self.stats}
@@ -322,6 +328,13 @@ class Engine:
                     **static, "session_memory_mb": round(self.sessions.memory_bytes(tenant) / 2**20, 2),
                     "sessions_evicted": self.sessions.evicted_by_tenant.get(tenant, 0),
                     **self.tenant_stats.get(tenant, dict.fromkeys(_PER_REQUEST, 0))}
+
+    def _decode_path(self) -> dict:
+        """How decode steps run: "compiled" (one row through the compiled graph, batches eagerly) or "eager"."""
+        if self.decoder is None:
+            return {"mode": "eager"}
+        return {"mode": "compiled", "compile_seconds": round(self.decoder.compile_seconds or 0.0, 1),
+                "artefacts": str(self.decoder.directory)}
 
     # -- worker ----------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -563,7 +576,11 @@ class Engine:
         if rows:
             try:
                 with torch.no_grad():
-                    logits = decode_rows(self.model, [r[2].cache for r in rows], [r[3] for r in rows])
+                    if len(rows) == 1 and self.decoder is not None and self.decoder.can_compile(rows[0][2].cache):
+                        logits = self.decoder.step(rows[0][2].cache, torch.tensor([rows[0][3]]))
+                        self.stats["compiled_steps"] += 1
+                    else:
+                        logits = decode_rows(self.model, [r[2].cache for r in rows], [r[3] for r in rows])
                 self.stats["decode_steps"] += 1
                 self.stats["decoded_rows"] += len(rows)
                 self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(rows))

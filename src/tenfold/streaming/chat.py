@@ -25,13 +25,19 @@ class StreamingChat:
 
     def __init__(self, model, tokenizer, config: SinkConfig | None = None, system: str | None = None,
                  max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.9, seed: int = 0,
-                 memory: bool | dict = False, sampler: Sampler | None = None):
+                 memory: bool | dict = False, sampler: Sampler | None = None, decoder=None):
         """``config``: the sink cache (:class:`~tenfold.streaming.SinkConfig`, default 4+1020).
         ``memory``: True, or keyword arguments for ``StreamingMemory`` (k, min_score, embedder, ...).
         ``sampler``: full sampling settings (top-k, min-p, penalties over the reply's tokens); replaces
-        ``temperature`` and ``top_p`` when given."""
+        ``temperature`` and ``top_p`` when given.
+        ``decoder``: a :class:`~tenfold.streaming.compiled.CompiledDecoder` for this model and cache size, to decode
+        through its compiled graph (not with ``memory``). Raises ValueError for a decoder of another size."""
         self.model, self.tok = enable_streaming(model), tokenizer
         self.cache = SinkCache(config=config if config is not None else SinkConfig())
+        if decoder is not None and (decoder.size != self.cache.size or decoder.num_sinks != self.cache.num_sinks
+                                    or memory or decoder.model is not model):
+            raise ValueError("the compiled decoder must be built for this model and cache size, without memory")
+        self.decoder = decoder
         self.memory = None
         if memory:
             from tenfold.retrieval.memory import StreamingMemory
@@ -116,6 +122,8 @@ class StreamingChat:
                 shown = full
             if self.memory is not None:
                 logits = self.memory.step(nxt)
+            elif self.decoder is not None:
+                logits = self.decoder.step(self.cache, torch.tensor([nxt]))[0]
             else:
                 logits = self.model(input_ids=torch.tensor([[nxt]], device=self.model.device), cache=self.cache, use_cache=True).logits[0, -1]
         self.gen_seconds += time.perf_counter() - start
@@ -151,5 +159,6 @@ class StreamingChat:
                 "tokens_seen": int(c.tokens_seen.sum()), "evicted": int(c.evicted.sum()), "rebases": c.rebases,
                 "prefill_chunk": c.prefill_chunk,
                 "generated": self.generated, "weights": weights_label(self.model),
+                "decode": "compiled" if self.decoder is not None else "eager",
                 "tokens_per_s": round(self.generated / self.gen_seconds, 2) if self.gen_seconds else None,
                 **(self.memory.stats() if self.memory is not None else {})}

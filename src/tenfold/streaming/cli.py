@@ -51,6 +51,10 @@ def add_commands(sub) -> None:
                    help="> 1 discourages repeating the reply's own tokens (transformers' repetition penalty); 1 = off")
     p.add_argument("--dtype", default="auto", choices=DECODE_DTYPES, help=DECODE_DTYPE_HELP)
     add_device_arg(p)
+    p.add_argument("--compile", action="store_true",
+                   help="decode through a compiled graph (torch.compile, inductor; needs a C++ compiler): faster per "
+                        "token after a one-time compile of about a minute, kept under $TENFOLD_HOME/compiled so "
+                        "later starts take seconds; not with --memory")
     p.add_argument("--memory", action="store_true",
                    help="keep what the cache evicts in a retrieval index and recall the most relevant of it into "
                         "each new turn (recalled chunks are listed on stderr)")
@@ -102,6 +106,18 @@ def _stream_ppl(args) -> int:
     return 0
 
 
+def _compiled_decoder(model, config: SinkConfig, memory):
+    """The compiled decode step for ``chat --compile``, compiled now (progress on stderr); None, with one line
+    saying why, where it cannot be used (the chat then decodes eagerly)."""
+    from tenfold.streaming.compiled import compiled_or_none
+
+    if memory:
+        print("tenfold chat: --compile is not used with --memory (recall feeds tokens itself): decoding eagerly",
+              file=sys.stderr)
+        return None
+    return compiled_or_none(model, config, lambda line: print(f"tenfold chat: {line}", file=sys.stderr, flush=True))
+
+
 def _chat(args) -> int:
     from tenfold.streaming.chat import StreamingChat
 
@@ -116,12 +132,13 @@ def _chat(args) -> int:
     from tenfold.models.sampling import Sampler
 
     sampler = Sampler(args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
+    decoder = _compiled_decoder(model, config, memory) if args.compile else None
     chat = StreamingChat(model, tok, config, system=args.system,
-                         max_new_tokens=args.max_new_tokens, memory=memory, sampler=sampler)
+                         max_new_tokens=args.max_new_tokens, memory=memory, sampler=sampler, decoder=decoder)
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"tenfold chat: {weights_label(model)}, sink cache {config.label()}. "
-              "Commands: /reset /stats /quit", file=sys.stderr)
+        print(f"tenfold chat: {weights_label(model)}, sink cache {config.label()}, "
+              f"{'compiled' if decoder else 'eager'} decoding. Commands: /reset /stats /quit", file=sys.stderr)
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)

@@ -5,6 +5,8 @@ a prompt that fills the cache, so each step evicts (StreamingLLM Sec. 3.2), and 
 CPU seconds per token: on a loaded machine the CPU-time ratios are the ones to read.
 
 - :func:`time_sink_decode`: tenfold's :class:`~tenfold.streaming.SinkCache`, ring (default) or re-rotating.
+- :func:`time_compiled_decode`: the same through the compiled decode step (:mod:`tenfold.streaming.compiled`);
+  :func:`compile_startup_s`: what a fresh process pays to compile it, cold and warm.
 - :func:`time_dynamic_decode`: transformers' default ``DynamicCache`` at the same context length (no eviction):
   what ``model.generate`` does per step.
 - :func:`time_llama_cpp_decode`: llama.cpp (llama-cpp-python, when importable) on the bundled GGUF, evicting
@@ -63,6 +65,50 @@ def time_sink_decode(model, full: SinkCache, ids: torch.Tensor, steps: int, rero
     for t in range(steps):
         model(input_ids=ids[None, size + 1 + t : size + 2 + t], cache=cache)
     return _per_token(start, steps)
+
+
+@torch.no_grad()
+def time_compiled_decode(decoder, full: SinkCache, ids: torch.Tensor, steps: int) -> dict:
+    """As :func:`time_sink_decode`, through a warmed-up :class:`~tenfold.streaming.compiled.CompiledDecoder`."""
+    cache = full.copy()
+    size = full.size
+    decoder.step(cache, ids[size : size + 1])
+    start = _clock()
+    for t in range(steps):
+        decoder.step(cache, ids[size + 1 + t : size + 2 + t])
+    return _per_token(start, steps)
+
+
+_STARTUP = """
+import json, sys, time
+t0 = time.perf_counter()
+from tenfold.models.decode import load_for_decoding
+from tenfold.streaming import SinkConfig
+from tenfold.streaming.compiled import CompiledDecoder
+model, _ = load_for_decoding(None, sys.argv[1], "cpu")
+loaded = time.perf_counter()
+decoder = CompiledDecoder(model, SinkConfig(int(sys.argv[2]), int(sys.argv[3])))
+print(json.dumps({"load_s": loaded - t0, "compile_s": decoder.warm_up()}))
+"""
+
+
+def compile_startup_s(dtype: str, num_sinks: int, window: int, home: str) -> dict:
+    """Seconds a fresh process takes to load the bundled model (``load_s``) and compile its decode step
+    (``compile_s``) with ``$TENFOLD_HOME`` = ``home``: cold the first time in a new ``home``, warm after (the
+    compiled artefacts kept there). The model's converted weights are linked in from the current home."""
+    from tenfold import home as current_home
+
+    models = os.path.join(home, "models")
+    if not os.path.exists(models):
+        os.makedirs(home, exist_ok=True)
+        os.symlink(os.path.join(current_home(), "models"), models)
+    env = {**os.environ, "TENFOLD_HOME": home}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "-c", _STARTUP, dtype, str(num_sinks), str(window)], capture_output=True,
+                          text=True, env=env, timeout=1800)
+    if done.returncode:
+        raise RuntimeError(f"compiling failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @torch.no_grad()
