@@ -20,7 +20,15 @@ def _leftovers() -> set:
     return {p.name for p in Path(tempfile.gettempdir()).glob("tenfold-sandbox-*")}
 
 
-def test_a_plain_program_runs_and_returns_data():
+@pytest.fixture
+def own_tempdir(tmp_path, monkeypatch):
+    """A temporary folder of this test's own: another xdist worker's sandbox runs come and go in the shared /tmp
+    (CI saw their tenfold-sandbox-* folders as this test's leftovers)."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+
+
+def test_a_plain_program_runs_and_returns_data(own_tempdir):
     before = _leftovers()
     r = run_program("import numpy as np\ndef algorithm(a, b):\n    return np.array([a, b]).sum()\n",
                     "algorithm", [[1, 2], [3, 4]], FAST)
@@ -51,11 +59,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("isolation", ["auto", "guard"])
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_programs_are_contained_and_leave_no_trace(name, isolation, tmp_path, monkeypatch):
-    # a temporary folder of this test's own: another xdist worker's sandbox runs come and go in the shared /tmp
-    # (CI saw their tenfold-sandbox-* folders as this test's leftovers)
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+def test_hostile_programs_are_contained_and_leave_no_trace(name, isolation, tmp_path, own_tempdir):
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
     source, status, event = HOSTILE[name]
