@@ -27,13 +27,19 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _twins(model, config, ids):
+    """Two sink caches filled with the same ``ids`` (B, T)."""
+    enable_streaming(model)
+    pair = SinkCache(config=config), SinkCache(config=config)
+    for cache in pair:
+        prefill(model, cache, ids)
+    return pair
+
+
 def _nll_pair(model, decoder, ids, config, start):
     """Teacher-forced NLL per token of ``ids[start:]``, eager sink cache vs the compiled decoder, after the same
     prefill of ``ids[:start]``."""
-    enable_streaming(model)
-    eager, compiled = SinkCache(config=config), SinkCache(config=config)
-    prefill(model, eager, ids[None, :start])
-    prefill(model, compiled, ids[None, :start])
+    eager, compiled = _twins(model, config, ids[None, :start])
     a, b = [], []
     with torch.no_grad():
         for t in range(start, ids.numel() - 1):
@@ -68,10 +74,8 @@ def test_states_the_graph_cannot_take_decode_eagerly_with_the_same_result(home):
     model = peaky("llama", 4.0)
     config = SinkConfig(4, 20)
     decoder = CompiledDecoder(model, config, backend="eager")
-    ids = torch.randint(1, 128, (1, 3), generator=torch.Generator().manual_seed(3))
-    few, ref = SinkCache(config=config), SinkCache(config=config)
-    prefill(model, few, ids)  # fewer tokens than sinks: eager
-    prefill(model, ref, ids)
+    few, ref = _twins(model, config, torch.randint(1, 128, (1, 3), generator=torch.Generator().manual_seed(3)))
+    # fewer tokens than sinks: eager
     out = decoder.step(few, torch.tensor([5]))
     torch.testing.assert_close(out, model(input_ids=torch.tensor([[5]]), cache=ref).logits[:, -1])
     assert decoder.eager_steps == 1 and decoder.compiled_steps == 0
@@ -91,9 +95,7 @@ def test_a_batch_without_padding_decodes_in_one_graph(home):
     config = SinkConfig(2, 12)
     decoder = CompiledDecoder(model, config, backend="eager")
     ids = torch.randint(1, 128, (3, 40), generator=torch.Generator().manual_seed(4))
-    eager, compiled = SinkCache(config=config), SinkCache(config=config)
-    prefill(model, eager, ids[:, :6])
-    prefill(model, compiled, ids[:, :6])
+    eager, compiled = _twins(model, config, ids[:, :6])
     for t in range(6, 40):
         ref = model(input_ids=ids[:, t : t + 1], cache=eager).logits[:, -1]
         torch.testing.assert_close(decoder.step(compiled, ids[:, t]), ref, atol=1e-4, rtol=1e-4)
@@ -132,8 +134,9 @@ def test_inductor_step_matches_eager_and_keeps_its_artefacts(home):
 
 
 @pytest.mark.slow
-def test_bundled_model_compiled_nll_matches_eager(lm, home):
-    """The real model in float32 through inductor: to 1e-4 in NLL over a fill, evictions and a re-base."""
+def test_bundled_model_compiled_nll_matches_eager(lm):
+    """The real model in float32 through inductor: to 1e-4 in NLL over a fill, evictions and a re-base (compiled
+    into the real $TENFOLD_HOME, where `chat --compile --dtype float32 --window 60` finds it again)."""
     model, tok = lm
     from tenfold.data import austen
 

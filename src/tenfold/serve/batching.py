@@ -16,41 +16,19 @@ every other use of the model are unchanged.
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache
 
 from tenfold.models.decode_attention import DECODE_ATTENTION, use_decode_attention
-from tenfold.streaming.sink_cache import SinkCache, enable_streaming
+from tenfold.streaming.sink_cache import HeldElsewhereLayer, SinkCache, enable_streaming
 
 ROW_ATTENTION = DECODE_ATTENTION  # the attention implementation that understands ``row_caches``
-
-
-class _RowLayer(CacheLayerMixin):
-    """Placeholder layer: the rows' own caches hold the keys and values."""
-
-    is_sliding = False
-    is_compileable = False
-
-    def lazy_initialization(self, key_states, value_states):
-        self.is_initialized = True
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        raise RuntimeError("RowCaches.update writes into the rows' own caches")
-
-    def get_mask_sizes(self, query_length: int):
-        return query_length, 0
-
-    def get_seq_length(self) -> int:
-        return 0
-
-    def get_max_length(self) -> int:
-        return -1
 
 
 class RowCaches(Cache):
     """``B`` independent batch-1 sink caches seen by the model as one batch of ``B`` rows (decode steps only)."""
 
     def __init__(self, caches: list[SinkCache], num_layers: int):
-        super().__init__(layers=[_RowLayer() for _ in range(num_layers)])
+        super().__init__(layers=[HeldElsewhereLayer() for _ in range(num_layers)])
         self.caches = caches
         self.current: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 

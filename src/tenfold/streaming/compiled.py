@@ -31,12 +31,12 @@ import types
 from pathlib import Path
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache
 
 from tenfold.errors import TenfoldError
 from tenfold.models.decode_attention import use_decode_attention
 from tenfold.streaming.config import SinkConfig
-from tenfold.streaming.sink_cache import SinkCache, enable_streaming, prefill
+from tenfold.streaming.sink_cache import HeldElsewhereLayer, SinkCache, enable_streaming, prefill
 
 
 ARTEFACTS = "compiled"  # under $TENFOLD_HOME
@@ -88,28 +88,6 @@ def cached_artefacts() -> list[dict]:
     return out
 
 
-class _ViewLayer(CacheLayerMixin):
-    """Placeholder: the buffers arrive with each step (see :class:`RingView`)."""
-
-    is_sliding = False
-    is_compileable = True
-
-    def lazy_initialization(self, key_states, value_states):
-        self.is_initialized = True
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        raise RuntimeError("RingView.update writes the step's buffers")
-
-    def get_mask_sizes(self, query_length: int):
-        return query_length, 0
-
-    def get_seq_length(self) -> int:
-        return 0
-
-    def get_max_length(self) -> int:
-        return -1
-
-
 class RingView(Cache):
     """The sink cache as the compiled step sees it: full-size buffers handed in with each step's ``ring`` argument.
 
@@ -121,7 +99,7 @@ class RingView(Cache):
     """
 
     def __init__(self, num_layers: int, size: int, num_sinks: int):
-        super().__init__(layers=[_ViewLayer() for _ in range(num_layers)])
+        super().__init__(layers=[HeldElsewhereLayer() for _ in range(num_layers)])
         self.size, self.num_sinks = size, num_sinks
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

@@ -162,6 +162,29 @@ class SinkLayer(CacheLayerMixin):
         self.n, self.sink_keys = m, None
 
 
+class HeldElsewhereLayer(CacheLayerMixin):
+    """A placeholder layer for a ``Cache`` whose own ``update`` keeps the keys and values somewhere else (the rows'
+    own sink caches in continuous batching, the buffers handed to a compiled decode step): it holds nothing."""
+
+    is_sliding = False
+    is_compileable = True
+
+    def lazy_initialization(self, key_states, value_states):
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        raise RuntimeError(f"{type(self).__name__} holds no keys: its cache's update writes them")
+
+    def get_mask_sizes(self, query_length: int):
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+
 class SlidingLayer(CacheLayerMixin):
     """A sliding-window layer of a hybrid model (Gemma 2/3, gpt-oss, Cohere 2): its own last ``sliding_window`` tokens.
 
