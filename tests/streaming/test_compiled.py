@@ -173,3 +173,16 @@ def test_chat_compile_flag_decodes_compiled_with_the_eager_replies():
     memory = _chat("--compile", "--memory", stdin="Hello\n/stats\n")
     assert memory.returncode == 0 and "--compile is not used with --memory" in memory.stderr
     assert json.loads(memory.stdout.strip().splitlines()[-1])["decode"] == "eager"
+
+
+def test_unfilled_columns_holding_nan_do_not_leak_into_the_step(home):
+    """The compiled step reads every column of the full-size buffers (weight 0 past the filled ones): buffers are
+    allocated zeroed, so what uninitialised memory held (NaN) never reaches the logits."""
+    model = tiny("llama")
+    config = SinkConfig(4, 20)
+    decoder = CompiledDecoder(model, config, backend="eager")
+    eager, compiled = _twins(model, config, torch.randint(1, 128, (1, 8), generator=torch.Generator().manual_seed(6)))
+    for layer in compiled.layers:
+        assert not layer.keys[:, :, layer.n:].any() and not layer.values[:, :, layer.n:].any()
+    ref = model(input_ids=torch.tensor([[5]]), cache=eager).logits[:, -1]
+    torch.testing.assert_close(decoder.step(compiled, torch.tensor([5])), ref, atol=1e-5, rtol=1e-5)

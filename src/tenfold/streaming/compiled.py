@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -38,6 +39,10 @@ from tenfold.models.decode_attention import use_decode_attention
 from tenfold.streaming.config import SinkConfig
 from tenfold.streaming.sink_cache import HeldElsewhereLayer, SinkCache, enable_streaming, prefill
 
+
+# inductor notes this while compiling the int4 model's step (bfloat16 kernel inputs beside the float16 lm_head):
+# not something a user of chat or serve can act on
+warnings.filterwarnings("ignore", message="bf16 and fp16 are mixed in the scheduler node")
 
 ARTEFACTS = "compiled"  # under $TENFOLD_HOME
 DEFAULT_OPTIONS: dict = {}  # inductor defaults; cpp_wrapper gained ~8% per token at 2-3x the first compile (g++ -O3 of the wrapper)

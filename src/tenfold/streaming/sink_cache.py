@@ -64,14 +64,16 @@ class SinkLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, q, d = key_states.shape
         self.device, self.capacity = key_states.device, max(self.capacity, q)
-        self.keys = key_states.new_empty((b, h, self.capacity, d))
-        self.values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        # zeros, not empty: the compiled decode step reads every column with weight 0 past the filled ones, and
+        # uninitialised memory may hold NaN (0 * NaN is NaN)
+        self.keys = key_states.new_zeros((b, h, self.capacity, d))
+        self.values = value_states.new_zeros((b, h, self.capacity, value_states.shape[-1]))
         self.n, self.is_initialized = 0, True
 
     def _grow(self, needed: int) -> None:
         cap = max(needed, min(2 * self.capacity, max(self.max_capacity, needed)))
-        keys = self.keys.new_empty((*self.keys.shape[:2], cap, self.keys.shape[-1]))
-        values = self.values.new_empty((*self.values.shape[:2], cap, self.values.shape[-1]))
+        keys = self.keys.new_zeros((*self.keys.shape[:2], cap, self.keys.shape[-1]))
+        values = self.values.new_zeros((*self.values.shape[:2], cap, self.values.shape[-1]))
         keys[:, :, : self.n] = self.keys[:, :, : self.n]
         values[:, :, : self.n] = self.values[:, :, : self.n]
         self.keys, self.values, self.capacity = keys, values, cap
@@ -542,8 +544,6 @@ class SinkCache(Cache):
         for layer in self.full_layers:
             if layer.capacity < self.size:
                 layer._grow(self.size)
-                layer.keys[:, :, layer.n:].zero_()  # read (with weight 0) by the fixed-size attention: no NaN/inf
-                layer.values[:, :, layer.n:].zero_()
         self._slot = False
         self._ring_step(1, deferred=True)
         position = self.frame - 1
