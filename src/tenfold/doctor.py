@@ -128,7 +128,8 @@ def render(r: dict) -> str:
     lines.append(f"compiled decode ({c['cpu']}): " + (f"compiler {c['compiler']}" if c["compiler"] else
                                                       "no C++ compiler (chat and serve decode eagerly)")
                  + f"; {len(c['cached'])} kept" + "".join(
-        f"\n  {Path(k['model']).name} {k['weights']} cache {k['cache_size']}, torch {k['torch']}, {k['cpu']}"
+        f"\n  {Path(k['model']).name} {k['weights']} cache {k.get('cache_size', '?')}, torch {k['torch']}, {k['cpu']}"
+        f"{' (unreadable key.json)' if k.get('unreadable') else ''}"
         f"{', ' + ' '.join(f'{o}={v}' for o, v in k['options'].items()) if k.get('options') else ''}: "
         f"{_mb(k['bytes'])}"
         for k in c["cached"]))

@@ -28,15 +28,18 @@ def test_default_serve_compiles_and_answers_as_the_eager_server(server):
         assert "compiling the decode step" in log and "decode step compiled in" in log
         assert "compiled decoding" in log
         history = []
-        for question in ("Tell me a short story about a lighthouse keeper and a storm.", "And what happened next?"):
-            # the second turn continues the session's cache (ring mode, evicting past 128 tokens)
+        story = ("Here is the start of a story. " + "The keeper climbed the stairs, lit the lamp and watched "
+                 "the grey sea roll towards the rocks while the wind rose. " * 8 + "Continue it in one sentence.")
+        for question in (story, "And what happened next?"):
+            # the first turn fills the 128-token cache (a session's buffers then hold all of it: compiled steps);
+            # the second continues the session's cache, evicting
             history.append({"role": "user", "content": question})
             answer = _ask(srv.base, history, "compiled-s")
             assert answer == _ask(server, history, "eager-s")
             history.append({"role": "assistant", "content": answer})
         health = httpx.get(srv.base + "/health").json()
         assert health["decode"]["mode"] == "compiled" and health["decode"]["compile_seconds"] > 0
-        assert health["compiled_steps"] > 40
+        assert health["compiled_steps"] >= 40
 
 
 def test_no_compile_flag_and_no_compiler_keep_the_eager_path(tmp_path):

@@ -186,3 +186,46 @@ def test_unfilled_columns_holding_nan_do_not_leak_into_the_step(home):
         assert not layer.keys[:, :, layer.n:].any() and not layer.values[:, :, layer.n:].any()
     ref = model(input_ids=torch.tensor([[5]]), cache=eager).logits[:, -1]
     torch.testing.assert_close(decoder.step(compiled, torch.tensor([5])), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_an_unwritable_home_falls_back_in_one_line(home):
+    from tenfold.streaming.compiled import compiled_or_none
+
+    model = tiny("llama")
+    lines = []
+    (home / "compiled").write_text("not a folder")
+    assert compiled_or_none(model, SinkConfig(3, 19), lines.append) is None
+    assert lines[-1].startswith("cannot keep the compiled step in ") and lines[-1].endswith(": decoding eagerly")
+
+
+def test_doctor_lists_kept_steps_and_survives_broken_key_files(home):
+    from tenfold import doctor
+
+    for name, text in {"list": "[1, 2]", "empty": "", "partial": "{}", "options": '{"model": "m", "weights": "int4", '
+                       '"torch": "2", "cpu": "AVX2", "cache_size": 8, "options": "oops"}'}.items():
+        (home / "compiled" / name).mkdir(parents=True)
+        (home / "compiled" / name / "key.json").write_text(text)
+    report = doctor.report()
+    assert len(report["compiled"]["cached"]) == 4
+    text = doctor.render(report)
+    assert text.count("(unreadable key.json)") == 3 and "m int4 cache 8, torch 2, AVX2" in text
+
+
+@pytest.mark.slow
+def test_chat_with_a_broken_compiler_says_so_and_decodes_eagerly(tmp_path):
+    """A compiler that is found but builds nothing (CXX=/bin/false; inductor reads it in a fresh process): one line,
+    then the eager chat, exit 0."""
+    import subprocess
+    import sys
+
+    from tenfold import home
+
+    (tmp_path / "models").symlink_to(os.path.join(home(), "models"))  # the converted model, not its compiled steps
+    env = {**os.environ, "TENFOLD_HOME": str(tmp_path), "CXX": "/bin/false"}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    res = subprocess.run([sys.executable, "-m", "tenfold.cli", "chat", "--compile", "--dtype", "float32", "--sinks",
+                          "3", "--window", "21", "--max-new-tokens", "5"], input="Hello\n/stats\n",
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "tenfold chat: compiling the decode step failed (" in res.stderr and "Traceback" not in res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["decode"] == "eager"

@@ -576,7 +576,9 @@ class Engine:
         if rows:
             try:
                 with torch.no_grad():
-                    if len(rows) == 1 and self.decoder is not None and self.decoder.can_compile(rows[0][2].cache):
+                    # compiled: a lone row whose cache has grown to full size (the memory bound counted it)
+                    if len(rows) == 1 and self.decoder is not None and self.decoder.can_compile(rows[0][2].cache,
+                                                                                                grow=False):
                         logits = self.decoder.step(rows[0][2].cache, torch.tensor([rows[0][3]]))
                         self.stats["compiled_steps"] += 1
                     else:

@@ -84,11 +84,15 @@ def cached_artefacts() -> list[dict]:
     out = []
     root = Path(home()) / ARTEFACTS
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         try:
             key = json.loads((folder / "key.json").read_text())
         except (OSError, ValueError):
-            continue
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            key = None
+        if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in ("model", "weights", "torch", "cpu")):
+            key = {"model": folder.name, "weights": "?", "torch": "?", "cpu": "?", "unreadable": True}
+        if not isinstance(key.get("options"), dict):
+            key["options"] = {}
         out.append({**key, "path": str(folder), "bytes": size})
     return out
 
@@ -224,12 +228,15 @@ class CompiledDecoder:
         (self.directory / "key.json").write_text(json.dumps(self.key, indent=1))
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.directory / "inductor")
 
-    def can_compile(self, cache: SinkCache) -> bool:
+    def can_compile(self, cache: SinkCache, grow: bool = True) -> bool:
         """Whether ``cache`` is in a state the compiled step takes: this size, ring mode (not ``rerotate``), no
-        padding and its sinks already held. Anything else decodes eagerly, exactly as without compiling."""
+        padding and its sinks already held. Anything else decodes eagerly, exactly as without compiling.
+        ``grow=False``: only a cache whose buffers already hold all ``size`` columns (the step would otherwise grow
+        them, which a caller bounding memory per session, as serve does, has not accounted for)."""
         return (cache.size == self.size and cache.num_sinks == self.num_sinks and not cache.rerotate
                 and cache.valid is not None and cache.valid.shape[1] >= self.num_sinks and bool(cache.valid.all())
-                and cache.layout is self.layout)
+                and cache.layout is self.layout
+                and (grow or all(layer.capacity >= self.size for layer in cache.full_layers)))
 
     @torch.no_grad()
     def step(self, cache: SinkCache, tokens: torch.Tensor) -> torch.Tensor:
@@ -263,6 +270,14 @@ def compiled_or_none(model, config: SinkConfig, say, **kwargs) -> CompiledDecode
     except TenfoldError as exc:
         say(f"{exc}")
         return None
-    decoder.warm_up(say=say)
+    try:
+        decoder.warm_up(say=say)
+    except OSError as exc:  # an unwritable $TENFOLD_HOME/compiled
+        say(f"cannot keep the compiled step in {decoder.directory} ({exc.strerror or exc}): decoding eagerly")
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken compiler or toolchain: the eager path still serves
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        say(f"compiling the decode step failed ({type(exc).__name__}: {first}): decoding eagerly")
+        return None
     return decoder
 
