@@ -76,6 +76,7 @@ ALLOWED = {
     "devices.py": (2, "the device-resolution module itself (the names of the CPU and of CUDA)"),
     "models/decode_attention.py": (1, "a comparison: the half-precision decode kernel is a CPU fast path"),
     "models/int4_load.py": (1, "int4 weights are CPU-only; load_lm refuses int4 on any other device"),
+    "streaming/compiled.py": (2, "CPU-only checks: a C++ compiler and the vector level matter for CPU steps"),
     "provenance.py": (2, "the dict key naming the machine's processor model, not a device"),
 }
 

@@ -70,7 +70,8 @@ def _compiled() -> dict:
 
     from tenfold.streaming.compiled import cached_artefacts, compiler
 
-    return {"compiler": compiler(), "cpu": torch.backends.cpu.get_cpu_capability(), "cached": cached_artefacts()}
+    return {"compiler": compiler(), "vector_level": torch.backends.cpu.get_cpu_capability(),
+            "cached": cached_artefacts()}
 
 
 def report() -> dict:
@@ -125,10 +126,10 @@ def render(r: dict) -> str:
     s = r["sandbox"]
     lines.append(f"sandbox: {s.get('isolation')}" + (f" ({s['reason']})" if s.get("reason") else ""))
     c = r["compiled"]
-    lines.append(f"compiled decode ({c['cpu']}): " + (f"compiler {c['compiler']}" if c["compiler"] else
+    lines.append(f"compiled decode ({c['vector_level']}): " + (f"compiler {c['compiler']}" if c["compiler"] else
                                                       "no C++ compiler (chat and serve decode eagerly)")
                  + f"; {len(c['cached'])} kept" + "".join(
-        f"\n  {Path(k['model']).name} {k['weights']} cache {k.get('cache_size', '?')}, torch {k['torch']}, {k['cpu']}"
+        f"\n  {Path(k['model']).name} {k['weights']} cache {k.get('cache_size', '?')}, torch {k['torch']}, {k['vector_level']}"
         f"{' (unreadable key.json)' if k.get('unreadable') else ''}"
         f"{', ' + ' '.join(f'{o}={v}' for o, v in k['options'].items()) if k.get('options') else ''}: "
         f"{_mb(k['bytes'])}"

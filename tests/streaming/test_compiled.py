@@ -126,7 +126,7 @@ def test_inductor_step_matches_eager_and_keeps_its_artefacts(home):
         str(home))
     [kept] = cached_artefacts()
     assert kept["cache_size"] == 24 and kept["weights"] == "float32" and kept["torch"] == torch.__version__
-    assert kept["bytes"] > 0 and json.loads((folder / "key.json").read_text())["cpu"] == kept["cpu"]
+    assert kept["bytes"] > 0 and json.loads((folder / "key.json").read_text())["vector_level"] == kept["vector_level"]
     again = CompiledDecoder(model, config)
     lines.clear()
     again.warm_up(say=lines.append)
@@ -202,7 +202,7 @@ def test_doctor_lists_kept_steps_and_survives_broken_key_files(home):
     from tenfold import doctor
 
     for name, text in {"list": "[1, 2]", "empty": "", "partial": "{}", "options": '{"model": "m", "weights": "int4", '
-                       '"torch": "2", "cpu": "AVX2", "cache_size": 8, "options": "oops"}'}.items():
+                       '"torch": "2", "vector_level": "AVX2", "cache_size": 8, "options": "oops"}'}.items():
         (home / "compiled" / name).mkdir(parents=True)
         (home / "compiled" / name / "key.json").write_text(text)
     report = doctor.report()

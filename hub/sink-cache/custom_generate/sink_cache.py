@@ -66,14 +66,16 @@ class SinkLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, q, d = key_states.shape
         self.device, self.capacity = key_states.device, max(self.capacity, q)
-        self.keys = key_states.new_empty((b, h, self.capacity, d))
-        self.values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        # zeros, not empty: the compiled decode step reads every column with weight 0 past the filled ones, and
+        # uninitialised memory may hold NaN (0 * NaN is NaN)
+        self.keys = key_states.new_zeros((b, h, self.capacity, d))
+        self.values = value_states.new_zeros((b, h, self.capacity, value_states.shape[-1]))
         self.n, self.is_initialized = 0, True
 
     def _grow(self, needed: int) -> None:
         cap = max(needed, min(2 * self.capacity, max(self.max_capacity, needed)))
-        keys = self.keys.new_empty((*self.keys.shape[:2], cap, self.keys.shape[-1]))
-        values = self.values.new_empty((*self.values.shape[:2], cap, self.values.shape[-1]))
+        keys = self.keys.new_zeros((*self.keys.shape[:2], cap, self.keys.shape[-1]))
+        values = self.values.new_zeros((*self.values.shape[:2], cap, self.values.shape[-1]))
         keys[:, :, : self.n] = self.keys[:, :, : self.n]
         values[:, :, : self.n] = self.values[:, :, : self.n]
         self.keys, self.values, self.capacity = keys, values, cap
@@ -162,6 +164,29 @@ class SinkLayer(CacheLayerMixin):
         self.keys[:, :, :m] = shift.rotate(keys, delta)
         self.values[:, :, :m] = values
         self.n, self.sink_keys = m, None
+
+
+class HeldElsewhereLayer(CacheLayerMixin):
+    """A placeholder layer for a ``Cache`` whose own ``update`` keeps the keys and values somewhere else (the rows'
+    own sink caches in continuous batching, the buffers handed to a compiled decode step): it holds nothing."""
+
+    is_sliding = False
+    is_compileable = True
+
+    def lazy_initialization(self, key_states, value_states):
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        raise RuntimeError(f"{type(self).__name__} holds no keys: its cache's update writes them")
+
+    def get_mask_sizes(self, query_length: int):
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_max_length(self) -> int:
+        return -1
 
 
 class SlidingLayer(CacheLayerMixin):
@@ -266,6 +291,7 @@ class SinkCache(Cache):
         self.sink_delta = 0
         self.rebases = 0
         self._slot = False  # this step overwrites a ring slot instead of appending a column
+        self.column = 0  # the column a deferred one-token step (begin_ring_decode) writes
         self.seen_columns = 0  # input columns consumed so far (what generate() calls the sequence length)
         self.tokens_seen = _no_rows()  # (B,) real tokens streamed through the cache so far, per batch row
         self.evicted = _no_rows()  # (B,) real tokens evicted so far, per batch row
@@ -448,8 +474,11 @@ class SinkCache(Cache):
             layer.follow(delta)
 
     # -- ring mode --------------------------------------------------------------------------
-    def _ring_step(self, q: int) -> torch.Tensor:
-        """Evict for ``q`` new tokens of a padding-free batch without re-rotating the window; their frame positions."""
+    def _ring_step(self, q: int, deferred: bool = False) -> torch.Tensor:
+        """Evict for ``q`` new tokens of a padding-free batch without re-rotating the window; their frame positions.
+
+        ``deferred`` (one-token steps of :meth:`begin_ring_decode`): leave the new token's write and the sinks'
+        rotation to the caller, which writes column ``self.column`` and the sinks at ``self.sink_delta``."""
         n = self.valid.shape[1]
         if self.frame is None:
             self.frame, self.head, self.sink_delta = n, 0, 0  # frame positions start as the in-cache ones
@@ -463,8 +492,9 @@ class SinkCache(Cache):
             self.evicted += n - budget
             sinks = self.num_sinks
             if q == 1:  # decoding a full cache: the token takes the oldest recent token's slot
+                self.column = sinks + self.head
                 for layer in self.full_layers:
-                    layer.slot = sinks + self.head
+                    layer.slot = None if deferred else self.column
                 self.head = (self.head + 1) % (n - sinks)
                 self._slot = True
                 kept = n - 1
@@ -476,18 +506,53 @@ class SinkCache(Cache):
                 kept = budget
                 self.valid = self.valid[:, :kept]
             delta = self.frame - kept  # in-cache position of the first new token is `kept`
-            if delta != self.sink_delta:
+            if deferred:
+                self._copy_sinks()
+            elif delta != self.sink_delta:
                 for layer in self.full_layers:
                     layer.place_sinks(sinks, delta, self.shift)
-                self.sink_delta = delta
+            self.sink_delta = delta
         else:
             kept = n
+            if deferred:  # the caller writes the token after the filled columns
+                self.column = n
+                self._copy_sinks()
+                for layer in self.full_layers:
+                    layer.n += 1
         batch = self.valid.shape[0]
         positions = torch.arange(self.frame, self.frame + q, device=self.valid.device).expand(batch, q)
         self.frame += q
         if not self._slot:
             self.valid = torch.cat([self.valid, self.valid.new_ones((batch, q))], dim=1)
         return positions
+
+    def _copy_sinks(self) -> None:
+        """Take each full layer's float32 copy of its sinks at positions 0..S-1, if not taken yet."""
+        sinks = min(self.num_sinks, self.valid.shape[1])
+        for layer in self.full_layers:
+            if layer.sink_keys is None and sinks:  # none yet: the sinks sit at 0..S-1 (sink_delta is 0)
+                layer.sink_keys = layer.keys[:, :, :sinks].float().clone()
+
+    def begin_ring_decode(self, batch: int) -> tuple[int, int, int, int]:
+        """Bookkeeping of a one-token step whose writes the caller does (the compiled decode step).
+
+        The cache must hold its sinks and no padding, in ring mode, batch ``batch``: see
+        :meth:`tenfold.streaming.compiled.CompiledDecoder.can_compile`. Grows every full layer's buffers to
+        ``size`` columns. Returns ``(position, column, sink_delta, filled)``: the new token's frame position, the
+        column it is to be written to, the position offset the sinks are to be rotated to from their float32 copy
+        (``layer.sink_keys``), and the columns filled after the write."""
+        if self.valid is None or self.valid.shape[0] != batch:
+            raise ValueError("begin_ring_decode needs a cache already filled with this batch")
+        for layer in self.full_layers:
+            if layer.capacity < self.size:
+                layer._grow(self.size)
+        self._slot = False
+        self._ring_step(1, deferred=True)
+        position = self.frame - 1
+        self.seen_columns += 1
+        self.tokens_seen += 1
+        self._pending = 0
+        return position, self.column, self.sink_delta, self.valid.shape[1]
 
     def _rebase(self, n: int) -> None:
         """Rotate all recent keys back by one offset so that the next token's frame position is ``n``: the in-cache

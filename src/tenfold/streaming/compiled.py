@@ -65,7 +65,7 @@ def artefact_key(model, size: int) -> dict:
     device = next(model.parameters()).device
     level = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name(device)
     return {"model": name, "weights": weights_label(model), "cache_size": size, "torch": torch.__version__,
-            "cpu": level, "device": device.type}
+            "vector_level": level, "device": device.type}
 
 
 def artefact_dir(key: dict) -> Path:
@@ -89,8 +89,8 @@ def cached_artefacts() -> list[dict]:
             key = json.loads((folder / "key.json").read_text())
         except (OSError, ValueError):
             key = None
-        if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in ("model", "weights", "torch", "cpu")):
-            key = {"model": folder.name, "weights": "?", "torch": "?", "cpu": "?", "unreadable": True}
+        if not isinstance(key, dict) or not all(isinstance(key.get(k), str) for k in ("model", "weights", "torch", "vector_level")):
+            key = {"model": folder.name, "weights": "?", "torch": "?", "vector_level": "?", "unreadable": True}
         if not isinstance(key.get("options"), dict):
             key["options"] = {}
         out.append({**key, "path": str(folder), "bytes": size})
